@@ -1,0 +1,56 @@
+/* alloc.c - the replaceable allocator and small process-wide facts.
+ *
+ * The four hooks are plain pointers written only by mh_replace_allocator(),
+ * which the caller must use before any other manyhands call (as libuv's
+ * uv_replace_allocator); they are read without locking afterwards.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static mh_malloc_fn mh__malloc_fn = malloc;
+static mh_realloc_fn mh__realloc_fn = realloc;
+static mh_calloc_fn mh__calloc_fn = calloc;
+static mh_free_fn mh__free_fn = free;
+
+int mh_replace_allocator(mh_malloc_fn malloc_fn, mh_realloc_fn realloc_fn,
+                         mh_calloc_fn calloc_fn, mh_free_fn free_fn) {
+  int nulls = !malloc_fn + !realloc_fn + !calloc_fn + !free_fn;
+  if (nulls == 4) {
+    malloc_fn = malloc;
+    realloc_fn = realloc;
+    calloc_fn = calloc;
+    free_fn = free;
+  } else if (nulls != 0) {
+    return MH_EINVAL;
+  }
+  mh__malloc_fn = malloc_fn;
+  mh__realloc_fn = realloc_fn;
+  mh__calloc_fn = calloc_fn;
+  mh__free_fn = free_fn;
+  return 0;
+}
+
+void *mh__malloc(size_t size) { return size ? mh__malloc_fn(size) : NULL; }
+
+void *mh__calloc(size_t count, size_t size) {
+  return (count && size) ? mh__calloc_fn(count, size) : NULL;
+}
+
+void *mh__realloc(void *ptr, size_t size) {
+  if (size == 0) {
+    mh__free(ptr);
+    return NULL;
+  }
+  return mh__realloc_fn(ptr, size);
+}
+
+void mh__free(void *ptr) {
+  if (ptr) mh__free_fn(ptr);
+}
+
+int mh_cpu_count(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : (n > 4096 ? 4096 : (int)n);
+}

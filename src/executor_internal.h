@@ -1,0 +1,83 @@
+/* executor_internal.h - the contract between the generic executor and its
+ * backends.  Never installed.
+ *
+ * executor.c owns the mh_executor_t shell, futures, map/imap, wait and
+ * as_completed.  A backend (executor_threads.c, executor_procs.c,
+ * executor_mpi.c) only runs work: it receives futures through `submit`, and
+ * for each one calls mh__future_set_running() before it starts and
+ * mh__future_finish() when it ends.  A future handed to a backend is a chunk
+ * of `count` items (count == 1 for plain submit; map hands out larger chunks).
+ */
+#ifndef MH_EXECUTOR_INTERNAL_H
+#define MH_EXECUTOR_INTERNAL_H
+
+#include "manyhands/executor.h"
+
+/* What a backend needs to run a future: item i of the chunk reads
+ * in + i*in_size and writes out + i*out_size; when `statuses` is not NULL the
+ * code of item i goes to statuses[i].  The code of the whole future is that of
+ * its lowest failing item, or 0. */
+typedef struct mh__task {
+  mh_task_fn fn;
+  void *ctx;
+  const void *in;
+  size_t in_size;
+  void *out;
+  size_t out_size;
+  size_t count;
+  int *statuses;
+} mh__task_t;
+
+typedef struct mh__backend_ops {
+  const char *name;
+  /* Start the workers; store private state with mh__executor_set_impl. */
+  int (*start)(mh_executor_t *ex, const mh_executor_options_t *opts);
+  /* Take a reference (mh_future_retain) and queue the future; return
+   * MH_ESHUTDOWN after shutdown began. */
+  int (*submit)(mh_executor_t *ex, mh_future_t *f);
+  /* Submit several at once (may be NULL: the generic code loops). */
+  int (*submit_many)(mh_executor_t *ex, mh_future_t *const *fs, size_t n);
+  /* Stop accepting; honour MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES.
+   * Pending futures that are cancelled go through mh__future_cancel_queued.
+   * Called at most once with WAIT set after a call without it. */
+  int (*shutdown)(mh_executor_t *ex, unsigned flags);
+  /* Free the backend's state (after a waiting shutdown). */
+  void (*destroy)(mh_executor_t *ex);
+} mh__backend_ops_t;
+
+extern const mh__backend_ops_t mh__backend_threads;
+extern const mh__backend_ops_t mh__backend_processes; /* executor_procs.c */
+extern const mh__backend_ops_t mh__backend_mpi;       /* when built with MPI */
+
+void mh__executor_set_impl(mh_executor_t *ex, void *impl);
+void *mh__executor_impl(const mh_executor_t *ex);
+
+/* The task of a future (valid for the future's lifetime). */
+const mh__task_t *mh__future_task(const mh_future_t *f);
+
+/* PENDING -> RUNNING.  Returns 1 if the caller now runs it, 0 if it had been
+ * cancelled (the caller then drops it: mh_future_release). */
+int mh__future_set_running(mh_future_t *f);
+
+/* RUNNING -> PENDING, for a backend that re-queues a task whose worker died
+ * (retries).  */
+void mh__future_set_pending(mh_future_t *f);
+
+/* Run every item of the chunk in this thread and return the future's code
+ * (what the thread backend does; the process worker does the same on its
+ * copies).  Writes statuses[] when set. */
+int mh__task_run(const mh__task_t *t);
+
+/* RUNNING -> FINISHED with `code`; wakes waiters, runs callbacks.  Does not
+ * drop the backend's reference. */
+void mh__future_finish(mh_future_t *f, int code);
+
+/* Record that the worker running f died (pid, exit status or -signal) and
+ * finish f with MH_EWORKERDIED. */
+void mh__future_finish_worker_died(mh_future_t *f, int pid, int exitcode);
+
+/* PENDING -> CANCELLED (used by a cancelling shutdown). Returns 1 if it was
+ * cancelled by this call. */
+int mh__future_cancel_queued(mh_future_t *f);
+
+#endif /* MH_EXECUTOR_INTERNAL_H */

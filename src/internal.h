@@ -1,0 +1,57 @@
+/* internal.h - helpers shared by the library's modules.  Never installed.
+ *
+ * Internal names carry the mh__ prefix.  Everything here is either stateless
+ * or guarded as its comment says.
+ */
+#ifndef MH_INTERNAL_H
+#define MH_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "manyhands.h"
+
+/* ---- allocation (alloc.c): every library allocation goes through these, so
+ * that mh_replace_allocator() can count them or make them fail. ---------- */
+void *mh__malloc(size_t size);
+void *mh__calloc(size_t count, size_t size);
+void *mh__realloc(void *ptr, size_t size);
+void mh__free(void *ptr);
+
+/* ---- time (time.c) --------------------------------------------------- */
+
+/* Seconds on the monotonic clock. */
+double mh__now(void);
+
+/* An absolute monotonic deadline made once from a relative timeout, so that
+ * spurious wake-ups retry against the same point in time. */
+typedef struct mh__deadline {
+  int kind; /* 0 = never block, 1 = at `at`, 2 = forever */
+  struct timespec at;
+} mh__deadline_t;
+
+/* MH_EINVAL for NaN and negative values other than MH_FOREVER, else 0. */
+int mh__deadline_init(mh__deadline_t *dl, double timeout);
+
+/* Initialise a condition variable on the monotonic clock (optionally
+ * process-shared).  Returns 0 or a negative MH_E* code. */
+int mh__cond_init(pthread_cond_t *cond, bool pshared);
+
+/* Wait on `cond` until signalled or the deadline passes: 0 or MH_ETIMEDOUT
+ * (a deadline of kind 0 gives MH_ETIMEDOUT at once).  Spurious wake-ups are
+ * returned as 0; callers re-check their predicate in a loop. */
+int mh__cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex,
+                  const mh__deadline_t *dl);
+
+/* Sleep for `seconds` on the monotonic clock, retrying on EINTR. */
+void mh__sleep(double seconds);
+
+/* ---- misc ------------------------------------------------------------- */
+
+#define MH__CACHE_LINE 64
+#define MH__UNUSED(x) ((void)(x))
+
+#endif /* MH_INTERNAL_H */

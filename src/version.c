@@ -1,0 +1,6 @@
+/* version.c - the version of the linked library. */
+#include "internal.h"
+
+unsigned mh_version(void) { return MH_VERSION_HEX; }
+
+const char *mh_version_string(void) { return MH_VERSION_STRING; }

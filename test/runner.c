@@ -1,0 +1,341 @@
+/* runner.c - the test runner linked into every test-<area> binary.
+ *
+ *   test-<area> --list           print the names of the tests
+ *   test-<area> NAME             run one test in this process (what CTest does)
+ *   test-<area>                  run every test, each in a child, and print
+ *                                "N passed, N failed"
+ *   test-<area> --helper NAME .. run a helper program (used by the tests)
+ *
+ * The registry is filled by constructors before main, from one thread, so it
+ * needs no lock.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define MHT_MAX 512
+
+static struct {
+  const char *name;
+  mht_test_fn fn;
+} mht_tests[MHT_MAX];
+static int mht_ntests;
+
+static struct {
+  const char *name;
+  mht_helper_fn fn;
+} mht_helpers[MHT_MAX];
+static int mht_nhelpers;
+
+static char mht_self_path[4096];
+
+void mht_register_test(const char *name, mht_test_fn fn) {
+  if (mht_ntests == MHT_MAX) abort();
+  mht_tests[mht_ntests].name = name;
+  mht_tests[mht_ntests].fn = fn;
+  mht_ntests++;
+}
+
+void mht_register_helper(const char *name, mht_helper_fn fn) {
+  if (mht_nhelpers == MHT_MAX) abort();
+  mht_helpers[mht_nhelpers].name = name;
+  mht_helpers[mht_nhelpers].fn = fn;
+  mht_nhelpers++;
+}
+
+void mht_fail(const char *file, int line, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "%s:%d: %s\n", file, line, msg);
+  fflush(stderr);
+  _exit(1);
+}
+
+const char *mht_self(void) { return mht_self_path; }
+
+double mht_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void mht_sleep(double seconds) {
+  if (!(seconds > 0)) return;
+  struct timespec ts;
+  ts.tv_sec = (time_t)seconds;
+  ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}
+
+long mht_scaled(long n) {
+  const char *d = getenv("MH_TEST_DIVISOR");
+  long div = d ? atol(d) : 1;
+  if (div < 1) div = 1;
+  return n / div > 0 ? n / div : 1;
+}
+
+uint64_t mht_rand(void) {
+  static _Thread_local uint64_t s;
+  if (s == 0) s = (uint64_t)(uintptr_t)&s ^ (uint64_t)mht_now() * 0x9E3779B97F4A7C15u ^ 0x2545F4914F6CDD1Du;
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+void mht_jitter(unsigned max_us) {
+  if (max_us) mht_sleep((double)(mht_rand() % max_us) * 1e-6);
+}
+
+int mht_count_children(void) {
+  /* Children are the processes whose PPid is us. */
+  pid_t me = getpid();
+  int n = 0;
+  DIR *d = opendir("/proc");
+  if (!d) return -1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], buf[4096];
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/status", e->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0) continue;
+    buf[len] = 0;
+    char *p = strstr(buf, "\nPPid:");
+    if (p && atoi(p + 6) == me) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* ---- counting, failing allocator ------------------------------------- */
+
+static atomic_long mht_alloc_budget = -1;
+static atomic_long mht_alloc_count;
+
+static int mht_alloc_take(void) {
+  long b = atomic_load(&mht_alloc_budget);
+  while (b >= 0) {
+    if (b == 0) return 0;
+    if (atomic_compare_exchange_weak(&mht_alloc_budget, &b, b - 1)) break;
+  }
+  return 1;
+}
+
+static void *mht_malloc(size_t n) {
+  if (!mht_alloc_take()) return NULL;
+  void *p = malloc(n);
+  if (p) atomic_fetch_add(&mht_alloc_count, 1);
+  return p;
+}
+
+static void *mht_calloc(size_t c, size_t n) {
+  if (!mht_alloc_take()) return NULL;
+  void *p = calloc(c, n);
+  if (p) atomic_fetch_add(&mht_alloc_count, 1);
+  return p;
+}
+
+static void *mht_realloc(void *old, size_t n) {
+  if (!mht_alloc_take()) return NULL;
+  void *p = realloc(old, n);
+  if (p && !old) atomic_fetch_add(&mht_alloc_count, 1);
+  return p;
+}
+
+static void mht_free(void *p) {
+  if (p) atomic_fetch_sub(&mht_alloc_count, 1);
+  free(p);
+}
+
+void mht_alloc_fail_after(long n) {
+  atomic_store(&mht_alloc_budget, n);
+  mh_replace_allocator(mht_malloc, mht_realloc, mht_calloc, mht_free);
+}
+
+long mht_alloc_live(void) { return atomic_load(&mht_alloc_count); }
+
+void mht_alloc_reset(void) {
+  atomic_store(&mht_alloc_budget, -1);
+  mh_replace_allocator(NULL, NULL, NULL, NULL);
+}
+
+/* ---- child processes ------------------------------------------------- */
+
+static int mht_read_into(int fd, char **buf, size_t *len, size_t *cap) {
+  if (*cap - *len < 4096) {
+    size_t ncap = *cap ? *cap * 2 : 8192;
+    char *nb = realloc(*buf, ncap);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = ncap;
+  }
+  ssize_t r = read(fd, *buf + *len, *cap - *len - 1);
+  if (r < 0) return errno == EINTR || errno == EAGAIN ? 1 : -1;
+  if (r == 0) return 0;
+  *len += (size_t)r;
+  (*buf)[*len] = 0;
+  return 1;
+}
+
+int mht_run(char *const argv[], double timeout, mht_proc_result_t *res) {
+  memset(res, 0, sizeof *res);
+  int po[2], pe[2];
+  if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) return -1;
+  double start = mht_now();
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    setpgid(0, 0);
+    int nul = open("/dev/null", O_RDONLY);
+    dup2(nul, 0);
+    dup2(po[1], 1);
+    dup2(pe[1], 2);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  close(po[1]);
+  close(pe[1]);
+  size_t ocap = 0, ecap = 0;
+  res->out = calloc(1, 1);
+  res->err = calloc(1, 1);
+  int open_o = 1, open_e = 1;
+  while (open_o || open_e) {
+    double left = timeout - (mht_now() - start);
+    if (left <= 0) {
+      res->timed_out = 1;
+      kill(-pid, SIGKILL);
+      break;
+    }
+    struct pollfd fds[2] = {{open_o ? po[0] : -1, POLLIN, 0},
+                            {open_e ? pe[0] : -1, POLLIN, 0}};
+    int pr = poll(fds, 2, (int)(left * 1000) + 1);
+    if (pr < 0 && errno != EINTR) break;
+    if (pr <= 0) continue;
+    if (open_o && (fds[0].revents & (POLLIN | POLLHUP | POLLERR)))
+      open_o = mht_read_into(po[0], &res->out, &res->out_len, &ocap) > 0;
+    if (open_e && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
+      open_e = mht_read_into(pe[0], &res->err, &res->err_len, &ecap) > 0;
+  }
+  close(po[0]);
+  close(pe[0]);
+  int st = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, &st, res->timed_out ? 0 : WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) break;
+    if (w == 0) {
+      if (mht_now() - start > timeout) {
+        res->timed_out = 1;
+        kill(-pid, SIGKILL);
+        continue;
+      }
+      mht_sleep(0.002);
+    }
+  }
+  res->seconds = mht_now() - start;
+  if (WIFEXITED(st)) {
+    res->exited = 1;
+    res->status = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    res->status = WTERMSIG(st);
+  }
+  return 0;
+}
+
+int mht_run_helper(const char *name, char *const args[], double timeout,
+                   mht_proc_result_t *res) {
+  char *argv[64];
+  int n = 0;
+  argv[n++] = mht_self_path;
+  static char helper_flag[] = "--helper";
+  char name_buf[256];
+  snprintf(name_buf, sizeof name_buf, "%s", name);
+  argv[n++] = helper_flag;
+  argv[n++] = name_buf;
+  for (int i = 0; args && args[i] && n < 63; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  return mht_run(argv, timeout, res);
+}
+
+void mht_proc_free(mht_proc_result_t *res) {
+  free(res->out);
+  free(res->err);
+  res->out = res->err = NULL;
+}
+
+/* ---- main ------------------------------------------------------------ */
+
+static int mht_run_all(void) {
+  int passed = 0, failed = 0;
+  for (int i = 0; i < mht_ntests; i++) {
+    fflush(stdout);
+    double t0 = mht_now();
+    pid_t pid = fork();
+    if (pid == 0) {
+      mht_tests[i].fn();
+      fflush(stdout);
+      _exit(0);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    int ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    printf("%s %s (%.2fs)\n", ok ? "ok  " : "FAIL", mht_tests[i].name,
+           mht_now() - t0);
+    if (ok)
+      passed++;
+    else
+      failed++;
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  ssize_t n = readlink("/proc/self/exe", mht_self_path, sizeof mht_self_path - 1);
+  if (n < 0) {
+    snprintf(mht_self_path, sizeof mht_self_path, "%s", argv[0]);
+  } else {
+    mht_self_path[n] = 0;
+  }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc >= 2 && strcmp(argv[1], "--list") == 0) {
+    for (int i = 0; i < mht_ntests; i++) printf("%s\n", mht_tests[i].name);
+    return 0;
+  }
+  if (argc >= 3 && strcmp(argv[1], "--helper") == 0) {
+    for (int i = 0; i < mht_nhelpers; i++)
+      if (strcmp(mht_helpers[i].name, argv[2]) == 0)
+        return mht_helpers[i].fn(argc - 3, argv + 3);
+    fprintf(stderr, "no helper named %s\n", argv[2]);
+    return 2;
+  }
+  if (argc == 1) return mht_run_all();
+  for (int i = 0; i < mht_ntests; i++) {
+    if (strcmp(mht_tests[i].name, argv[1]) == 0) {
+      mht_tests[i].fn();
+      printf("ok %s\n", argv[1]);
+      return 0;
+    }
+  }
+  fprintf(stderr, "no test named %s (try --list)\n", argv[1]);
+  return 2;
+}
