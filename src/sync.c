@@ -14,7 +14,8 @@
  *   that wakes, sees the final state and destroys the object cannot race
  *   with the signalling thread.
  * - A condition's wait releases and re-takes the bound lock's mutex, so the
- *   lock's owner mark is cleared before and set again after the wait.
+ *   lock's owner mark is cleared before and set again after the wait.  Its
+ *   `waiters` count is guarded by the bound lock.
  * Lock order: none - no function here holds two mutexes at once (a barrier
  * action runs under the barrier's mutex and must not touch the barrier).
  *
@@ -146,6 +147,14 @@ static int icond_wait(pthread_cond_t *c, pthread_mutex_t *m,
     rc = 0;
   }
   return rc;
+}
+
+/* Destroy a condition variable.  Shared ones are left alone: glibc's
+ * pthread_cond_destroy() waits until every waiter has confirmed its
+ * wake-up, and a process killed while waiting never will.  On Linux a
+ * condition variable holds no resource beyond its memory. */
+static void icond_destroy(pthread_cond_t *c, unsigned flags) {
+  if (!(flags & MH_SYNC_PROCESS_SHARED)) pthread_cond_destroy(c);
 }
 
 /* Destroy a mutex nobody holds: MH_EBUSY if it is held. */
@@ -299,6 +308,7 @@ int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
   /* NULL means "the own lock": a stored address of own_lock would be wrong
    * in a process that maps the shared condition elsewhere. */
   cond->lock = lock;
+  cond->waiters = 0;
   cond->flags = flags;
   return 0;
 }
@@ -309,7 +319,7 @@ int mh_cond_destroy(mh_cond_t *cond) {
     int rc = mh_lock_destroy(&cond->own_lock);
     if (rc) return rc;
   }
-  pthread_cond_destroy(&cond->cond);
+  icond_destroy(&cond->cond, cond->flags);
   return 0;
 }
 
@@ -331,9 +341,11 @@ int mh_cond_release(mh_cond_t *cond) {
 static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
   if (dl->kind == 0) return MH_ETIMEDOUT;
   mh_lock_t *lock = cond_lock(cond);
+  cond->waiters++;
   owner_set(&lock->owner, 0);
   int rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
   owner_set(&lock->owner, me);
+  cond->waiters--;
   return rc;
 }
 
@@ -372,7 +384,12 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
     pthread_cond_broadcast(&cond->cond);
     return 0;
   }
-  for (unsigned i = 0; i < n; i++) pthread_cond_signal(&cond->cond);
+  /* Never more signals than waiters: notify(UINT_MAX) must not spin. */
+  if (n >= cond->waiters) {
+    pthread_cond_broadcast(&cond->cond);
+  } else {
+    for (unsigned i = 0; i < n; i++) pthread_cond_signal(&cond->cond);
+  }
   return 0;
 }
 
@@ -415,7 +432,7 @@ int mh_sem_init_ex(mh_sem_t *sem, unsigned long value, unsigned long bound,
 int mh_sem_destroy(mh_sem_t *sem) {
   if (!sem) return MH_EINVAL;
   int rc = mutex_destroy(&sem->mutex);
-  if (rc == 0) pthread_cond_destroy(&sem->cond);
+  if (rc == 0) icond_destroy(&sem->cond, sem->flags);
   return rc;
 }
 
@@ -485,7 +502,7 @@ int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
 int mh_event_destroy(mh_event_t *ev) {
   if (!ev) return MH_EINVAL;
   int rc = mutex_destroy(&ev->mutex);
-  if (rc == 0) pthread_cond_destroy(&ev->cond);
+  if (rc == 0) icond_destroy(&ev->cond, ev->flags);
   return rc;
 }
 
@@ -574,7 +591,7 @@ int mh_barrier_init_ex(mh_barrier_t *b, unsigned parties,
 int mh_barrier_destroy(mh_barrier_t *b) {
   if (!b) return MH_EINVAL;
   int rc = mutex_destroy(&b->mutex);
-  if (rc == 0) pthread_cond_destroy(&b->cond);
+  if (rc == 0) icond_destroy(&b->cond, b->flags);
   return rc;
 }
 

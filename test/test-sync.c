@@ -92,6 +92,8 @@ TEST(bad_input) {
   ASSERT_ERR(mh_cond_wait(&c, NAN), MH_EINVAL);
   ASSERT_ERR(mh_cond_wait_for(&c, NULL, NULL, 1), MH_EINVAL);
   ASSERT_ERR(mh_cond_wait(&c, 0), MH_ETIMEDOUT);
+  ASSERT_OK(mh_cond_notify(&c, 0));
+  ASSERT_OK(mh_cond_notify(&c, 0xffffffffu)); /* absurd n: no spinning */
   ASSERT_ERR(mh_cond_destroy(&c), MH_EBUSY);
   ASSERT_OK(mh_cond_release(&c));
   ASSERT_OK(mh_cond_destroy(&c));
@@ -934,6 +936,65 @@ TEST(shared_internal_mutex_owner_dies) {
   ASSERT_OK(mh_barrier_destroy(&s->bar));
   ASSERT_OK(mh_event_destroy(&s->ev));
   ASSERT_OK(mh_sem_destroy(&s->sem));
+  munmap(s, sizeof *s);
+}
+
+TEST(shared_waiter_killed_then_destroy) {
+  /* Processes killed while waiting on shared objects: the others still
+   * work, and destroying the objects afterwards does not hang (glibc's
+   * pthread_cond_destroy would wait for the dead waiters forever). */
+  struct shared_all *s = shared_map(sizeof *s);
+  ASSERT_OK(mh_cond_init_ex(&s->cond, NULL, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_sem_init_ex(&s->sem, 0, 0, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_event_init_ex(&s->ev, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_barrier_init_ex(&s->bar, 3, NULL, NULL, MH_FOREVER, MH_SYNC_PROCESS_SHARED));
+  pid_t kids[4];
+  for (int k = 0; k < 4; k++) {
+    kids[k] = fork();
+    if (kids[k] == 0) {
+      switch (k) {
+      case 0:
+        mh_cond_acquire(&s->cond, MH_FOREVER);
+        for (;;) mh_cond_wait(&s->cond, MH_FOREVER);
+      case 1:
+        mh_sem_acquire(&s->sem, MH_FOREVER);
+        break;
+      case 2:
+        mh_event_wait(&s->ev, MH_FOREVER);
+        break;
+      default:
+        mh_barrier_wait(&s->bar);
+        break;
+      }
+      _exit(0);
+    }
+  }
+  /* Let them block, then kill them where they wait. */
+  double t0 = mht_now();
+  while (mh_barrier_n_waiting(&s->bar) < 1) {
+    ASSERT(mht_now() - t0 < 20);
+    mht_sleep(0.001);
+  }
+  mht_sleep(0.1);
+  for (int k = 0; k < 4; k++) {
+    kill(kids[k], SIGKILL);
+    wait_child(kids[k]);
+  }
+  /* The condition's lock was held by nobody when its waiter died. */
+  ASSERT_OK(mh_cond_acquire(&s->cond, 1));
+  ASSERT_OK(mh_cond_notify(&s->cond, 1));
+  ASSERT_ERR(mh_cond_wait(&s->cond, 0.01), MH_ETIMEDOUT);
+  ASSERT_OK(mh_cond_release(&s->cond));
+  ASSERT_OK(mh_sem_release(&s->sem, 1));
+  ASSERT_OK(mh_sem_acquire(&s->sem, 1));
+  ASSERT_OK(mh_event_set(&s->ev));
+  ASSERT_OK(mh_event_wait(&s->ev, 1));
+  ASSERT_OK(mh_barrier_abort(&s->bar));
+  ASSERT_OK(mh_barrier_reset(&s->bar));
+  ASSERT_OK(mh_cond_destroy(&s->cond));
+  ASSERT_OK(mh_sem_destroy(&s->sem));
+  ASSERT_OK(mh_event_destroy(&s->ev));
+  ASSERT_OK(mh_barrier_destroy(&s->bar));
   munmap(s, sizeof *s);
 }
 

@@ -67,8 +67,9 @@ typedef struct mh_rlock_s {
 /** threading.Condition, bound to an mh_lock_t (its own one or the caller's). */
 typedef struct mh_cond_s {
   pthread_cond_t cond;
-  mh_lock_t *lock;
+  mh_lock_t *lock;        /* NULL: own_lock */
   mh_lock_t own_lock;
+  unsigned long waiters;  /* guarded by the lock */
   unsigned flags;
 } mh_cond_t;
 
