@@ -70,40 +70,46 @@ static int flags_ok(unsigned flags) {
   return (flags & ~MH_SYNC_PROCESS_SHARED) == 0;
 }
 
-/* Take a user-visible mutex within the deadline.  Returns 0, MH_ETIMEDOUT,
- * MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code. */
-static int mutex_take(pthread_mutex_t *m, const mh__deadline_t *dl) {
+/* A valid timeout: MH_FOREVER, or >= 0 (infinity included). */
+static int timeout_ok(double timeout) {
+  return timeout == MH_FOREVER || timeout >= 0; /* NaN fails both */
+}
+
+/* Take a user-visible mutex within `timeout` (already checked).  Returns 0,
+ * MH_ETIMEDOUT, MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code.
+ * A timed acquire tries the lock first, so the uncontended case costs no
+ * clock reading. */
+static int mutex_take(pthread_mutex_t *m, double timeout) {
   int rc;
-  switch (dl->kind) {
-  case 0:
-    rc = pthread_mutex_trylock(m);
-    if (rc == EBUSY) return MH_ETIMEDOUT;
-    break;
-  case 2:
+  mh__deadline_t dl;
+  if (timeout == MH_FOREVER) {
     rc = pthread_mutex_lock(m);
-    break;
-  default:
+  } else if ((rc = pthread_mutex_trylock(m)) != EBUSY) {
+    /* taken, or an owner-died / unrecoverable answer */
+  } else if (timeout == 0) {
+    return MH_ETIMEDOUT;
+  } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == 2) {
+    rc = pthread_mutex_lock(m); /* beyond ~30 years: forever */
+  } else {
 #ifdef MH__TSAN
     /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
      * its pthread_mutex_timedlock misses EOWNERDEAD, so it would lose track
      * of the lock.  Test builds only: poll with trylock, which it follows
      * fully, backing off up to 1 ms, until the monotonic deadline. */
-    {
-      double pause = 1e-5, end = (double)dl->at.tv_sec + (double)dl->at.tv_nsec * 1e-9;
-      while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
-        double left = end - mh__now();
-        if (left <= 0) {
-          rc = ETIMEDOUT;
-          break;
-        }
-        mh__sleep(pause < left ? pause : left);
-        if (pause < 1e-3) pause *= 2;
+    double pause = 1e-5;
+    double end = (double)dl.at.tv_sec + (double)dl.at.tv_nsec * 1e-9;
+    while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
+      double left = end - mh__now();
+      if (left <= 0) {
+        rc = ETIMEDOUT;
+        break;
       }
+      mh__sleep(pause < left ? pause : left);
+      if (pause < 1e-3) pause *= 2;
     }
 #else
-    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl->at);
+    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl.at);
 #endif
-    break;
   }
   switch (rc) {
   case 0:
@@ -188,12 +194,10 @@ int mh_lock_destroy(mh_lock_t *lock) {
 
 int mh_lock_acquire(mh_lock_t *lock, double timeout) {
   if (!lock) return MH_EINVAL;
-  mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
-  if (rc) return rc;
+  if (!timeout_ok(timeout)) return MH_EINVAL;
   int me = mh__tid();
   if (owner_get(&lock->owner) == me) return MH_EDEADLK;
-  rc = mutex_take(&lock->mutex, &dl);
+  int rc = mutex_take(&lock->mutex, timeout);
   if (rc == 0 || rc == MH_EOWNERDEAD) owner_set(&lock->owner, me);
   return fix_deadlk(rc, lock->flags);
 }
@@ -247,16 +251,15 @@ int mh_rlock_destroy(mh_rlock_t *rlock) {
 
 int mh_rlock_acquire(mh_rlock_t *rlock, double timeout) {
   if (!rlock) return MH_EINVAL;
-  mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
-  if (rc) return rc;
+  if (!timeout_ok(timeout)) return MH_EINVAL;
   int me = mh__tid();
+  int rc;
   if (owner_get(&rlock->owner) == me) {
     if (rlock->count == ULONG_MAX) return MH_EAGAIN;
     rlock->count++;
     return 0;
   }
-  rc = mutex_take(&rlock->mutex, &dl);
+  rc = mutex_take(&rlock->mutex, timeout);
   if (rc == 0 || rc == MH_EOWNERDEAD) {
     owner_set(&rlock->owner, me);
     rlock->count = 1;

@@ -116,9 +116,8 @@ static void fork_child(void) {
   mh_thread_t *t = reg.alive_head, *next;
   for (; t; t = next) {
     next = t->next;
-    if (t == tls_self) continue;
     mh__cond_init(&t->done, false);
-    if (finish_locked(t)) record_free(t);
+    if (t != tls_self && finish_locked(t)) record_free(t);
   }
   pthread_cond_t fresh = PTHREAD_COND_INITIALIZER;
   memcpy(&reg.exit_cond, &fresh, sizeof fresh);

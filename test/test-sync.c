@@ -544,6 +544,51 @@ TEST(event) {
   }
 }
 
+struct evrace {
+  mh_event_t ev;
+  atomic_int stop;
+  atomic_long woke, timed_out;
+};
+
+static void *evrace_waiter(void *arg) {
+  struct evrace *r = arg;
+  while (!atomic_load(&r->stop)) {
+    int rc = mh_event_wait(&r->ev, (double)(mht_rand() % 3) * 0.0005);
+    if (rc == 0) atomic_fetch_add(&r->woke, 1);
+    else if (rc == MH_ETIMEDOUT) atomic_fetch_add(&r->timed_out, 1);
+    else ASSERT_OK(rc);
+  }
+  return NULL;
+}
+
+static void *evrace_toggler(void *arg) {
+  struct evrace *r = arg;
+  for (long i = 0; i < mht_scaled(20000); i++) {
+    ASSERT_OK((i & 1) ? mh_event_clear(&r->ev) : mh_event_set(&r->ev));
+    if ((i & 255) == 0) mht_jitter(200);
+  }
+  return NULL;
+}
+
+TEST(event_set_clear_race) {
+  /* Waiters with short timeouts against a set/clear storm: every wait
+   * ends with 0 or MH_ETIMEDOUT, and when the event ends up set, every
+   * waiter sees it. */
+  struct evrace r;
+  memset(&r, 0, sizeof r);
+  ASSERT_OK(mh_event_init(&r.ev));
+  pthread_t w[6], tg[2];
+  for (int i = 0; i < 6; i++) pthread_create(&w[i], NULL, evrace_waiter, &r);
+  for (int i = 0; i < 2; i++) pthread_create(&tg[i], NULL, evrace_toggler, &r);
+  for (int i = 0; i < 2; i++) pthread_join(tg[i], NULL);
+  ASSERT_OK(mh_event_set(&r.ev));
+  atomic_store(&r.stop, 1);
+  for (int i = 0; i < 6; i++) pthread_join(w[i], NULL);
+  ASSERT_GT(atomic_load(&r.woke) + atomic_load(&r.timed_out), 0);
+  ASSERT_OK(mh_event_wait(&r.ev, 0));
+  ASSERT_OK(mh_event_destroy(&r.ev));
+}
+
 /* ---- Barrier --------------------------------------------------------- */
 
 struct bartest {
