@@ -1043,6 +1043,76 @@ TEST(shared_waiter_killed_then_destroy) {
   munmap(s, sizeof *s);
 }
 
+/* One child's work on the shared objects; returns non-zero on an error
+ * that is not explained by another process's death. */
+static int chaos_work(struct shared_all *s, long iters) {
+  for (long i = 0; iters < 0 || i < iters; i++) {
+    int rc = mh_lock_acquire(&s->lock, 5);
+    if (rc == MH_EOWNERDEAD) {
+      s->ready++; /* "repair": count the deaths seen */
+      if (mh_lock_consistent(&s->lock)) return 1;
+    } else if (rc) {
+      return 2;
+    }
+    s->counter++;
+    if (mh_lock_release(&s->lock)) return 3;
+    rc = mh_sem_acquire(&s->sem, 0); /* tokens of killed holders are lost */
+    if (rc == 0) {
+      if (mh_sem_release(&s->sem, 1)) return 4;
+    } else if (rc != MH_ETIMEDOUT) {
+      return 5;
+    }
+    if (i % 64 == 0) {
+      if (mh_event_set(&s->ev) || mh_event_clear(&s->ev)) return 6;
+      rc = mh_event_wait(&s->ev, 0);
+      if (rc != 0 && rc != MH_ETIMEDOUT) return 7;
+    }
+  }
+  return 0;
+}
+
+TEST(shared_chaos_kills) {
+  /* Processes hammer a shared lock, semaphore and event and are killed at
+   * random moments (often inside a call); a survivor and the parent still
+   * get everything done, repairing the lock when its owner died. */
+  struct shared_all *s = shared_map(sizeof *s);
+  ASSERT_OK(mh_lock_init_ex(&s->lock, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_sem_init_ex(&s->sem, 3, 0, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_event_init_ex(&s->ev, MH_SYNC_PROCESS_SHARED));
+  for (int round = 0; round < mht_scaled(10); round++) {
+    pid_t victims[4];
+    for (int k = 0; k < 4; k++) {
+      victims[k] = fork();
+      ASSERT(victims[k] >= 0);
+      if (victims[k] == 0) _exit(chaos_work(s, -1) + 100);
+    }
+    pid_t survivor = fork();
+    if (survivor == 0) _exit(chaos_work(s, mht_scaled(20000)));
+    for (int k = 0; k < 4; k++) {
+      mht_jitter(30000);
+      kill(victims[k], SIGKILL);
+      int st = wait_child(victims[k]);
+      /* Killed, never an early error exit. */
+      ASSERT(WIFSIGNALED(st));
+    }
+    int st = wait_child(survivor);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+  }
+  int rc = mh_lock_acquire(&s->lock, 5);
+  if (rc == MH_EOWNERDEAD) rc = mh_lock_consistent(&s->lock);
+  ASSERT_OK(rc);
+  ASSERT_GT(s->counter, 0);
+  fprintf(stderr, "owner deaths repaired: %ld\n", s->ready);
+  ASSERT_OK(mh_lock_release(&s->lock));
+  ASSERT_OK(mh_event_set(&s->ev));
+  ASSERT_OK(mh_event_wait(&s->ev, 1));
+  ASSERT_OK(mh_event_destroy(&s->ev));
+  ASSERT_OK(mh_sem_destroy(&s->sem));
+  ASSERT_OK(mh_lock_destroy(&s->lock));
+  munmap(s, sizeof *s);
+}
+
 /* ---- allocation: none of these allocate ------------------------------- */
 
 TEST(no_allocation) {
