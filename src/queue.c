@@ -444,7 +444,9 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
   if (item_size == 0 || item_size > MH_QUEUE_MAX_ITEM_SIZE) return MH_EINVAL;
   if (kind == KIND_PRIO && !cmp) return MH_EINVAL;
   size_t padded = (item_size + 7) & ~(size_t)7;
-  bool ring = kind == KIND_FIFO && maxsize > 0 && maxsize <= RING_MAX_BYTES / (8 + padded);
+  /* One slot cannot tell "published at i" (i + 1) from "free for i + 1", so
+   * the ring needs two or more. */
+  bool ring = kind == KIND_FIFO && maxsize >= 2 && maxsize <= RING_MAX_BYTES / (8 + padded);
   size_t slot = (ring || kind == KIND_PRIO) ? 8 + padded : item_size;
   /* Storage for maxsize items, and the doubling that reaches it, must be
    * expressible; such a bound is meaningless anyway. */
@@ -464,7 +466,6 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
   if (ring) {
     q->cap = maxsize;
     q->mask = (maxsize & (maxsize - 1)) == 0 ? maxsize - 1 : 0;
-    /* A one-slot ring has mask 0, and pos % 1 is right for it too. */
     q->buf = mh__malloc(maxsize * slot);
     if (!q->buf) goto fail_q;
     for (uint64_t i = 0; i < q->cap; i++) atomic_init(slot_seq(ring_slot(q, i)), i);
