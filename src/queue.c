@@ -88,6 +88,7 @@ enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
 /* Rounds of cpu_relax() a thread spins before it sleeps. */
 #define SPIN_ROUNDS spin_rounds
 static int spin_rounds = 256;
+static int yield_rounds = 0;
 
 #define PAD(name) char name[MH__CACHE_LINE]
 
@@ -440,7 +441,7 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
                   mh_queue_cmp_fn cmp, void *arg) {
   if (!out) return MH_EINVAL;
   *out = NULL;
-  { const char *e = getenv("MH_QSPIN"); if (e) spin_rounds = atoi(e); } /* TUNING */
+  { const char *e = getenv("MH_QSPIN"); if (e) spin_rounds = atoi(e); e = getenv("MH_QYIELD"); if (e) yield_rounds = atoi(e); } /* TUNING */
   if (item_size == 0 || item_size > MH_QUEUE_MAX_ITEM_SIZE) return MH_EINVAL;
   if (kind == KIND_PRIO && !cmp) return MH_EINVAL;
   size_t padded = (item_size + 7) & ~(size_t)7;
@@ -550,8 +551,8 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   }
 
   /* Spin briefly: a consumer on another core usually frees a slot soon. */
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
-    cpu_relax();
+  for (int i = 0; i < SPIN_ROUNDS + yield_rounds; i++) {
+    if (i < SPIN_ROUNDS) cpu_relax(); else sched_yield();
     if (!can_put(q)) continue;
     k = do_put(q, items + moved * q->item_size, n - moved, &err);
     if (k) {
@@ -610,8 +611,8 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   if (err != MH_EAGAIN) goto out;
   if (timeout == 0) goto out;
 
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
-    cpu_relax();
+  for (int i = 0; i < SPIN_ROUNDS + yield_rounds; i++) {
+    if (i < SPIN_ROUNDS) cpu_relax(); else sched_yield();
     if (!can_get(q)) continue;
     k = do_get(q, out, max, &err);
     if (k) goto got;
