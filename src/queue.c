@@ -546,7 +546,19 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
     goto out;
   }
   if (timeout == 0) {
-    err = MH_EAGAIN;
+    /* In the ring a get that has claimed a slot but not yet copied its item
+     * out keeps the slot busy although the queue has room; wait for it
+     * rather than report a full queue that is not. */
+    if (err == 0) err = MH_EAGAIN; /* some went in, then the room ran out */
+    while (err == MH_EAGAIN && q->ring && mh_queue_qsize(q) < q->maxsize) {
+      sched_yield();
+      k = do_put(q, items + moved * q->item_size, n - moved, &err);
+      if (k) {
+        moved += k;
+        WAKE_GETTERS(q, k, false);
+        if (moved == n) goto out;
+      }
+    }
     goto out;
   }
 
@@ -609,7 +621,16 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   k = do_get(q, out, max, &err);
   if (k) goto got;
   if (err != MH_EAGAIN) goto out;
-  if (timeout == 0) goto out;
+  if (timeout == 0) {
+    /* Likewise a put that has claimed a slot but is still copying its item
+     * in: the queue is not empty, and later puts may be complete. */
+    while (err == MH_EAGAIN && q->ring && mh_queue_qsize(q) > 0) {
+      sched_yield();
+      k = do_get(q, out, max, &err);
+      if (k) goto got;
+    }
+    goto out;
+  }
 
   for (int i = 0; i < SPIN_ROUNDS + yield_rounds; i++) {
     if (i < SPIN_ROUNDS) cpu_relax(); else sched_yield();

@@ -620,6 +620,70 @@ TEST(shutdown_immediate_join) {
   mh_queue_free(q);
 }
 
+/* A non-blocking call must not fail while the queue, as seen through calls
+ * that have returned, has an item (get) or room (put): in the ring a peer
+ * that has claimed a slot and not yet finished copying must be waited for. */
+struct nowait {
+  mh_queue_t *q;
+  long n;
+  atomic_long done; /* calls of the busy side that have returned */
+};
+
+static void *nowait_putter(void *p) {
+  struct nowait *w = p;
+  for (long i = 0; i < w->n; i++) {
+    uint64_t v = (uint64_t)i;
+    ASSERT_OK(mh_queue_put(w->q, &v, MH_FOREVER));
+    atomic_fetch_add(&w->done, 1);
+  }
+  return NULL;
+}
+
+static void *nowait_getter(void *p) {
+  struct nowait *w = p;
+  for (long i = 0; i < w->n; i++) {
+    uint64_t v;
+    ASSERT_OK(mh_queue_get(w->q, &v, MH_FOREVER));
+    atomic_fetch_add(&w->done, 1);
+  }
+  return NULL;
+}
+
+TEST(nowait_is_exact) {
+  long n = mht_scaled(200000);
+  mh_queue_t *q;
+  ASSERT_OK(mh_queue_new(&q, 8, 64));
+  /* Two putters; this thread gets without waiting. */
+  struct nowait w = {q, n, 0};
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) ASSERT_EQ(pthread_create(&t[i], NULL, nowait_putter, &w), 0);
+  long got = 0;
+  while (got < 2 * n) {
+    long ready = atomic_load(&w.done);
+    uint64_t v;
+    int rc = mh_queue_get(q, &v, 0);
+    if (ready > got) ASSERT_OK(rc);
+    if (rc == 0) got++;
+    else ASSERT_ERR(rc, MH_EAGAIN);
+  }
+  for (int i = 0; i < 2; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+  /* Two getters; this thread puts without waiting. */
+  atomic_store(&w.done, 0);
+  for (int i = 0; i < 2; i++) ASSERT_EQ(pthread_create(&t[i], NULL, nowait_getter, &w), 0);
+  long put = 0;
+  while (put < 2 * n) {
+    long taken = atomic_load(&w.done);
+    uint64_t v = 1;
+    int rc = mh_queue_put(q, &v, 0);
+    if (put - taken < 64) ASSERT_OK(rc);
+    if (rc == 0) put++;
+    else ASSERT_ERR(rc, MH_EAGAIN);
+  }
+  for (int i = 0; i < 2; i++) ASSERT_EQ(pthread_join(t[i], NULL), 0);
+  ASSERT_EQ(mh_queue_qsize(q), 0);
+  mh_queue_free(q);
+}
+
 /* ---- stress -------------------------------------------------------------- */
 
 #define NPROD 4
