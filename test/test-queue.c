@@ -650,7 +650,7 @@ static void *nowait_getter(void *p) {
 }
 
 TEST(nowait_is_exact) {
-  long n = mht_scaled(200000);
+  long n = mht_scaled(100000);
   mh_queue_t *q;
   ASSERT_OK(mh_queue_new(&q, 8, 64));
   /* Two putters; this thread gets without waiting. */
