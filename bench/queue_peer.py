@@ -6,7 +6,8 @@ usage: queue_peer.py [-p P] [-c C] [-n N] [-m MAXSIZE]
 P producer threads put N small ints in all through queue.Queue(MAXSIZE) to C
 consumer threads.  When the producers are done, one None per consumer tells
 them to stop (queue.Queue.shutdown only exists from Python 3.13).  Prints
-"<items/s> items/s" and exits 1 if the items do not add up.
+"<items/s> items/s <items/cpu-s> items/cpu-s" (the second per second of CPU
+time the process used) and exits 1 if the items do not add up.
 """
 import argparse
 import queue
@@ -53,19 +54,19 @@ def main():
     for t in ps + cs:
         t.start()
     start.wait()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in ps:
         t.join()
     for _ in cs:
         q.put(None)
     for t in cs:
         t.join()
-    secs = time.perf_counter() - t0
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     want = sum(k * (k + 1) // 2 for k in shares)
     if sum(s for s, _ in totals) != want or sum(c for _, c in totals) != n:
         print("queue_peer: lost or duplicated items", file=sys.stderr)
         return 1
-    print(f"{n / secs:.0f} items/s")
+    print(f"{n / secs:.0f} items/s {n / cpu:.0f} items/cpu-s")
     return 0
 
 
