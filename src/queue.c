@@ -12,7 +12,7 @@
  * when it equals i + 1, and is handed to the next lap by that consumer, who
  * stores i + cap.  Claims are CASes on tail / head, so several producers and
  * consumers may work at once, and a batch claims k consecutive ready slots
- * with one CAS.  Shutdown sets MH__SHUT_BIT in `tail` with one atomic OR, so a
+ * with one CAS.  Shutdown sets SHUT_BIT in `tail` with one atomic OR, so a
  * producer's claim either happened before the shutdown (and the item will be
  * got or discarded) or fails.  tail and head live on cache lines of their own.
  *
@@ -24,14 +24,23 @@
  *
  * The blocking layer is shared.  Threads that must wait sleep on `wait_lock`
  * with one of three conditions (not_empty, not_full, all_done), after
- * announcing themselves in the getters / putters / joiners counters.  A
- * thread that changes the queue takes wait_lock only when a counter says
- * someone sleeps: it publishes its change, issues a seq_cst fence and reads
- * the counter; the waiter increments the counter, issues a fence and then
- * looks at the queue again before sleeping.  With both fences at least one
- * side sees the other, so no wake-up is lost.  Before sleeping a waiter spins
- * briefly, since on a busy queue the other side usually answers within a
- * microsecond.
+ * announcing themselves in the getters / putters / joiners counters; they
+ * hold wait_lock whenever they are counted and not inside the condition
+ * wait.  A thread that changes the queue takes wait_lock only when a counter
+ * says someone sleeps.  No wake-up is lost, without a fence on the fast path:
+ * the change is made by a sequentially consistent read-modify-write (the
+ * CAS on tail or head; for the locked store, `lock` orders it), followed by
+ * a sequentially consistent load of the counter; a waiter increments the
+ * counter and then loads tail and head.  In the single total order of those
+ * operations one side sees the other: either the changer sees the waiter, or
+ * the waiter sees the claim.  A waiter that sees a claim whose item (or room)
+ * is not yet there -- the peer is still copying -- yields and looks again
+ * instead of sleeping.  A "woken" flag per condition, set when a signal is
+ * sent and cleared (again sequentially consistent) by the thread that wakes,
+ * keeps a burst of changes from signalling the same sleeper over and over;
+ * the woken thread passes the baton on when there is more to take.  Before
+ * sleeping a waiter spins and yields briefly, since on a busy queue the other
+ * side usually answers within a microsecond.
  *
  * task_done/join count without a lock: unfinished = puts - done, where puts
  * is tail (ring) or `puts` (locked store), and `done` counts task_done calls
@@ -49,15 +58,6 @@
 
 #include "internal.h"
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MH__HAS_TSAN 1
-#endif
-#endif
-#ifndef MH__HAS_TSAN
-#define MH__HAS_TSAN 0
-#endif
-
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define cpu_relax() _mm_pause()
@@ -65,15 +65,6 @@
 #define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
 #else
 #define cpu_relax() ((void)0)
-#endif
-
-/* A full memory barrier.  On x86 a locked add to the stack is one, and much
- * cheaper than mfence (the Linux kernel's smp_mb does the same); ThreadSanitizer
- * does not model fences, so there the portable one is kept. */
-#if (defined(__x86_64__)) && !defined(__SANITIZE_THREAD__) && !MH__HAS_TSAN
-#define full_fence() __asm__ __volatile__("lock; addl $0,-8(%%rsp)" ::: "memory", "cc")
-#else
-#define full_fence() atomic_thread_fence(memory_order_seq_cst)
 #endif
 
 enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
@@ -149,23 +140,15 @@ static uint64_t total_puts(mh_queue_t *q) {
   return atomic_load(&q->puts);
 }
 
-static size_t approx_count(mh_queue_t *q) {
-  if (!q->ring) return atomic_load_explicit(&q->lcount, memory_order_relaxed);
-  uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
-  uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed) & ~SHUT_BIT;
-  if (t < h) return 0; /* the two loads straddled a claim */
-  return t - h > q->cap ? (size_t)q->cap : (size_t)(t - h);
-}
-
 /* Wake sleepers on `cond` if the counter says there are any and no earlier
  * wake-up is still on its way; `n` is how many items (or slots) became
  * available.  Called after the change is published.  `woken` may be NULL
  * (joiners: every wake-up is a broadcast). */
 static void wake(mh_queue_t *q, _Atomic unsigned *waiters, _Atomic bool *woken,
                  pthread_cond_t *cond, size_t n, bool held) {
-  full_fence();
-  if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
-  if (woken && atomic_load_explicit(woken, memory_order_relaxed)) return;
+  /* Sequentially consistent loads: see the note on wake-ups at the top. */
+  if (atomic_load(waiters) == 0) return;
+  if (woken && atomic_load(woken)) return;
   if (!held) pthread_mutex_lock(&q->wait_lock);
   if (atomic_load_explicit(waiters, memory_order_relaxed) &&
       !(woken && atomic_load_explicit(woken, memory_order_relaxed))) {
@@ -181,12 +164,10 @@ static void wake(mh_queue_t *q, _Atomic unsigned *waiters, _Atomic bool *woken,
 #define WAKE_GETTERS(q, n, held) wake(q, &(q)->getters, &(q)->getters_woken, &(q)->not_empty, n, held)
 #define WAKE_PUTTERS(q, n, held) wake(q, &(q)->putters, &(q)->putters_woken, &(q)->not_full, n, held)
 
-/* A sleeper that has just woken up: later changes must wake someone else, and
- * the fence orders this before the sleeper looks at the queue again. */
-static inline void woke_up(_Atomic bool *woken) {
-  atomic_store_explicit(woken, false, memory_order_relaxed);
-  full_fence();
-}
+/* A sleeper that has just woken up: later changes must wake someone else.
+ * The store is sequentially consistent, so it is ordered before the
+ * sleeper's next look at the counters of the queue. */
+static inline void woke_up(_Atomic bool *woken) { atomic_store(woken, false); }
 
 /* ---- the ring ---------------------------------------------------------- */
 
@@ -225,7 +206,7 @@ static size_t ring_put(mh_queue_t *q, const unsigned char *items, size_t n, int 
     }
     /* Slots that were free stay free until claimed, so a successful CAS
      * owns all k of them. */
-    if (atomic_compare_exchange_weak_explicit(&q->tail, &t, t + k, memory_order_relaxed,
+    if (atomic_compare_exchange_weak_explicit(&q->tail, &t, t + k, memory_order_seq_cst,
                                               memory_order_relaxed))
       break;
   }
@@ -266,7 +247,7 @@ static size_t ring_get(mh_queue_t *q, unsigned char *out, size_t n, int *err) {
       h = atomic_load_explicit(&q->head, memory_order_relaxed);
       continue;
     }
-    if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + k, memory_order_relaxed,
+    if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + k, memory_order_seq_cst,
                                               memory_order_relaxed))
       break;
   }
@@ -276,6 +257,48 @@ static size_t ring_get(mh_queue_t *q, unsigned char *out, size_t n, int *err) {
     atomic_store_explicit(slot_seq(slot), h + j + q->cap, memory_order_release);
   }
   return k;
+}
+
+/* Ring: whether producers have claimed slots that no consumer has claimed
+ * yet (items there, or still being copied in), and whether consumers have
+ * left room that producers have not claimed (slots free, or still being
+ * copied out).  Sequentially consistent loads: see the note at the top. */
+static bool ring_items_claimed(mh_queue_t *q) {
+  uint64_t h = atomic_load(&q->head);
+  return (atomic_load(&q->tail) & ~SHUT_BIT) > h;
+}
+
+static bool ring_room_claimed(mh_queue_t *q) {
+  uint64_t t = atomic_load(&q->tail) & ~SHUT_BIT;
+  return t - atomic_load(&q->head) < q->cap;
+}
+
+/* For passing the baton: whether there is something for another getter
+ * (room for another putter).  These must see every change whose maker
+ * skipped a wake-up because ours was pending, hence the sequentially
+ * consistent loads, and the lock for the locked store. */
+static bool has_items(mh_queue_t *q) {
+  if (q->ring) return ring_items_claimed(q);
+  pthread_mutex_lock(&q->lock);
+  bool r = atomic_load_explicit(&q->lcount, memory_order_relaxed) > 0;
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static bool has_room(mh_queue_t *q) {
+  if (q->ring) return ring_room_claimed(q);
+  pthread_mutex_lock(&q->lock);
+  bool r = !q->maxsize || atomic_load_explicit(&q->lcount, memory_order_relaxed) < q->maxsize;
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static bool deadline_passed(const mh__deadline_t *dl) {
+  if (dl->kind != 1) return false;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > dl->at.tv_sec ||
+         (now.tv_sec == dl->at.tv_sec && now.tv_nsec >= dl->at.tv_nsec);
 }
 
 /* Whether a put / get would find a slot now (or the queue is shut down):
@@ -585,7 +608,6 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   mh__deadline_init(&dl, timeout);
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->putters, 1);
-  full_fence();
   bool last = false;
   for (;;) {
     k = do_put(q, items + moved * q->item_size, n - moved, &err);
@@ -599,6 +621,18 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
       continue;
     }
     if (err != MH_EAGAIN) break;
+    if (q->ring && !last && ring_room_claimed(q)) {
+      /* A get has claimed a slot and is still copying its item out.  It may
+       * have looked for sleepers before we registered, so do not sleep on
+       * the condition: let it run and look again. */
+      atomic_fetch_sub(&q->putters, 1);
+      pthread_mutex_unlock(&q->wait_lock);
+      sched_yield();
+      pthread_mutex_lock(&q->wait_lock);
+      atomic_fetch_add(&q->putters, 1);
+      last = deadline_passed(&dl);
+      continue;
+    }
     if (last) {
       err = MH_ETIMEDOUT;
       break;
@@ -611,7 +645,7 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   atomic_fetch_sub(&q->putters, 1);
   /* Pass the baton: wake-ups skipped while ours was pending are owed to the
    * other sleepers if there is still room. */
-  if (moved && (!q->maxsize || approx_count(q) < q->maxsize)) WAKE_PUTTERS(q, 1, true);
+  if (moved && has_room(q)) WAKE_PUTTERS(q, 1, true);
   pthread_mutex_unlock(&q->wait_lock);
 out:
   if (nput) *nput = moved;
@@ -652,11 +686,21 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   mh__deadline_init(&dl, timeout);
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->getters, 1);
-  full_fence();
   bool last = false;
   for (;;) {
     k = do_get(q, out, max, &err);
     if (k || err != MH_EAGAIN) break;
+    if (q->ring && !last && ring_items_claimed(q)) {
+      /* A put has claimed a slot and is still copying its item in: as for
+       * puts above, wait for it by yielding, not on the condition. */
+      atomic_fetch_sub(&q->getters, 1);
+      pthread_mutex_unlock(&q->wait_lock);
+      sched_yield();
+      pthread_mutex_lock(&q->wait_lock);
+      atomic_fetch_add(&q->getters, 1);
+      last = deadline_passed(&dl);
+      continue;
+    }
     if (last) {
       err = MH_ETIMEDOUT;
       break;
@@ -668,7 +712,7 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   atomic_fetch_sub(&q->getters, 1);
   if (k) {
     WAKE_PUTTERS(q, k, true);
-    if (approx_count(q) > 0) WAKE_GETTERS(q, 1, true);
+    if (has_items(q)) WAKE_GETTERS(q, 1, true);
   }
   pthread_mutex_unlock(&q->wait_lock);
   if (k) goto done;
@@ -760,7 +804,6 @@ int mh_queue_join(mh_queue_t *q, double timeout) {
   int err = 0;
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->joiners, 1);
-  full_fence();
   while (atomic_load(&q->done) < total_puts(q)) {
     if (mh__cond_wait(&q->all_done, &q->wait_lock, &dl) == MH_ETIMEDOUT) {
       if (atomic_load(&q->done) < total_puts(q)) err = MH_ETIMEDOUT;

@@ -684,6 +684,81 @@ TEST(nowait_is_exact) {
   mh_queue_free(q);
 }
 
+/* Every exchange needs a wake-up when the other side sleeps, so a lost
+ * wake-up shows as a timed-out get. */
+struct pingpong {
+  mh_queue_t *there, *back;
+  long rounds;
+};
+
+static void *pong(void *p) {
+  struct pingpong *pp = p;
+  for (long i = 0; i < pp->rounds; i++) {
+    uint64_t v;
+    ASSERT_OK(mh_queue_get(pp->there, &v, 20.0));
+    v++;
+    ASSERT_OK(mh_queue_put(pp->back, &v, 20.0));
+  }
+  return NULL;
+}
+
+TEST(ping_pong) {
+  for (int shape = RING; shape <= PRIO; shape++) {
+    struct pingpong pp = {make(shape, 2), make(shape, 2), mht_scaled(30000)};
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, pong, &pp), 0);
+    for (long i = 0; i < pp.rounds; i++) {
+      uint64_t v = (uint64_t)i;
+      ASSERT_OK(mh_queue_put(pp.there, &v, 20.0));
+      ASSERT_OK(mh_queue_get(pp.back, &v, 20.0));
+      ASSERT_UEQ(v, (uint64_t)i + 1);
+      if (i % 1024 == 0) mht_jitter(200);
+    }
+    ASSERT_EQ(pthread_join(t, NULL), 0);
+    mh_queue_free(pp.there);
+    mh_queue_free(pp.back);
+  }
+}
+
+/* Several getters asleep, then a burst of single puts: wake-ups skipped while
+ * one is pending must be passed on, so that every getter gets an item. */
+TEST(burst_wakes_all) {
+  long rounds = mht_scaled(200);
+  if (rounds < 10) rounds = 10;
+  for (long r = 0; r < rounds; r++) {
+    int shape = (int)(r % 5);
+    mh_queue_t *q = make(shape, 8);
+    struct waiter w[4];
+    for (int i = 0; i < 4; i++) start_waiter(&w[i], q, 0, 20.0, 0);
+    mht_sleep(0.002);
+    for (uint64_t i = 1; i <= 4; i++) put_u64(q, i);
+    uint64_t sum = 0;
+    for (int i = 0; i < 4; i++) {
+      join_waiter(&w[i]);
+      ASSERT_OK(w[i].rc);
+      /* A lost wake-up shows as a get that found its item only on its last
+       * look, when its 20 s ran out. */
+      ASSERT_LT(w[i].seconds, 10.0);
+      sum += w[i].value;
+    }
+    ASSERT_UEQ(sum, 10);
+    /* The same for putters asleep on a full queue and a burst of gets. */
+    if (shape != UNBOUNDED && shape != LOCKED_FIFO) {
+      for (uint64_t i = 0; i < 8; i++) put_u64(q, 100);
+      for (int i = 0; i < 4; i++) start_waiter(&w[i], q, 1, 20.0, 1);
+      mht_sleep(0.002);
+      for (int i = 0; i < 4; i++) get_u64(q);
+      for (int i = 0; i < 4; i++) {
+        join_waiter(&w[i]);
+        ASSERT_OK(w[i].rc);
+        ASSERT_LT(w[i].seconds, 10.0);
+      }
+      ASSERT_EQ(mh_queue_qsize(q), 8);
+    }
+    mh_queue_free(q);
+  }
+}
+
 /* ---- stress -------------------------------------------------------------- */
 
 #define NPROD 4
