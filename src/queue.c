@@ -72,7 +72,7 @@ enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
 /* The ring is used for bounded FIFO queues up to this many bytes of slots;
  * larger bounds grow on demand in the locked store instead. */
 #define RING_MAX_BYTES ((size_t)8 << 20)
-/* First capacity of a locked store (a power of two). */
+/* Largest first capacity of a locked store (a power of two). */
 #define LOCKED_MIN_CAP 16
 #define SHUT_BIT ((uint64_t)1 << 63)
 /* Before it sleeps, a thread that finds the queue full (empty) looks again
@@ -399,6 +399,9 @@ static size_t locked_put(mh_queue_t *q, const unsigned char *items, size_t n, in
     k = q->maxsize - count;
     if (k == 0) *err = MH_EAGAIN;
   }
+  /* At most doubling per call, so a huge batch grows the array step by step
+   * (and count + k cannot overflow); the caller comes back for the rest. */
+  if (k > q->lcap) k = q->lcap;
   if (k && count + k > q->lcap && locked_reserve(q, count + k)) {
     /* Put what fits; the caller's next attempt reports MH_ENOMEM. */
     k = q->lcap - count;
@@ -496,7 +499,13 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
     if (!q->buf) goto fail_q;
     for (uint64_t i = 0; i < q->cap; i++) atomic_init(slot_seq(ring_slot(q, i)), i);
   } else {
+    /* Start small for big items and small bounds: at most LOCKED_MIN_CAP
+     * slots, at most about 64 KiB unless one slot is larger, and no more
+     * than the bound needs. */
     q->lcap = LOCKED_MIN_CAP;
+    while (q->lcap > 1 && (q->lcap * slot > ((size_t)64 << 10) ||
+                           (maxsize && q->lcap / 2 >= maxsize)))
+      q->lcap /= 2;
     q->buf = mh__malloc(q->lcap * slot);
     if (!q->buf) goto fail_q;
   }
@@ -561,20 +570,17 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   size_t moved = 0, k;
   int err = 0;
 
-  /* Fast path: room right now. */
-  k = do_put(q, items, n, &err);
-  if (k) {
-    moved = k;
+  /* Fast path: room right now (a batch may take several rounds). */
+  while ((k = do_put(q, items + moved * q->item_size, n - moved, &err)) > 0) {
+    moved += k;
     WAKE_GETTERS(q, k, false);
     if (moved == n) goto out;
-  } else if (err != MH_EAGAIN) {
-    goto out;
   }
+  if (err != MH_EAGAIN) goto out;
   if (timeout == 0) {
     /* In the ring a get that has claimed a slot but not yet copied its item
      * out keeps the slot busy although the queue has room; wait for it
      * rather than report a full queue that is not. */
-    if (err == 0) err = MH_EAGAIN; /* some went in, then the room ran out */
     while (err == MH_EAGAIN && q->ring && mh_queue_qsize(q) < q->maxsize) {
       sched_yield();
       k = do_put(q, items + moved * q->item_size, n - moved, &err);

@@ -252,6 +252,28 @@ TEST(unbounded_growth) {
   ASSERT_ERR(mh_queue_get_many(q, buf, 100, &k, 0), MH_EAGAIN);
   ASSERT_EQ(k, 0);
   mh_queue_free(q);
+
+  /* One batch far larger than the array goes in whole, growing it as it
+   * goes, in every unbounded kind. */
+  enum { BIG = 100000 };
+  uint64_t *big = malloc(BIG * sizeof *big);
+  ASSERT(big != NULL);
+  for (int shape = UNBOUNDED; shape <= PRIO; shape++) {
+    q = make(shape, 0);
+    for (uint64_t i = 0; i < BIG; i++) big[i] = i;
+    ASSERT_OK(mh_queue_put_many(q, big, BIG, &k, 0));
+    ASSERT_EQ(k, BIG);
+    ASSERT_EQ(mh_queue_qsize(q), BIG);
+    memset(big, 0xff, BIG * sizeof *big);
+    size_t got = 0;
+    while (got < BIG) {
+      ASSERT_OK(mh_queue_get_many(q, big + got, BIG - got, &k, 0));
+      got += k;
+    }
+    for (uint64_t i = 0; i < BIG; i++) ASSERT_UEQ(big[i], shape == LIFO ? BIG - 1 - i : i);
+    mh_queue_free(q);
+  }
+  free(big);
 }
 
 TEST(lifo_order) {
