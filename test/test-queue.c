@@ -401,6 +401,7 @@ struct waiter {
   int op; /* 0 get, 1 put, 2 join, 3 get_many, 4 put_many */
   double timeout;
   atomic_int started;
+  atomic_int finished;
   int rc;
   uint64_t value;
   double seconds;
@@ -421,6 +422,7 @@ static void *waiter_main(void *arg) {
   default: w->rc = mh_queue_put_many(w->q, buf, 4, &n, w->timeout); break;
   }
   w->seconds = mht_now() - t0;
+  atomic_store(&w->finished, 1);
   return NULL;
 }
 
@@ -431,6 +433,7 @@ static void start_waiter(struct waiter *w, mh_queue_t *q, int op, double timeout
   w->value = v;
   w->rc = 12345;
   atomic_store(&w->started, 0);
+  atomic_store(&w->finished, 0);
   ASSERT_EQ(pthread_create(&w->tid, NULL, waiter_main, w), 0);
   while (!atomic_load(&w->started)) mht_sleep(0.001);
 }
@@ -523,6 +526,10 @@ TEST(shutdown_normal) {
     mh_queue_t *q = make(shape, 4);
     ASSERT_EQ(mh_queue_is_shutdown(q), 0);
     for (uint64_t i = 1; i <= 3; i++) put_u64(q, i);
+    /* A joiner blocked across a normal shutdown keeps waiting for the
+     * three items to be done. */
+    struct waiter j;
+    start_waiter(&j, q, 2, 30.0, 0);
     ASSERT_OK(mh_queue_shutdown(q, 0));
     ASSERT_EQ(mh_queue_is_shutdown(q), 1);
     uint64_t v = 9;
@@ -541,7 +548,12 @@ TEST(shutdown_normal) {
     ASSERT_ERR(mh_queue_get_many(q, &v, 1, &n, 5.0), MH_ESHUTDOWN);
     /* join still counts the three items. */
     ASSERT_ERR(mh_queue_join(q, 0), MH_ETIMEDOUT);
+    mht_sleep(0.03);
+    ASSERT_EQ(atomic_load(&j.finished), 0); /* still blocked */
     for (int i = 0; i < 3; i++) ASSERT_OK(mh_queue_task_done(q));
+    join_waiter(&j);
+    ASSERT_OK(j.rc);
+    ASSERT_GE(j.seconds * 1000, 25);
     ASSERT_OK(mh_queue_join(q, 0));
     ASSERT_OK(mh_queue_shutdown(q, 0)); /* again: harmless */
     mh_queue_free(q);
