@@ -12,7 +12,7 @@
  * when it equals i + 1, and is handed to the next lap by that consumer, who
  * stores i + cap.  Claims are CASes on tail / head, so several producers and
  * consumers may work at once, and a batch claims k consecutive ready slots
- * with one CAS.  Shutdown sets MH__SHUT_BIT in `tail` with one atomic OR, so a
+ * with one CAS.  Shutdown sets SHUT_BIT in `tail` with one atomic OR, so a
  * producer's claim either happened before the shutdown (and the item will be
  * got or discarded) or fails.  tail and head live on cache lines of their own.
  *
@@ -24,14 +24,23 @@
  *
  * The blocking layer is shared.  Threads that must wait sleep on `wait_lock`
  * with one of three conditions (not_empty, not_full, all_done), after
- * announcing themselves in the getters / putters / joiners counters.  A
- * thread that changes the queue takes wait_lock only when a counter says
- * someone sleeps: it publishes its change, issues a seq_cst fence and reads
- * the counter; the waiter increments the counter, issues a fence and then
- * looks at the queue again before sleeping.  With both fences at least one
- * side sees the other, so no wake-up is lost.  Before sleeping a waiter spins
- * briefly, since on a busy queue the other side usually answers within a
- * microsecond.
+ * announcing themselves in the getters / putters / joiners counters; they
+ * hold wait_lock whenever they are counted and not inside the condition
+ * wait.  A thread that changes the queue takes wait_lock only when a counter
+ * says someone sleeps.  No wake-up is lost, without a fence on the fast path:
+ * the change is made by a sequentially consistent read-modify-write (the
+ * CAS on tail or head; for the locked store, `lock` orders it), followed by
+ * a sequentially consistent load of the counter; a waiter increments the
+ * counter and then loads tail and head.  In the single total order of those
+ * operations one side sees the other: either the changer sees the waiter, or
+ * the waiter sees the claim.  A waiter that sees a claim whose item (or room)
+ * is not yet there -- the peer is still copying -- yields and looks again
+ * instead of sleeping.  A "woken" flag per condition, set when a signal is
+ * sent and cleared (again sequentially consistent) by the thread that wakes,
+ * keeps a burst of changes from signalling the same sleeper over and over;
+ * the woken thread passes the baton on when there is more to take.  Before
+ * sleeping a waiter spins and yields briefly, since on a busy queue the other
+ * side usually answers within a microsecond.
  *
  * task_done/join count without a lock: unfinished = puts - done, where puts
  * is tail (ring) or `puts` (locked store), and `done` counts task_done calls
@@ -46,18 +55,8 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <stdlib.h>
 
 #include "internal.h"
-
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MH__HAS_TSAN 1
-#endif
-#endif
-#ifndef MH__HAS_TSAN
-#define MH__HAS_TSAN 0
-#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -68,26 +67,22 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* A full memory barrier.  On x86 a locked add to the stack is one, and much
- * cheaper than mfence (the Linux kernel's smp_mb does the same); ThreadSanitizer
- * does not model fences, so there the portable one is kept. */
-#if (defined(__x86_64__)) && !defined(__SANITIZE_THREAD__) && !MH__HAS_TSAN
-#define full_fence() __asm__ __volatile__("lock; addl $0,-8(%%rsp)" ::: "memory", "cc")
-#else
-#define full_fence() atomic_thread_fence(memory_order_seq_cst)
-#endif
-
 enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
 
 /* The ring is used for bounded FIFO queues up to this many bytes of slots;
  * larger bounds grow on demand in the locked store instead. */
 #define RING_MAX_BYTES ((size_t)8 << 20)
-/* First capacity of a locked store (a power of two). */
+/* Largest first capacity of a locked store (a power of two). */
 #define LOCKED_MIN_CAP 16
 #define SHUT_BIT ((uint64_t)1 << 63)
-/* Rounds of cpu_relax() a thread spins before it sleeps. */
-#define SPIN_ROUNDS spin_rounds
-static int spin_rounds = 256;
+/* Before it sleeps, a thread that finds the queue full (empty) looks again
+ * SPIN_ROUNDS times with a pause in between, then YIELD_ROUNDS times after
+ * sched_yield().  On an idle machine the peer on the other core answers
+ * within the spin; on a loaded one the yields let a peer that shares this
+ * core run, which costs far less CPU than spinning (measured with
+ * queue_bench: about twice the items per CPU-second of a 256-round spin). */
+#define SPIN_ROUNDS 64
+#define YIELD_ROUNDS 4
 
 #define PAD(name) char name[MH__CACHE_LINE]
 
@@ -145,23 +140,15 @@ static uint64_t total_puts(mh_queue_t *q) {
   return atomic_load(&q->puts);
 }
 
-static size_t approx_count(mh_queue_t *q) {
-  if (!q->ring) return atomic_load_explicit(&q->lcount, memory_order_relaxed);
-  uint64_t h = atomic_load_explicit(&q->head, memory_order_relaxed);
-  uint64_t t = atomic_load_explicit(&q->tail, memory_order_relaxed) & ~SHUT_BIT;
-  if (t < h) return 0; /* the two loads straddled a claim */
-  return t - h > q->cap ? (size_t)q->cap : (size_t)(t - h);
-}
-
 /* Wake sleepers on `cond` if the counter says there are any and no earlier
  * wake-up is still on its way; `n` is how many items (or slots) became
  * available.  Called after the change is published.  `woken` may be NULL
  * (joiners: every wake-up is a broadcast). */
 static void wake(mh_queue_t *q, _Atomic unsigned *waiters, _Atomic bool *woken,
                  pthread_cond_t *cond, size_t n, bool held) {
-  full_fence();
-  if (atomic_load_explicit(waiters, memory_order_relaxed) == 0) return;
-  if (woken && atomic_load_explicit(woken, memory_order_relaxed)) return;
+  /* Sequentially consistent loads: see the note on wake-ups at the top. */
+  if (atomic_load(waiters) == 0) return;
+  if (woken && atomic_load(woken)) return;
   if (!held) pthread_mutex_lock(&q->wait_lock);
   if (atomic_load_explicit(waiters, memory_order_relaxed) &&
       !(woken && atomic_load_explicit(woken, memory_order_relaxed))) {
@@ -177,12 +164,10 @@ static void wake(mh_queue_t *q, _Atomic unsigned *waiters, _Atomic bool *woken,
 #define WAKE_GETTERS(q, n, held) wake(q, &(q)->getters, &(q)->getters_woken, &(q)->not_empty, n, held)
 #define WAKE_PUTTERS(q, n, held) wake(q, &(q)->putters, &(q)->putters_woken, &(q)->not_full, n, held)
 
-/* A sleeper that has just woken up: later changes must wake someone else, and
- * the fence orders this before the sleeper looks at the queue again. */
-static inline void woke_up(_Atomic bool *woken) {
-  atomic_store_explicit(woken, false, memory_order_relaxed);
-  full_fence();
-}
+/* A sleeper that has just woken up: later changes must wake someone else.
+ * The store is sequentially consistent, so it is ordered before the
+ * sleeper's next look at the counters of the queue. */
+static inline void woke_up(_Atomic bool *woken) { atomic_store(woken, false); }
 
 /* ---- the ring ---------------------------------------------------------- */
 
@@ -221,7 +206,7 @@ static size_t ring_put(mh_queue_t *q, const unsigned char *items, size_t n, int 
     }
     /* Slots that were free stay free until claimed, so a successful CAS
      * owns all k of them. */
-    if (atomic_compare_exchange_weak_explicit(&q->tail, &t, t + k, memory_order_relaxed,
+    if (atomic_compare_exchange_weak_explicit(&q->tail, &t, t + k, memory_order_seq_cst,
                                               memory_order_relaxed))
       break;
   }
@@ -262,7 +247,7 @@ static size_t ring_get(mh_queue_t *q, unsigned char *out, size_t n, int *err) {
       h = atomic_load_explicit(&q->head, memory_order_relaxed);
       continue;
     }
-    if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + k, memory_order_relaxed,
+    if (atomic_compare_exchange_weak_explicit(&q->head, &h, h + k, memory_order_seq_cst,
                                               memory_order_relaxed))
       break;
   }
@@ -272,6 +257,48 @@ static size_t ring_get(mh_queue_t *q, unsigned char *out, size_t n, int *err) {
     atomic_store_explicit(slot_seq(slot), h + j + q->cap, memory_order_release);
   }
   return k;
+}
+
+/* Ring: whether producers have claimed slots that no consumer has claimed
+ * yet (items there, or still being copied in), and whether consumers have
+ * left room that producers have not claimed (slots free, or still being
+ * copied out).  Sequentially consistent loads: see the note at the top. */
+static bool ring_items_claimed(mh_queue_t *q) {
+  uint64_t h = atomic_load(&q->head);
+  return (atomic_load(&q->tail) & ~SHUT_BIT) > h;
+}
+
+static bool ring_room_claimed(mh_queue_t *q) {
+  uint64_t t = atomic_load(&q->tail) & ~SHUT_BIT;
+  return t - atomic_load(&q->head) < q->cap;
+}
+
+/* For passing the baton: whether there is something for another getter
+ * (room for another putter).  These must see every change whose maker
+ * skipped a wake-up because ours was pending, hence the sequentially
+ * consistent loads, and the lock for the locked store. */
+static bool has_items(mh_queue_t *q) {
+  if (q->ring) return ring_items_claimed(q);
+  pthread_mutex_lock(&q->lock);
+  bool r = atomic_load_explicit(&q->lcount, memory_order_relaxed) > 0;
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static bool has_room(mh_queue_t *q) {
+  if (q->ring) return ring_room_claimed(q);
+  pthread_mutex_lock(&q->lock);
+  bool r = !q->maxsize || atomic_load_explicit(&q->lcount, memory_order_relaxed) < q->maxsize;
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static bool deadline_passed(const mh__deadline_t *dl) {
+  if (dl->kind != 1) return false;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > dl->at.tv_sec ||
+         (now.tv_sec == dl->at.tv_sec && now.tv_nsec >= dl->at.tv_nsec);
 }
 
 /* Whether a put / get would find a slot now (or the queue is shut down):
@@ -372,6 +399,9 @@ static size_t locked_put(mh_queue_t *q, const unsigned char *items, size_t n, in
     k = q->maxsize - count;
     if (k == 0) *err = MH_EAGAIN;
   }
+  /* At most doubling per call, so a huge batch grows the array step by step
+   * (and count + k cannot overflow); the caller comes back for the rest. */
+  if (k > q->lcap) k = q->lcap;
   if (k && count + k > q->lcap && locked_reserve(q, count + k)) {
     /* Put what fits; the caller's next attempt reports MH_ENOMEM. */
     k = q->lcap - count;
@@ -440,11 +470,12 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
                   mh_queue_cmp_fn cmp, void *arg) {
   if (!out) return MH_EINVAL;
   *out = NULL;
-  { const char *e = getenv("MH_QSPIN"); if (e) spin_rounds = atoi(e); } /* TUNING */
   if (item_size == 0 || item_size > MH_QUEUE_MAX_ITEM_SIZE) return MH_EINVAL;
   if (kind == KIND_PRIO && !cmp) return MH_EINVAL;
   size_t padded = (item_size + 7) & ~(size_t)7;
-  bool ring = kind == KIND_FIFO && maxsize > 0 && maxsize <= RING_MAX_BYTES / (8 + padded);
+  /* One slot cannot tell "published at i" (i + 1) from "free for i + 1", so
+   * the ring needs two or more. */
+  bool ring = kind == KIND_FIFO && maxsize >= 2 && maxsize <= RING_MAX_BYTES / (8 + padded);
   size_t slot = (ring || kind == KIND_PRIO) ? 8 + padded : item_size;
   /* Storage for maxsize items, and the doubling that reaches it, must be
    * expressible; such a bound is meaningless anyway. */
@@ -464,12 +495,17 @@ static int create(mh_queue_t **out, int kind, size_t item_size, size_t maxsize,
   if (ring) {
     q->cap = maxsize;
     q->mask = (maxsize & (maxsize - 1)) == 0 ? maxsize - 1 : 0;
-    /* A one-slot ring has mask 0, and pos % 1 is right for it too. */
     q->buf = mh__malloc(maxsize * slot);
     if (!q->buf) goto fail_q;
     for (uint64_t i = 0; i < q->cap; i++) atomic_init(slot_seq(ring_slot(q, i)), i);
   } else {
+    /* Start small for big items and small bounds: at most LOCKED_MIN_CAP
+     * slots, at most about 64 KiB unless one slot is larger, and no more
+     * than the bound needs. */
     q->lcap = LOCKED_MIN_CAP;
+    while (q->lcap > 1 && (q->lcap * slot > ((size_t)64 << 10) ||
+                           (maxsize && q->lcap / 2 >= maxsize)))
+      q->lcap /= 2;
     q->buf = mh__malloc(q->lcap * slot);
     if (!q->buf) goto fail_q;
   }
@@ -534,23 +570,35 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   size_t moved = 0, k;
   int err = 0;
 
-  /* Fast path: room right now. */
-  k = do_put(q, items, n, &err);
-  if (k) {
-    moved = k;
+  /* Fast path: room right now (a batch may take several rounds). */
+  while ((k = do_put(q, items + moved * q->item_size, n - moved, &err)) > 0) {
+    moved += k;
     WAKE_GETTERS(q, k, false);
     if (moved == n) goto out;
-  } else if (err != MH_EAGAIN) {
-    goto out;
   }
+  if (err != MH_EAGAIN) goto out;
   if (timeout == 0) {
-    err = MH_EAGAIN;
+    /* In the ring a get that has claimed a slot but not yet copied its item
+     * out keeps the slot busy although the queue has room; wait for it
+     * rather than report a full queue that is not. */
+    while (err == MH_EAGAIN && q->ring && mh_queue_qsize(q) < q->maxsize) {
+      sched_yield();
+      k = do_put(q, items + moved * q->item_size, n - moved, &err);
+      if (k) {
+        moved += k;
+        WAKE_GETTERS(q, k, false);
+        if (moved == n) goto out;
+      }
+    }
     goto out;
   }
 
   /* Spin briefly: a consumer on another core usually frees a slot soon. */
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
-    cpu_relax();
+  for (int i = 0; i < SPIN_ROUNDS + YIELD_ROUNDS; i++) {
+    if (i < SPIN_ROUNDS)
+      cpu_relax();
+    else
+      sched_yield();
     if (!can_put(q)) continue;
     k = do_put(q, items + moved * q->item_size, n - moved, &err);
     if (k) {
@@ -566,7 +614,6 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   mh__deadline_init(&dl, timeout);
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->putters, 1);
-  full_fence();
   bool last = false;
   for (;;) {
     k = do_put(q, items + moved * q->item_size, n - moved, &err);
@@ -580,6 +627,18 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
       continue;
     }
     if (err != MH_EAGAIN) break;
+    if (q->ring && !last && ring_room_claimed(q)) {
+      /* A get has claimed a slot and is still copying its item out.  It may
+       * have looked for sleepers before we registered, so do not sleep on
+       * the condition: let it run and look again. */
+      atomic_fetch_sub(&q->putters, 1);
+      pthread_mutex_unlock(&q->wait_lock);
+      sched_yield();
+      pthread_mutex_lock(&q->wait_lock);
+      atomic_fetch_add(&q->putters, 1);
+      last = deadline_passed(&dl);
+      continue;
+    }
     if (last) {
       err = MH_ETIMEDOUT;
       break;
@@ -592,7 +651,7 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   atomic_fetch_sub(&q->putters, 1);
   /* Pass the baton: wake-ups skipped while ours was pending are owed to the
    * other sleepers if there is still room. */
-  if (moved && (!q->maxsize || approx_count(q) < q->maxsize)) WAKE_PUTTERS(q, 1, true);
+  if (moved && has_room(q)) WAKE_PUTTERS(q, 1, true);
   pthread_mutex_unlock(&q->wait_lock);
 out:
   if (nput) *nput = moved;
@@ -607,10 +666,22 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   k = do_get(q, out, max, &err);
   if (k) goto got;
   if (err != MH_EAGAIN) goto out;
-  if (timeout == 0) goto out;
+  if (timeout == 0) {
+    /* Likewise a put that has claimed a slot but is still copying its item
+     * in: the queue is not empty, and later puts may be complete. */
+    while (err == MH_EAGAIN && q->ring && mh_queue_qsize(q) > 0) {
+      sched_yield();
+      k = do_get(q, out, max, &err);
+      if (k) goto got;
+    }
+    goto out;
+  }
 
-  for (int i = 0; i < SPIN_ROUNDS; i++) {
-    cpu_relax();
+  for (int i = 0; i < SPIN_ROUNDS + YIELD_ROUNDS; i++) {
+    if (i < SPIN_ROUNDS)
+      cpu_relax();
+    else
+      sched_yield();
     if (!can_get(q)) continue;
     k = do_get(q, out, max, &err);
     if (k) goto got;
@@ -621,11 +692,21 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   mh__deadline_init(&dl, timeout);
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->getters, 1);
-  full_fence();
   bool last = false;
   for (;;) {
     k = do_get(q, out, max, &err);
     if (k || err != MH_EAGAIN) break;
+    if (q->ring && !last && ring_items_claimed(q)) {
+      /* A put has claimed a slot and is still copying its item in: as for
+       * puts above, wait for it by yielding, not on the condition. */
+      atomic_fetch_sub(&q->getters, 1);
+      pthread_mutex_unlock(&q->wait_lock);
+      sched_yield();
+      pthread_mutex_lock(&q->wait_lock);
+      atomic_fetch_add(&q->getters, 1);
+      last = deadline_passed(&dl);
+      continue;
+    }
     if (last) {
       err = MH_ETIMEDOUT;
       break;
@@ -637,7 +718,7 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   atomic_fetch_sub(&q->getters, 1);
   if (k) {
     WAKE_PUTTERS(q, k, true);
-    if (approx_count(q) > 0) WAKE_GETTERS(q, 1, true);
+    if (has_items(q)) WAKE_GETTERS(q, 1, true);
   }
   pthread_mutex_unlock(&q->wait_lock);
   if (k) goto done;
@@ -729,7 +810,6 @@ int mh_queue_join(mh_queue_t *q, double timeout) {
   int err = 0;
   pthread_mutex_lock(&q->wait_lock);
   atomic_fetch_add(&q->joiners, 1);
-  full_fence();
   while (atomic_load(&q->done) < total_puts(q)) {
     if (mh__cond_wait(&q->all_done, &q->wait_lock, &dl) == MH_ETIMEDOUT) {
       if (atomic_load(&q->done) < total_puts(q)) err = MH_ETIMEDOUT;
