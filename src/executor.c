@@ -413,8 +413,24 @@ int mh__task_run(const mh__task_t *t) {
   return first;
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Before sleeping, look a little while: a tiny task is often done within a
+ * microsecond, and then neither side makes a system call. */
+#define WAIT_SPINS 200
+
 static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if (!IS_DONE(s) && dl->kind != 0) {
+    for (int i = 0; i < WAIT_SPINS && !IS_DONE(s); i++) {
+      cpu_relax();
+      s = atomic_load_explicit(&f->state, memory_order_acquire);
+    }
+  }
   while (!IS_DONE(s)) {
     if (dl->kind == 0) return MH_ETIMEDOUT;
     if (!(s & F_WAITERS)) {
@@ -633,7 +649,7 @@ int mh_as_completed_new(mh_as_completed_t **out, mh_future_t *const *fs,
     pos[i].f = fs[i];
     pos[i].i = i;
   }
-  qsort(pos, n, sizeof *pos, fpos_cmp);
+  if (n) qsort(pos, n, sizeof *pos, fpos_cmp);
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     if (i == 0 || pos[i].f != pos[i - 1].f) {

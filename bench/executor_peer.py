@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""executor_peer.py - Python's ThreadPoolExecutor doing what executor_bench does.
+
+    executor_peer.py submit N W   submit N no-op tasks, then result() each
+    executor_peer.py map N W      list(ex.map(noop, range(N)))
+    executor_peer.py mem N        RSS growth of N pending futures, in MB
+
+Prints one number, like executor_bench.
+"""
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def noop(*_):
+    return None
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def main():
+    mode, n = sys.argv[1], int(float(sys.argv[2]))
+    workers = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+    if mode == "submit":
+        with ThreadPoolExecutor(workers) as ex:
+            t0 = time.perf_counter()
+            fs = [ex.submit(noop) for _ in range(n)]
+            for f in fs:
+                f.result()
+            print(round(n / (time.perf_counter() - t0)))
+    elif mode == "map":
+        with ThreadPoolExecutor(workers) as ex:
+            t0 = time.perf_counter()
+            list(ex.map(noop, range(n)))
+            print(round(n / (time.perf_counter() - t0)))
+    elif mode == "mem":
+        gate = threading.Event()
+        with ThreadPoolExecutor(1) as ex:
+            ex.submit(gate.wait)
+            before = rss_mb()
+            fs = [ex.submit(noop) for _ in range(n)]
+            print(f"{rss_mb() - before:.1f}")
+            gate.set()
+            del fs
+    else:
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
