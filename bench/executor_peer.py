@@ -2,6 +2,8 @@
 """executor_peer.py - Python's ThreadPoolExecutor doing what executor_bench does.
 
     executor_peer.py submit N W   submit N no-op tasks, then result() each
+    executor_peer.py warm N W     the same, timing a second round
+    executor_peer.py batch N W    the same in rounds of 1024
     executor_peer.py map N W      list(ex.map(noop, range(N)))
     executor_peer.py mem N        RSS growth of N pending futures, in MB
 
@@ -25,12 +27,23 @@ def rss_mb():
 def main():
     mode, n = sys.argv[1], int(float(sys.argv[2]))
     workers = int(sys.argv[3]) if len(sys.argv) > 3 else 2
-    if mode == "submit":
+    if mode in ("submit", "warm"):
         with ThreadPoolExecutor(workers) as ex:
+            if mode == "warm":
+                for f in [ex.submit(noop) for _ in range(n)]:
+                    f.result()
             t0 = time.perf_counter()
             fs = [ex.submit(noop) for _ in range(n)]
             for f in fs:
                 f.result()
+            print(round(n / (time.perf_counter() - t0)))
+    elif mode == "batch":
+        with ThreadPoolExecutor(workers) as ex:
+            t0 = time.perf_counter()
+            for lo in range(0, n, 1024):
+                fs = [ex.submit(noop) for _ in range(min(1024, n - lo))]
+                for f in fs:
+                    f.result()
             print(round(n / (time.perf_counter() - t0)))
     elif mode == "map":
         with ThreadPoolExecutor(workers) as ex:
