@@ -359,13 +359,16 @@ static void fa_init(void) {
   pthread_atfork(NULL, NULL, fa_atfork_child);
 }
 
+/* Make sure this thread's cache is given back when the thread ends. */
+static void fa_register(void) {
+  pthread_once(&fa_once, fa_init);
+  tc_registered = 1;
+  pthread_setspecific(fa_key, &tc_registered);
+}
+
 /* Refill this thread's cache; 0 or MH_ENOMEM. */
 static int fa_refill(void) {
-  pthread_once(&fa_once, fa_init);
-  if (!tc_registered) {
-    tc_registered = 1;
-    pthread_setspecific(fa_key, &tc_registered);
-  }
+  if (!tc_registered) fa_register();
   pthread_mutex_lock(&fa_lock);
   size_t want = TC_MOVE;
   while (want && fa_free) {
@@ -426,6 +429,7 @@ static void fa_release(mh_future_t *f, uint32_t state) {
     mh__free(f);
     return;
   }
+  if (!tc_registered) fa_register();
   f->link = tc_head;
   tc_head = f;
   if (++tc_n > TC_MAX) {
