@@ -7,7 +7,10 @@
  *   executor_bench map N W      map a no-op function over N items
  *   executor_bench mem N        RSS of N pending futures (one busy worker)
  *
- * Prints one line: "<rate per second>" or, for mem, "<megabytes>".
+ * Prints one line: "<rate per second> <CPU ns per item>" (CPU time of all
+ * threads, user + system, from getrusage: on a shared machine it says what
+ * the work costs when the wall-clock rate says how much CPU it was given),
+ * or, for mem, "<megabytes>".
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +33,17 @@ static int gate_task(const void *in, size_t is, void *out, size_t os,
   struct timespec ts = {0, 1000000};
   while (!atomic_load(gate)) nanosleep(&ts, NULL);
   return 0;
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
+static void report(size_t n, double dt, double cpu) {
+  printf("%.0f %.1f\n", (double)n / dt, cpu * 1e9 / (double)n);
 }
 
 static double now(void) {
@@ -80,7 +94,7 @@ int main(int argc, char **argv) {
         mh_future_release(fs[i]);
       }
     }
-    double t0 = now();
+    double t0 = now(), c0 = cpu_seconds();
     for (size_t i = 0; i < n; i++)
       if (mh_executor_submit(ex, noop, NULL, 0, NULL, 0, NULL, &fs[i])) return 1;
     double t1 = now();
@@ -88,18 +102,18 @@ int main(int argc, char **argv) {
       if (mh_future_result(fs[i], MH_FOREVER)) return 1;
       mh_future_release(fs[i]);
     }
-    double dt = now() - t0;
+    double dt = now() - t0, cpu = cpu_seconds() - c0;
     if (getenv("MH_BENCH_VERBOSE"))
       fprintf(stderr, "submit phase %.3f s, result phase %.3f s\n", t1 - t0,
               dt - (t1 - t0));
-    printf("%.0f\n", (double)n / dt);
+    report(n, dt, cpu);
     mh_executor_free(ex);
     free(fs);
   } else if (!strcmp(argv[1], "batch")) {
     mh_executor_t *ex = make(workers);
     enum { B = 1024 };
     mh_future_t *fs[B];
-    double t0 = now();
+    double t0 = now(), c0 = cpu_seconds();
     for (size_t lo = 0; lo < n; lo += B) {
       size_t m = n - lo < B ? n - lo : B;
       for (size_t i = 0; i < m; i++)
@@ -110,15 +124,15 @@ int main(int argc, char **argv) {
         mh_future_release(fs[i]);
       }
     }
-    double dt = now() - t0;
-    printf("%.0f\n", (double)n / dt);
+    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    report(n, dt, cpu);
     mh_executor_free(ex);
   } else if (!strcmp(argv[1], "map")) {
     mh_executor_t *ex = make(workers);
-    double t0 = now();
+    double t0 = now(), c0 = cpu_seconds();
     if (mh_executor_map(ex, noop, NULL, NULL, 0, NULL, 0, n, 0, NULL)) return 1;
-    double dt = now() - t0;
-    printf("%.0f\n", (double)n / dt);
+    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    report(n, dt, cpu);
     mh_executor_free(ex);
   } else if (!strcmp(argv[1], "mem")) {
     mh_executor_t *ex = make(1);

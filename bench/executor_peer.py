@@ -7,8 +7,10 @@
     executor_peer.py map N W      list(ex.map(noop, range(N)))
     executor_peer.py mem N        RSS growth of N pending futures, in MB
 
-Prints one number, like executor_bench.
+Prints "<rate per second> <CPU ns per item>" (mem: megabytes), like
+executor_bench.
 """
+import resource
 import sys
 import threading
 import time
@@ -17,6 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 def noop(*_):
     return None
+
+
+def cpu():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def report(n, t0, c0):
+    dt, dc = time.perf_counter() - t0, cpu() - c0
+    print(f"{n / dt:.0f} {dc * 1e9 / n:.1f}")
 
 
 def rss_mb():
@@ -32,24 +44,24 @@ def main():
             if mode == "warm":
                 for f in [ex.submit(noop) for _ in range(n)]:
                     f.result()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             fs = [ex.submit(noop) for _ in range(n)]
             for f in fs:
                 f.result()
-            print(round(n / (time.perf_counter() - t0)))
+            report(n, t0, c0)
     elif mode == "batch":
         with ThreadPoolExecutor(workers) as ex:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             for lo in range(0, n, 1024):
                 fs = [ex.submit(noop) for _ in range(min(1024, n - lo))]
                 for f in fs:
                     f.result()
-            print(round(n / (time.perf_counter() - t0)))
+            report(n, t0, c0)
     elif mode == "map":
         with ThreadPoolExecutor(workers) as ex:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             list(ex.map(noop, range(n)))
-            print(round(n / (time.perf_counter() - t0)))
+            report(n, t0, c0)
     elif mode == "mem":
         gate = threading.Event()
         with ThreadPoolExecutor(1) as ex:
