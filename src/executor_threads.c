@@ -33,6 +33,7 @@ typedef struct tpool {
   _Atomic size_t len;
   _Atomic int stopping; /* no more submits */
   int idle;             /* workers waiting on cond; guarded by lock */
+  int alive;            /* workers not yet ended; guarded by lock */
   _Atomic int spinning; /* workers looking for work without sleeping */
   int nthreads;
   pthread_t *threads;
@@ -122,6 +123,9 @@ static void *worker_main(void *arg) {
     run_batch(first, broken);
     pthread_mutex_lock(&p->lock);
   }
+  /* The last one out tells tp_destroy, which may be waiting for a worker
+   * that detached itself (a task that shut down its own executor). */
+  if (--p->alive == 0) pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->lock);
   return NULL;
 }
@@ -163,10 +167,12 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
     mh__free(p);
     return rc;
   }
+  p->alive = p->nthreads;
   for (int i = 0; i < p->nthreads; i++) {
     if (pthread_create(&p->threads[i], NULL, worker_main, p)) {
       pthread_mutex_lock(&p->lock);
       p->stopping = 1;
+      p->alive -= p->nthreads - i; /* these never started */
       pthread_cond_broadcast(&p->cond);
       pthread_mutex_unlock(&p->lock);
       for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
@@ -270,7 +276,11 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
 
 static void tp_destroy(mh_executor_t *ex) {
   tpool_t *p = mh__executor_impl(ex);
-  if (p) pool_free(p);
+  if (!p) return;
+  pthread_mutex_lock(&p->lock);
+  while (p->alive > 0) pthread_cond_wait(&p->cond, &p->lock);
+  pthread_mutex_unlock(&p->lock);
+  pool_free(p);
 }
 
 const mh__backend_ops_t mh__backend_threads = {
