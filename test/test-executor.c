@@ -1019,14 +1019,19 @@ TEST(imap_timeout_and_early_free) {
 
 /* Statuses of items whose chunks never ran: a cancelling shutdown during a
  * map gives MH_ECANCELED or MH_ESHUTDOWN for them and the map still ends. */
+static atomic_int slow_ran;
+
+/* Shut down once some items have run (not after a fixed time: a loaded
+ * machine may not have started any by then). */
 static void *shut_soon(void *arg) {
-  mht_sleep(0.02);
+  while (atomic_load(&slow_ran) < 100) mht_sleep(0.001);
   mh_executor_shutdown(arg, MH_SHUTDOWN_CANCEL_FUTURES);
   return NULL;
 }
 
 static int t_slow(const void *in, size_t is, void *out, size_t os, void *ctx) {
   (void)in, (void)is, (void)out, (void)os, (void)ctx;
+  atomic_fetch_add(&slow_ran, 1);
   mht_sleep(0.0005);
   return 0;
 }
@@ -1036,6 +1041,7 @@ TEST(map_during_shutdown) {
   size_t n = 20000;
   int *st = malloc(n * sizeof *st);
   pthread_t th;
+  atomic_store(&slow_ran, 0);
   pthread_create(&th, NULL, shut_soon, ex);
   int rc = mh_executor_map(ex, t_slow, NULL, NULL, 0, NULL, 0, n, 4, st);
   pthread_join(th, NULL);
