@@ -1,0 +1,257 @@
+/* executor_threads.c - the thread backend: N worker threads over one FIFO.
+ *
+ * The queue is intrusive (futures are linked through mh__future_link), so
+ * queueing allocates nothing and costs the same at any length.  One mutex
+ * `lock` guards head, tail, len, idle and stopping; workers sleep on `cond`
+ * only when the queue is empty, and a submitter signals only when a worker
+ * is idle, so a busy pool makes no system calls per task.
+ *
+ * A worker takes a small batch of futures per visit to the lock (at most
+ * BATCH_MAX, and at most its share len / (2 * workers) so that the others
+ * keep work): with many tiny tasks the lock is taken once per batch, not
+ * once per task, and with few long tasks the batch is one.  Futures in a
+ * worker's batch are still PENDING, so they can be cancelled until the
+ * worker starts them (mh__future_set_running fails for a cancelled one).
+ *
+ * No backend lock is held while a task runs or a future completes, so
+ * callbacks may submit, cancel or wait freely.
+ */
+#include <sched.h>
+#include <stdatomic.h>
+
+#include "executor_internal.h"
+#include "internal.h"
+
+#define BATCH_MAX 32
+
+typedef struct tpool {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  mh_future_t *head, *tail; /* guarded by lock */
+  /* Written under lock; read without it by spinning workers, which then
+   * re-check under the lock. */
+  _Atomic size_t len;
+  _Atomic int stopping; /* no more submits */
+  int idle;             /* workers waiting on cond; guarded by lock */
+  int alive;            /* workers not yet ended; guarded by lock */
+  _Atomic int spinning; /* workers looking for work without sleeping */
+  int nthreads;
+  pthread_t *threads;
+  mh_worker_init_fn init;
+  void *initarg;
+} tpool_t;
+
+static void run_batch(mh_future_t *f, int broken) {
+  while (f) {
+    mh_future_t *next = *mh__future_link(f);
+    if (mh__future_set_running(f)) {
+      int code = broken ? broken : mh__task_run(mh__future_task(f));
+      mh__future_finish(f, code);
+    }
+    mh_future_release(f);
+    f = next;
+  }
+}
+
+/* How long an idle worker looks for new work before it sleeps: a submitter
+ * that sees a spinning worker need not wake anybody, which saves a system
+ * call on each side per task when tasks come a little slower than workers
+ * take them. */
+#define SPIN_PAUSES 400
+#define SPIN_YIELDS 4
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spin for new work; 1 if some may be there. */
+static int spin_for_work(tpool_t *p) {
+  atomic_fetch_add(&p->spinning, 1);
+  int found = 0;
+  for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
+    if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
+        atomic_load_explicit(&p->stopping, memory_order_relaxed))
+      found = 1;
+    else if (i < SPIN_PAUSES)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+  atomic_fetch_sub(&p->spinning, 1);
+  return found;
+}
+
+static void *worker_main(void *arg) {
+  tpool_t *p = arg;
+  /* A failing initializer breaks this worker: the tasks it takes fail with
+   * the initializer's code, as the header says. */
+  int broken = p->init ? p->init(p->initarg) : 0;
+  size_t share_div = (size_t)p->nthreads * 2;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    if (!p->head && !p->stopping) {
+      pthread_mutex_unlock(&p->lock);
+      int found = spin_for_work(p);
+      pthread_mutex_lock(&p->lock);
+      if (!found) {
+        while (!p->head && !p->stopping) {
+          p->idle++;
+          pthread_cond_wait(&p->cond, &p->lock);
+          p->idle--;
+        }
+      }
+      continue;
+    }
+    if (!p->head) break;
+    size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
+    size_t take = len / share_div;
+    if (take < 1) take = 1;
+    if (take > BATCH_MAX) take = BATCH_MAX;
+    mh_future_t *first = p->head, *last = first;
+    for (size_t i = 1; i < take; i++) last = *mh__future_link(last);
+    p->head = *mh__future_link(last);
+    if (!p->head) p->tail = NULL;
+    atomic_store_explicit(&p->len, len - take, memory_order_relaxed);
+    *mh__future_link(last) = NULL;
+    /* More work than this worker takes, idle workers, and nobody looking:
+     * wake one more (a spinning worker would find it without help). */
+    int wake = p->head && p->idle > 0 && atomic_load(&p->spinning) == 0;
+    pthread_mutex_unlock(&p->lock);
+    if (wake) pthread_cond_signal(&p->cond);
+    run_batch(first, broken);
+    pthread_mutex_lock(&p->lock);
+  }
+  /* The last one out tells tp_destroy, which may be waiting for a worker
+   * that detached itself (a task that shut down its own executor). */
+  if (--p->alive == 0) pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+static void pool_free(tpool_t *p) {
+  pthread_cond_destroy(&p->cond);
+  pthread_mutex_destroy(&p->lock);
+  mh__free(p->threads);
+  mh__free(p);
+}
+
+static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
+  tpool_t *p = mh__calloc(1, sizeof *p);
+  if (!p) return MH_ENOMEM;
+  p->nthreads = opts->workers;
+  p->init = opts->initializer;
+  p->initarg = opts->initarg;
+  p->threads = mh__calloc((size_t)p->nthreads, sizeof *p->threads);
+  if (!p->threads) {
+    mh__free(p);
+    return MH_ENOMEM;
+  }
+  /* An adaptive mutex spins briefly before it sleeps: the lock is held for
+   * a few instructions at a time. */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+  int rc = -pthread_mutex_init(&p->lock, &ma);
+  pthread_mutexattr_destroy(&ma);
+  if (rc) {
+    mh__free(p->threads);
+    mh__free(p);
+    return rc;
+  }
+  rc = -pthread_cond_init(&p->cond, NULL);
+  if (rc) {
+    pthread_mutex_destroy(&p->lock);
+    mh__free(p->threads);
+    mh__free(p);
+    return rc;
+  }
+  p->alive = p->nthreads;
+  for (int i = 0; i < p->nthreads; i++) {
+    if (pthread_create(&p->threads[i], NULL, worker_main, p)) {
+      pthread_mutex_lock(&p->lock);
+      p->stopping = 1;
+      p->alive -= p->nthreads - i; /* these never started */
+      pthread_cond_broadcast(&p->cond);
+      pthread_mutex_unlock(&p->lock);
+      for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
+      pool_free(p);
+      return MH_EAGAIN;
+    }
+  }
+  mh__executor_set_impl(ex, p);
+  return 0;
+}
+
+static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
+  tpool_t *p = mh__executor_impl(ex);
+  *mh__future_link(f) = NULL;
+  pthread_mutex_lock(&p->lock);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->lock);
+    return MH_ESHUTDOWN;
+  }
+  /* The queue's reference; taken under the lock so that nothing is undone
+   * on the shutdown path above. */
+  mh_future_retain(f);
+  if (p->tail) {
+    *mh__future_link(p->tail) = f;
+  } else {
+    p->head = f;
+  }
+  p->tail = f;
+  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  int wake = p->idle > 0 && atomic_load(&p->spinning) == 0;
+  pthread_mutex_unlock(&p->lock);
+  if (wake) pthread_cond_signal(&p->cond);
+  return 0;
+}
+
+static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
+  tpool_t *p = mh__executor_impl(ex);
+  mh_future_t *cancel = NULL;
+  pthread_mutex_lock(&p->lock);
+  p->stopping = 1;
+  if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
+    cancel = p->head;
+    p->head = p->tail = NULL;
+    atomic_store(&p->len, 0);
+  }
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  /* Complete the cancelled ones outside the lock: their callbacks may call
+   * back into the executor. */
+  while (cancel) {
+    mh_future_t *next = *mh__future_link(cancel);
+    mh__future_cancel_queued(cancel);
+    mh_future_release(cancel);
+    cancel = next;
+  }
+  if (flags & MH_SHUTDOWN_WAIT) {
+    pthread_t self = pthread_self();
+    for (int i = 0; i < p->nthreads; i++) {
+      /* A task that shuts down its own executor cannot join itself; its
+       * thread ends when the task returns and is detached here. */
+      if (pthread_equal(self, p->threads[i])) {
+        pthread_detach(self);
+        continue;
+      }
+      pthread_join(p->threads[i], NULL);
+    }
+  }
+  return 0;
+}
+
+static void tp_destroy(mh_executor_t *ex) {
+  tpool_t *p = mh__executor_impl(ex);
+  if (!p) return;
+  pthread_mutex_lock(&p->lock);
+  while (p->alive > 0) pthread_cond_wait(&p->cond, &p->lock);
+  pthread_mutex_unlock(&p->lock);
+  pool_free(p);
+}
+
+const mh__backend_ops_t mh__backend_threads = {
+    "threads", tp_start, tp_submit, NULL, tp_shutdown, tp_destroy};
