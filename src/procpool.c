@@ -91,6 +91,7 @@ typedef struct pp_entry {
   uint64_t first, count; /* run items first..count-1 */
   uint64_t in_off, in_size, out_off, out_size, st_off;
   _Atomic uint64_t progress; /* items < progress are finished */
+  _Atomic uint64_t started;  /* items < started were begun */
 } pp_entry_t;
 
 typedef struct pp_slot {
@@ -430,6 +431,8 @@ static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
       mh_task_fn fn = e->fn;
       void *ctx = e->ctx;
       for (uint64_t i = 0; i < n; i++) {
+        atomic_store_explicit(&e->started, e->first + i + 1,
+                              memory_order_relaxed);
         st[i] = init ? init
                      : fn(in ? in + i * isz : NULL, isz,
                           out ? out + i * osz : NULL, osz, ctx);
@@ -633,6 +636,7 @@ static int pp_assign(mh__pp_t *pp) {
       memcpy(w->data + off, (const char *)t->in + first * t->in_size,
              n * t->in_size);
     atomic_store_explicit(&e->progress, first, memory_order_relaxed);
+    atomic_store_explicit(&e->started, first, memory_order_relaxed);
     atomic_store_explicit(&e->claim, E_QUEUED, memory_order_relaxed);
     w->job[idx] = j;
     w->off[idx] = off;
@@ -727,7 +731,9 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
     if (atomic_load(&e->claim) == E_TAKEN) {
       uint64_t prog = atomic_load_explicit(&e->progress, memory_order_acquire);
       pp_take(w, w->off[idx], e, j, prog);
-      if (prog < e->count) {
+      if (prog < e->count && atomic_load(&e->started) <= prog) {
+        requeue = 1; /* died between two items: none of the rest began */
+      } else if (prog < e->count) {
         size_t d = (size_t)prog;
         if (pp->cancelling) {
           for (size_t k = d; k < j->t->count; k++)
@@ -754,7 +760,13 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
     } else {
       requeue = 1; /* never started */
     }
-    if (requeue && pp->cancelling) {
+    if (requeue && pp->cancelling && j->next_item > 0) {
+      /* Part of it ran: the rest is cancelled item by item. */
+      for (size_t k = j->next_item; k < j->t->count; k++)
+        if (j->t->statuses) j->t->statuses[k] = MH_ECANCELED;
+      if (!j->code) j->code = MH_ECANCELED;
+      pp_finish(pp, j);
+    } else if (requeue && pp->cancelling) {
       pp->cfg.hooks.requeue(pp->cfg.hooks.arg, j->user);
       pp->cfg.hooks.cancel(pp->cfg.hooks.arg, j->user, 0);
       pp_recycle(pp, j);
