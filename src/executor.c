@@ -937,8 +937,10 @@ int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
     } else {
       mh_future_t *f = ring[c % w];
       code = mh_future_result(f, MH_FOREVER);
-      if (mh_future_cancelled(f) || code == MH_EWORKERDIED)
-        fill_status(status, lo, cnt, code);
+      /* A backend writes each item's status itself, also when a worker died
+       * (the process backend fails only the item that worker was running);
+       * only a chunk cancelled before it ran has none. */
+      if (mh_future_cancelled(f)) fill_status(status, lo, cnt, code);
       mh_future_release(f);
       ring[c % w] = NULL;
     }
@@ -1074,7 +1076,7 @@ int mh_map_iter_next(mh_map_iter_t *it, double timeout, size_t *index,
       it->cur_all = it->submit_rc;
     } else {
       int code = mh_future_result(f, 0);
-      if (mh_future_cancelled(f) || code == MH_EWORKERDIED) it->cur_all = code;
+      if (mh_future_cancelled(f)) it->cur_all = code; /* see map */
     }
     it->have_cur = 1;
   }

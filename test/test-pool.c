@@ -207,3 +207,611 @@ TEST(engine_crashes) {
   mh__pp_free(pp);
   ASSERT_EQ(mht_count_children(), 0);
 }
+
+/* ---- the process backend of the executor --------------------------------- */
+
+#include <sys/mman.h>
+
+/* Memory shared with the workers: made before the pool, inherited by fork. */
+typedef struct shm {
+  _Atomic int hang_pid;   /* pid of the worker that runs the hanging item */
+  _Atomic int hang_runs;  /* how often the hanging item was started */
+  _Atomic int inits;      /* initializer calls */
+  long hang_item;         /* this item hangs on its first run */
+} shm_t;
+
+static shm_t *shm_new(void) {
+  void *p = mmap(NULL, sizeof(shm_t), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(p != MAP_FAILED);
+  memset(p, 0, sizeof(shm_t));
+  ((shm_t *)p)->hang_item = -1;
+  return p;
+}
+
+static mh_executor_t *pool_new(int workers, int retries) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = workers;
+  o.retries = retries;
+  o.grace = 0.5;
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  return ex;
+}
+
+static void pool_free(mh_executor_t *ex) {
+  mh_executor_free(ex);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+static int pool_pids(mh_executor_t *ex, int *pids, int n) {
+  return mh__pp_worker_pids(mh__executor_impl(ex), pids, n);
+}
+
+/* out = in * in, and the worker's pid in ctx's shm when in == hang_item. */
+static int t_sq(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  shm_t *s = ctx;
+  if (s && v == s->hang_item && atomic_fetch_add(&s->hang_runs, 1) == 0) {
+    atomic_store(&s->hang_pid, (int)getpid());
+    for (;;) pause();
+  }
+  v *= v;
+  memcpy(out, &v, sizeof v);
+  return v % 1000 == 999 ? MH_EUSER - 1 : 0; /* never: squares end 1,4,9.. */
+}
+
+static int t_pid(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  int pid = (int)getpid();
+  memcpy(out, &pid, sizeof pid);
+  return 0;
+}
+
+TEST(submit_result) {
+  mh_executor_t *ex = pool_new(2, 0);
+  ASSERT_EQ(mh_executor_backend(ex), MH_BACKEND_PROCESSES);
+  ASSERT_EQ(mh_executor_workers(ex), 2);
+  enum { K = 64 };
+  long in[K], out[K];
+  mh_future_t *fs[K];
+  for (int i = 0; i < K; i++) {
+    in[i] = i;
+    out[i] = -1;
+    ASSERT_OK(mh_executor_submit(ex, t_sq, in + i, sizeof(long), out + i,
+                                 sizeof(long), NULL, &fs[i]));
+  }
+  for (int i = 0; i < K; i++) {
+    ASSERT_OK(mh_future_result(fs[i], 30));
+    ASSERT_EQ(mh_future_done(fs[i]), 1);
+    ASSERT_EQ(out[i], (long)i * i);
+    int pid, code;
+    ASSERT_ERR(mh_future_worker_exit(fs[i], &pid, &code), MH_EINVAL);
+    mh_future_release(fs[i]);
+  }
+  /* The worker runs in another process. */
+  int pid = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_pid, NULL, 0, &pid, sizeof pid, NULL, &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  mh_future_release(f);
+  ASSERT(pid > 0 && pid != (int)getpid());
+  pool_free(ex);
+}
+
+static void check_map(mh_executor_t *ex, size_t n, size_t chunksize) {
+  long *in = calloc(n, sizeof *in), *out = calloc(n, sizeof *out);
+  int *st = malloc(n * sizeof *st);
+  ASSERT(in && out && st);
+  for (size_t i = 0; i < n; i++) in[i] = (long)i, out[i] = -1, st[i] = 99;
+  ASSERT_OK(mh_executor_map(ex, t_sq, NULL, in, sizeof(long), out,
+                            sizeof(long), n, chunksize, st));
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_EQ(out[i], (long)(i * i));
+    ASSERT_EQ(st[i], 0);
+  }
+  free(in);
+  free(out);
+  free(st);
+}
+
+TEST(map) {
+  mh_executor_t *ex = pool_new(2, 0);
+  check_map(ex, 1, 0);
+  check_map(ex, 1000, 1);
+  check_map(ex, 10007, 0);
+  check_map(ex, 100000, 3);
+  check_map(ex, (size_t)mht_scaled(1000000), 0);
+  pool_free(ex);
+}
+
+TEST(imap) {
+  mh_executor_t *ex = pool_new(3, 0);
+  enum { N = 5000 };
+  static long in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  for (int mode = 0; mode < 2; mode++) {
+    static char seen[N];
+    memset(seen, 0, sizeof seen);
+    memset(out, 0, sizeof out);
+    mh_map_iter_t *it;
+    ASSERT_OK(mh_executor_imap(ex, t_sq, NULL, in, sizeof(long), out,
+                               sizeof(long), N, mode ? 7 : 0,
+                               mode ? MH_MAP_UNORDERED : 0, &it));
+    size_t idx, k = 0;
+    int st, rc;
+    while ((rc = mh_map_iter_next(it, 30, &idx, &st)) == 0) {
+      if (!mode) ASSERT_UEQ(idx, k);
+      ASSERT_ULE(idx, N - 1);
+      ASSERT_EQ(seen[idx], 0);
+      seen[idx] = 1;
+      ASSERT_EQ(st, 0);
+      ASSERT_EQ(out[idx], (long)(idx * idx));
+      k++;
+    }
+    ASSERT_ERR(rc, MH_EEOF);
+    ASSERT_UEQ(k, N);
+    mh_map_iter_free(it);
+  }
+  pool_free(ex);
+}
+
+static void *killer(void *arg) {
+  shm_t *s = arg;
+  while (!atomic_load(&s->hang_pid)) mht_sleep(0.0005);
+  kill(atomic_load(&s->hang_pid), SIGKILL);
+  return NULL;
+}
+
+/* SIGKILL the worker that runs item 5000 of a 10,000-item map, in the middle
+ * of its chunk: exactly that item fails (or, with retries, is re-run), every
+ * other result is right, and the same pool then maps again. */
+static void kill_in_map(int retries, size_t chunksize) {
+  shm_t *s = shm_new();
+  s->hang_item = 5000;
+  mh_executor_t *ex = pool_new(2, retries);
+  enum { N = 10000 };
+  static long in[N], out[N];
+  static int st[N];
+  for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, killer, s), 0);
+  int rc = mh_executor_map(ex, t_sq, s, in, sizeof(long), out, sizeof(long),
+                           N, chunksize, st);
+  pthread_join(th, NULL);
+  ASSERT_ERR(rc, retries ? 0 : MH_EWORKERDIED);
+  for (int i = 0; i < N; i++) {
+    if (i == 5000 && !retries) {
+      ASSERT_ERR(st[i], MH_EWORKERDIED);
+    } else {
+      ASSERT_ERR(st[i], 0);
+      ASSERT_EQ(out[i], (long)i * i);
+    }
+  }
+  ASSERT_EQ(atomic_load(&s->hang_runs), retries ? 2 : 1);
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT(pids[0] != s->hang_pid && pids[1] != s->hang_pid);
+  check_map(ex, N, chunksize);
+  /* submit: the future carries the pid and the signal. */
+  atomic_store(&s->hang_runs, 0);
+  atomic_store(&s->hang_pid, 0);
+  ASSERT_EQ(pthread_create(&th, NULL, killer, s), 0);
+  mh_future_t *f;
+  long v = 5000, o;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &o, sizeof o, s, &f));
+  rc = mh_future_result(f, 30);
+  pthread_join(th, NULL);
+  if (retries) {
+    ASSERT_OK(rc);
+    ASSERT_EQ(o, 5000L * 5000);
+  } else {
+    ASSERT_ERR(rc, MH_EWORKERDIED);
+    int pid = 0, code = 0;
+    ASSERT_OK(mh_future_worker_exit(f, &pid, &code));
+    ASSERT_EQ(pid, atomic_load(&s->hang_pid));
+    ASSERT_EQ(code, -SIGKILL);
+  }
+  mh_future_release(f);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+TEST(kill_worker_map) { kill_in_map(0, 0); }
+TEST(kill_worker_map_chunksize1) { kill_in_map(0, 1); }
+TEST(kill_worker_map_retry) { kill_in_map(1, 0); }
+
+static int t_crash(const void *in, size_t isz, void *out, size_t osz,
+                   void *ctx) {
+  int how;
+  memcpy(&how, in, sizeof how);
+  if (how == 1) {
+    volatile int *p = NULL;
+    *p = 1; /* segfault */
+  }
+  if (how == 2) exit(3);
+  if (how == 3) abort();
+  if (how == 4)
+    for (;;) pause();
+  if (how == 5) return MH_EUSER - 5;
+  return 0;
+}
+
+TEST(crashing_tasks) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hows[] = {1, 0, 2, 0, 3, 5};
+  int want[] = {-SIGSEGV, 0, 3, 0, -SIGABRT, 0};
+  mh_future_t *fs[6];
+  for (int i = 0; i < 6; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hows[i], sizeof(int), NULL, 0,
+                                 NULL, &fs[i]));
+  for (int i = 0; i < 6; i++) {
+    int rc = mh_future_result(fs[i], 30), pid = 0, code = 99;
+    if (hows[i] == 0) {
+      ASSERT_OK(rc);
+    } else if (hows[i] == 5) {
+      ASSERT_ERR(rc, MH_EUSER - 5);
+    } else {
+      ASSERT_ERR(rc, MH_EWORKERDIED);
+      ASSERT_OK(mh_future_worker_exit(fs[i], &pid, &code));
+      ASSERT_GT(pid, 0);
+      ASSERT_EQ(code, want[i]);
+    }
+    mh_future_release(fs[i]);
+  }
+  check_map(ex, 1000, 1);
+  pool_free(ex);
+}
+
+TEST(hang_cancel) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  mh_future_t *h[2], *q[8];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < 8; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &q[i]));
+  double end = mht_now() + 10;
+  while (!(mh_future_running(h[0]) && mh_future_running(h[1])))
+  {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  mht_sleep(0.05);
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  ASSERT_LT(mht_now() - t0, 5.0);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(mh_future_done(h[i]), 1);
+    ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
+    mh_future_release(h[i]);
+  }
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(mh_future_done(q[i]), 1);
+    int rc = mh_future_result(q[i], 0);
+    ASSERT(rc == MH_ECANCELED || rc == 0);
+    mh_future_release(q[i]);
+  }
+  mh_future_t *f;
+  ASSERT_ERR(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL, &f),
+             MH_ESHUTDOWN);
+  pool_free(ex);
+}
+
+/* ---- a pool made while other threads hold locks --------------------------- */
+
+static pthread_mutex_t held[3] = {PTHREAD_MUTEX_INITIALIZER,
+                                  PTHREAD_MUTEX_INITIALIZER,
+                                  PTHREAD_MUTEX_INITIALIZER};
+static _Atomic int stop_threads, threads_ready;
+
+static void *lock_holder(void *arg) {
+  pthread_mutex_t *m = arg;
+  pthread_mutex_lock(m);
+  atomic_fetch_add(&threads_ready, 1);
+  while (!atomic_load(&stop_threads)) mht_sleep(0.001);
+  pthread_mutex_unlock(m);
+  return NULL;
+}
+
+static void *malloc_churn(void *arg) {
+  atomic_fetch_add(&threads_ready, 1);
+  void *keep[64] = {0};
+  unsigned i = 0;
+  while (!atomic_load(&stop_threads)) {
+    unsigned k = i++ % 64;
+    free(keep[k]);
+    keep[k] = malloc(16 + (mht_rand() % 4096));
+    char buf[64];
+    snprintf(buf, sizeof buf, "%u", i);
+  }
+  for (int k = 0; k < 64; k++) free(keep[k]);
+  return NULL;
+}
+
+static int t_malloc(const void *in, size_t isz, void *out, size_t osz,
+                    void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  char *p = malloc(1000 + (size_t)v % 5000);
+  if (!p) return MH_ENOMEM;
+  int len = snprintf(p, 1000, "%ld", v * 2);
+  long r = strtol(p, NULL, 10) + len - len;
+  free(p);
+  memcpy(out, &r, sizeof r);
+  return 0;
+}
+
+TEST(threads_holding_locks) {
+  pthread_t th[4];
+  atomic_store(&stop_threads, 0);
+  atomic_store(&threads_ready, 0);
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, lock_holder, &held[i]), 0);
+  ASSERT_EQ(pthread_create(&th[3], NULL, malloc_churn, NULL), 0);
+  while (atomic_load(&threads_ready) < 4) mht_sleep(0.001);
+  for (int round = 0; round < 5; round++) {
+    mh_executor_t *ex = pool_new(2, 0);
+    enum { N = 2000 };
+    static long in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    ASSERT_OK(mh_executor_map(ex, t_malloc, NULL, in, sizeof(long), out,
+                              sizeof(long), N, 1, NULL));
+    for (int i = 0; i < N; i++) ASSERT_EQ(out[i], 2L * i);
+    /* Replacements come from the fork server too. */
+    int pids[2];
+    ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+    kill(pids[0], SIGKILL);
+    ASSERT_OK(mh_executor_map(ex, t_malloc, NULL, in, sizeof(long), out,
+                              sizeof(long), N, 0, NULL));
+    for (int i = 0; i < N; i++) ASSERT_EQ(out[i], 2L * i);
+    mh_executor_free(ex);
+  }
+  atomic_store(&stop_threads, 1);
+  for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* ---- worker life cycle ---------------------------------------------------- */
+
+static int g_init_value;
+
+static int init_worker(void *arg) {
+  shm_t *s = arg;
+  atomic_fetch_add(&s->inits, 1);
+  g_init_value = 42;
+  return 0;
+}
+
+static int t_init_value(const void *in, size_t isz, void *out, size_t osz,
+                        void *ctx) {
+  int v[2] = {g_init_value, (int)getpid()};
+  memcpy(out, v, sizeof v);
+  return 0;
+}
+
+static int init_fail(void *arg) { return MH_EUSER - 9; }
+
+TEST(initializer_and_max_tasks) {
+  shm_t *s = shm_new();
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.initializer = init_worker;
+  o.initarg = s;
+  o.max_tasks_per_child = 3;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  enum { N = 30 };
+  int out[N][2];
+  ASSERT_OK(mh_executor_map(ex, t_init_value, NULL, NULL, 0, out,
+                            sizeof out[0], N, 1, NULL));
+  int distinct = 0;
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(out[i][0], 42);
+    int seen = 0;
+    for (int k = 0; k < i; k++) seen |= out[k][1] == out[i][1];
+    distinct += !seen;
+  }
+  /* 30 tasks, 3 per process: at least 10 processes ran them. */
+  ASSERT_GE(distinct, 10);
+  pool_free(ex);
+  ASSERT_GE(atomic_load(&s->inits), 10);
+  /* A failing initializer fails the tasks of its worker with its code. */
+  o.initializer = init_fail;
+  o.max_tasks_per_child = 0;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  int st[4];
+  ASSERT_ERR(mh_executor_map(ex, t_init_value, NULL, NULL, 0, out,
+                             sizeof out[0], 4, 1, st),
+             MH_EUSER - 9);
+  for (int i = 0; i < 4; i++) ASSERT_ERR(st[i], MH_EUSER - 9);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+static int t_big(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  unsigned char seed;
+  memcpy(&seed, in, 1);
+  unsigned char *o = out;
+  for (size_t i = 0; i < osz; i++) o[i] = (unsigned char)(seed + i * 7);
+  return 0;
+}
+
+TEST(large_outputs) {
+  mh_executor_t *ex = pool_new(2, 0);
+  size_t osz = 3u << 20; /* 3 MB each, far beyond a pipe buffer */
+  enum { K = 6 };
+  unsigned char *out = malloc(K * osz), in[K];
+  ASSERT(out);
+  for (int i = 0; i < K; i++) in[i] = (unsigned char)(i * 31);
+  ASSERT_OK(mh_executor_map(ex, t_big, NULL, in, 1, out, osz, K, 1, NULL));
+  for (int i = 0; i < K; i++)
+    for (size_t b = 0; b < osz; b += 4099)
+      ASSERT_EQ(out[i * osz + b], (unsigned char)(in[i] + b * 7));
+  mh_future_t *f;
+  memset(out, 0, osz);
+  ASSERT_OK(mh_executor_submit(ex, t_big, in + 1, 1, out, osz, NULL, &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  mh_future_release(f);
+  ASSERT_EQ(out[osz - 1], (unsigned char)(in[1] + (osz - 1) * 7));
+  free(out);
+  pool_free(ex);
+}
+
+TEST(sigint_ignored) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[0], SIGINT));
+  ASSERT_OK(kill(pids[1], SIGINT));
+  ASSERT_OK(kill(mh__pp_server_pid(mh__executor_impl(ex)), SIGINT));
+  mht_sleep(0.1);
+  int now[2];
+  ASSERT_EQ(pool_pids(ex, now, 2), 2);
+  ASSERT_EQ(now[0], pids[0]);
+  ASSERT_EQ(now[1], pids[1]);
+  check_map(ex, 100, 1);
+  pool_free(ex);
+}
+
+HELPER(orphan) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int pids[2];
+  pool_pids(ex, pids, 2);
+  printf("%d %d %d\n", mh__pp_server_pid(mh__executor_impl(ex)), pids[0],
+         pids[1]);
+  fflush(stdout);
+  raise(SIGKILL);
+  return 0;
+}
+
+TEST(die_with_parent) {
+  mht_proc_result_t r;
+  ASSERT_OK(mht_run_helper("orphan", NULL, 30, &r));
+  ASSERT_EQ(r.exited, 0);
+  ASSERT_EQ(r.status, SIGKILL);
+  int p[3];
+  ASSERT_EQ(sscanf(r.out, "%d %d %d", &p[0], &p[1], &p[2]), 3);
+  mht_proc_free(&r);
+  double end = mht_now() + 10;
+  for (int i = 0; i < 3; i++) {
+    while (kill(p[i], 0) == 0) {
+      ASSERT(mht_now() < end);
+      mht_sleep(0.005);
+    }
+  }
+}
+
+TEST(bad_input) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  mh_executor_t *ex;
+  o.workers = 4097;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = 1;
+  o.retries = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.retries = 0;
+  o.max_tasks_per_child = -2;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  ASSERT_ERR(mh_executor_new(NULL, &o), MH_EINVAL);
+  o.max_tasks_per_child = 0;
+  o.workers = 0; /* the CPU count */
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  ASSERT_EQ(mh_executor_workers(ex), mh_cpu_count());
+  long v = 1, out;
+  mh_future_t *f = NULL;
+  ASSERT_ERR(mh_executor_submit(ex, NULL, &v, sizeof v, &out, sizeof out, NULL,
+                                &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_sq, NULL, 8, &out, sizeof out, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_sq, &v, sizeof v, NULL, 8, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, NULL, NULL, &v, 8, &out, 8, 1, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, NULL, 8, &out, 8, 1, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, &v, 8, &out, 8, SIZE_MAX / 4, 0,
+                             NULL),
+             MH_EINVAL);
+  pool_free(ex);
+  /* Engine level: its own checks. */
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(0);
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 4097;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 1;
+  c.hooks.finish = NULL;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  ASSERT_ERR(mh__pp_submit(NULL, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh__pp_shutdown(NULL, 0), MH_EINVAL);
+  mh__pp_free(NULL);
+}
+
+TEST(many_workers_and_alloc_failures) {
+  /* 64 workers start, run, and go away. */
+  mh_executor_t *ex = pool_new(64, 0);
+  check_map(ex, 5000, 1);
+  pool_free(ex);
+  /* Every allocation failure on the way to a pool leaks nothing. */
+  for (long k = 0; k < 20; k++) {
+    mht_alloc_fail_after(k);
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = MH_BACKEND_PROCESSES;
+    o.workers = 2;
+    int rc = mh_executor_new(&ex, &o);
+    if (rc == 0) {
+      long v = 3, out = 0;
+      mh_future_t *f = NULL;
+      rc = mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                              &f);
+      if (rc == 0) {
+        ASSERT_OK(mh_future_result(f, 30));
+        ASSERT_EQ(out, 9);
+        mh_future_release(f);
+      } else {
+        ASSERT_ERR(rc, MH_ENOMEM);
+      }
+      mh_executor_free(ex);
+    } else {
+      ASSERT_ERR(rc, MH_ENOMEM);
+    }
+    ASSERT_EQ(mht_alloc_live(), 0);
+    mht_alloc_reset();
+    ASSERT_EQ(mht_count_children(), 0);
+  }
+}
+
+TEST(pooling_example) {
+  static char path[] = MHT_BUILD_DIR "/examples/pooling";
+  char *argv[] = {path, NULL};
+  mht_proc_result_t r;
+  ASSERT_OK(mht_run(argv, 30, &r));
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  for (int n = 1; n <= 5; n++) {
+    char want[64];
+    snprintf(want, sizeof want, "Worker process id for %d: ", n);
+    char *p = strstr(r.out, want);
+    ASSERT(p != NULL);
+    int pid = atoi(p + strlen(want));
+    ASSERT_GT(pid, 0);
+  }
+  const char *last = strstr(r.out, "[1, 4, 9, 16, 25]\n");
+  ASSERT(last != NULL);
+  ASSERT_EQ(strlen(last), strlen("[1, 4, 9, 16, 25]\n"));
+  mht_proc_free(&r);
+}
