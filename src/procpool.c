@@ -48,6 +48,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -69,7 +70,13 @@
 
 #define PP_RING 16u               /* entries in flight per worker */
 #define PP_DATA_INIT (256u << 10) /* first size of a slot's data memfd */
-#define PP_SPIN 50e-6             /* seconds to spin before sleeping */
+/* Seconds to poll before sleeping: a worker waiting for work, the
+ * dispatcher while entries are in flight, the dispatcher when idle.  After a
+ * few pauses the polling yields the CPU, so that on a loaded machine it
+ * hands the core to the process it waits for instead of burning it. */
+#define PP_SPIN_WORKER 200e-6
+#define PP_SPIN_BUSY 1e-3
+#define PP_SPIN_IDLE 50e-6
 #define PP_ALIGN 64u
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -401,8 +408,12 @@ static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
       for (unsigned i = 1;; i++) {
         if (atomic_load_explicit(&s->head, memory_order_acquire) != tail)
           break;
-        PP_RELAX();
-        if ((i & 63) == 0 && mh__now() - t0 > PP_SPIN) {
+        if (i < 64) {
+          PP_RELAX();
+          continue;
+        }
+        sched_yield();
+        if ((i & 7) == 0 && mh__now() - t0 > PP_SPIN_WORKER) {
           atomic_store(&s->wsleep, 1);
           if (atomic_load(&s->head) == tail) pp_futex_wait(&s->head, tail);
           atomic_store(&s->wsleep, 0);
@@ -1041,7 +1052,7 @@ static int pp_pending_work(mh__pp_t *pp) {
 
 static void pp_loop(mh__pp_t *pp) {
   double idle_since = 0;
-  unsigned iter = 0;
+  unsigned iter = 0, spins = 0;
   for (;;) {
     int did = 0, shut;
     if ((++iter & 127) == 0) did += pp_server_msgs(pp, 0);
@@ -1066,12 +1077,16 @@ static void pp_loop(mh__pp_t *pp) {
     }
     if (did) {
       idle_since = 0;
+      spins = 0;
       continue;
     }
     double now = mh__now();
     if (idle_since == 0) idle_since = now;
-    if (now - idle_since < PP_SPIN) {
-      PP_RELAX();
+    if (now - idle_since < (pp_in_flight(pp) ? PP_SPIN_BUSY : PP_SPIN_IDLE)) {
+      if (++spins < 64)
+        PP_RELAX();
+      else
+        sched_yield();
       continue;
     }
     /* Sleep until a worker, a submitter or the server wakes us. */
@@ -1089,6 +1104,7 @@ static void pp_loop(mh__pp_t *pp) {
     }
     atomic_store(&pp->ctl->parent_sleeping, 0);
     idle_since = 0;
+    spins = 0;
   }
   pp_stop_server(pp);
 }
