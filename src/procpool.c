@@ -115,7 +115,7 @@ typedef struct pp_ctl {
 } pp_ctl_t;
 
 /* Messages on the parent <-> server socket (SOCK_SEQPACKET). */
-enum { M_SPAWN = 1, M_KILL, M_SPAWNED, M_EXITED };
+enum { M_SPAWN = 1, M_KILL, M_QUIT, M_SPAWNED, M_EXITED };
 typedef struct pp_msg {
   int32_t op, slot, pid, arg; /* arg: signal, or wait status, or -errno */
 } pp_msg_t;
@@ -183,6 +183,36 @@ struct mh__pp {
 
 static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server)
     __attribute__((noreturn));
+
+/* ---- descriptors of every pool ------------------------------------------ */
+
+/* A process of one pool must not keep another pool's descriptors open: a
+ * copy of pool A's socket in pool B's server would keep A's server from
+ * seeing its parent leave, and copies of A's memfds would keep A's memory
+ * alive.  So every descriptor a pool makes in the parent is listed here
+ * (lock-free: a freshly forked server reads the list without taking a lock
+ * another thread might have held), and a new server closes those of other
+ * pools.  A descriptor leaves the list before it is closed, so a number the
+ * program reuses is never closed by mistake. */
+#define PP_MAX_FDS 8192
+static _Atomic int pp_fds[PP_MAX_FDS]; /* fd + 1, or 0 */
+
+static void pp_fd_add(int fd) {
+  for (int i = 0; i < PP_MAX_FDS; i++) {
+    int z = 0;
+    if (atomic_compare_exchange_strong(&pp_fds[i], &z, fd + 1)) return;
+  }
+  /* Full: the descriptor is only inherited needlessly. */
+}
+
+static void pp_fd_close(int fd) {
+  if (fd < 0) return;
+  for (int i = 0; i < PP_MAX_FDS; i++) {
+    int v = fd + 1;
+    if (atomic_compare_exchange_strong(&pp_fds[i], &v, 0)) break;
+  }
+  close(fd);
+}
 
 /* ---- small system helpers ---------------------------------------------- */
 
@@ -308,6 +338,10 @@ static void pp_server(mh__pp_t *pp, int sock, pid_t parent) {
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
   sigprocmask(SIG_SETMASK, &chld, NULL);
+  for (int i = 0; i < PP_MAX_FDS; i++) {
+    int fd = atomic_load(&pp_fds[i]) - 1;
+    if (fd >= 0 && fd != pp->evfd && fd != sock) close(fd);
+  }
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) _exit(127);
   int *pids = pp->srv_pids;
@@ -339,7 +373,7 @@ static void pp_server(mh__pp_t *pp, int sock, pid_t parent) {
       int fd;
       int r = pp_recv(sock, &m, &fd, 0);
       if (r == MH_EAGAIN) continue;
-      if (r <= 0) break; /* the parent closed its end, or died */
+      if (r <= 0 || m.op == M_QUIT) break; /* the parent is done, or died */
       if (m.op == M_SPAWN && m.slot >= 0 && m.slot < pp->n && fd >= 0) {
         pid_t me = getpid();
         pid_t pid = fork();
@@ -669,14 +703,15 @@ static int pp_spawn(mh__pp_t *pp, int slot) {
   if (w->data_fd < 0) {
     int fd = memfd_create("manyhands-pool", MFD_CLOEXEC);
     if (fd < 0) return -errno;
+    pp_fd_add(fd);
     if (ftruncate(fd, PP_DATA_INIT) < 0) {
       int err = -errno;
-      close(fd);
+      pp_fd_close(fd);
       return err;
     }
     void *p = mmap(NULL, PP_DATA_INIT, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
-      close(fd);
+      pp_fd_close(fd);
       return MH_ENOMEM;
     }
     w->data_fd = fd;
@@ -820,7 +855,7 @@ static void pp_broken(mh__pp_t *pp) {
     w->state = W_DEAD;
     atomic_store(&w->pid, 0);
   }
-  if (pp->srv >= 0) close(pp->srv);
+  pp_fd_close(pp->srv);
   pp->srv = -1;
 }
 
@@ -885,13 +920,20 @@ static int pp_fork_server(mh__pp_t *pp) {
     pp_server(pp, sv[1], parent);
   }
   close(sv[1]);
+  pp_fd_add(sv[0]);
   pp->srv = sv[0];
   atomic_store(&pp->srv_pid, pid);
   return 0;
 }
 
 static void pp_stop_server(mh__pp_t *pp) {
-  if (pp->srv >= 0) close(pp->srv);
+  if (pp->srv >= 0) {
+    /* Say so rather than rely on EOF alone: a process forked by the program
+     * in the meantime may hold a copy of our end. */
+    pp_msg_t m = {M_QUIT, 0, 0, 0};
+    pp_send(pp->srv, &m, -1);
+  }
+  pp_fd_close(pp->srv);
   pp->srv = -1;
   pid_t pid = atomic_load(&pp->srv_pid);
   if (pid > 0) {
@@ -1133,10 +1175,10 @@ static void pp_free_mem(mh__pp_t *pp) {
   if (pp->wk)
     for (int i = 0; i < pp->n; i++) {
       if (pp->wk[i].data) munmap(pp->wk[i].data, pp->wk[i].cap);
-      if (pp->wk[i].data_fd >= 0) close(pp->wk[i].data_fd);
+      pp_fd_close(pp->wk[i].data_fd);
     }
   if (pp->ctl) munmap(pp->ctl, pp->ctl_len);
-  if (pp->evfd >= 0) close(pp->evfd);
+  pp_fd_close(pp->evfd);
   mh__free(pp->wk);
   mh__free(pp->srv_pids);
   mh__free(pp);
@@ -1174,6 +1216,7 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
     rc = -errno;
     goto fail;
   }
+  pp_fd_add(pp->evfd);
   if (pthread_mutex_init(&pp->mu, NULL)) goto fail;
   if (pthread_mutex_init(&pp->join_mu, NULL)) goto fail_mu;
   if (mh__cond_init(&pp->cv, false)) goto fail_jmu;

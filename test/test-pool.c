@@ -862,3 +862,20 @@ TEST(pooling_example) {
   ASSERT_EQ(strlen(last), strlen("[1, 4, 9, 16, 25]\n"));
   mht_proc_free(&r);
 }
+
+/* Pool B's server is forked while pool A exists: freeing A first must not
+ * wait for B (B's processes must not hold A's descriptors). */
+TEST(two_pools) {
+  mh_executor_t *a = pool_new(2, 0);
+  mh_executor_t *b = pool_new(2, 0);
+  check_map(a, 1000, 1);
+  check_map(b, 1000, 1);
+  double t0 = mht_now();
+  mh_executor_free(a);
+  ASSERT_LT(mht_now() - t0, 5.0);
+  check_map(b, 1000, 0);
+  mh_executor_t *c = pool_new(1, 0);
+  mh_executor_free(b);
+  check_map(c, 100, 1);
+  pool_free(c);
+}
