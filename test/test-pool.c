@@ -879,3 +879,59 @@ TEST(two_pools) {
   check_map(c, 100, 1);
   pool_free(c);
 }
+
+/* Threads keep submitting while the pool is shut down with cancellation:
+ * every future they got ends (finished or cancelled), nothing hangs, and no
+ * process is left. */
+typedef struct racer {
+  mh_executor_t *ex;
+  mh_future_t *fs[400];
+  int n;
+  long in, out[400];
+} racer_t;
+
+static void *race_submit(void *arg) {
+  racer_t *r = arg;
+  while (r->n < 400) {
+    int rc = mh_executor_submit(r->ex, t_sq, &r->in, sizeof r->in,
+                                &r->out[r->n], sizeof(long), NULL,
+                                &r->fs[r->n]);
+    if (rc == MH_ESHUTDOWN) break;
+    ASSERT_OK(rc);
+    r->n++;
+    mht_jitter(200);
+  }
+  return NULL;
+}
+
+TEST(shutdown_race) {
+  for (int round = 0; round < (int)mht_scaled(6); round++) {
+    mh_executor_t *ex = pool_new(2, 0);
+    static racer_t rs[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+      memset(&rs[i], 0, sizeof rs[i]);
+      rs[i].ex = ex;
+      rs[i].in = 7;
+      ASSERT_EQ(pthread_create(&th[i], NULL, race_submit, &rs[i]), 0);
+    }
+    mht_jitter(20000);
+    unsigned flags = MH_SHUTDOWN_WAIT | (round % 2 ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
+    double t0 = mht_now();
+    ASSERT_OK(mh_executor_shutdown(ex, flags));
+    ASSERT_LT(mht_now() - t0, 20.0);
+    for (int i = 0; i < 3; i++) {
+      pthread_join(th[i], NULL);
+      for (int k = 0; k < rs[i].n; k++) {
+        ASSERT_OK(mh_future_wait(rs[i].fs[k], 10));
+        int rc = mh_future_result(rs[i].fs[k], 0);
+        if (rc == 0)
+          ASSERT_EQ(rs[i].out[k], 49);
+        else
+          ASSERT(rc == MH_ECANCELED && (flags & MH_SHUTDOWN_CANCEL_FUTURES));
+        mh_future_release(rs[i].fs[k]);
+      }
+    }
+    pool_free(ex);
+  }
+}
