@@ -388,6 +388,31 @@ TEST(shutdown_while_submitting) {
   }
 }
 
+static int t_shutdown_own(const void *in, size_t is, void *out, size_t os,
+                          void *ctx) {
+  (void)is, (void)out, (void)os;
+  unsigned flags = *(const unsigned *)in;
+  return mh_executor_shutdown(ctx, flags);
+}
+
+/* A task may shut down its own executor, waiting or not; later submits fail
+ * and freeing from the outside still waits for everything. */
+TEST(shutdown_from_task) {
+  for (int round = 0; round < 40; round++) {
+    mh_executor_t *ex = threads(2);
+    unsigned flags = round % 2 ? MH_SHUTDOWN_WAIT : 0;
+    mh_future_t *f, *g = NULL;
+    ASSERT_OK(mh_executor_submit(ex, t_shutdown_own, &flags, sizeof flags,
+                                 NULL, 0, ex, &f));
+    ASSERT_OK(mh_future_result(f, MH_FOREVER));
+    ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &g),
+               MH_ESHUTDOWN);
+    mh_future_release(f);
+    if (round % 4 < 2) mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+    mh_executor_free(ex);
+  }
+}
+
 /* ---- futures ----------------------------------------------------------- */
 
 TEST(result_timeout) {
