@@ -68,7 +68,12 @@
 #include "internal.h"
 #include "procpool.h"
 
-#define PP_RING 16u               /* entries in flight per worker */
+#define PP_RING 16u /* entries in a worker's ring */
+/* Jobs handed to one worker ahead of time.  A handed job counts as running
+ * (it can no longer be cancelled, as in ProcessPoolExecutor's call queue),
+ * so the depth stays small; 4 covers the generic map's window of 4 chunks
+ * per worker. */
+#define PP_DEPTH 4u
 #define PP_DATA_INIT (256u << 10) /* first size of a slot's data memfd */
 /* Seconds to poll before sleeping: a worker waiting for work, the
  * dispatcher while entries are in flight, the dispatcher when idle.  After a
@@ -609,7 +614,7 @@ static void pp_publish(mh__pp_t *pp, int slot) {
 }
 
 static int pp_can_take(const mh__pp_t *pp, const pp_wk_t *w) {
-  return w->state == W_LIVE && !w->exit_sent && w->head - w->coll < PP_RING &&
+  return w->state == W_LIVE && !w->exit_sent && w->head - w->coll < PP_DEPTH &&
          (!pp->cfg.max_tasks_per_child ||
           w->assigned < (unsigned)pp->cfg.max_tasks_per_child);
 }

@@ -935,3 +935,58 @@ TEST(shutdown_race) {
     pool_free(ex);
   }
 }
+
+static int t_suicide(const void *in, size_t isz, void *out, size_t osz,
+                     void *ctx) {
+  shm_t *s = ctx;
+  atomic_fetch_add(&s->hang_runs, 1);
+  raise(SIGKILL);
+  return 0;
+}
+
+/* An item that kills every worker that runs it: re-run `retries` times on
+ * new workers, then it fails; the pool goes on. */
+TEST(retries_exhausted) {
+  shm_t *s = shm_new();
+  mh_executor_t *ex = pool_new(2, 2);
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_suicide, NULL, 0, NULL, 0, s, &f));
+  ASSERT_ERR(mh_future_result(f, 30), MH_EWORKERDIED);
+  int pid = 0, code = 0;
+  ASSERT_OK(mh_future_worker_exit(f, &pid, &code));
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(code, -SIGKILL);
+  ASSERT_EQ(atomic_load(&s->hang_runs), 3);
+  mh_future_release(f);
+  check_map(ex, 500, 1);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+/* Futures queued behind busy workers can still be cancelled. */
+TEST(cancel_queued) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  enum { K = 40 };
+  mh_future_t *h[2], *q[K];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < K; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &q[i]));
+  mht_sleep(0.1);
+  int cancelled = 0;
+  for (int i = K - 1; i >= 0; i--)
+    if (mh_future_cancel(q[i]) == 0) cancelled++;
+  ASSERT_GE(cancelled, K - 2 * 4);
+  ASSERT_ERR(mh_future_result(q[K - 1], 0), MH_ECANCELED);
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  for (int i = 0; i < 2; i++) mh_future_release(h[i]);
+  for (int i = 0; i < K; i++) {
+    ASSERT_EQ(mh_future_done(q[i]), 1);
+    mh_future_release(q[i]);
+  }
+  pool_free(ex);
+}
