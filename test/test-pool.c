@@ -990,3 +990,48 @@ TEST(cancel_queued) {
   }
   pool_free(ex);
 }
+
+static int t_maybe_crash(const void *in, size_t isz, void *out, size_t osz,
+                         void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  if (v == 1234) {
+    volatile uintptr_t addr = 64;
+    *(volatile int *)addr = 1; /* segfault */
+  }
+  v *= 3;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+/* imap, ordered and unordered, with an item that crashes its worker in the
+ * middle of a chunk: that item alone yields MH_EWORKERDIED. */
+TEST(imap_crash) {
+  mh_executor_t *ex = pool_new(2, 0);
+  enum { N = 3000 };
+  static long in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  for (int mode = 0; mode < 2; mode++) {
+    mh_map_iter_t *it;
+    ASSERT_OK(mh_executor_imap(ex, t_maybe_crash, NULL, in, sizeof(long), out,
+                               sizeof(long), N, 100,
+                               mode ? MH_MAP_UNORDERED : 0, &it));
+    size_t idx;
+    int st, rc, n = 0, died = 0;
+    while ((rc = mh_map_iter_next(it, 30, &idx, &st)) == 0) {
+      n++;
+      if (idx == 1234) {
+        ASSERT_ERR(st, MH_EWORKERDIED);
+        died++;
+      } else {
+        ASSERT_ERR(st, 0);
+        ASSERT_EQ(out[idx], 3L * (long)idx);
+      }
+    }
+    ASSERT_ERR(rc, MH_EEOF);
+    ASSERT_EQ(n, N);
+    ASSERT_EQ(died, 1);
+    mh_map_iter_free(it);
+  }
+  pool_free(ex);
+}
