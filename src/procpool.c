@@ -183,6 +183,7 @@ struct mh__pp {
   pp_job_t *ph, *pt, *pfree;
   unsigned rr;
   int cancelling, exits_sent, broken;
+  int bad_starts; /* workers in a row that died before doing anything */
   double exit_deadline;
 };
 
@@ -762,6 +763,8 @@ static void pp_send_exit(mh__pp_t *pp, int slot) {
   pp_publish(pp, slot);
 }
 
+static void pp_broken(mh__pp_t *pp);
+
 /* The worker of `slot` ended with wait status st: settle what it held. */
 static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
   pp_wk_t *w = &pp->wk[slot];
@@ -771,6 +774,13 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
                                    : st;
   pp_collect(pp, slot);
   pp_slot_t *s = &pp->ctl->slots[slot];
+  /* A worker that dies before finishing or even starting anything (its
+   * initializer crashes, say) would be replaced forever; after a few such
+   * deaths in a row the pool is declared broken instead of hanging. */
+  int productive = w->coll > 0;
+  for (uint32_t i = w->coll; i != w->head; i++)
+    productive |= atomic_load(&s->ring[i % PP_RING].claim) == E_TAKEN;
+  pp->bad_starts = productive ? 0 : pp->bad_starts + 1;
   pp_job_t *rh = NULL, *rt = NULL; /* jobs to re-queue, in order */
   for (uint32_t i = w->coll; i != w->head; i++) {
     unsigned idx = i % PP_RING;
@@ -839,6 +849,10 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
   w->dhead = w->dtail = 0;
   w->state = W_DEAD;
   atomic_store(&w->pid, 0);
+  if (pp->bad_starts >= 3 + pp->n && !pp->broken) {
+    pp_broken(pp);
+    return;
+  }
   if (!pp->cancelling && !pp->exits_sent && !pp->broken) {
     if (pp_spawn(pp, slot) < 0) w->respawn_at = mh__now() + 0.05;
   }

@@ -1035,3 +1035,39 @@ TEST(imap_crash) {
   }
   pool_free(ex);
 }
+
+static int init_suicide(void *arg) {
+  mht_sleep(0.05); /* usually after mh_executor_new returned */
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Workers that die in their initializer every time: instead of replacing
+ * them forever, the pool gives up and fails the tasks; nothing hangs. */
+TEST(initializer_crashes) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.initializer = init_suicide;
+  mh_executor_t *ex;
+  /* The workers may die before mh_executor_new returns: it then says
+   * MH_EAGAIN; otherwise the tasks fail. */
+  int rc = mh_executor_new(&ex, &o);
+  if (rc == MH_EAGAIN) {
+    fprintf(stderr, "the workers died while the pool started\n");
+    ASSERT_EQ(mht_count_children(), 0);
+    return;
+  }
+  ASSERT_OK(rc);
+  long v = 2, out = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                               &f));
+  ASSERT_ERR(mh_future_result(f, 30), MH_EWORKERDIED);
+  mh_future_release(f);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, &v, sizeof v, &out, sizeof out, 1,
+                             1, NULL),
+             MH_EWORKERDIED);
+  pool_free(ex);
+}
