@@ -79,9 +79,15 @@
  * dispatcher while entries are in flight, the dispatcher when idle.  After a
  * few pauses the polling yields the CPU, so that on a loaded machine it
  * hands the core to the process it waits for instead of burning it. */
+#ifndef PP_SPIN_WORKER /* (overridable, to tune on another machine) */
 #define PP_SPIN_WORKER 200e-6
+#endif
+#ifndef PP_SPIN_BUSY
 #define PP_SPIN_BUSY 1e-3
+#endif
+#ifndef PP_SPIN_IDLE
 #define PP_SPIN_IDLE 50e-6
+#endif
 #define PP_ALIGN 64u
 
 #if defined(__x86_64__) || defined(__i386__)
