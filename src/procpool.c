@@ -516,8 +516,8 @@ static void pp_push_front(mh__pp_t *pp, pp_job_t *first, pp_job_t *last) {
   if (!pp->pt) pp->pt = last;
 }
 
-/* Copy results of items [e->first, upto) of job j from slot data at off. */
-static void pp_take(pp_wk_t *w, size_t off, const pp_entry_t *e, pp_job_t *j,
+/* Copy the results of items [e->first, upto) of job j out of w's data. */
+static void pp_take(pp_wk_t *w, const pp_entry_t *e, pp_job_t *j,
                     uint64_t upto) {
   const mh__task_t *t = j->t;
   size_t first = (size_t)e->first, n = (size_t)(upto - e->first);
@@ -559,7 +559,7 @@ static int pp_collect(mh__pp_t *pp, int slot) {
     pp_job_t *j = w->job[idx];
     if (j) {
       pp_entry_t *e = &s->ring[idx];
-      pp_take(w, w->off[idx], e, j, e->count);
+      pp_take(w, e, j, e->count);
       pp_finish(pp, j);
     }
     pp_release(w);
@@ -797,7 +797,7 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
     int requeue = 0;
     if (atomic_load(&e->claim) == E_TAKEN) {
       uint64_t prog = atomic_load_explicit(&e->progress, memory_order_acquire);
-      pp_take(w, w->off[idx], e, j, prog);
+      pp_take(w, e, j, prog);
       if (prog < e->count && atomic_load(&e->started) <= prog) {
         requeue = 1; /* died between two items: none of the rest began */
       } else if (prog < e->count) {
