@@ -15,7 +15,7 @@ runs=${RUNS:-5}
 N=${N:-1000000}          # manyhands and OpenMP tasks
 NMAP=${NMAP:-100000000}  # manyhands map items
 NPY=${NPY:-20000}        # Python (about 100x slower)
-NPYMEM=${NPYMEM:-200000} # Python pending futures (scaled to 10^6)
+NPYMEM=${NPYMEM:-100000} # Python pending futures (scaled to 10^6)
 
 # median CMD...: run CMD $runs times; print the median of each column.
 median() {

@@ -209,36 +209,6 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
   return 0;
 }
 
-static int tp_submit_many(mh_executor_t *ex, mh_future_t *const *fs,
-                          size_t n) {
-  tpool_t *p = mh__executor_impl(ex);
-  if (n == 0) return 0;
-  for (size_t i = 0; i + 1 < n; i++) *mh__future_link(fs[i]) = fs[i + 1];
-  *mh__future_link(fs[n - 1]) = NULL;
-  pthread_mutex_lock(&p->lock);
-  if (p->stopping) {
-    pthread_mutex_unlock(&p->lock);
-    return MH_ESHUTDOWN;
-  }
-  for (size_t i = 0; i < n; i++) mh_future_retain(fs[i]);
-  if (p->tail) {
-    *mh__future_link(p->tail) = fs[0];
-  } else {
-    p->head = fs[0];
-  }
-  p->tail = fs[n - 1];
-  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + n,
-                        memory_order_relaxed);
-  int idle = p->idle;
-  pthread_mutex_unlock(&p->lock);
-  if (idle > 1 && n > 1) {
-    pthread_cond_broadcast(&p->cond);
-  } else if (idle) {
-    pthread_cond_signal(&p->cond);
-  }
-  return 0;
-}
-
 static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   tpool_t *p = mh__executor_impl(ex);
   mh_future_t *cancel = NULL;
@@ -284,4 +254,4 @@ static void tp_destroy(mh_executor_t *ex) {
 }
 
 const mh__backend_ops_t mh__backend_threads = {
-    "threads", tp_start, tp_submit, tp_submit_many, tp_shutdown, tp_destroy};
+    "threads", tp_start, tp_submit, NULL, tp_shutdown, tp_destroy};
