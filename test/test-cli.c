@@ -884,6 +884,27 @@ static void sigint_run(const char *backend, int json) {
     _exit(127);
   }
   setpgid(pid, pid);
+  /* Wait until the command catches SIGINT (slow under the sanitizers on a
+   * loaded machine; before that, SIGINT would end it by default, as it
+   * should), then let the run get going. */
+  char status_path[64];
+  snprintf(status_path, sizeof status_path, "/proc/%d/status", (int)pid);
+  double tw = mht_now();
+  for (;;) {
+    char sb[4096] = {0};
+    FILE *sf = fopen(status_path, "r");
+    ASSERT(sf != NULL);
+    size_t sl = fread(sb, 1, sizeof sb - 1, sf);
+    fclose(sf);
+    sb[sl] = 0;
+    const char *cgt = strstr(sb, "SigCgt:");
+    if (cgt && (strtoull(cgt + 7, NULL, 16) & (1u << (SIGINT - 1)))) break;
+    if (mht_now() - tw > 20) {
+      kill(-pid, SIGKILL);
+      mht_fail(__FILE__, __LINE__, "the command never installed its SIGINT handler");
+    }
+    mht_sleep(0.005);
+  }
   mht_sleep(0.5);
   int st;
   pid_t w = waitpid(pid, &st, WNOHANG);
