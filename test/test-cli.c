@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
@@ -972,6 +973,81 @@ static void sigint_run(const char *backend, int json) {
 TEST(sigint_threads) { sigint_run("threads", 0); }
 TEST(sigint_threads_json) { sigint_run("threads", 1); }
 TEST(sigint_processes) { sigint_run("processes", 0); }
+
+/* ---- the progress bar ------------------------------------------------------------ */
+
+/* Run the command with stderr on a pseudo-terminal (stdout to /dev/null),
+ * SIGINT it after `run_for` seconds, and return what it wrote on the
+ * terminal in buf. */
+static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
+                       size_t size, int *status) {
+  int m = posix_openpt(O_RDWR | O_NOCTTY);
+  ASSERT(m >= 0);
+  ASSERT_EQ(grantpt(m), 0);
+  ASSERT_EQ(unlockpt(m), 0);
+  char *slave = ptsname(m);
+  ASSERT(slave != NULL);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setsid();
+    int s = open(slave, O_RDWR);
+    int nul = open("/dev/null", O_RDWR);
+    if (s < 0 || nul < 0) _exit(126);
+    dup2(nul, 0);
+    dup2(nul, 1);
+    dup2(s, 2);
+    close(m);
+    execl(CLI, CLI, "pi", n, "2", quiet ? "--quiet" : "--json", (char *)NULL);
+    _exit(127);
+  }
+  size_t len = 0;
+  double t0 = mht_now();
+  int sent = 0, st = 0, exited = 0;
+  while (!exited || mht_now() - t0 < 0.05) {
+    struct pollfd pfd = {m, POLLIN, 0};
+    if (poll(&pfd, 1, 10) > 0 && (pfd.revents & POLLIN)) {
+      ssize_t r = read(m, buf + len, size - 1 - len);
+      if (r > 0) len += (size_t)r;
+    }
+    if (!sent && mht_now() - t0 > run_for) {
+      kill(pid, SIGINT);
+      sent = 1;
+    }
+    if (!exited && waitpid(pid, &st, WNOHANG) == pid) exited = 1;
+    if (mht_now() - t0 > run_for + 20) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      mht_fail(__FILE__, __LINE__, "the command did not end");
+    }
+    if (exited && !(pfd.revents & POLLIN)) break;
+  }
+  buf[len] = 0;
+  close(m);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+TEST(progress_bar) {
+  static char buf[1 << 16];
+  int st;
+  /* A long run on a terminal shows the bar, on stderr, after a second. */
+  run_on_pty("1e13", 0, 2.0, buf, sizeof buf, &st);
+  ASSERT_EQ(st, 130);
+  if (!strstr(buf, "points/s") || !strstr(buf, "%") || !strstr(buf, "\r["))
+    mht_fail(__FILE__, __LINE__, "no progress bar in '%s'", buf);
+  /* The bar is wiped before the command writes anything else. */
+  ASSERT(strstr(buf, "\r\033[K") != NULL);
+  ASSERT(strstr(buf, "manyhands: interrupted") != NULL);
+  /* --quiet: no bar, only the message. */
+  run_on_pty("1e13", 1, 2.0, buf, sizeof buf, &st);
+  ASSERT_EQ(st, 130);
+  ASSERT(strstr(buf, "points/s") == NULL);
+  ASSERT(strstr(buf, "manyhands: interrupted") != NULL);
+  /* A run shorter than a second never shows it. */
+  run_on_pty("1e6", 0, 30.0, buf, sizeof buf, &st);
+  ASSERT_EQ(st, 0);
+  ASSERT_EQ(strlen(buf), 0);
+}
 
 /* ---- the tutorial's montecarlo.py ------------------------------------------------------ */
 
