@@ -1092,6 +1092,12 @@ TEST(example_montecarlo) {
   ASSERT(strstr(r.out, "100000 total iterations with 5 processes") == NULL);
   ASSERT(strstr(r.out, "100000 total iterations with 5 threads") != NULL);
   mht_proc_free(&r);
+  char nopt[] = "--n", thou[] = "1000";
+  char *argv4[] = {path, nopt, thou, NULL};
+  ASSERT_EQ(mht_run(argv4, 60, &r), 0);
+  assert_ok(&r, "montecarlo --n 1000");
+  ASSERT(strstr(r.out, "\n1000 total iterations with 5 ") != NULL);
+  mht_proc_free(&r);
   char junk[] = "--backend=gpu";
   char *argv3[] = {path, junk, NULL};
   ASSERT_EQ(mht_run(argv3, 10, &r), 0);
