@@ -716,7 +716,12 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
              mh_pi_kernel_name(results[0].kernel));
     int prc = mhc_plot_sweep(a->plot, rows, done_rows, &fit, title);
     if (prc < 0) code = MHC_EXIT_FAIL;
-    /* prc == 1: gnuplot is missing; the message is out, the run succeeded. */
+    /* prc == 1: gnuplot is missing; the message is out, the run succeeded.
+     * Ctrl-C while gnuplot draws reaches gnuplot too (same process group). */
+    if (g_cancel) {
+      mhc_error("interrupted");
+      code = MHC_EXIT_INTERRUPTED;
+    }
   }
 out:
   free(rows);
