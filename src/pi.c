@@ -11,6 +11,7 @@
  *    does not depend on n.
  */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,6 +19,8 @@
 
 int mh__pi_test_broken_streams = 0;
 unsigned mh__pi_test_disabled_kernels = 0;
+uint64_t mh__pi_test_kill_block = 0;
+int *mh__pi_test_kill_armed = NULL;
 
 /* The golden-ratio increment of SplitMix64. */
 #define MH__PI_GAMMA UINT64_C(0x9e3779b97f4a7c15)
@@ -218,6 +221,9 @@ static int pi_task(const void *in, size_t in_size, void *out, size_t out_size,
   uint64_t inside = 0, points = 0;
   for (uint64_t i = 0; i < t->nblocks; i++) {
     uint64_t np = i + 1 == t->nblocks ? t->last_points : MH_PI_BLOCK_POINTS;
+    if (mh__pi_test_kill_armed && t->first_block + i == mh__pi_test_kill_block &&
+        __atomic_exchange_n(mh__pi_test_kill_armed, 0, __ATOMIC_SEQ_CST))
+      raise(SIGKILL);
     inside += count_block(t->seed, t->first_block + i, np, k);
     points += np;
   }

@@ -140,4 +140,11 @@ extern int mh__pi_test_broken_streams;
  * kernels, as on a CPU without them (the scalar kernel cannot be disabled). */
 extern unsigned mh__pi_test_disabled_kernels;
 
+/* Test hook: when mh__pi_test_kill_armed points at a non-zero int (in shared
+ * memory, so that process workers see one flag), the task that counts block
+ * mh__pi_test_kill_block clears it and kills its own process with SIGKILL -
+ * a worker dying mid-run, once. */
+extern uint64_t mh__pi_test_kill_block;
+extern int *mh__pi_test_kill_armed;
+
 #endif /* MH_PI_INTERNAL_H */
