@@ -124,7 +124,8 @@ typedef struct mh__pi_plan {
   uint64_t nblocks;         /* ceil(n / MH_PI_BLOCK_POINTS) */
   uint64_t last_points;     /* points of the last block, 1 .. BLOCK_POINTS */
   uint64_t blocks_per_task; /* 1 .. 8, from n and the worker count */
-  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task) */
+  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task): tasks of
+                               full size; the last ones are smaller */
   size_t window;            /* tasks in flight at most */
 } mh__pi_plan_t;
 
