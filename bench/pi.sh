@@ -17,22 +17,29 @@ npy=${PI_N_PY:-10000000}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-# row NAME WORKERS N CMD...: run CMD (it prints "seconds ..." per repetition)
-# and record the median.
+# row NAME WORKERS N CMD...: run CMD (it prints "seconds cpu-seconds ..." per
+# repetition) and record the medians.
 row() {
   local name=$1 workers=$2 n=$3
   shift 3
   local lines
   if ! lines=$("$@" 2>/dev/null); then
-    echo "$name $workers $n skip" >>"$out"
+    echo "$name $workers $n skip -" >>"$out"
     return
   fi
-  local med
-  med=$(printf '%s\n' "$lines" | awk '{print $1}' | sort -g |
-        awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
-  echo "$name $workers $n $med" >>"$out"
+  local med cpu
+  med=$(printf '%s\n' "$lines" | awk '{print $1}' | median)
+  cpu=$(printf '%s\n' "$lines" | awk '{print $2}' | median)
+  echo "$name $workers $n $med $cpu" >>"$out"
 }
 
+# Median of the numbers on stdin ("-" when they are not numbers).
+median() {
+  sort -g | awk '$1 ~ /^[0-9.]+$/ {a[++k]=$1}
+    END {if (!k) print "-"; else print (k%2) ? a[(k+1)/2] : (a[k/2]+a[k/2+1])/2}'
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; other jobs share them)"
 row "manyhands-threads" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 threads "$reps"
 row "manyhands-threads" 2 "$nbig" "$bin/pi_bench" "$nbig" 2 threads "$reps"
 row "manyhands-processes" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 processes "$reps"
@@ -56,20 +63,24 @@ py = get.get(("python-tutorial", 2))
 omp = get.get(("openmp-16-lanes", 2))
 pyr = rate(py) if py else None
 ompr = rate(omp) if omp else None
-print(f"medians of {reps} runs (N=1000: of 21)")
-print(f"{'job':<22}{'workers':>8}{'N':>14}{'seconds':>12}{'points/s':>12}{'x python':>10}{'x omp16':>9}")
+print(f"medians of {reps} runs (N=1000: of 21); load average after: "
+      + " ".join(open("/proc/loadavg").read().split()[:3]))
+print(f"{'job':<22}{'workers':>8}{'N':>13}{'seconds':>10}{'points/s':>10}"
+      f"{'x python':>10}{'x omp16':>9}{'pts/cpu-s':>11}")
 for r in rows:
     name, w, n = r[0], int(r[1]), int(r[2])
     if r[3] == "skip":
-        print(f"{name:<22}{w:>8}{n:>14}{'(not available)':>24}")
+        print(f"{name:<22}{w:>8}{n:>13}   (not available)")
         continue
     s = float(r[3]); pr = n / s
+    if name.endswith("N=1000"):
+        print(f"{name:<22}{w:>8}{n:>13}{s * 1e6:>8.1f}us   (job time)")
+        continue
     xp = f"{pr / pyr:.0f}" if pyr else "-"
     xo = f"{pr / ompr:.2f}" if ompr else "-"
-    if name.endswith("N=1000"):
-        print(f"{name:<22}{w:>8}{n:>14}{s * 1e6:>10.1f}us{'':>12}{'':>10}{'':>9}")
-        continue
-    print(f"{name:<22}{w:>8}{n:>14}{s:>12.4f}{pr / 1e9:>10.2f}G{xp:>10}{xo:>9}")
+    cpu = float(r[4]) if r[4] not in ("-", "0") and float(r[4]) > 0 else None
+    pc = f"{n / cpu / 1e9:.2f}G" if cpu else "-"
+    print(f"{name:<22}{w:>8}{n:>13}{s:>10.4f}{pr / 1e9:>9.2f}G{xp:>10}{xo:>9}{pc:>11}")
 for b in ("manyhands-threads", "manyhands-processes", "openmp-16-lanes"):
     a, c = get.get((b, 1)), get.get((b, 2))
     if a and c and a[3] != "skip" and c[3] != "skip":

@@ -2,6 +2,7 @@
  * exact, the statistics are sound, and runs do not depend on the workers. */
 #include <math.h>
 #include <pthread.h>
+#include <sys/mman.h>
 
 #include "test.h"
 #include "../src/pi_internal.h"
@@ -433,6 +434,39 @@ TEST(run_processes) {
     ASSERT_EQ(r.backend, MH_BACKEND_PROCESSES);
     mh_executor_free(ex);
   }
+}
+
+/* A process worker killed in the middle of a run: its task is re-run on a
+ * replacement worker (retries = 1) and the count is unchanged. */
+TEST(run_worker_killed) {
+  mh_executor_options_t eo;
+  mh_executor_options_init(&eo);
+  eo.backend = MH_BACKEND_PROCESSES;
+  eo.workers = 2;
+  eo.retries = 1;
+  /* The flag lives in shared memory made before the workers are forked. */
+  int *armed = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(armed != MAP_FAILED);
+  *armed = 1;
+  mh__pi_test_kill_armed = armed;
+  mh__pi_test_kill_block = 5;
+  mh_executor_t *ex = NULL;
+  int rc = mh_executor_new(&ex, &eo);
+  if (rc == MH_ENOTSUP) {
+    printf("process backend not built here (MH_ENOTSUP): skipped\n");
+    mh__pi_test_kill_armed = NULL;
+    munmap(armed, 4096);
+    return;
+  }
+  ASSERT_OK(rc);
+  const uint64_t n = 12 * MH_PI_BLOCK_POINTS + 321;
+  mh_pi_result_t r = run(ex, n, 3, MH_PI_KERNEL_AUTO);
+  ASSERT_EQ(*armed, 0); /* the worker did die */
+  mh__pi_test_kill_armed = NULL;
+  ASSERT_UEQ(r.inside, serial_count(3, n, MH_PI_KERNEL_AUTO));
+  mh_executor_free(ex);
+  munmap(armed, 4096);
 }
 
 typedef struct {

@@ -3,7 +3,7 @@
  * N points are cut into blocks of MH_PI_BLOCK_POINTS (the last one shorter);
  * the blocks do not depend on the number of workers.  Block b draws from a
  * random stream derived from (seed, b) only, and the inside test is exact
- * integer arithmetic.  So the number of points inside the quarter circle is
+ * integer arithmetic.  So the number of points inside the circle is
  * the same for any worker count, backend and kernel (scalar, AVX2, AVX-512).
  * The generator, the point layout and the kernels are described in docs/pi.md.
  */
@@ -72,7 +72,9 @@ MH_EXTERN void mh_pi_options_init(mh_pi_options_t *opts);
 typedef struct mh_pi_result_s {
   uint64_t n;          /**< points asked for */
   uint64_t done;       /**< points counted (== n unless cancelled) */
-  uint64_t inside;     /**< points inside the quarter circle */
+  uint64_t inside;     /**< points inside the circle (the points fill the
+                            square [-1,1)^2: the same fraction pi/4 as the
+                            tutorial's quarter circle) */
   double pi;           /**< 4 * inside / done */
   double stderr_pi;    /**< its standard error, 4 * sqrt(p(1-p)/done) */
   double abs_error;    /**< |pi - M_PI| */
