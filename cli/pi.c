@@ -85,7 +85,8 @@ static void pi_help(void) {
   fputs(
       "usage: manyhands pi [options] N [P]\n"
       "\n"
-      "Estimate pi from N random points in the unit square on P workers.  The\n"
+      "Estimate pi from N random points on P workers: the fraction of the\n"
+      "points of a square that fall in its inscribed circle is pi/4.  The\n"
       "points are cut into fixed blocks, each with its own random stream, so\n"
       "the count inside is the same for every P, backend and kernel.\n"
       "\n"
