@@ -877,7 +877,7 @@ static void wait_sigint_caught(pid_t pid) {
 /* Start the command in its own process group with stdout/stderr to files,
  * send SIGINT to the whole group after `delay` seconds (as a terminal does),
  * and check: exit 130, quickly, a partial result, nothing left behind. */
-static void sigint_run(const char *backend, int json) {
+static void sigint_run(const char *backend, int json /* 2: a sweep */) {
   /* Skip a backend this build does not have (there is nothing to stop). */
   mht_proc_result_t probe;
   cli(&probe, 60, "pi", "1", "1", "--backend", backend, NULL);
@@ -904,8 +904,12 @@ static void sigint_run(const char *backend, int json) {
     dup2(nul, 0);
     dup2(o, 1);
     dup2(e, 2);
-    execl(CLI, CLI, "pi", "1e13", "2", "--backend", backend,
-          json ? "--json" : "--quiet", (char *)NULL);
+    if (json == 2) /* a sweep whose first worker count never finishes */
+      execl(CLI, CLI, "pi", "1e13", "--sweep", "1-2", "--backend", backend,
+            "--quiet", (char *)NULL);
+    else
+      execl(CLI, CLI, "pi", "1e13", "2", "--backend", backend,
+            json ? "--json" : "--quiet", (char *)NULL);
     _exit(127);
   }
   setpgid(pid, pid);
@@ -951,7 +955,7 @@ static void sigint_run(const char *backend, int json) {
   size_t len = fread(buf, 1, sizeof buf - 1, f);
   buf[len] = 0;
   fclose(f);
-  if (json) {
+  if (json == 1) {
     ASSERT(strstr(buf, "\"interrupted\":true") != NULL);
     uint64_t done = json_u64(buf, "done"), inside = json_u64(buf, "inside");
     ASSERT_UEQ(json_u64(buf, "n"), UINT64_C(10000000000000));
@@ -977,6 +981,7 @@ static void sigint_run(const char *backend, int json) {
 TEST(sigint_threads) { sigint_run("threads", 0); }
 TEST(sigint_threads_json) { sigint_run("threads", 1); }
 TEST(sigint_processes) { sigint_run("processes", 0); }
+TEST(sigint_sweep) { sigint_run("threads", 2); }
 
 /* ---- the progress bar ------------------------------------------------------------ */
 
