@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# bench/process.sh - process start+join per second: manyhands mh_process_*
+# vs raw fork()+waitpid() vs Python's multiprocessing.Process, side by side
+# in one run.  Medians of RUNS (default 5) runs each; ratios against the
+# manyhands figure.  Env: MH_BENCH_BIN (bench binaries), MH_BENCH_DIR,
+# RUNS, N (C children per run, default 2000), PY_N (default 300).
+set -euo pipefail
+bin=${MH_BENCH_BIN:?run through bench/run}
+dir=${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}
+runs=${RUNS:-5}
+n=${N:-2000}
+py_n=${PY_N:-300}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A rate
+for mode in mh fork python; do
+  vals=()
+  for ((r = 0; r < runs; r++)); do
+    case $mode in
+      python) line=$(python3 "$dir/process_peer.py" "$py_n") ;;
+      *) line=$("$bin/process_bench" "$mode" "$n") ;;
+    esac
+    vals+=("$(awk '{print $4}' <<<"$line")")
+  done
+  rate[$mode]=$(printf '%s\n' "${vals[@]}" | median)
+done
+
+printf '%-40s %14s %10s\n' "start+join (median of $runs)" "per second" "vs mh"
+for mode in mh fork python; do
+  case $mode in
+    mh) label="manyhands mh_process_start+join" ;;
+    fork) label="raw fork()+waitpid()" ;;
+    python) label="Python multiprocessing.Process" ;;
+  esac
+  printf '%-40s %14.0f %9.2fx\n' "$label" "${rate[$mode]}" \
+    "$(awk -v a="${rate[$mode]}" -v b="${rate[mh]}" 'BEGIN {print a / b}')"
+done
