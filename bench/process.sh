@@ -13,17 +13,20 @@ py_n=${PY_N:-300}
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-declare -A rate
-for mode in mh fork python; do
-  vals=()
-  for ((r = 0; r < runs; r++)); do
+# The runs of the three are interleaved (mh, fork, python, mh, ...), so that
+# the load of a shared machine falls on all of them alike.
+declare -A vals rate
+for ((r = 0; r < runs; r++)); do
+  for mode in mh fork python; do
     case $mode in
       python) line=$(python3 "$dir/process_peer.py" "$py_n") ;;
       *) line=$("$bin/process_bench" "$mode" "$n") ;;
     esac
-    vals+=("$(awk '{print $4}' <<<"$line")")
+    vals[$mode]+="$(awk '{print $4}' <<<"$line") "
   done
-  rate[$mode]=$(printf '%s\n' "${vals[@]}" | median)
+done
+for mode in mh fork python; do
+  rate[$mode]=$(tr ' ' '\n' <<<"${vals[$mode]}" | grep . | median)
 done
 
 printf '%-40s %14s %10s\n' "start+join (median of $runs)" "per second" "vs mh"
