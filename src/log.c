@@ -49,12 +49,21 @@ int mh_vlog(int level, const char *fmt, va_list ap) {
   char *buf = stackbuf;
   size_t cap = sizeof stackbuf;
 
+  /* localtime_r() takes a process-wide lock; each thread converts only
+   * when the second changes and reuses its last "HH:MM:SS" otherwise. */
+  static _Thread_local time_t last_sec = (time_t)-1;
+  static _Thread_local char last_stamp[16];
   struct timespec ts;
-  struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
-  localtime_r(&ts.tv_sec, &tm);
-  int head = snprintf(buf, cap, "%02d:%02d:%02d: ", tm.tm_hour, tm.tm_min,
-                      tm.tm_sec);
+  if (ts.tv_sec != last_sec) {
+    struct tm tm;
+    localtime_r(&ts.tv_sec, &tm);
+    snprintf(last_stamp, sizeof last_stamp, "%02d:%02d:%02d: ",
+             tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+    last_sec = ts.tv_sec;
+  }
+  int head = (int)strlen(last_stamp);
+  memcpy(buf, last_stamp, (size_t)head);
   va_list ap2;
   va_copy(ap2, ap);
   int body = vsnprintf(buf + head, cap - (size_t)head - 1, fmt, ap);

@@ -33,8 +33,9 @@
 struct mh_thread_s {
   mh_thread_fn fn;
   void *arg;
-  pthread_cond_t done; /* broadcast when `alive` drops to 0 */
+  pthread_cond_t done; /* broadcast when `started` is set, `alive` drops */
   int refs;            /* handle + running thread */
+  int started;         /* the thread runs its trampoline */
   int alive;
   int daemon;
   mh_thread_t *prev, *next; /* the alive list */
@@ -153,6 +154,10 @@ static void thread_end(void *arg) {
 static void *trampoline(void *arg) {
   mh_thread_t *t = arg;
   tls_self = t;
+  pthread_mutex_lock(&reg.mutex);
+  t->started = 1;
+  pthread_cond_broadcast(&t->done);
+  pthread_mutex_unlock(&reg.mutex);
   /* The kernel keeps 15 characters; the full name stays in the record. */
   char short_name[16];
   snprintf(short_name, sizeof short_name, "%s", t->name);
@@ -218,6 +223,7 @@ int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
     return MH_ESHUTDOWN;
   }
   t->refs = 2;
+  t->started = 0;
   t->alive = 1;
   link_alive(t);
   if (!t->daemon) reg.nondaemon++;
@@ -226,6 +232,9 @@ int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
   if (rc) {
     t->refs = 1;
     finish_locked(t);
+  } else {
+    /* As Python's Thread.start(): return once the thread runs. */
+    while (!t->started) pthread_cond_wait(&t->done, &reg.mutex);
   }
   pthread_mutex_unlock(&reg.mutex);
   pthread_attr_destroy(&attr);
@@ -284,3 +293,14 @@ const char *mh_thread_current_name(void) {
 }
 
 long mh_thread_native_id(void) { return mh__tid(); }
+
+int mh_thread_sleep(double seconds) {
+  if (!(seconds >= 0)) return MH_EINVAL;
+  /* In slices, so that huge values (even infinity) stay well-defined. */
+  while (seconds > 1e6) {
+    mh__sleep(1e6);
+    seconds -= 1e6;
+  }
+  mh__sleep(seconds);
+  return 0;
+}

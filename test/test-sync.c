@@ -723,6 +723,27 @@ TEST(shared_lock_owner_dies) {
     ASSERT_OK(mh_lock_release(l));
   }
 
+  /* A waiter already blocked in acquire (forever and timed) is woken by the
+   * owner's death and gets the lock with MH_EOWNERDEAD. */
+  for (int timed = 0; timed < 2; timed++) {
+    int *go = shared_map(sizeof *go);
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (mh_lock_acquire(l, MH_FOREVER) != 0) _exit(3);
+      __atomic_store_n(go, 1, __ATOMIC_SEQ_CST);
+      mht_sleep(0.2);
+      _exit(0);
+    }
+    while (!__atomic_load_n(go, __ATOMIC_SEQ_CST)) mht_sleep(0.001);
+    double t0 = mht_now();
+    ASSERT_ERR(mh_lock_acquire(l, timed ? 20.0 : MH_FOREVER), MH_EOWNERDEAD);
+    ASSERT(mht_now() - t0 < 10);
+    ASSERT_OK(mh_lock_consistent(l));
+    ASSERT_OK(mh_lock_release(l));
+    wait_child(pid);
+    munmap(go, sizeof *go);
+  }
+
   /* Released without repair: unrecoverable for everyone from then on. */
   pid_t pid = fork();
   if (pid == 0) {
@@ -774,6 +795,38 @@ TEST(shared_rlock_owner_dies) {
   ASSERT_ERR(mh_rlock_release(r), MH_EINVAL);
   ASSERT_OK(mh_rlock_destroy(r));
   munmap(r, sizeof *r);
+}
+
+TEST(shared_cond_owner_dies) {
+  /* A process notifies and dies holding the condition's lock: the waiter
+   * wakes, re-takes the lock and learns of the death from the wait. */
+  struct {
+    mh_cond_t cond;
+    int waiting;
+  } *s = shared_map(sizeof *s);
+  ASSERT_OK(mh_cond_init_ex(&s->cond, NULL, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_cond_acquire(&s->cond, MH_FOREVER));
+  s->waiting = 1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (mh_cond_acquire(&s->cond, MH_FOREVER) != 0) _exit(3);
+    if (!s->waiting) _exit(4);
+    mh_cond_notify_all(&s->cond);
+    _exit(0); /* holding the lock */
+  }
+  int rc;
+  double t0 = mht_now();
+  do {
+    rc = mh_cond_wait(&s->cond, 20);
+  } while (rc == 0 && mht_now() - t0 < 20);
+  ASSERT_ERR(rc, MH_EOWNERDEAD);
+  ASSERT_EQ(mh_lock_locked(mh_cond_lock(&s->cond)), 1);
+  ASSERT_OK(mh_lock_consistent(mh_cond_lock(&s->cond)));
+  ASSERT_OK(mh_cond_release(&s->cond));
+  int st = wait_child(pid);
+  ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  ASSERT_OK(mh_cond_destroy(&s->cond));
+  munmap(s, sizeof *s);
 }
 
 struct shared_all {

@@ -9,6 +9,7 @@
  *   t.name / t.daemon                        mh_thread_name(t) / mh_thread_daemon(t)
  *   threading.current_thread().name          mh_thread_current_name()
  *   threading.get_native_id()                mh_thread_native_id()
+ *   time.sleep(s)                            mh_thread_sleep(s)
  *   (the object goes away)                   mh_thread_free(t);
  *
  * Exit semantics, as in Python: once a thread has been started, returning
@@ -46,7 +47,9 @@ typedef struct mh_thread_options_s {
 
 /** Thread(target=fn, args=(arg,), ...).start(): start a thread running
  * fn(arg).  `opts` may be NULL for the defaults.  On success *thread is the
- * new handle; on failure it is set to NULL (when `thread` is not NULL).
+ * new handle, and the thread is running (like Python's start(), this returns
+ * only once the thread has begun); on failure *thread is set to NULL (when
+ * `thread` is not NULL).
  * Returns 0, MH_EINVAL (NULL thread or fn, non-zero flags, stack size below
  * the system minimum), MH_ENOMEM, MH_EAGAIN (the system cannot start another
  * thread now), MH_ESHUTDOWN (the process is exiting). */
@@ -84,6 +87,11 @@ MH_EXTERN const char *mh_thread_current_name(void);
 
 /** threading.get_native_id(): the calling thread's kernel thread id. */
 MH_EXTERN long mh_thread_native_id(void);
+
+/** time.sleep(seconds): suspend the calling thread, on the monotonic clock,
+ * resuming after signals.  Returns 0, or MH_EINVAL for NaN or a negative
+ * value (the thread does not sleep then). */
+MH_EXTERN int mh_thread_sleep(double seconds);
 
 #ifdef __cplusplus
 }
