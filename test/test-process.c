@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -364,6 +365,44 @@ TEST(parent_death_kills_child) {
   ASSERT_EQ(w, grandchild);
   ASSERT(WIFSIGNALED(st));
   ASSERT_EQ(WTERMSIG(st), SIGKILL);
+  assert_no_children();
+}
+
+/* ---- running out of file descriptors ------------------------------------ */
+
+static int out_of_fds(void *arg) {
+  (void)arg;
+  struct rlimit rl = {64, 64};
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) return 10;
+  int fds[64], n = 0;
+  while (n < 64 && (fds[n] = dup(0)) >= 0) n++;
+  if (n < 3) return 11;
+  mh_process_t *p = NULL;
+  /* No descriptor for the start pipe: refused, nothing started. */
+  if (mh_process_start(&p, ret_arg, NULL, NULL) != MH_EMFILE) return 12;
+  if (p != NULL) return 13;
+  /* Room for the pipe but not for a pidfd: it starts, and joins (with a
+   * timeout too) fall back to short sleeps. */
+  close(fds[--n]);
+  close(fds[--n]);
+  if (mh_process_start(&p, sleep_arg_ms, (void *)(intptr_t)100, NULL) != 0) return 14;
+  if (mh_process_join(p, 0.01) != MH_ETIMEDOUT) return 15;
+  if (mh_process_join(p, 30) != 0) return 16;
+  int code = -1;
+  if (mh_process_exitcode(p, &code) != 0 || code != 3) return 17;
+  mh_process_free(p);
+  while (n > 0) close(fds[--n]);
+  return 0;
+}
+
+TEST(out_of_file_descriptors) {
+  mh_process_t *p;
+  int code = -1;
+  ASSERT_OK(mh_process_start(&p, out_of_fds, NULL, NULL));
+  ASSERT_OK(mh_process_join(p, 60));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT_EQ(code, 0);
+  mh_process_free(p);
   assert_no_children();
 }
 
