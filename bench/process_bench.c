@@ -2,7 +2,9 @@
  * against raw fork()+waitpid().
  *
  * usage: process_bench mh|fork [N]
- * Prints one line: "<mode> <N> <seconds> <per-second>".  Each child does
+ * Prints one line: "<mode> <N> <seconds> <per-second> <cpu-us-per-op>", the
+ * last being the CPU time (user + system) of the parent and its children per
+ * start+join: less sensitive than wall time to the load of a shared machine.  Each child does
  * nothing and exits 0; the parent starts and joins them one at a time, as
  * Python's `p = Process(target=f); p.start(); p.join()` loop does.
  */
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +23,17 @@ static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+  struct rusage self, kids;
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &kids);
+  return (double)(self.ru_utime.tv_sec + self.ru_stime.tv_sec + kids.ru_utime.tv_sec +
+                  kids.ru_stime.tv_sec) +
+         (double)(self.ru_utime.tv_usec + self.ru_stime.tv_usec + kids.ru_utime.tv_usec +
+                  kids.ru_stime.tv_usec) *
+             1e-6;
 }
 
 static int nothing(void *arg) {
@@ -61,7 +75,7 @@ int main(int argc, char **argv) {
   }
   long n = argc > 2 ? atol(argv[2]) : 2000;
   if (n <= 0) n = 2000;
-  double t0 = now();
+  double t0 = now(), c0 = cpu_seconds();
   int rc;
   if (strcmp(argv[1], "mh") == 0)
     rc = run_mh(n);
@@ -71,8 +85,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "process_bench: unknown mode %s\n", argv[1]);
     return 2;
   }
-  double dt = now() - t0;
+  double dt = now() - t0, cpu = cpu_seconds() - c0;
   if (rc) return 1;
-  printf("%s %ld %.6f %.1f\n", argv[1], n, dt, (double)n / dt);
+  printf("%s %ld %.6f %.1f %.1f\n", argv[1], n, dt, (double)n / dt, cpu / (double)n * 1e6);
   return 0;
 }
