@@ -171,6 +171,11 @@ TEST(bad_input) {
   ASSERT_ERR(mh_shared_array_new(&a, MH_SHARED_INT32, SIZE_MAX / 2, NULL), MH_EINVAL);
   ASSERT_ERR(mh_shared_array_new(NULL, MH_SHARED_INT32, 3, NULL), MH_EINVAL);
   ASSERT(a == NULL);
+  /* Valid but more than the address space holds: the mapping fails. */
+  ASSERT_ERR(mh_shared_array_new(&a, MH_SHARED_DOUBLE, (size_t)1 << 50, NULL), MH_ENOMEM);
+  ASSERT_ERR(mh_shared_mem_new(&m, (size_t)1 << 58), MH_ENOMEM);
+  ASSERT(a == NULL);
+  ASSERT(m == NULL);
   ASSERT_ERR(mh_shared_value_free(NULL), MH_EINVAL);
   ASSERT_ERR(mh_shared_array_free(NULL), MH_EINVAL);
   ASSERT_ERR(mh_shared_value_get_i64(NULL, &x), MH_EINVAL);
