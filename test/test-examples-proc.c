@@ -90,7 +90,7 @@ TEST(bank_with_lock) {
   ASSERT_STREQ(r.out, want);
   mht_proc_free(&r);
   /* Longer loops, still exact. */
-  run_example("bank", "--iterations", "100000", NULL, &r);
+  run_example("bank", "--iterations", "40000", NULL, &r);
   ASSERT_EQ(r.status, 0);
   ASSERT_STREQ(r.out, want);
   mht_proc_free(&r);
