@@ -9,7 +9,8 @@
  *   read without the lock.  `pidfd` is -1 when the kernel has no pidfds.
  * - Waiting (poll on the pidfd, or sleeping) happens without the mutex held,
  *   so is_alive/exitcode/kill from other threads never block behind a join.
- * - The mutex is the only lock in this file; no other lock is taken under it.
+ * - Locks: each handle's `mutex`, and `launcher.mutex` (see the launcher
+ *   section).  They are never held together.
  *
  * The child reports the result of its own set-up over a pipe before it runs
  * the user's function.  The parent reads exactly one int rather than waiting
@@ -136,6 +137,144 @@ static void child_main(int report_fd, pid_t parent, unsigned flags,
   _exit(status & 0xff);
 }
 
+/* ---- forking, directly or through the launcher thread -------------------
+ *
+ * Linux sends the parent-death signal when the *thread* that forked the
+ * child ends, not the process.  So that a child started from a short-lived
+ * thread is not killed when that thread returns (Python's children survive
+ * it), calls from any thread but the main one hand the fork() itself to one
+ * long-lived "launcher" thread, made on first need, which lives until the
+ * process ends.  The main thread forks directly (the fast path).
+ *
+ * The launcher state is guarded by launcher.mutex; a request lives on the
+ * requester's stack until its `done` is set under that mutex.  The launcher
+ * blocks every signal, except that it takes on the requester's signal mask
+ * around the fork(), so the child inherits the mask it would have had. */
+
+typedef struct fork_req {
+  mh_process_fn fn;
+  void *arg;
+  unsigned flags;
+  int fds[2];
+  mh_process_t *handle; /* the child frees its copy */
+  sigset_t mask;        /* the requester's signal mask */
+  pid_t pid;            /* result: the child's pid, or -1 */
+  int err;              /* errno of a failed fork() */
+  int done;
+  struct fork_req *next;
+} fork_req_t;
+
+static struct {
+  pthread_mutex_t mutex;
+  pthread_cond_t cond; /* broadcast: new request, or a request done */
+  fork_req_t *head, *tail;
+  int state; /* 0 no launcher, 1 running, -1 could not be created */
+} launcher = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL, 0};
+
+static pthread_once_t launcher_atfork_once = PTHREAD_ONCE_INIT;
+
+static void launcher_atfork_child(void) {
+  /* Only the forking thread exists in a child: no launcher there (a
+   * thread of the child makes its own when it needs one). */
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+  memcpy(&launcher.mutex, &m, sizeof m);
+  memcpy(&launcher.cond, &c, sizeof c);
+  launcher.head = launcher.tail = NULL;
+  launcher.state = 0;
+}
+
+static void launcher_register_atfork(void) {
+  pthread_atfork(NULL, NULL, launcher_atfork_child);
+}
+
+/* fork() and, in the child, run the function (never returns there). */
+static pid_t fork_child(fork_req_t *r) {
+  pid_t parent = getpid();
+  /* Anything still buffered would otherwise be printed by both processes. */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    /* The child's copy of the handle is of no use to it; freeing it keeps
+     * leak checkers quiet about a block that only the parent owns. */
+    pthread_mutex_destroy(&r->handle->mutex);
+    mh__free(r->handle);
+    close(r->fds[0]);
+    child_main(r->fds[1], parent, r->flags, r->fn, r->arg);
+  }
+  return pid;
+}
+
+static void *launcher_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&launcher.mutex);
+  for (;;) {
+    while (!launcher.head) pthread_cond_wait(&launcher.cond, &launcher.mutex);
+    fork_req_t *r = launcher.head;
+    launcher.head = r->next;
+    if (!launcher.head) launcher.tail = NULL;
+    pthread_mutex_unlock(&launcher.mutex);
+    sigset_t all;
+    pthread_sigmask(SIG_SETMASK, &r->mask, &all);
+    r->pid = fork_child(r);
+    r->err = r->pid < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    pthread_mutex_lock(&launcher.mutex);
+    r->done = 1;
+    pthread_cond_broadcast(&launcher.cond);
+  }
+  return NULL;
+}
+
+/* Start the launcher if needed; 1 when it runs.  Caller holds the mutex. */
+static int launcher_ready_locked(void) {
+  if (launcher.state != 0) return launcher.state > 0;
+  pthread_attr_t attr;
+  pthread_t tid;
+  sigset_t all, old;
+  sigfillset(&all);
+  /* The launcher inherits "every signal blocked" from this mask. */
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = pthread_attr_init(&attr);
+  if (!rc) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&tid, &attr, launcher_main, NULL);
+    pthread_attr_destroy(&attr);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  /* Without a launcher, fork directly (the thread caveat then applies). */
+  launcher.state = rc ? -1 : 1;
+  return launcher.state > 0;
+}
+
+static int is_main_thread(void) { return (pid_t)syscall(SYS_gettid) == getpid(); }
+
+/* Fork for a request, through the launcher when not on the main thread.
+ * Returns the pid or -1 with errno set. */
+static pid_t start_fork(fork_req_t *r) {
+  if (!is_main_thread()) {
+    pthread_once(&launcher_atfork_once, launcher_register_atfork);
+    pthread_mutex_lock(&launcher.mutex);
+    if (launcher_ready_locked()) {
+      pthread_sigmask(SIG_SETMASK, NULL, &r->mask);
+      r->done = 0;
+      r->next = NULL;
+      if (launcher.tail)
+        launcher.tail->next = r;
+      else
+        launcher.head = r;
+      launcher.tail = r;
+      pthread_cond_broadcast(&launcher.cond);
+      while (!r->done) pthread_cond_wait(&launcher.cond, &launcher.mutex);
+      pthread_mutex_unlock(&launcher.mutex);
+      errno = r->err;
+      return r->pid;
+    }
+    pthread_mutex_unlock(&launcher.mutex);
+  }
+  return fork_child(r);
+}
+
 /* ---- the parent side ---------------------------------------------------- */
 
 int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
@@ -151,26 +290,21 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
     mh__free(p);
     return -rc;
   }
-  int fds[2];
+  fork_req_t req;
+  memset(&req, 0, sizeof req);
+  req.fn = fn;
+  req.arg = arg;
+  req.flags = flags;
+  req.handle = p;
+  int *fds = req.fds;
   if (pipe2(fds, O_CLOEXEC) != 0) {
     rc = -errno;
     goto fail_mutex;
   }
-  /* Anything still buffered would otherwise be printed by both processes. */
-  fflush(NULL);
-  pid_t parent = getpid();
-  pid_t pid = fork();
+  pid_t pid = start_fork(&req);
   if (pid < 0) {
     rc = -errno;
     goto fail_pipe;
-  }
-  if (pid == 0) {
-    /* The child's copy of the handle is of no use to it; freeing it keeps
-     * leak checkers quiet about a block that only the parent owns. */
-    pthread_mutex_destroy(&p->mutex);
-    mh__free(p);
-    close(fds[0]);
-    child_main(fds[1], parent, flags, fn, arg);
   }
   close(fds[1]);
   p->pid = pid;

@@ -300,6 +300,69 @@ TEST(ignore_sigint) {
   assert_no_children();
 }
 
+/* ---- starting from threads ----------------------------------------------- */
+
+static void *start_and_leave(void *arg) {
+  mh_process_t **out = arg;
+  if (mh_process_start(out, sleep_arg_ms, (void *)(intptr_t)400, NULL) != 0) *out = NULL;
+  return NULL; /* the thread ends long before its child */
+}
+
+TEST(child_outlives_starting_thread) {
+  /* The parent-death signal follows the thread that forks; a child started
+   * from a thread that then ends must live on (as in Python). */
+  mh_process_t *p = NULL;
+  pthread_t t;
+  ASSERT_EQ(pthread_create(&t, NULL, start_and_leave, &p), 0);
+  ASSERT_EQ(pthread_join(t, NULL), 0);
+  ASSERT(p != NULL);
+  mht_sleep(0.1);
+  ASSERT_EQ(mh_process_is_alive(p), 1);
+  int code = -1;
+  ASSERT_OK(mh_process_join(p, 30));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT_EQ(code, 3); /* it finished its sleep: not killed */
+  mh_process_free(p);
+  assert_no_children();
+}
+
+typedef struct {
+  int base;
+  int ok;
+} starter_t;
+
+static void *start_many(void *arg) {
+  starter_t *s = arg;
+  s->ok = 1;
+  for (int i = 0; i < 20; i++) {
+    mh_process_t *p;
+    int code = -1, want = (s->base + i) % 256;
+    if (mh_process_start(&p, ret_arg, (void *)(intptr_t)want, NULL) != 0 ||
+        mh_process_join(p, 60) != 0 || mh_process_exitcode(p, &code) != 0 || code != want)
+      s->ok = 0;
+    if (p) mh_process_free(p);
+  }
+  return NULL;
+}
+
+TEST(start_from_many_threads) {
+  pthread_t t[4];
+  starter_t s[4];
+  for (int i = 0; i < 4; i++) {
+    s[i].base = 40 * i;
+    ASSERT_EQ(pthread_create(&t[i], NULL, start_many, &s[i]), 0);
+  }
+  /* The main thread starts some at the same time, directly. */
+  starter_t mine = {200, 0};
+  start_many(&mine);
+  ASSERT_EQ(mine.ok, 1);
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(pthread_join(t[i], NULL), 0);
+    ASSERT_EQ(s[i].ok, 1);
+  }
+  assert_no_children();
+}
+
 /* ---- output: prints from the child appear once ------------------------- */
 
 static int print_child(void *arg) {
@@ -385,7 +448,7 @@ static int out_of_fds(void *arg) {
    * timeout too) fall back to short sleeps. */
   close(fds[--n]);
   close(fds[--n]);
-  if (mh_process_start(&p, sleep_arg_ms, (void *)(intptr_t)100, NULL) != 0) return 14;
+  if (mh_process_start(&p, sleep_arg_ms, (void *)(intptr_t)1500, NULL) != 0) return 14;
   if (mh_process_join(p, 0.01) != MH_ETIMEDOUT) return 15;
   if (mh_process_join(p, 30) != 0) return 16;
   int code = -1;

@@ -7,9 +7,12 @@
  * Guarantees:
  * - A child never outlives its parent: it is started with the parent-death
  *   signal set to SIGKILL, and a child whose parent died before that was in
- *   place exits at once.  Linux ties this signal to the *thread* that called
- *   mh_process_start(): start processes from a thread that outlives them (the
- *   main thread, for instance); when that thread ends, its children are killed.
+ *   place exits at once.  Linux ties this signal to the *thread* that forks,
+ *   so calls from threads other than the main one have the fork done by one
+ *   long-lived internal "launcher" thread (made on first need, all signals
+ *   blocked): a child outlives the thread that started it, as in Python.
+ *   Only if the main thread itself ends with pthread_exit() while the
+ *   program goes on are the children it started killed.
  * - Every child is reaped: by mh_process_join(), mh_process_is_alive(),
  *   mh_process_exitcode() or, for a process still running when its handle is
  *   freed, by a small background reaper.  No zombies are left.
