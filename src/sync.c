@@ -14,7 +14,8 @@
  *   that wakes, sees the final state and destroys the object cannot race
  *   with the signalling thread.
  * - A condition's wait releases and re-takes the bound lock's mutex, so the
- *   lock's owner mark is cleared before and set again after the wait.
+ *   lock's owner mark is cleared before and set again after the wait.  Its
+ *   `waiters` count is guarded by the bound lock.
  * Lock order: none - no function here holds two mutexes at once (a barrier
  * action runs under the barrier's mutex and must not touch the barrier).
  *
@@ -69,40 +70,46 @@ static int flags_ok(unsigned flags) {
   return (flags & ~MH_SYNC_PROCESS_SHARED) == 0;
 }
 
-/* Take a user-visible mutex within the deadline.  Returns 0, MH_ETIMEDOUT,
- * MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code. */
-static int mutex_take(pthread_mutex_t *m, const mh__deadline_t *dl) {
+/* A valid timeout: MH_FOREVER, or >= 0 (infinity included). */
+static int timeout_ok(double timeout) {
+  return timeout == MH_FOREVER || timeout >= 0; /* NaN fails both */
+}
+
+/* Take a user-visible mutex within `timeout` (already checked).  Returns 0,
+ * MH_ETIMEDOUT, MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code.
+ * A timed acquire tries the lock first, so the uncontended case costs no
+ * clock reading. */
+static int mutex_take(pthread_mutex_t *m, double timeout) {
   int rc;
-  switch (dl->kind) {
-  case 0:
-    rc = pthread_mutex_trylock(m);
-    if (rc == EBUSY) return MH_ETIMEDOUT;
-    break;
-  case 2:
+  mh__deadline_t dl;
+  if (timeout == MH_FOREVER) {
     rc = pthread_mutex_lock(m);
-    break;
-  default:
+  } else if ((rc = pthread_mutex_trylock(m)) != EBUSY) {
+    /* taken, or an owner-died / unrecoverable answer */
+  } else if (timeout == 0) {
+    return MH_ETIMEDOUT;
+  } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == 2) {
+    rc = pthread_mutex_lock(m); /* beyond ~30 years: forever */
+  } else {
 #ifdef MH__TSAN
     /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
      * its pthread_mutex_timedlock misses EOWNERDEAD, so it would lose track
      * of the lock.  Test builds only: poll with trylock, which it follows
      * fully, backing off up to 1 ms, until the monotonic deadline. */
-    {
-      double pause = 1e-5, end = (double)dl->at.tv_sec + (double)dl->at.tv_nsec * 1e-9;
-      while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
-        double left = end - mh__now();
-        if (left <= 0) {
-          rc = ETIMEDOUT;
-          break;
-        }
-        mh__sleep(pause < left ? pause : left);
-        if (pause < 1e-3) pause *= 2;
+    double pause = 1e-5;
+    double end = (double)dl.at.tv_sec + (double)dl.at.tv_nsec * 1e-9;
+    while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
+      double left = end - mh__now();
+      if (left <= 0) {
+        rc = ETIMEDOUT;
+        break;
       }
+      mh__sleep(pause < left ? pause : left);
+      if (pause < 1e-3) pause *= 2;
     }
 #else
-    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl->at);
+    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl.at);
 #endif
-    break;
   }
   switch (rc) {
   case 0:
@@ -148,6 +155,14 @@ static int icond_wait(pthread_cond_t *c, pthread_mutex_t *m,
   return rc;
 }
 
+/* Destroy a condition variable.  Shared ones are left alone: glibc's
+ * pthread_cond_destroy() waits until every waiter has confirmed its
+ * wake-up, and a process killed while waiting never will.  On Linux a
+ * condition variable holds no resource beyond its memory. */
+static void icond_destroy(pthread_cond_t *c, unsigned flags) {
+  if (!(flags & MH_SYNC_PROCESS_SHARED)) pthread_cond_destroy(c);
+}
+
 /* Destroy a mutex nobody holds: MH_EBUSY if it is held. */
 static int mutex_destroy(pthread_mutex_t *m) {
   int rc = pthread_mutex_trylock(m);
@@ -179,12 +194,10 @@ int mh_lock_destroy(mh_lock_t *lock) {
 
 int mh_lock_acquire(mh_lock_t *lock, double timeout) {
   if (!lock) return MH_EINVAL;
-  mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
-  if (rc) return rc;
+  if (!timeout_ok(timeout)) return MH_EINVAL;
   int me = mh__tid();
   if (owner_get(&lock->owner) == me) return MH_EDEADLK;
-  rc = mutex_take(&lock->mutex, &dl);
+  int rc = mutex_take(&lock->mutex, timeout);
   if (rc == 0 || rc == MH_EOWNERDEAD) owner_set(&lock->owner, me);
   return fix_deadlk(rc, lock->flags);
 }
@@ -238,16 +251,15 @@ int mh_rlock_destroy(mh_rlock_t *rlock) {
 
 int mh_rlock_acquire(mh_rlock_t *rlock, double timeout) {
   if (!rlock) return MH_EINVAL;
-  mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
-  if (rc) return rc;
+  if (!timeout_ok(timeout)) return MH_EINVAL;
   int me = mh__tid();
+  int rc;
   if (owner_get(&rlock->owner) == me) {
     if (rlock->count == ULONG_MAX) return MH_EAGAIN;
     rlock->count++;
     return 0;
   }
-  rc = mutex_take(&rlock->mutex, &dl);
+  rc = mutex_take(&rlock->mutex, timeout);
   if (rc == 0 || rc == MH_EOWNERDEAD) {
     owner_set(&rlock->owner, me);
     rlock->count = 1;
@@ -299,6 +311,7 @@ int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
   /* NULL means "the own lock": a stored address of own_lock would be wrong
    * in a process that maps the shared condition elsewhere. */
   cond->lock = lock;
+  cond->waiters = 0;
   cond->flags = flags;
   return 0;
 }
@@ -309,7 +322,7 @@ int mh_cond_destroy(mh_cond_t *cond) {
     int rc = mh_lock_destroy(&cond->own_lock);
     if (rc) return rc;
   }
-  pthread_cond_destroy(&cond->cond);
+  icond_destroy(&cond->cond, cond->flags);
   return 0;
 }
 
@@ -331,9 +344,11 @@ int mh_cond_release(mh_cond_t *cond) {
 static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
   if (dl->kind == 0) return MH_ETIMEDOUT;
   mh_lock_t *lock = cond_lock(cond);
+  cond->waiters++;
   owner_set(&lock->owner, 0);
   int rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
   owner_set(&lock->owner, me);
+  cond->waiters--;
   return rc;
 }
 
@@ -372,7 +387,12 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
     pthread_cond_broadcast(&cond->cond);
     return 0;
   }
-  for (unsigned i = 0; i < n; i++) pthread_cond_signal(&cond->cond);
+  /* Never more signals than waiters: notify(UINT_MAX) must not spin. */
+  if (n >= cond->waiters) {
+    pthread_cond_broadcast(&cond->cond);
+  } else {
+    for (unsigned i = 0; i < n; i++) pthread_cond_signal(&cond->cond);
+  }
   return 0;
 }
 
@@ -415,7 +435,7 @@ int mh_sem_init_ex(mh_sem_t *sem, unsigned long value, unsigned long bound,
 int mh_sem_destroy(mh_sem_t *sem) {
   if (!sem) return MH_EINVAL;
   int rc = mutex_destroy(&sem->mutex);
-  if (rc == 0) pthread_cond_destroy(&sem->cond);
+  if (rc == 0) icond_destroy(&sem->cond, sem->flags);
   return rc;
 }
 
@@ -485,7 +505,7 @@ int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
 int mh_event_destroy(mh_event_t *ev) {
   if (!ev) return MH_EINVAL;
   int rc = mutex_destroy(&ev->mutex);
-  if (rc == 0) pthread_cond_destroy(&ev->cond);
+  if (rc == 0) icond_destroy(&ev->cond, ev->flags);
   return rc;
 }
 
@@ -574,7 +594,7 @@ int mh_barrier_init_ex(mh_barrier_t *b, unsigned parties,
 int mh_barrier_destroy(mh_barrier_t *b) {
   if (!b) return MH_EINVAL;
   int rc = mutex_destroy(&b->mutex);
-  if (rc == 0) pthread_cond_destroy(&b->cond);
+  if (rc == 0) icond_destroy(&b->cond, b->flags);
   return rc;
 }
 

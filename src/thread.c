@@ -6,9 +6,12 @@
  * that a join can time out on the monotonic clock and several threads may
  * join the same one.
  *
- * One registry mutex, `reg.mutex`, guards: every record's `refs`, `alive`
- * and list links, the list of alive threads, the count of alive non-daemon
- * threads and the `exiting` flag.  Records' `fn`, `arg`, `daemon` and `name`
+ * mh_thread_start() returns once the new thread has set `started` (Python's
+ * start() waits the same way), so a started thread is really running.
+ *
+ * One registry mutex, `reg.mutex`, guards: every record's `refs`,
+ * `started`, `alive` and list links, the list of alive threads, the count
+ * of alive non-daemon threads and the `exiting` flag.  Records' `fn`, `arg`, `daemon` and `name`
  * never change after start and are read without it.  It is the only mutex in
  * this file, and nothing else is locked while it is held.
  *
@@ -116,9 +119,8 @@ static void fork_child(void) {
   mh_thread_t *t = reg.alive_head, *next;
   for (; t; t = next) {
     next = t->next;
-    if (t == tls_self) continue;
     mh__cond_init(&t->done, false);
-    if (finish_locked(t)) record_free(t);
+    if (t != tls_self && finish_locked(t)) record_free(t);
   }
   pthread_cond_t fresh = PTHREAD_COND_INITIALIZER;
   memcpy(&reg.exit_cond, &fresh, sizeof fresh);

@@ -67,8 +67,9 @@ typedef struct mh_rlock_s {
 /** threading.Condition, bound to an mh_lock_t (its own one or the caller's). */
 typedef struct mh_cond_s {
   pthread_cond_t cond;
-  mh_lock_t *lock;
+  mh_lock_t *lock;        /* NULL: own_lock */
   mh_lock_t own_lock;
+  unsigned long waiters;  /* guarded by the lock */
   unsigned flags;
 } mh_cond_t;
 
@@ -135,7 +136,9 @@ MH_EXTERN int mh_lock_acquire(mh_lock_t *lock, double timeout);
 MH_EXTERN int mh_lock_release(mh_lock_t *lock);
 
 /** Lock.locked(): 1 if some thread holds the lock, 0 if not, MH_EINVAL for
- * NULL.  The answer may be stale by the time the caller reads it. */
+ * NULL.  The answer may be stale by the time the caller reads it.  A shared
+ * lock whose owner died holding it counts as held until someone acquires
+ * it (and gets MH_EOWNERDEAD). */
 MH_EXTERN int mh_lock_locked(mh_lock_t *lock);
 
 /** After MH_EOWNERDEAD: mark the (now repaired) state guarded by the lock as
