@@ -279,6 +279,7 @@ static pid_t start_fork(fork_req_t *r) {
 
 int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
                      const mh_process_options_t *opts) {
+  if (process) *process = NULL;
   if (!process || !fn) return MH_EINVAL;
   unsigned flags = opts ? opts->flags : 0u;
   if (flags & ~MH_PROCESS_IGNORE_SIGINT) return MH_EINVAL;

@@ -55,7 +55,8 @@ typedef struct mh_process_options_s {
  * handlers do not run in the child).  The parent's stdio buffers are flushed
  * before the fork, so nothing is printed twice.  `arg` is copied with the
  * rest of the address space; it is not shared afterwards (see shared.h).
- * `opts` may be NULL.  On success *process is a new handle.
+ * `opts` may be NULL.  On success *process is a new handle; on failure it
+ * is set to NULL (when `process` is not NULL).
  * Returns 0, or
  * - MH_EINVAL: `process` or `fn` is NULL, or unknown option flags;
  * - MH_ENOMEM: no memory for the handle (nothing was started);
