@@ -90,6 +90,7 @@ static void shm_unmap(mh__shm_header_t *h) { munmap(h, h->map_len); }
 
 int mh_shared_mem_new(void **mem, size_t size) {
   if (!mem) return MH_EINVAL;
+  *mem = NULL;
   return shm_map(mem, size, MH__KIND_MEM);
 }
 
@@ -369,6 +370,7 @@ static int block_add(mh__block_t *b, size_t i, int64_t delta, int64_t *old) {
 int mh_shared_value_new(mh_shared_value_t **value, mh_shared_type_t type,
                         const void *initial) {
   if (!value) return MH_EINVAL;
+  *value = NULL;
   mh__block_t *b;
   int rc = block_new(&b, MH__KIND_VALUE, (int)type, 1, initial);
   if (rc == 0) *value = (mh_shared_value_t *)b;
@@ -416,6 +418,7 @@ int mh_shared_value_add(mh_shared_value_t *value, int64_t delta, int64_t *old) {
 int mh_shared_array_new(mh_shared_array_t **array, mh_shared_type_t type, size_t len,
                         const void *initial) {
   if (!array) return MH_EINVAL;
+  *array = NULL;
   mh__block_t *b;
   int rc = block_new(&b, MH__KIND_ARRAY, (int)type, len, initial);
   if (rc == 0) *array = (mh_shared_array_t *)b;
@@ -466,6 +469,7 @@ int mh_shared_array_add(mh_shared_array_t *array, size_t i, int64_t delta, int64
 #define MH__SHARED_NEW(out, type, kind, init_call)        \
   do {                                                    \
     if (!(out)) return MH_EINVAL;                         \
+    *(out) = NULL;                                        \
     void *mem_;                                           \
     int rc_ = shm_map(&mem_, sizeof(type), (kind));       \
     if (rc_) return rc_;                                  \

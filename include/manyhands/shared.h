@@ -46,6 +46,8 @@
 extern "C" {
 #endif
 
+/* Every `new` call below sets its out-pointer to NULL when it fails. */
+
 /* ---- raw shared memory ---------------------------------------------------- */
 
 /** Map `size` bytes of zeroed memory shared with every process forked
