@@ -459,12 +459,18 @@ void mh_process_free(mh_process_t *process) {
   if (running) {
     pthread_attr_t attr;
     pthread_t tid;
+    sigset_t all, old;
+    /* The reaper inherits "every signal blocked": it must never be the
+     * thread that runs the program's signal handlers. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_attr_init(&attr);
     if (!rc) {
       pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
       rc = pthread_create(&tid, &attr, reaper_main, (void *)(intptr_t)process->pid);
       pthread_attr_destroy(&attr);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc) {
       /* No thread to wait for it: the only way left to avoid a zombie is
        * to end the child now (documented as a last resort). */

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -297,6 +299,47 @@ TEST(ignore_sigint) {
   ASSERT_OK(mh_process_join(p, 30));
   mh_process_free(p);
   mh_process_free(q);
+  assert_no_children();
+}
+
+/* ---- interrupted system calls ------------------------------------------- */
+
+static atomic_int alarms;
+
+static void on_alarm(int sig) {
+  (void)sig;
+  atomic_fetch_add(&alarms, 1);
+}
+
+TEST(signals_interrupt_nothing) {
+  /* A signal handler installed without SA_RESTART fires every millisecond:
+   * every read, poll and waitpid inside gets EINTR and must carry on. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  ASSERT_EQ(sigaction(SIGALRM, &sa, NULL), 0);
+  struct itimerval it = {{0, 1000}, {0, 1000}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &it, NULL), 0);
+  for (int i = 0; i < 20; i++) {
+    mh_process_t *p;
+    int code = -1;
+    ASSERT_OK(mh_process_start(&p, sleep_arg_ms, (void *)(intptr_t)(i % 4 * 10), NULL));
+    ASSERT_OK(mh_process_join(p, MH_FOREVER));
+    ASSERT_OK(mh_process_exitcode(p, &code));
+    ASSERT_EQ(code, 3);
+    mh_process_free(p);
+  }
+  mh_process_t *p;
+  ASSERT_OK(mh_process_start(&p, sleep_forever, NULL, NULL));
+  double t0 = mht_now();
+  ASSERT_ERR(mh_process_join(p, 0.2), MH_ETIMEDOUT);
+  ASSERT(mht_now() - t0 >= 0.2 - 1e-4);
+  ASSERT_OK(mh_process_kill(p));
+  ASSERT_OK(mh_process_join(p, MH_FOREVER));
+  mh_process_free(p);
+  struct itimerval off = {{0, 0}, {0, 0}};
+  ASSERT_EQ(setitimer(ITIMER_REAL, &off, NULL), 0);
+  ASSERT_GT(atomic_load(&alarms), 10); /* the signals did come */
   assert_no_children();
 }
 
