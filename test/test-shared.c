@@ -343,6 +343,16 @@ TEST(owner_dead_lock) {
   ASSERT_OK(mh_lock_release(lock));
   run_children(2, acquire_once, lock);
 
+  /* The same news through a timed acquire. */
+  ASSERT_OK(mh_process_start(&p, die_holding_lock, lock, NULL));
+  ASSERT_OK(mh_process_join(p, 30));
+  mh_process_free(p);
+  t0 = mht_now();
+  ASSERT_ERR(mh_lock_acquire(lock, 10), MH_EOWNERDEAD);
+  ASSERT(mht_now() - t0 < 5);
+  ASSERT_OK(mh_lock_consistent(lock));
+  ASSERT_OK(mh_lock_release(lock));
+
   /* Releasing without repair makes it unusable, and says so. */
   ASSERT_OK(mh_process_start(&p, die_holding_lock, lock, NULL));
   ASSERT_OK(mh_process_join(p, 30));
