@@ -60,8 +60,10 @@ static int find(const lines_t *l, const char *s) {
   return -1;
 }
 
-/* Lines every variant prints, in this order. */
-static void check_main_lines(const lines_t *l) {
+/* Lines every variant prints, in this order.  `need_start`: the thread's
+ * "starting" line must be there (a daemon thread may be killed by the exit
+ * before it gets to log even that on a busy machine). */
+static void check_main_lines(const lines_t *l, int need_start) {
   int a = find(l, "Main    : before creating thread");
   int b = find(l, "Main    : before running thread");
   int c = find(l, "Main    : wait for the thread to finish");
@@ -69,7 +71,7 @@ static void check_main_lines(const lines_t *l) {
   int s = find(l, "Thread 1: starting");
   ASSERT(a == 0 && b == 1);
   ASSERT(c > b && d > c);
-  ASSERT(s > b); /* the thread starts after main starts it */
+  if (need_start || s >= 0) ASSERT(s > b); /* after main starts it */
 }
 
 TEST(thread_example_without_join) {
@@ -81,7 +83,7 @@ TEST(thread_example_without_join) {
   lines_t l;
   split_log(r.err, &l);
   ASSERT_EQ(l.n, 6);
-  check_main_lines(&l);
+  check_main_lines(&l, 1);
   /* Main's "all done" comes before the thread finishes, and the program
    * still waits for the thread: "finishing" is the last line, ~2 s in. */
   ASSERT_EQ(find(&l, "Thread 1: finishing"), 5);
@@ -97,7 +99,7 @@ TEST(thread_example_with_join) {
   lines_t l;
   split_log(r.err, &l);
   ASSERT_EQ(l.n, 6);
-  check_main_lines(&l);
+  check_main_lines(&l, 1);
   /* The tutorial's joined order: the thread finishes, then "all done". */
   ASSERT_EQ(find(&l, "Thread 1: finishing"), 4);
   ASSERT_EQ(find(&l, "Main    : all done"), 5);
@@ -111,11 +113,11 @@ TEST(daemon_exits_at_once) {
   ASSERT(r.exited && r.status == 0);
   lines_t l;
   split_log(r.err, &l);
-  check_main_lines(&l);
+  check_main_lines(&l, 0);
   /* The daemon thread is killed with the process: no "finishing", and no
    * 2-second wait. */
   ASSERT_EQ(find(&l, "Thread 1: finishing"), -1);
-  ASSERT_EQ(l.n, 5);
+  ASSERT_EQ(l.n, find(&l, "Thread 1: starting") >= 0 ? 5 : 4);
   ASSERT(r.seconds < DAEMON_MAX_SECONDS);
   mht_proc_free(&r);
 }
