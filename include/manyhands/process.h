@@ -1,6 +1,32 @@
-/* manyhands/process.h - child processes (multiprocessing.Process). */
+/* manyhands/process.h - child processes (multiprocessing.Process).
+ *
+ * A process runs `int fn(void *arg)` in a forked copy of the caller; the
+ * function's return value is the child's exit status.  The handle is opaque
+ * and owned by the caller, who releases it with mh_process_free().
+ *
+ * Guarantees:
+ * - A child never outlives its parent: it is started with the parent-death
+ *   signal set to SIGKILL, and a child whose parent died before that was in
+ *   place exits at once.  Linux ties this signal to the *thread* that forks,
+ *   so calls from threads other than the main one have the fork done by one
+ *   long-lived internal "launcher" thread (made on first need, all signals
+ *   blocked): a child outlives the thread that started it, as in Python.
+ *   Only if the main thread itself ends with pthread_exit() while the
+ *   program goes on are the children it started killed.
+ * - Every child is reaped: by mh_process_join(), mh_process_is_alive(),
+ *   mh_process_exitcode() or, for a process still running when its handle is
+ *   freed, by a small background reaper.  No zombies are left.
+ * - The library installs no signal handlers and does not touch SIGCHLD.
+ *
+ * A handle may be used from several threads at once (the calls below take an
+ * internal lock), except mh_process_free(), which must be the last call.
+ * The handle belongs to the process that started the child: a copy inherited
+ * by a forked child is not its child, and calls on it report MH_ECHILD.
+ */
 #ifndef MANYHANDS_PROCESS_H
 #define MANYHANDS_PROCESS_H
+
+#include <sys/types.h>
 
 #include "common.h"
 
@@ -8,7 +34,80 @@
 extern "C" {
 #endif
 
-/* Declarations are added by the module that implements them. */
+/** An opaque handle on one child process. */
+typedef struct mh_process_s mh_process_t;
+
+/** What a child runs.  Its return value becomes the exit status (only the low
+ * 8 bits survive, as with exit(): return 0..255). */
+typedef int (*mh_process_fn)(void *arg);
+
+/** Flag: the child ignores SIGINT (Ctrl-C goes to the parent only). */
+#define MH_PROCESS_IGNORE_SIGINT 1u
+
+/** Options for mh_process_start().  Zero-initialise it: more fields may be
+ * added, and a zeroed field keeps its default. */
+typedef struct mh_process_options_s {
+  unsigned flags; /**< MH_PROCESS_* flags; unknown bits are rejected */
+} mh_process_options_t;
+
+/** Start a child process that runs fn(arg) and exits with its return value
+ * (after flushing all stdio streams, with _exit(): the parent's atexit
+ * handlers do not run in the child).  The parent's stdio buffers are flushed
+ * before the fork, so nothing is printed twice.  `arg` is copied with the
+ * rest of the address space; it is not shared afterwards (see shared.h).
+ * `opts` may be NULL.  On success *process is a new handle; on failure it
+ * is set to NULL (when `process` is not NULL).
+ * Returns 0, or
+ * - MH_EINVAL: `process` or `fn` is NULL, or unknown option flags;
+ * - MH_ENOMEM: no memory for the handle (nothing was started);
+ * - MH_EAGAIN / MH_ENOMEM: fork() failed (process limit, memory);
+ * - MH_EMFILE / MH_ENFILE: no file descriptor for the start pipe;
+ * - another negative code: the child failed to set itself up (reported back
+ *   over a pipe), and was reaped. */
+MH_EXTERN int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
+                               const mh_process_options_t *opts);
+
+/** The child's process id (also after it ended), or MH_EINVAL for NULL. */
+MH_EXTERN pid_t mh_process_pid(const mh_process_t *process);
+
+/** Wait until the child ends, at most `timeout` seconds (MH_FOREVER: as long
+ * as it takes; 0: only check).  Waits without spinning (a pidfd on Linux 5.3
+ * and later, else short sleeps).  Interrupting signals are retried.
+ * Returns 0 once the child has ended and been reaped, or
+ * - MH_ETIMEDOUT: still running when the timeout passed;
+ * - MH_EINVAL: NULL handle, or a negative timeout other than MH_FOREVER, NaN. */
+MH_EXTERN int mh_process_join(mh_process_t *process, double timeout);
+
+/** 1 while the child runs, 0 once it has ended (reaping it), MH_EINVAL for
+ * NULL. */
+MH_EXTERN int mh_process_is_alive(mh_process_t *process);
+
+/** How the child ended: *exitcode is its exit status (0..255), or minus the
+ * number of the signal that ended it (-9 after mh_process_kill()), as Python's
+ * Process.exitcode.  Does not wait.
+ * Returns 0 when *exitcode was set, or
+ * - MH_EBUSY: the child is still running (*exitcode untouched) - Python's None;
+ * - MH_ECHILD: the child was reaped by someone else (waitpid(-1) elsewhere in
+ *   the program, SIGCHLD ignored, or a handle inherited by a child process),
+ *   so its status is unknown;
+ * - MH_EINVAL: NULL argument. */
+MH_EXTERN int mh_process_exitcode(mh_process_t *process, int *exitcode);
+
+/** Send SIGTERM (Process.terminate).  The child's own handlers, if any, run;
+ * join to wait for it.  A child that has already ended is left alone.
+ * Returns 0, MH_EINVAL for NULL, or the code of a failed kill (MH_EPERM). */
+MH_EXTERN int mh_process_terminate(mh_process_t *process);
+
+/** Send SIGKILL (Process.kill).  As mh_process_terminate() otherwise. */
+MH_EXTERN int mh_process_kill(mh_process_t *process);
+
+/** Release the handle.  This does NOT stop the child: a child still running
+ * keeps running (until it ends or its parent dies) and is reaped in the
+ * background when it ends, so it never becomes a zombie (only when not even
+ * a small thread can be created for that is the child killed and reaped at
+ * once).  To stop it first, call mh_process_kill() and mh_process_join().
+ * NULL is ignored. */
+MH_EXTERN void mh_process_free(mh_process_t *process);
 
 #ifdef __cplusplus
 }
