@@ -1,0 +1,68 @@
+/* procpool.h - the process pool engine under the process backend.  Never
+ * installed.
+ *
+ * The engine knows nothing of futures: it runs "jobs" (an mh__task_t chunk
+ * plus an opaque user pointer) on worker processes forked from a fork
+ * server, and reports what happens to each job through the hooks below, all
+ * called on the engine's dispatcher thread.  executor_procs.c maps the hooks
+ * onto the future state machine; the tests drive the engine directly too.
+ */
+#ifndef MH_PROCPOOL_H
+#define MH_PROCPOOL_H
+
+#include "executor_internal.h"
+
+typedef struct mh__pp mh__pp_t;
+
+typedef struct mh__pp_hooks {
+  void *arg;
+  /* The job is about to be handed to a worker: return 1 to run it, 0 to drop
+   * it (it was cancelled meanwhile; the engine forgets it). */
+  int (*begin)(void *arg, void *user);
+  /* A job that had begun goes back to the queue (its worker died before
+   * starting it, or retries re-run it). */
+  void (*requeue)(void *arg, void *user);
+  /* The job ended with `code`.  pid > 0 when a worker died running one of its
+   * items (exitcode: status >= 0 or minus the signal), else pid == 0. */
+  void (*finish)(void *arg, void *user, int code, int pid, int exitcode);
+  /* A cancelling shutdown removed the job before it ran; `began` says
+   * whether begin() had been called for it. */
+  void (*cancel)(void *arg, void *user, int began);
+} mh__pp_hooks_t;
+
+typedef struct mh__pp_config {
+  int workers;                   /* 1..4096 */
+  mh_worker_init_fn initializer; /* may be NULL */
+  void *initarg;
+  int max_tasks_per_child; /* 0 = never replace */
+  int retries;             /* re-runs of an item whose worker died */
+  double grace;            /* seconds between SIGTERM and SIGKILL */
+  mh__pp_hooks_t hooks;
+} mh__pp_config_t;
+
+/* Fork the server and the workers.  MH_EINVAL, MH_ENOMEM, MH_EAGAIN (no
+ * process or thread could be made), MH_EMFILE. */
+int mh__pp_new(mh__pp_t **pp, const mh__pp_config_t *cfg);
+
+/* Queue a job.  The task must stay valid until the job's finish or cancel
+ * hook ran.  MH_ESHUTDOWN after shutdown began, MH_EINVAL (a chunk whose
+ * byte size overflows), MH_ENOMEM. */
+int mh__pp_submit(mh__pp_t *pp, void *user, const mh__task_t *t);
+
+/* Queue n jobs at once (one lock, one wake-up).  All or none are queued. */
+int mh__pp_submit_many(mh__pp_t *pp, void *const *users,
+                       const mh__task_t *const *ts, size_t n);
+
+/* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES as in executor.h. */
+int mh__pp_shutdown(mh__pp_t *pp, unsigned flags);
+
+/* Shut down (waiting) if not done, and free.  NULL ignored. */
+void mh__pp_free(mh__pp_t *pp);
+
+/* Test hook: copy up to n live worker pids into pids; returns how many. */
+int mh__pp_worker_pids(mh__pp_t *pp, int *pids, int n);
+
+/* Test hook: pid of the fork server (0 once it is gone). */
+int mh__pp_server_pid(mh__pp_t *pp);
+
+#endif /* MH_PROCPOOL_H */

@@ -1,0 +1,1073 @@
+/* test-pool.c - the process pool: the engine (procpool.c) driven directly,
+ * and the process backend of the executor. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "procpool.h"
+#include "test.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MHT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MHT_ASAN 1
+#endif
+#endif
+#ifndef MHT_ASAN
+#define MHT_ASAN 0
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define MHT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MHT_TSAN 1
+#endif
+#endif
+#ifndef MHT_TSAN
+#define MHT_TSAN 0
+#endif
+#if MHT_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+/* ---- engine harness ------------------------------------------------------ */
+
+typedef struct ejob {
+  mh__task_t t;
+  _Atomic int state; /* 0 queued, 1 running, 2 finished, 3 cancelled */
+  int code, pid, exitcode, requeues;
+} ejob_t;
+
+static _Atomic int e_settled;
+
+static int e_begin(void *arg, void *user) {
+  ejob_t *j = user;
+  atomic_store(&j->state, 1);
+  return 1;
+}
+static void e_requeue(void *arg, void *user) {
+  ejob_t *j = user;
+  j->requeues++;
+  atomic_store(&j->state, 0);
+}
+static void e_finish(void *arg, void *user, int code, int pid, int exitcode) {
+  ejob_t *j = user;
+  j->code = code;
+  j->pid = pid;
+  j->exitcode = exitcode;
+  atomic_store(&j->state, 2);
+  atomic_fetch_add(&e_settled, 1);
+}
+static void e_cancel(void *arg, void *user, int began) {
+  ejob_t *j = user;
+  atomic_store(&j->state, 3);
+  atomic_fetch_add(&e_settled, 1);
+}
+
+static mh__pp_config_t e_config(int workers) {
+  mh__pp_config_t c;
+  memset(&c, 0, sizeof c);
+  c.workers = workers;
+  c.hooks.begin = e_begin;
+  c.hooks.requeue = e_requeue;
+  c.hooks.finish = e_finish;
+  c.hooks.cancel = e_cancel;
+  atomic_store(&e_settled, 0);
+  return c;
+}
+
+static void e_wait(int n, double timeout) {
+  double end = mht_now() + timeout;
+  while (atomic_load(&e_settled) < n) {
+    if (mht_now() > end)
+      mht_fail(__FILE__, __LINE__, "only %d of %d jobs settled",
+               atomic_load(&e_settled), n);
+    mht_sleep(0.001);
+  }
+}
+
+static int t_square(const void *in, size_t isz, void *out, size_t osz,
+                    void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  v *= v;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+TEST(engine_chunks) {
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(2);
+  ASSERT_OK(mh__pp_new(&pp, &c));
+  enum { J = 200, C = 37 };
+  static long in[J * C], out[J * C];
+  static int st[J * C];
+  static ejob_t jobs[J];
+  for (int i = 0; i < J * C; i++) in[i] = i, out[i] = -1, st[i] = 99;
+  for (int k = 0; k < J; k++) {
+    jobs[k].t = (mh__task_t){t_square, NULL, in + k * C, sizeof(long),
+                             out + k * C, sizeof(long), C, st + k * C};
+    ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
+  }
+  e_wait(J, 30);
+  for (int i = 0; i < J * C; i++) {
+    ASSERT_EQ(out[i], (long)i * i);
+    ASSERT_EQ(st[i], 0);
+  }
+  for (int k = 0; k < J; k++) ASSERT_EQ(jobs[k].code, 0);
+  mh__pp_free(pp);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* Item i sleeps a little so that a kill lands mid-run; item values < 0 make
+ * the task crash in the way the value says. */
+static int t_slow(const void *in, size_t isz, void *out, size_t osz,
+                  void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  if (v == -1) raise(SIGSEGV);
+  if (v == -2) exit(7);
+  if (v == -3)
+    for (;;) pause();
+  if (ctx) mht_sleep(*(double *)ctx);
+  v *= v;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+static void engine_kill_run(int retries) {
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(2);
+  c.retries = retries;
+  ASSERT_OK(mh__pp_new(&pp, &c));
+  enum { N = 10000, C = 50, J = N / C };
+  static long in[N], out[N];
+  static int st[N];
+  static ejob_t jobs[J];
+  static double delay = 20e-6;
+  for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+  memset(jobs, 0, sizeof jobs);
+  for (int k = 0; k < J; k++) {
+    jobs[k].t = (mh__task_t){t_slow, &delay, in + k * C, sizeof(long),
+                             out + k * C, sizeof(long), C, st + k * C};
+    ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
+  }
+  while (atomic_load(&e_settled) < J / 4) mht_sleep(0.001);
+  int pids[2];
+  ASSERT_EQ(mh__pp_worker_pids(pp, pids, 2), 2);
+  ASSERT_OK(kill(pids[0], SIGKILL));
+  e_wait(J, 60);
+  int died = 0;
+  for (int i = 0; i < N; i++) {
+    if (st[i] == MH_EWORKERDIED) {
+      died++;
+      ASSERT_EQ(jobs[i / C].code, MH_EWORKERDIED);
+      ASSERT_EQ(jobs[i / C].pid, pids[0]);
+      ASSERT_EQ(jobs[i / C].exitcode, -SIGKILL);
+    } else {
+      ASSERT_EQ(st[i], 0);
+      ASSERT_EQ(out[i], (long)i * i);
+    }
+  }
+  ASSERT_LE(died, 1);
+  if (retries) ASSERT_EQ(died, 0);
+  /* The same pool runs another batch correctly. */
+  atomic_store(&e_settled, 0);
+  for (int k = 0; k < J; k++) {
+    jobs[k].t.ctx = NULL;
+    ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
+  }
+  e_wait(J, 60);
+  for (int i = 0; i < N; i++) ASSERT_EQ(out[i], (long)i * i);
+  int now[2];
+  ASSERT_EQ(mh__pp_worker_pids(pp, now, 2), 2);
+  ASSERT(now[0] != pids[0] && now[1] != pids[0]);
+  mh__pp_free(pp);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+TEST(engine_kill_worker) { engine_kill_run(0); }
+TEST(engine_kill_worker_retry) { engine_kill_run(1); }
+
+TEST(engine_crashes) {
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(2);
+  c.grace = 0.2;
+  ASSERT_OK(mh__pp_new(&pp, &c));
+  long in[4] = {-1, 3, -2, 5}, out[4] = {0};
+  int st[4] = {9, 9, 9, 9};
+  static ejob_t jobs[4];
+  for (int k = 0; k < 4; k++) {
+    jobs[k].t = (mh__task_t){t_slow, NULL, in + k, sizeof(long), out + k,
+                             sizeof(long), 1, st + k};
+    ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
+  }
+  e_wait(4, 30);
+  ASSERT_EQ(st[0], MH_EWORKERDIED);
+  ASSERT_EQ(jobs[0].exitcode, -SIGSEGV);
+  ASSERT_EQ(st[2], MH_EWORKERDIED);
+  ASSERT_EQ(jobs[2].exitcode, 7);
+  ASSERT_EQ(out[1], 9);
+  ASSERT_EQ(out[3], 25);
+  /* A task that never returns; a cancelling shutdown ends it in bounded time. */
+  long hang = -3, o;
+  int s = 0;
+  ejob_t hj;
+  memset(&hj, 0, sizeof hj);
+  hj.t = (mh__task_t){t_slow, NULL, &hang, sizeof hang, &o, sizeof o, 1, &s};
+  atomic_store(&e_settled, 0);
+  ASSERT_OK(mh__pp_submit(pp, &hj, &hj.t));
+  while (atomic_load(&hj.state) != 1) mht_sleep(0.001);
+  mht_sleep(0.05);
+  double t0 = mht_now();
+  ASSERT_OK(mh__pp_shutdown(pp, MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES));
+  ASSERT_LT(mht_now() - t0, 5.0);
+  ASSERT_EQ(atomic_load(&e_settled), 1);
+  ASSERT_EQ(s, MH_ECANCELED);
+  ASSERT_ERR(mh__pp_submit(pp, &hj, &hj.t), MH_ESHUTDOWN);
+  mh__pp_free(pp);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* ---- the process backend of the executor --------------------------------- */
+
+#include <sys/mman.h>
+
+/* Memory shared with the workers: made before the pool, inherited by fork. */
+typedef struct shm {
+  _Atomic int hang_pid;   /* pid of the worker that runs the hanging item */
+  _Atomic int hang_runs;  /* how often the hanging item was started */
+  _Atomic int inits;      /* initializer calls */
+  long hang_item;         /* this item hangs on its first run */
+} shm_t;
+
+static shm_t *shm_new(void) {
+  void *p = mmap(NULL, sizeof(shm_t), PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(p != MAP_FAILED);
+  memset(p, 0, sizeof(shm_t));
+  ((shm_t *)p)->hang_item = -1;
+  return p;
+}
+
+static mh_executor_t *pool_new(int workers, int retries) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = workers;
+  o.retries = retries;
+  o.grace = 0.5;
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  return ex;
+}
+
+static void pool_free(mh_executor_t *ex) {
+  mh_executor_free(ex);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* The live workers' pids; waits (bounded) until n are live, since a
+ * replacement may still be on its way. */
+static int pool_pids(mh_executor_t *ex, int *pids, int n) {
+  double end = mht_now() + 10;
+  int k;
+  while ((k = mh__pp_worker_pids(mh__executor_impl(ex), pids, n)) < n &&
+         mht_now() < end)
+    mht_sleep(0.002);
+  return k;
+}
+
+/* out = in * in, and the worker's pid in ctx's shm when in == hang_item. */
+static int t_sq(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  shm_t *s = ctx;
+  if (s && v == s->hang_item && atomic_fetch_add(&s->hang_runs, 1) == 0) {
+    atomic_store(&s->hang_pid, (int)getpid());
+    for (;;) pause();
+  }
+  v *= v;
+  memcpy(out, &v, sizeof v);
+  return v % 1000 == 999 ? MH_EUSER - 1 : 0; /* never: squares end 1,4,9.. */
+}
+
+static int t_pid(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  int pid = (int)getpid();
+  memcpy(out, &pid, sizeof pid);
+  return 0;
+}
+
+TEST(submit_result) {
+  mh_executor_t *ex = pool_new(2, 0);
+  ASSERT_EQ(mh_executor_backend(ex), MH_BACKEND_PROCESSES);
+  ASSERT_EQ(mh_executor_workers(ex), 2);
+  enum { K = 64 };
+  long in[K], out[K];
+  mh_future_t *fs[K];
+  for (int i = 0; i < K; i++) {
+    in[i] = i;
+    out[i] = -1;
+    ASSERT_OK(mh_executor_submit(ex, t_sq, in + i, sizeof(long), out + i,
+                                 sizeof(long), NULL, &fs[i]));
+  }
+  for (int i = 0; i < K; i++) {
+    ASSERT_OK(mh_future_result(fs[i], 30));
+    ASSERT_EQ(mh_future_done(fs[i]), 1);
+    ASSERT_EQ(out[i], (long)i * i);
+    int pid, code;
+    ASSERT_ERR(mh_future_worker_exit(fs[i], &pid, &code), MH_EINVAL);
+    mh_future_release(fs[i]);
+  }
+  /* The worker runs in another process. */
+  int pid = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_pid, NULL, 0, &pid, sizeof pid, NULL, &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  mh_future_release(f);
+  ASSERT(pid > 0 && pid != (int)getpid());
+  pool_free(ex);
+}
+
+static void check_map(mh_executor_t *ex, size_t n, size_t chunksize) {
+  long *in = calloc(n, sizeof *in), *out = calloc(n, sizeof *out);
+  int *st = malloc(n * sizeof *st);
+  ASSERT(in && out && st);
+  for (size_t i = 0; i < n; i++) in[i] = (long)i, out[i] = -1, st[i] = 99;
+  ASSERT_OK(mh_executor_map(ex, t_sq, NULL, in, sizeof(long), out,
+                            sizeof(long), n, chunksize, st));
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_EQ(out[i], (long)(i * i));
+    ASSERT_EQ(st[i], 0);
+  }
+  free(in);
+  free(out);
+  free(st);
+}
+
+TEST(map) {
+  mh_executor_t *ex = pool_new(2, 0);
+  check_map(ex, 1, 0);
+  check_map(ex, 1000, 1);
+  check_map(ex, 10007, 0);
+  check_map(ex, 100000, 3);
+  check_map(ex, (size_t)mht_scaled(1000000), 0);
+  pool_free(ex);
+}
+
+TEST(imap) {
+  mh_executor_t *ex = pool_new(3, 0);
+  enum { N = 5000 };
+  static long in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  for (int mode = 0; mode < 2; mode++) {
+    static char seen[N];
+    memset(seen, 0, sizeof seen);
+    memset(out, 0, sizeof out);
+    mh_map_iter_t *it;
+    ASSERT_OK(mh_executor_imap(ex, t_sq, NULL, in, sizeof(long), out,
+                               sizeof(long), N, mode ? 7 : 0,
+                               mode ? MH_MAP_UNORDERED : 0, &it));
+    size_t idx, k = 0;
+    int st, rc;
+    while ((rc = mh_map_iter_next(it, 30, &idx, &st)) == 0) {
+      if (!mode) ASSERT_UEQ(idx, k);
+      ASSERT_ULE(idx, N - 1);
+      ASSERT_EQ(seen[idx], 0);
+      seen[idx] = 1;
+      ASSERT_EQ(st, 0);
+      ASSERT_EQ(out[idx], (long)(idx * idx));
+      k++;
+    }
+    ASSERT_ERR(rc, MH_EEOF);
+    ASSERT_UEQ(k, N);
+    mh_map_iter_free(it);
+  }
+  pool_free(ex);
+}
+
+static void *killer(void *arg) {
+  shm_t *s = arg;
+  while (!atomic_load(&s->hang_pid)) mht_sleep(0.0005);
+  kill(atomic_load(&s->hang_pid), SIGKILL);
+  return NULL;
+}
+
+/* SIGKILL the worker that runs item 5000 of a 10,000-item map, in the middle
+ * of its chunk: exactly that item fails (or, with retries, is re-run), every
+ * other result is right, and the same pool then maps again. */
+static void kill_in_map(int retries, size_t chunksize) {
+  shm_t *s = shm_new();
+  s->hang_item = 5000;
+  mh_executor_t *ex = pool_new(2, retries);
+  enum { N = 10000 };
+  static long in[N], out[N];
+  static int st[N];
+  for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, killer, s), 0);
+  int rc = mh_executor_map(ex, t_sq, s, in, sizeof(long), out, sizeof(long),
+                           N, chunksize, st);
+  pthread_join(th, NULL);
+  ASSERT_ERR(rc, retries ? 0 : MH_EWORKERDIED);
+  for (int i = 0; i < N; i++) {
+    if (i == 5000 && !retries) {
+      ASSERT_ERR(st[i], MH_EWORKERDIED);
+    } else {
+      ASSERT_ERR(st[i], 0);
+      ASSERT_EQ(out[i], (long)i * i);
+    }
+  }
+  ASSERT_EQ(atomic_load(&s->hang_runs), retries ? 2 : 1);
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT(pids[0] != s->hang_pid && pids[1] != s->hang_pid);
+  check_map(ex, N, chunksize);
+  /* submit: the future carries the pid and the signal. */
+  atomic_store(&s->hang_runs, 0);
+  atomic_store(&s->hang_pid, 0);
+  ASSERT_EQ(pthread_create(&th, NULL, killer, s), 0);
+  mh_future_t *f;
+  long v = 5000, o;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &o, sizeof o, s, &f));
+  rc = mh_future_result(f, 30);
+  pthread_join(th, NULL);
+  if (retries) {
+    ASSERT_OK(rc);
+    ASSERT_EQ(o, 5000L * 5000);
+  } else {
+    ASSERT_ERR(rc, MH_EWORKERDIED);
+    int pid = 0, code = 0;
+    ASSERT_OK(mh_future_worker_exit(f, &pid, &code));
+    ASSERT_EQ(pid, atomic_load(&s->hang_pid));
+    ASSERT_EQ(code, -SIGKILL);
+  }
+  mh_future_release(f);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+TEST(kill_worker_map) { kill_in_map(0, 0); }
+TEST(kill_worker_map_chunksize1) { kill_in_map(0, 1); }
+TEST(kill_worker_map_retry) { kill_in_map(1, 0); }
+
+static int t_crash(const void *in, size_t isz, void *out, size_t osz,
+                   void *ctx) {
+  int how;
+  memcpy(&how, in, sizeof how);
+  if (how == 1) {
+    /* A wild store (not NULL, which UBSan would catch first). */
+    volatile uintptr_t addr = 64;
+    *(volatile int *)addr = 1;
+  }
+  if (how == 2) {
+#if MHT_ASAN
+    __lsan_disable(); /* the worker's heap is the parent's copy: no report */
+#endif
+    exit(3);
+  }
+  if (how == 3) abort();
+  if (how == 4)
+    for (;;) pause();
+  if (how == 5) return MH_EUSER - 5;
+  return 0;
+}
+
+TEST(crashing_tasks) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hows[] = {1, 0, 2, 0, 3, 5};
+  int want[] = {-SIGSEGV, 0, 3, 0, -SIGABRT, 0};
+  mh_future_t *fs[6];
+  for (int i = 0; i < 6; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hows[i], sizeof(int), NULL, 0,
+                                 NULL, &fs[i]));
+  for (int i = 0; i < 6; i++) {
+    int rc = mh_future_result(fs[i], 30), pid = 0, code = 99;
+    if (hows[i] == 0) {
+      ASSERT_OK(rc);
+    } else if (hows[i] == 5) {
+      ASSERT_ERR(rc, MH_EUSER - 5);
+    } else {
+      ASSERT_ERR(rc, MH_EWORKERDIED);
+      ASSERT_OK(mh_future_worker_exit(fs[i], &pid, &code));
+      ASSERT_GT(pid, 0);
+      ASSERT_EQ(code, want[i]);
+    }
+    mh_future_release(fs[i]);
+  }
+  check_map(ex, 1000, 1);
+  pool_free(ex);
+}
+
+TEST(hang_cancel) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  mh_future_t *h[2], *q[8];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < 8; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &q[i]));
+  double end = mht_now() + 10;
+  while (!(mh_future_running(h[0]) && mh_future_running(h[1])))
+  {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  mht_sleep(0.05);
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  ASSERT_LT(mht_now() - t0, 5.0);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(mh_future_done(h[i]), 1);
+    ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
+    mh_future_release(h[i]);
+  }
+  for (int i = 0; i < 8; i++) {
+    ASSERT_EQ(mh_future_done(q[i]), 1);
+    int rc = mh_future_result(q[i], 0);
+    ASSERT(rc == MH_ECANCELED || rc == 0);
+    mh_future_release(q[i]);
+  }
+  mh_future_t *f;
+  ASSERT_ERR(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL, &f),
+             MH_ESHUTDOWN);
+  pool_free(ex);
+}
+
+/* ---- a pool made while other threads hold locks --------------------------- */
+
+static pthread_mutex_t held[3] = {PTHREAD_MUTEX_INITIALIZER,
+                                  PTHREAD_MUTEX_INITIALIZER,
+                                  PTHREAD_MUTEX_INITIALIZER};
+static _Atomic int stop_threads, threads_ready;
+
+static void *lock_holder(void *arg) {
+  pthread_mutex_t *m = arg;
+  pthread_mutex_lock(m);
+  atomic_fetch_add(&threads_ready, 1);
+  while (!atomic_load(&stop_threads)) mht_sleep(0.001);
+  pthread_mutex_unlock(m);
+  return NULL;
+}
+
+static void *malloc_churn(void *arg) {
+  atomic_fetch_add(&threads_ready, 1);
+  void *keep[64] = {0};
+  unsigned i = 0;
+  while (!atomic_load(&stop_threads)) {
+    unsigned k = i++ % 64;
+    free(keep[k]);
+    keep[k] = malloc(16 + (mht_rand() % 4096));
+    char buf[64];
+    snprintf(buf, sizeof buf, "%u", i);
+  }
+  for (int k = 0; k < 64; k++) free(keep[k]);
+  return NULL;
+}
+
+static int t_malloc(const void *in, size_t isz, void *out, size_t osz,
+                    void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  char *p = malloc(1000 + (size_t)v % 5000);
+  if (!p) return MH_ENOMEM;
+  int len = snprintf(p, 1000, "%ld", v * 2);
+  long r = strtol(p, NULL, 10) + len - len;
+  free(p);
+  memcpy(out, &r, sizeof r);
+  return 0;
+}
+
+TEST(threads_holding_locks) {
+  pthread_t th[4];
+  atomic_store(&stop_threads, 0);
+  atomic_store(&threads_ready, 0);
+  for (int i = 0; i < 3; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, lock_holder, &held[i]), 0);
+  /* The sanitizers' allocators (unlike glibc's malloc) have no fork
+   * handlers: a pool made while another thread is inside malloc can inherit
+   * the sanitizer allocator's lock held, and its workers' mallocs hang.
+   * That is the sanitizer's limitation, so under ASan/TSan the malloc-heavy
+   * thread is left out (the lock-holding threads stay). */
+  int churn = !(MHT_ASAN || MHT_TSAN);
+  if (churn)
+    ASSERT_EQ(pthread_create(&th[3], NULL, malloc_churn, NULL), 0);
+  else
+    fprintf(stderr, "skipping the malloc-heavy thread: sanitizer allocator "
+                    "is not fork-safe\n");
+  while (atomic_load(&threads_ready) < 3 + churn) mht_sleep(0.001);
+  for (int round = 0; round < 5; round++) {
+    mh_executor_t *ex = pool_new(2, 0);
+    enum { N = 2000 };
+    static long in[N], out[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    ASSERT_OK(mh_executor_map(ex, t_malloc, NULL, in, sizeof(long), out,
+                              sizeof(long), N, 1, NULL));
+    for (int i = 0; i < N; i++) ASSERT_EQ(out[i], 2L * i);
+    /* Replacements come from the fork server too. */
+    int pids[2];
+    ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+    kill(pids[0], SIGKILL);
+    ASSERT_OK(mh_executor_map(ex, t_malloc, NULL, in, sizeof(long), out,
+                              sizeof(long), N, 0, NULL));
+    for (int i = 0; i < N; i++) ASSERT_EQ(out[i], 2L * i);
+    mh_executor_free(ex);
+  }
+  atomic_store(&stop_threads, 1);
+  for (int i = 0; i < 3 + churn; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* ---- worker life cycle ---------------------------------------------------- */
+
+static int g_init_value;
+
+static int init_worker(void *arg) {
+  shm_t *s = arg;
+  atomic_fetch_add(&s->inits, 1);
+  g_init_value = 42;
+  return 0;
+}
+
+static int t_init_value(const void *in, size_t isz, void *out, size_t osz,
+                        void *ctx) {
+  int v[2] = {g_init_value, (int)getpid()};
+  memcpy(out, v, sizeof v);
+  return 0;
+}
+
+static int init_fail(void *arg) { return MH_EUSER - 9; }
+
+TEST(initializer_and_max_tasks) {
+  shm_t *s = shm_new();
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.initializer = init_worker;
+  o.initarg = s;
+  o.max_tasks_per_child = 3;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  enum { N = 30 };
+  int out[N][2];
+  ASSERT_OK(mh_executor_map(ex, t_init_value, NULL, NULL, 0, out,
+                            sizeof out[0], N, 1, NULL));
+  int distinct = 0;
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(out[i][0], 42);
+    int seen = 0;
+    for (int k = 0; k < i; k++) seen |= out[k][1] == out[i][1];
+    distinct += !seen;
+  }
+  /* 30 tasks, 3 per process: at least 10 processes ran them. */
+  ASSERT_GE(distinct, 10);
+  pool_free(ex);
+  ASSERT_GE(atomic_load(&s->inits), 10);
+  /* A failing initializer fails the tasks of its worker with its code. */
+  o.initializer = init_fail;
+  o.max_tasks_per_child = 0;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  int st[4];
+  ASSERT_ERR(mh_executor_map(ex, t_init_value, NULL, NULL, 0, out,
+                             sizeof out[0], 4, 1, st),
+             MH_EUSER - 9);
+  for (int i = 0; i < 4; i++) ASSERT_ERR(st[i], MH_EUSER - 9);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+static int t_big(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  unsigned char seed;
+  memcpy(&seed, in, 1);
+  unsigned char *o = out;
+  for (size_t i = 0; i < osz; i++) o[i] = (unsigned char)(seed + i * 7);
+  return 0;
+}
+
+TEST(large_outputs) {
+  mh_executor_t *ex = pool_new(2, 0);
+  size_t osz = 3u << 20; /* 3 MB each, far beyond a pipe buffer */
+  enum { K = 6 };
+  unsigned char *out = malloc(K * osz), in[K];
+  ASSERT(out);
+  for (int i = 0; i < K; i++) in[i] = (unsigned char)(i * 31);
+  ASSERT_OK(mh_executor_map(ex, t_big, NULL, in, 1, out, osz, K, 1, NULL));
+  for (int i = 0; i < K; i++)
+    for (size_t b = 0; b < osz; b += 4099)
+      ASSERT_EQ(out[i * osz + b], (unsigned char)(in[i] + b * 7));
+  mh_future_t *f;
+  memset(out, 0, osz);
+  ASSERT_OK(mh_executor_submit(ex, t_big, in + 1, 1, out, osz, NULL, &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  mh_future_release(f);
+  ASSERT_EQ(out[osz - 1], (unsigned char)(in[1] + (osz - 1) * 7));
+  free(out);
+  pool_free(ex);
+}
+
+TEST(sigint_ignored) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[0], SIGINT));
+  ASSERT_OK(kill(pids[1], SIGINT));
+  ASSERT_OK(kill(mh__pp_server_pid(mh__executor_impl(ex)), SIGINT));
+  mht_sleep(0.1);
+  int now[2];
+  ASSERT_EQ(pool_pids(ex, now, 2), 2);
+  ASSERT_EQ(now[0], pids[0]);
+  ASSERT_EQ(now[1], pids[1]);
+  check_map(ex, 100, 1);
+  pool_free(ex);
+}
+
+HELPER(orphan) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int pids[2];
+  pool_pids(ex, pids, 2);
+  printf("%d %d %d\n", mh__pp_server_pid(mh__executor_impl(ex)), pids[0],
+         pids[1]);
+  fflush(stdout);
+  raise(SIGKILL);
+  return 0;
+}
+
+TEST(die_with_parent) {
+  mht_proc_result_t r;
+  ASSERT_OK(mht_run_helper("orphan", NULL, 30, &r));
+  ASSERT_EQ(r.exited, 0);
+  ASSERT_EQ(r.status, SIGKILL);
+  int p[3];
+  ASSERT_EQ(sscanf(r.out, "%d %d %d", &p[0], &p[1], &p[2]), 3);
+  mht_proc_free(&r);
+  double end = mht_now() + 10;
+  for (int i = 0; i < 3; i++) {
+    while (kill(p[i], 0) == 0) {
+      ASSERT(mht_now() < end);
+      mht_sleep(0.005);
+    }
+  }
+}
+
+TEST(bad_input) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  mh_executor_t *ex;
+  o.workers = 4097;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = 1;
+  o.retries = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.retries = 0;
+  o.max_tasks_per_child = -2;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  ASSERT_ERR(mh_executor_new(NULL, &o), MH_EINVAL);
+  o.max_tasks_per_child = 0;
+  o.workers = 0; /* the CPU count */
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  ASSERT_EQ(mh_executor_workers(ex), mh_cpu_count());
+  long v = 1, out;
+  mh_future_t *f = NULL;
+  ASSERT_ERR(mh_executor_submit(ex, NULL, &v, sizeof v, &out, sizeof out, NULL,
+                                &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_sq, NULL, 8, &out, sizeof out, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_sq, &v, sizeof v, NULL, 8, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, NULL, NULL, &v, 8, &out, 8, 1, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, NULL, 8, &out, 8, 1, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, &v, 8, &out, 8, SIZE_MAX / 4, 0,
+                             NULL),
+             MH_EINVAL);
+  pool_free(ex);
+  /* Engine level: its own checks. */
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(0);
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 4097;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 1;
+  c.hooks.finish = NULL;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  ASSERT_ERR(mh__pp_submit(NULL, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh__pp_shutdown(NULL, 0), MH_EINVAL);
+  mh__pp_free(NULL);
+}
+
+TEST(many_workers_and_alloc_failures) {
+  /* 64 workers start, run, and go away. */
+  mh_executor_t *ex = pool_new(64, 0);
+  check_map(ex, 5000, 1);
+  pool_free(ex);
+  /* Every allocation failure on the way to a pool leaks nothing. */
+  for (long k = 0; k < 20; k++) {
+    mht_alloc_fail_after(k);
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = MH_BACKEND_PROCESSES;
+    o.workers = 2;
+    int rc = mh_executor_new(&ex, &o);
+    if (rc == 0) {
+      long v = 3, out = 0;
+      mh_future_t *f = NULL;
+      rc = mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                              &f);
+      if (rc == 0) {
+        ASSERT_OK(mh_future_result(f, 30));
+        ASSERT_EQ(out, 9);
+        mh_future_release(f);
+      } else {
+        ASSERT_ERR(rc, MH_ENOMEM);
+      }
+      mh_executor_free(ex);
+    } else {
+      ASSERT_ERR(rc, MH_ENOMEM);
+    }
+    ASSERT_EQ(mht_alloc_live(), 0);
+    mht_alloc_reset();
+    ASSERT_EQ(mht_count_children(), 0);
+  }
+}
+
+TEST(pooling_example) {
+  static char path[] = MHT_BUILD_DIR "/examples/pooling";
+  char *argv[] = {path, NULL};
+  mht_proc_result_t r;
+  ASSERT_OK(mht_run(argv, 30, &r));
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  for (int n = 1; n <= 5; n++) {
+    char want[64];
+    snprintf(want, sizeof want, "Worker process id for %d: ", n);
+    char *p = strstr(r.out, want);
+    ASSERT(p != NULL);
+    int pid = atoi(p + strlen(want));
+    ASSERT_GT(pid, 0);
+  }
+  const char *last = strstr(r.out, "[1, 4, 9, 16, 25]\n");
+  ASSERT(last != NULL);
+  ASSERT_EQ(strlen(last), strlen("[1, 4, 9, 16, 25]\n"));
+  mht_proc_free(&r);
+}
+
+/* Pool B's server is forked while pool A exists: freeing A first must not
+ * wait for B (B's processes must not hold A's descriptors). */
+TEST(two_pools) {
+  mh_executor_t *a = pool_new(2, 0);
+  mh_executor_t *b = pool_new(2, 0);
+  check_map(a, 1000, 1);
+  check_map(b, 1000, 1);
+  double t0 = mht_now();
+  mh_executor_free(a);
+  ASSERT_LT(mht_now() - t0, 5.0);
+  check_map(b, 1000, 0);
+  mh_executor_t *c = pool_new(1, 0);
+  mh_executor_free(b);
+  check_map(c, 100, 1);
+  pool_free(c);
+}
+
+/* Threads keep submitting while the pool is shut down with cancellation:
+ * every future they got ends (finished or cancelled), nothing hangs, and no
+ * process is left. */
+typedef struct racer {
+  mh_executor_t *ex;
+  mh_future_t *fs[400];
+  int n;
+  long in, out[400];
+} racer_t;
+
+static void *race_submit(void *arg) {
+  racer_t *r = arg;
+  while (r->n < 400) {
+    int rc = mh_executor_submit(r->ex, t_sq, &r->in, sizeof r->in,
+                                &r->out[r->n], sizeof(long), NULL,
+                                &r->fs[r->n]);
+    if (rc == MH_ESHUTDOWN) break;
+    ASSERT_OK(rc);
+    r->n++;
+    mht_jitter(200);
+  }
+  return NULL;
+}
+
+TEST(shutdown_race) {
+  for (int round = 0; round < (int)mht_scaled(6); round++) {
+    mh_executor_t *ex = pool_new(2, 0);
+    static racer_t rs[3];
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++) {
+      memset(&rs[i], 0, sizeof rs[i]);
+      rs[i].ex = ex;
+      rs[i].in = 7;
+      ASSERT_EQ(pthread_create(&th[i], NULL, race_submit, &rs[i]), 0);
+    }
+    mht_jitter(20000);
+    unsigned flags = MH_SHUTDOWN_WAIT | (round % 2 ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
+    double t0 = mht_now();
+    ASSERT_OK(mh_executor_shutdown(ex, flags));
+    ASSERT_LT(mht_now() - t0, 20.0);
+    for (int i = 0; i < 3; i++) {
+      pthread_join(th[i], NULL);
+      for (int k = 0; k < rs[i].n; k++) {
+        ASSERT_OK(mh_future_wait(rs[i].fs[k], 10));
+        int rc = mh_future_result(rs[i].fs[k], 0);
+        if (rc == 0)
+          ASSERT_EQ(rs[i].out[k], 49);
+        else
+          ASSERT(rc == MH_ECANCELED && (flags & MH_SHUTDOWN_CANCEL_FUTURES));
+        mh_future_release(rs[i].fs[k]);
+      }
+    }
+    pool_free(ex);
+  }
+}
+
+static int t_suicide(const void *in, size_t isz, void *out, size_t osz,
+                     void *ctx) {
+  shm_t *s = ctx;
+  atomic_fetch_add(&s->hang_runs, 1);
+  raise(SIGKILL);
+  return 0;
+}
+
+/* An item that kills every worker that runs it: re-run `retries` times on
+ * new workers, then it fails; the pool goes on. */
+TEST(retries_exhausted) {
+  shm_t *s = shm_new();
+  mh_executor_t *ex = pool_new(2, 2);
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_suicide, NULL, 0, NULL, 0, s, &f));
+  ASSERT_ERR(mh_future_result(f, 30), MH_EWORKERDIED);
+  int pid = 0, code = 0;
+  ASSERT_OK(mh_future_worker_exit(f, &pid, &code));
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(code, -SIGKILL);
+  ASSERT_EQ(atomic_load(&s->hang_runs), 3);
+  mh_future_release(f);
+  check_map(ex, 500, 1);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+/* Futures queued behind busy workers can still be cancelled. */
+TEST(cancel_queued) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  enum { K = 40 };
+  mh_future_t *h[2], *q[K];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < K; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &q[i]));
+  mht_sleep(0.1);
+  int cancelled = 0;
+  for (int i = K - 1; i >= 0; i--)
+    if (mh_future_cancel(q[i]) == 0) cancelled++;
+  ASSERT_GE(cancelled, K - 2 * 4);
+  ASSERT_ERR(mh_future_result(q[K - 1], 0), MH_ECANCELED);
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  for (int i = 0; i < 2; i++) mh_future_release(h[i]);
+  for (int i = 0; i < K; i++) {
+    ASSERT_EQ(mh_future_done(q[i]), 1);
+    mh_future_release(q[i]);
+  }
+  pool_free(ex);
+}
+
+static int t_maybe_crash(const void *in, size_t isz, void *out, size_t osz,
+                         void *ctx) {
+  long v;
+  memcpy(&v, in, sizeof v);
+  if (v == 1234) {
+    volatile uintptr_t addr = 64;
+    *(volatile int *)addr = 1; /* segfault */
+  }
+  v *= 3;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+/* imap, ordered and unordered, with an item that crashes its worker in the
+ * middle of a chunk: that item alone yields MH_EWORKERDIED. */
+TEST(imap_crash) {
+  mh_executor_t *ex = pool_new(2, 0);
+  enum { N = 3000 };
+  static long in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  for (int mode = 0; mode < 2; mode++) {
+    mh_map_iter_t *it;
+    ASSERT_OK(mh_executor_imap(ex, t_maybe_crash, NULL, in, sizeof(long), out,
+                               sizeof(long), N, 100,
+                               mode ? MH_MAP_UNORDERED : 0, &it));
+    size_t idx;
+    int st, rc, n = 0, died = 0;
+    while ((rc = mh_map_iter_next(it, 30, &idx, &st)) == 0) {
+      n++;
+      if (idx == 1234) {
+        ASSERT_ERR(st, MH_EWORKERDIED);
+        died++;
+      } else {
+        ASSERT_ERR(st, 0);
+        ASSERT_EQ(out[idx], 3L * (long)idx);
+      }
+    }
+    ASSERT_ERR(rc, MH_EEOF);
+    ASSERT_EQ(n, N);
+    ASSERT_EQ(died, 1);
+    mh_map_iter_free(it);
+  }
+  pool_free(ex);
+}
+
+static int init_suicide(void *arg) {
+  mht_sleep(0.05); /* usually after mh_executor_new returned */
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Workers that die in their initializer every time: instead of replacing
+ * them forever, the pool gives up and fails the tasks; nothing hangs. */
+TEST(initializer_crashes) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.initializer = init_suicide;
+  mh_executor_t *ex;
+  /* The workers may die before mh_executor_new returns: it then says
+   * MH_EAGAIN; otherwise the tasks fail. */
+  int rc = mh_executor_new(&ex, &o);
+  if (rc == MH_EAGAIN) {
+    fprintf(stderr, "the workers died while the pool started\n");
+    ASSERT_EQ(mht_count_children(), 0);
+    return;
+  }
+  ASSERT_OK(rc);
+  long v = 2, out = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                               &f));
+  ASSERT_ERR(mh_future_result(f, 30), MH_EWORKERDIED);
+  mh_future_release(f);
+  ASSERT_ERR(mh_executor_map(ex, t_sq, NULL, &v, sizeof v, &out, sizeof out, 1,
+                             1, NULL),
+             MH_EWORKERDIED);
+  pool_free(ex);
+}
