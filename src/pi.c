@@ -209,6 +209,10 @@ typedef struct pi_slot {
   mh_future_t *fut; /* NULL when free */
 } pi_slot_t;
 
+_Static_assert(sizeof(pi_task_out_t) == MH__CACHE_LINE &&
+                   sizeof(pi_slot_t) % MH__CACHE_LINE == 0,
+               "task outputs must each fill one cache line");
+
 static int pi_task(const void *in, size_t in_size, void *out, size_t out_size,
                    void *ctx) {
   MH__UNUSED(ctx);
