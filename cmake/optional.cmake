@@ -18,11 +18,6 @@ endif()
 if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(MH_HAVE_MPI 1)
   file(GLOB MH_MPI_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/mpi/*.c)
-  # The pi module may not be in this tree yet (it grows on its own branch);
-  # a scalar stand-in with the same contract keeps the MPI layer buildable.
-  if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/src/pi.c)
-    list(FILTER MH_MPI_SOURCES EXCLUDE REGEX "pi_fallback\\.c$")
-  endif()
   add_library(manyhands_mpi STATIC ${MH_MPI_SOURCES})
   set_target_properties(manyhands_mpi PROPERTIES C_VISIBILITY_PRESET hidden
                         POSITION_INDEPENDENT_CODE ON)

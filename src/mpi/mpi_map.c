@@ -302,7 +302,7 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
       strcpy(cmd.name, name);
       if (MPI_Send(&cmd, (int)sizeof cmd, MPI_BYTE, r, MH__TAG_MAP_CMD,
                    mh__mpi.comm) != MPI_SUCCESS ||
-          (count * in_size &&
+          (count * in_size != 0 &&
            MPI_Send((const char *)in + next * in_size, (int)(count * in_size),
                     MPI_BYTE, r, MH__TAG_MAP_IN, mh__mpi.comm) != MPI_SUCCESS) ||
           MPI_Irecv(&hdrs[r], (int)sizeof hdrs[r], MPI_BYTE, r,
@@ -351,7 +351,7 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
         rc = MH_EMPI;
         goto stop;
       }
-      if ((count * out_size &&
+      if ((count * out_size != 0 &&
            MPI_Recv((char *)out + first * out_size, (int)(count * out_size),
                     MPI_BYTE, r, MH__TAG_MAP_OUT, mh__mpi.comm,
                     MPI_STATUS_IGNORE) != MPI_SUCCESS) ||
