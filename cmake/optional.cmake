@@ -27,7 +27,8 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   target_include_directories(manyhands_mpi PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
   target_link_libraries(manyhands_mpi PUBLIC manyhands_static MPI::MPI_C)
   add_library(manyhands::manyhands_mpi ALIAS manyhands_mpi)
-  install(TARGETS manyhands_mpi EXPORT manyhandsTargets
+  # Not in the exported package: a consumer would also need find_package(MPI).
+  install(TARGETS manyhands_mpi
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands)
 
