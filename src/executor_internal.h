@@ -55,6 +55,11 @@ void *mh__executor_impl(const mh_executor_t *ex);
 /* The task of a future (valid for the future's lifetime). */
 const mh__task_t *mh__future_task(const mh_future_t *f);
 
+/* A link field inside the future that its backend may use for an intrusive
+ * queue while it holds the future (so queueing allocates nothing).  Only the
+ * backend the future was submitted to touches it. */
+mh_future_t **mh__future_link(mh_future_t *f);
+
 /* PENDING -> RUNNING.  Returns 1 if the caller now runs it, 0 if it had been
  * cancelled (the caller then drops it: mh_future_release). */
 int mh__future_set_running(mh_future_t *f);

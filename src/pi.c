@@ -153,3 +153,204 @@ void mh_pi_options_init(mh_pi_options_t *opts) {
   opts->seed = MH_PI_DEFAULT_SEED;
   opts->kernel = MH_PI_KERNEL_AUTO;
 }
+
+/* ---- the plan ----------------------------------------------------------- */
+
+/* Largest n: 2^63 - 1 (so that n, block counts and sums fit in int64). */
+#define MH__PI_MAX_N ((UINT64_C(1) << 63) - 1)
+
+int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan) {
+  if (!plan || n == 0 || n > MH__PI_MAX_N || workers < 1) return MH_EINVAL;
+  plan->n = n;
+  plan->nblocks = (n - 1) / MH_PI_BLOCK_POINTS + 1; /* no overflow */
+  plan->last_points = n - (plan->nblocks - 1) * MH_PI_BLOCK_POINTS;
+  /* Several blocks per task amortise the cost of a submission (large on the
+   * process backend), but at least ~16 tasks per worker keep the load
+   * balanced and cancellation prompt; a task never exceeds 8 blocks. */
+  uint64_t per = plan->nblocks / ((uint64_t)workers * 16);
+  if (per < 1) per = 1;
+  if (per > 8) per = 8;
+  plan->blocks_per_task = per;
+  plan->ntasks = (plan->nblocks - 1) / per + 1;
+  /* In flight: enough that every worker has a task queued behind the one it
+   * runs while the caller collects results in order. */
+  uint64_t window = (uint64_t)workers * 2 + 2;
+  if (window > plan->ntasks) window = plan->ntasks;
+  plan->window = (size_t)window;
+  return 0;
+}
+
+/* ---- mh_pi_run ---------------------------------------------------------- */
+
+/* What a task receives: plain data only, so the process backend can copy it
+ * and a worker in another address space can run it. */
+typedef struct pi_task_in {
+  uint64_t seed;
+  uint64_t first_block;
+  uint64_t nblocks;     /* blocks in this task */
+  uint64_t last_points; /* points of its last block */
+  int32_t kernel;       /* resolved, never AUTO */
+} pi_task_in_t;
+
+/* What a task returns, one cache line each, so that workers finishing
+ * neighbouring slots never write the same line. */
+typedef struct pi_task_out {
+  _Alignas(MH__CACHE_LINE) uint64_t inside;
+  uint64_t points;
+} pi_task_out_t;
+
+typedef struct pi_slot {
+  pi_task_out_t out; /* written by the worker */
+  _Alignas(MH__CACHE_LINE) pi_task_in_t in;
+  mh_future_t *fut; /* NULL when free */
+} pi_slot_t;
+
+static int pi_task(const void *in, size_t in_size, void *out, size_t out_size,
+                   void *ctx) {
+  MH__UNUSED(ctx);
+  if (!in || !out || in_size != sizeof(pi_task_in_t) ||
+      out_size != sizeof(pi_task_out_t))
+    return MH_EINVAL;
+  const pi_task_in_t *t = in;
+  pi_task_out_t *o = out;
+  mh_pi_kernel_t k = (mh_pi_kernel_t)t->kernel;
+  if (k == MH_PI_KERNEL_AUTO || !mh_pi_kernel_supported(k)) return MH_ENOTSUP;
+  uint64_t inside = 0, points = 0;
+  for (uint64_t i = 0; i < t->nblocks; i++) {
+    uint64_t np = i + 1 == t->nblocks ? t->last_points : MH_PI_BLOCK_POINTS;
+    inside += count_block(t->seed, t->first_block + i, np, k);
+    points += np;
+  }
+  o->inside = inside;
+  o->points = points;
+  return 0;
+}
+
+static void fill_result(mh_pi_result_t *res, uint64_t inside, uint64_t done) {
+  res->inside = inside;
+  res->done = done;
+  mh_pi_estimate(inside, done, &res->pi, &res->stderr_pi);
+  res->abs_error = done ? fabs(res->pi - M_PI) : 0.0;
+}
+
+/* Points below which a run of a single block is counted on the calling
+ * thread: a hand-off to a worker would cost more than the work. */
+#define MH__PI_INLINE_POINTS (UINT64_C(1) << 16)
+/* How often progress is reported and the cancel flag polled (seconds). */
+#define MH__PI_TICK 0.05
+#define MH__PI_CANCEL_POLL 0.01
+
+int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
+              mh_pi_result_t *res) {
+  if (!ex || !opts || !res || opts->flags != 0) return MH_EINVAL;
+  int workers = mh_executor_workers(ex);
+  int backend = mh_executor_backend(ex);
+  if (workers < 1 || backend < 0) return MH_EINVAL;
+  mh__pi_plan_t plan;
+  int rc = mh__pi_plan(opts->n, workers, &plan);
+  if (rc) return rc;
+  mh_pi_kernel_t kernel;
+  rc = resolve_kernel(opts->kernel, &kernel);
+  if (rc) return rc;
+
+  double t0 = mh__now();
+  memset(res, 0, sizeof *res);
+  res->n = opts->n;
+  res->kernel = kernel;
+  res->workers = workers;
+  res->backend = (mh_backend_t)backend;
+
+  if (plan.nblocks == 1 && opts->n <= MH__PI_INLINE_POINTS &&
+      !(opts->cancel && *opts->cancel)) {
+    fill_result(res, count_block(opts->seed, 0, opts->n, kernel), opts->n);
+    if (opts->progress) opts->progress(opts->n, opts->n, opts->progress_arg);
+    res->seconds = mh__now() - t0;
+    return 0;
+  }
+
+  /* The ring of slots: memory bounded by the worker count, never by n. */
+  void *raw = mh__malloc(plan.window * sizeof(pi_slot_t) + MH__CACHE_LINE);
+  if (!raw) return MH_ENOMEM;
+  pi_slot_t *slots =
+      (pi_slot_t *)(((uintptr_t)raw + MH__CACHE_LINE - 1) &
+                    ~(uintptr_t)(MH__CACHE_LINE - 1));
+  memset(slots, 0, plan.window * sizeof(pi_slot_t));
+
+  uint64_t next_task = 0, inside = 0, done = 0;
+  size_t head = 0, inflight = 0; /* slots head .. head+inflight-1 are busy */
+  int status = 0;                /* first failure, or MH_ECANCELED */
+  double next_tick = t0 + MH__PI_TICK;
+  for (;;) {
+    if (status == 0 && opts->cancel && *opts->cancel) {
+      status = MH_ECANCELED;
+      /* Tasks still queued are dropped; running ones are waited for. */
+      for (size_t i = 0; i < inflight; i++)
+        (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+    }
+    /* Keep the window full. */
+    while (status == 0 && inflight < plan.window && next_task < plan.ntasks) {
+      pi_slot_t *s = &slots[(head + inflight) % plan.window];
+      uint64_t first = next_task * plan.blocks_per_task;
+      uint64_t nb = plan.nblocks - first;
+      if (nb > plan.blocks_per_task) nb = plan.blocks_per_task;
+      s->in.seed = opts->seed;
+      s->in.first_block = first;
+      s->in.nblocks = nb;
+      s->in.last_points = first + nb == plan.nblocks ? plan.last_points
+                                                     : MH_PI_BLOCK_POINTS;
+      s->in.kernel = (int32_t)kernel;
+      s->out.inside = 0;
+      s->out.points = 0;
+      rc = mh_executor_submit(ex, pi_task, &s->in, sizeof s->in, &s->out,
+                              sizeof s->out, NULL, &s->fut);
+      if (rc) {
+        s->fut = NULL;
+        status = rc;
+        break;
+      }
+      inflight++;
+      next_task++;
+    }
+    if (inflight == 0) break;
+
+    /* Wait for the oldest task, waking up to report progress and to poll
+     * the cancel flag. */
+    pi_slot_t *s = &slots[head];
+    double timeout = MH_FOREVER;
+    if (opts->progress) {
+      timeout = next_tick - mh__now();
+      if (timeout < 0) timeout = 0;
+    }
+    if (opts->cancel && status == 0 &&
+        (timeout == MH_FOREVER || timeout > MH__PI_CANCEL_POLL))
+      timeout = MH__PI_CANCEL_POLL;
+    rc = mh_future_wait(s->fut, timeout);
+    if (rc == 0) {
+      int code = mh_future_result(s->fut, 0);
+      if (code == 0) {
+        inside += s->out.inside;
+        done += s->out.points;
+      } else if (status == 0 && code != MH_ECANCELED) {
+        status = code;
+        for (size_t i = 1; i < inflight; i++)
+          (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+      }
+      mh_future_release(s->fut);
+      s->fut = NULL;
+      head = (head + 1) % plan.window;
+      inflight--;
+    } else if (rc != MH_ETIMEDOUT && status == 0) {
+      status = rc; /* cannot happen with a valid future; keep draining */
+    }
+    if (opts->progress && mh__now() >= next_tick) {
+      opts->progress(done, opts->n, opts->progress_arg);
+      next_tick = mh__now() + MH__PI_TICK;
+    }
+  }
+  mh__free(raw);
+  fill_result(res, inside, done);
+  res->seconds = mh__now() - t0;
+  if (status == 0 && opts->progress)
+    opts->progress(done, opts->n, opts->progress_arg);
+  return status;
+}

@@ -118,6 +118,19 @@ uint64_t mh__pi_kernel_scalar(mh__pi_stream_t *st, uint64_t npoints);
 uint64_t mh__pi_kernel_avx2(mh__pi_stream_t *st, uint64_t npoints);
 uint64_t mh__pi_kernel_avx512(mh__pi_stream_t *st, uint64_t npoints);
 
+/* How mh_pi_run cuts n points into blocks and tasks (pi.c). */
+typedef struct mh__pi_plan {
+  uint64_t n;
+  uint64_t nblocks;         /* ceil(n / MH_PI_BLOCK_POINTS) */
+  uint64_t last_points;     /* points of the last block, 1 .. BLOCK_POINTS */
+  uint64_t blocks_per_task; /* 1 .. 8, from n and the worker count */
+  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task) */
+  size_t window;            /* tasks in flight at most */
+} mh__pi_plan_t;
+
+/* Plan a run: MH_EINVAL for n == 0, n > 2^63 - 1, workers < 1. */
+int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan);
+
 /* Test hook: when non-zero, mh__pi_stream_init ignores the block index, so
  * every block repeats the same stream.  Only the statistics test sets it, to
  * show that the test catches such a broken generator. */

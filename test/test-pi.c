@@ -1,6 +1,7 @@
 /* test-pi.c - the Monte Carlo pi job: kernels agree, counts are pinned and
  * exact, the statistics are sound, and runs do not depend on the workers. */
 #include <math.h>
+#include <pthread.h>
 
 #include "test.h"
 #include "../src/pi_internal.h"
@@ -252,4 +253,327 @@ TEST(estimate) {
   ASSERT_UEQ(o.n, 0);
   ASSERT(o.progress == NULL && o.cancel == NULL);
   mh_pi_options_init(NULL);
+}
+
+/* ---- the plan and mh_pi_run --------------------------------------------- */
+
+/* The count of a run computed block by block on this thread. */
+static uint64_t serial_count(uint64_t seed, uint64_t n, mh_pi_kernel_t k) {
+  uint64_t inside = 0, block = 0;
+  while (n) {
+    uint64_t m = n < MH_PI_BLOCK_POINTS ? n : MH_PI_BLOCK_POINTS;
+    inside += count(seed, block++, m, k);
+    n -= m;
+  }
+  return inside;
+}
+
+static mh_executor_t *new_executor(mh_backend_t backend, int workers) {
+  mh_executor_options_t eo;
+  mh_executor_options_init(&eo);
+  eo.backend = backend;
+  eo.workers = workers;
+  mh_executor_t *ex = NULL;
+  int rc = mh_executor_new(&ex, &eo);
+  if (rc == MH_ENOTSUP) return NULL;
+  ASSERT_OK(rc);
+  return ex;
+}
+
+static mh_pi_result_t run(mh_executor_t *ex, uint64_t n, uint64_t seed,
+                          mh_pi_kernel_t k) {
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = n;
+  o.seed = seed;
+  o.kernel = k;
+  mh_pi_result_t r;
+  ASSERT_OK(mh_pi_run(ex, &o, &r));
+  ASSERT_UEQ(r.n, n);
+  ASSERT_UEQ(r.done, n);
+  ASSERT(r.kernel != MH_PI_KERNEL_AUTO);
+  ASSERT(r.seconds >= 0);
+  double pi, se;
+  mh_pi_estimate(r.inside, n, &pi, &se);
+  ASSERT_DEQ(r.pi, pi, 0);
+  ASSERT_DEQ(r.stderr_pi, se, 0);
+  ASSERT_DEQ(r.abs_error, fabs(pi - M_PI), 1e-15);
+  return r;
+}
+
+TEST(plan) {
+  mh__pi_plan_t p;
+  const uint64_t max = (UINT64_C(1) << 63) - 1;
+  static const int ws[] = {1, 2, 3, 8, 4096};
+  for (int i = 0; i < 5; i++) {
+    ASSERT_OK(mh__pi_plan(max, ws[i], &p));
+    ASSERT_UEQ(p.nblocks, UINT64_C(1) << 41);
+    ASSERT_UEQ(p.last_points, MH_PI_BLOCK_POINTS - 1);
+    ASSERT_UEQ((p.nblocks - 1) * MH_PI_BLOCK_POINTS + p.last_points, max);
+    ASSERT(p.blocks_per_task >= 1 && p.blocks_per_task <= 8);
+    ASSERT(p.ntasks * p.blocks_per_task >= p.nblocks);
+    ASSERT((p.ntasks - 1) * p.blocks_per_task < p.nblocks);
+    ASSERT_ULE(p.window, (uint64_t)ws[i] * 2 + 2);
+  }
+  ASSERT_OK(mh__pi_plan(1, 4, &p));
+  ASSERT_UEQ(p.nblocks, 1);
+  ASSERT_UEQ(p.last_points, 1);
+  ASSERT_UEQ(p.window, 1);
+  ASSERT_OK(mh__pi_plan(MH_PI_BLOCK_POINTS, 1, &p));
+  ASSERT_UEQ(p.nblocks, 1);
+  ASSERT_UEQ(p.last_points, MH_PI_BLOCK_POINTS);
+  ASSERT_OK(mh__pi_plan(MH_PI_BLOCK_POINTS + 1, 1, &p));
+  ASSERT_UEQ(p.nblocks, 2);
+  ASSERT_UEQ(p.last_points, 1);
+  /* The blocks never depend on the workers. */
+  for (int w = 1; w <= 64; w++) {
+    mh__pi_plan_t q;
+    ASSERT_OK(mh__pi_plan(1000 * MH_PI_BLOCK_POINTS + 5, w, &q));
+    ASSERT_UEQ(q.nblocks, 1001);
+    ASSERT_UEQ(q.last_points, 5);
+  }
+  ASSERT_ERR(mh__pi_plan(0, 1, &p), MH_EINVAL);
+  ASSERT_ERR(mh__pi_plan(max + 1, 1, &p), MH_EINVAL);
+  ASSERT_ERR(mh__pi_plan(UINT64_MAX, 1, &p), MH_EINVAL);
+  ASSERT_ERR(mh__pi_plan(10, 0, &p), MH_EINVAL);
+  ASSERT_ERR(mh__pi_plan(10, 1, NULL), MH_EINVAL);
+}
+
+TEST(run_errors) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  mh_pi_result_t r;
+  o.n = 1000;
+  ASSERT_ERR(mh_pi_run(NULL, &o, &r), MH_EINVAL);
+  ASSERT_ERR(mh_pi_run(ex, NULL, &r), MH_EINVAL);
+  ASSERT_ERR(mh_pi_run(ex, &o, NULL), MH_EINVAL);
+  o.n = 0;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_EINVAL);
+  o.n = UINT64_C(1) << 63;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_EINVAL);
+  o.n = UINT64_MAX;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_EINVAL);
+  o.n = 1000;
+  o.flags = 1;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_EINVAL);
+  o.flags = 0;
+  o.kernel = (mh_pi_kernel_t)17;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_EINVAL);
+  o.kernel = MH_PI_KERNEL_AVX512;
+  mh__pi_test_disabled_kernels = 1u << MH_PI_KERNEL_AVX512;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_ENOTSUP);
+  mh__pi_test_disabled_kernels = 0;
+  /* A shut-down executor refuses the tasks: the run reports it. */
+  o.kernel = MH_PI_KERNEL_AUTO;
+  o.n = 3 * MH_PI_BLOCK_POINTS;
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT));
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_ESHUTDOWN);
+  ASSERT_UEQ(r.done, 0);
+  mh_executor_free(ex);
+}
+
+/* Small and odd sizes: N = 1, N not a multiple of anything, one block, one
+ * block and one point. */
+TEST(run_sizes) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 3);
+  static const uint64_t ns[] = {1, 2, 31, 33, 1000, 65536, 65537, 999983,
+                                MH_PI_BLOCK_POINTS, MH_PI_BLOCK_POINTS + 1,
+                                3 * MH_PI_BLOCK_POINTS + 4099};
+  for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+    mh_pi_result_t r = run(ex, ns[i], 99, MH_PI_KERNEL_AUTO);
+    ASSERT_UEQ(r.inside, serial_count(99, ns[i], MH_PI_KERNEL_SCALAR));
+    ASSERT_EQ(r.workers, 3);
+    ASSERT_EQ(r.backend, MH_BACKEND_THREADS);
+  }
+  /* N = 1000: well under a millisecond of job time (printed, not asserted:
+   * the machine is shared). */
+  double best = 1e9;
+  for (int i = 0; i < 20; i++) {
+    mh_pi_result_t r = run(ex, 1000, (uint64_t)i, MH_PI_KERNEL_AUTO);
+    if (r.seconds < best) best = r.seconds;
+  }
+  printf("N=1000: best job time %.1f us\n", best * 1e6);
+  mh_executor_free(ex);
+}
+
+/* The count does not depend on the worker count, nor on the kernel. */
+TEST(run_workers_agree) {
+  const uint64_t n = 20 * MH_PI_BLOCK_POINTS + 12345;
+  const uint64_t want = serial_count(7, n, MH_PI_KERNEL_AUTO);
+  for (int w = 1; w <= 8; w++) {
+    mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, w);
+    ASSERT_UEQ(run(ex, n, 7, MH_PI_KERNEL_AUTO).inside, want);
+    if (w <= 3) {
+      for (int k = 0; k < NKERNELS; k++) {
+        if (!mh_pi_kernel_supported(all_kernels[k])) continue;
+        uint64_t m = 2 * MH_PI_BLOCK_POINTS + 777;
+        ASSERT_UEQ(run(ex, m, 8, all_kernels[k]).inside,
+                   serial_count(8, m, MH_PI_KERNEL_SCALAR));
+      }
+    }
+    mh_executor_free(ex);
+  }
+}
+
+TEST(run_processes) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_PROCESSES, 2);
+  if (!ex) {
+    printf("process backend not built here (MH_ENOTSUP): skipped\n");
+    return;
+  }
+  const uint64_t n = 9 * MH_PI_BLOCK_POINTS + 3;
+  const uint64_t want = serial_count(11, n, MH_PI_KERNEL_AUTO);
+  mh_executor_free(ex);
+  for (int w = 1; w <= 8; w++) {
+    ex = new_executor(MH_BACKEND_PROCESSES, w);
+    ASSERT(ex != NULL);
+    mh_pi_result_t r = run(ex, n, 11, MH_PI_KERNEL_AUTO);
+    ASSERT_UEQ(r.inside, want);
+    ASSERT_EQ(r.backend, MH_BACKEND_PROCESSES);
+    mh_executor_free(ex);
+  }
+}
+
+typedef struct {
+  pthread_t caller;
+  int calls;
+  uint64_t last_done, total;
+  int bad;
+  volatile int *cancel;
+  uint64_t cancel_at;
+} progress_t;
+
+static void on_progress(uint64_t done, uint64_t total, void *arg) {
+  progress_t *p = arg;
+  if (!pthread_equal(p->caller, pthread_self())) p->bad = 1;
+  if (done < p->last_done || done > total) p->bad = 1;
+  p->calls++;
+  p->last_done = done;
+  p->total = total;
+  if (p->cancel && done >= p->cancel_at) *p->cancel = 1;
+}
+
+TEST(run_progress) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  /* The scalar kernel: slow enough to last a few ticks. */
+  o.kernel = MH_PI_KERNEL_SCALAR;
+  o.n = 40 * MH_PI_BLOCK_POINTS + 1;
+  progress_t p = {.caller = pthread_self()};
+  o.progress = on_progress;
+  o.progress_arg = &p;
+  mh_pi_result_t r;
+  ASSERT_OK(mh_pi_run(ex, &o, &r));
+  printf("%d progress calls in %.3f s\n", p.calls, r.seconds);
+  ASSERT_EQ(p.bad, 0);
+  ASSERT_GE(p.calls, 2);
+  ASSERT_UEQ(p.last_done, o.n);
+  ASSERT_UEQ(p.total, o.n);
+  ASSERT_UEQ(r.inside, serial_count(o.seed, o.n, MH_PI_KERNEL_AUTO));
+  mh_executor_free(ex);
+}
+
+TEST(run_cancel) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.kernel = MH_PI_KERNEL_SCALAR;
+  o.n = 400 * MH_PI_BLOCK_POINTS; /* ~2 s of scalar work: never finished */
+  volatile int cancel = 0;
+  o.cancel = &cancel;
+  progress_t p = {.caller = pthread_self(), .cancel = &cancel,
+                  .cancel_at = 2 * MH_PI_BLOCK_POINTS};
+  o.progress = on_progress;
+  o.progress_arg = &p;
+  mh_pi_result_t r;
+  double t0 = mht_now();
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_ECANCELED);
+  double dt = mht_now() - t0;
+  printf("cancelled after %.3f s with %" PRIu64 " points\n", dt, r.done);
+  ASSERT_EQ(p.bad, 0);
+  ASSERT(r.done >= 2 * MH_PI_BLOCK_POINTS && r.done < o.n);
+  ASSERT_UEQ(r.done % MH_PI_BLOCK_POINTS, 0); /* whole blocks only */
+  ASSERT(r.inside <= r.done);
+  ASSERT(fabs(r.pi - M_PI) < 0.01);
+  ASSERT_UEQ(r.n, o.n);
+
+  /* Cancelled before it starts: nothing is counted. */
+  cancel = 1;
+  o.progress = NULL;
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_ECANCELED);
+  ASSERT_UEQ(r.done, 0);
+  ASSERT_UEQ(r.inside, 0);
+
+  /* The executor still works afterwards, and a flag that stays 0 changes
+   * nothing. */
+  cancel = 0;
+  o.n = 5 * MH_PI_BLOCK_POINTS + 5;
+  o.kernel = MH_PI_KERNEL_AUTO;
+  ASSERT_OK(mh_pi_run(ex, &o, &r));
+  ASSERT_UEQ(r.inside, serial_count(o.seed, o.n, MH_PI_KERNEL_AUTO));
+  mh_executor_free(ex);
+}
+
+static volatile int async_cancel;
+
+static void *cancel_later(void *arg) {
+  mht_sleep(*(double *)arg);
+  async_cancel = 1;
+  return NULL;
+}
+
+/* A flag set by another thread (as a signal handler would) stops the run
+ * promptly: what runs is at most one task per worker. */
+TEST(run_cancel_async) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = (UINT64_C(1) << 63) - 1; /* years of work: only cancel ends it */
+  o.cancel = &async_cancel;
+  double delay = 0.05;
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, cancel_later, &delay), 0);
+  mh_pi_result_t r;
+  double t0 = mht_now();
+  ASSERT_ERR(mh_pi_run(ex, &o, &r), MH_ECANCELED);
+  double dt = mht_now() - t0;
+  pthread_join(th, NULL);
+  printf("stopped %.1f ms after the flag\n", (dt - delay) * 1e3);
+  ASSERT(dt < 5.0); /* generous: sanitizers and a shared machine */
+  ASSERT(r.done > 0);
+  ASSERT(fabs(r.pi - M_PI) < 0.01);
+  mh_executor_free(ex);
+}
+
+TEST(run_alloc_failure) {
+  mht_alloc_fail_after(-1);
+  mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
+  long base = mht_alloc_live();
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = 30 * MH_PI_BLOCK_POINTS + 9;
+  uint64_t want = serial_count(o.seed, o.n, MH_PI_KERNEL_AUTO);
+  int failures = 0;
+  for (long k = 0; k < 40; k++) {
+    mht_alloc_fail_after(k);
+    mh_pi_result_t r;
+    int rc = mh_pi_run(ex, &o, &r);
+    mht_alloc_fail_after(-1);
+    if (rc == 0) {
+      ASSERT_UEQ(r.inside, want);
+    } else {
+      ASSERT_ERR(rc, MH_ENOMEM);
+      ASSERT(r.done < o.n || k == 0);
+      failures++;
+    }
+    /* A worker drops its reference to a future just after finishing it:
+     * give it a moment, then nothing may be left. */
+    for (int i = 0; i < 2000 && mht_alloc_live() != base; i++) mht_sleep(0.001);
+    ASSERT_EQ(mht_alloc_live(), base);
+  }
+  ASSERT_GT(failures, 0);
+  mh_executor_free(ex);
+  mht_alloc_reset();
 }

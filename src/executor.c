@@ -1,0 +1,1114 @@
+/* executor.c - the generic executor: the shell over a backend, futures,
+ * map / imap built from chunk futures, wait and as_completed.
+ *
+ * Futures.  A future is small (about 110 bytes) so that a million pending
+ * ones fit in little memory: it has no mutex and no condition variable.  Its
+ * life is one 32-bit state word:
+ *
+ *     PENDING -> RUNNING -> FINISHED        (a backend ran it)
+ *     PENDING -> CANCELLED                  (mh_future_cancel, or a
+ *                                            cancelling shutdown)
+ *     RUNNING -> PENDING                    (a backend re-queues it)
+ *
+ * plus flag bits: F_WAITERS (a thread sleeps on the word with a futex, so the
+ * thread that completes it must wake it), F_CBS (callbacks may be attached,
+ * so the completing thread must look at the list), F_DIED (the worker died).
+ * Every transition is one compare-and-swap that keeps the flags, so the
+ * completing thread learns in the same atomic step whether anybody has to be
+ * woken; a future nobody waits on completes without a system call.
+ *
+ * `code`, `died_pid` and `died_exit` are written by the one thread that moves
+ * the future to FINISHED, before the release-CAS; readers acquire the state
+ * first.  A cancelled future's result comes from the state, never from
+ * `code`, so a cancel racing with a start never writes the same field.
+ *
+ * Callbacks.  The list `cbs` is guarded by one of MH__STRIPES mutexes chosen
+ * by the future's address (a future is too small for its own).  Adding sets
+ * F_CBS with a CAS that fails once the future is done, while holding the
+ * stripe; completing takes the stripe after its CAS and detaches the whole
+ * list.  So a callback is either run by the completing thread or, when the
+ * future is already done, at once by the adder: exactly once.  Callbacks run
+ * before waiters are woken, so when mh_future_result returns, the future's
+ * callbacks have run.
+ *
+ * Waiting on many futures (wait, as_completed, unordered imap) uses a
+ * completion queue `cq`: one internal callback node per future that, when
+ * fired, appends its index to the cq's ready ring under the cq's mutex and
+ * signals its condition variable.  A cq is reference counted (its owner plus
+ * each armed node), because a node detached by a completing thread may fire
+ * after the owner has given up on it; the last reference frees it.
+ *
+ * Lock order: a stripe mutex may be held while taking nothing else; a cq
+ * mutex is taken only by a node firing (no stripe held then) and by the
+ * cq's owner.  Backends' locks are never held when futures complete with
+ * callbacks (see executor_threads.c).
+ *
+ * Map.  mh_executor_map / imap cut the n items into chunks; each chunk is
+ * one future (mh__task_t with count > 1).  At most `window` chunks (a few per
+ * worker) are in flight: when one is consumed the next is submitted into its
+ * slot, so memory stays bounded for any n.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "executor_internal.h"
+#include "internal.h"
+
+/* ---- the state word ---------------------------------------------------- */
+
+enum {
+  S_PENDING = 0,
+  S_RUNNING = 1,
+  S_FINISHED = 2,
+  S_CANCELLED = 3,
+  S_MASK = 3,
+  F_WAITERS = 4,
+  F_CBS = 8,
+  F_DIED = 16
+};
+
+#define IS_DONE(s) (((s) & S_MASK) >= S_FINISHED)
+
+typedef struct mh__cb mh__cb_t;
+typedef struct mh__cq mh__cq_t;
+
+/* A callback node: either a user callback (heap, freed after it ran) or a
+ * completion-queue node (part of a cq's array). */
+struct mh__cb {
+  mh__cb_t *next;
+  mh__cq_t *cq; /* NULL for a user callback */
+  union {
+    struct {
+      mh_future_cb fn;
+      void *arg;
+    } user;
+    size_t index; /* the node's index in its cq */
+  } u;
+};
+
+struct mh_future_s {
+  _Atomic uint32_t state;
+  _Atomic uint32_t refs;
+  int code;      /* valid once FINISHED (see the file comment) */
+  int died_pid;  /* valid when F_DIED */
+  int died_exit;
+  mh_future_t *link; /* the backend's queue link (mh__future_link) */
+  mh__cb_t *cbs;     /* guarded by the future's stripe */
+  mh__task_t task;
+};
+
+/* ---- futex ------------------------------------------------------------- */
+
+/* Sleep while *addr == val, until woken or the deadline passes.  0 (woken,
+ * value changed, or spurious: callers re-check) or MH_ETIMEDOUT. */
+static int futex_wait(_Atomic uint32_t *addr, uint32_t val,
+                      const mh__deadline_t *dl) {
+  long rc;
+  if (dl->kind == 0) return MH_ETIMEDOUT;
+  if (dl->kind == 2) {
+    rc = syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAIT_PRIVATE, val, NULL,
+                 NULL, 0);
+  } else {
+    /* FUTEX_WAIT_BITSET takes an absolute time on CLOCK_MONOTONIC, the clock
+     * of mh__deadline_t. */
+    rc = syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAIT_BITSET_PRIVATE, val,
+                 &dl->at, NULL, FUTEX_BITSET_MATCH_ANY);
+  }
+  if (rc == -1 && errno == ETIMEDOUT) return MH_ETIMEDOUT;
+  return 0;
+}
+
+static void futex_wake_all(_Atomic uint32_t *addr) {
+  syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+          0);
+}
+
+/* ---- callback stripes -------------------------------------------------- */
+
+#define MH__STRIPES 64
+static pthread_mutex_t stripes[MH__STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void stripes_init(void) {
+  for (int i = 0; i < MH__STRIPES; i++) pthread_mutex_init(&stripes[i], NULL);
+}
+
+static pthread_mutex_t *stripe_of(const mh_future_t *f) {
+  uintptr_t a = (uintptr_t)f;
+  pthread_once(&stripes_once, stripes_init);
+  return &stripes[(a >> 7 ^ a >> 13) % MH__STRIPES];
+}
+
+/* ---- completion queues ------------------------------------------------- */
+
+struct mh__cq {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  _Atomic size_t refs; /* the owner + every armed node */
+  size_t cap;          /* nodes and ready-ring slots */
+  size_t head, count;  /* ready ring, guarded by lock */
+  int sleeping;        /* the owner waits on cond; guarded by lock */
+  size_t *ready;
+  mh__cb_t *nodes;
+  unsigned char *armed; /* owner only: node is (or was) on a list */
+  mh_future_t **futs;   /* owner only: the future each node is armed on */
+};
+
+static void cq_unref(mh__cq_t *cq) {
+  if (atomic_fetch_sub_explicit(&cq->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  pthread_mutex_destroy(&cq->lock);
+  pthread_cond_destroy(&cq->cond);
+  mh__free(cq->ready);
+  mh__free(cq->nodes);
+  mh__free(cq->armed);
+  mh__free(cq->futs);
+  mh__free(cq);
+}
+
+static int cq_new(mh__cq_t **out, size_t cap) {
+  mh__cq_t *cq = mh__calloc(1, sizeof *cq);
+  if (!cq) return MH_ENOMEM;
+  cq->cap = cap ? cap : 1;
+  cq->ready = mh__malloc(cq->cap * sizeof *cq->ready);
+  cq->nodes = mh__calloc(cq->cap, sizeof *cq->nodes);
+  cq->armed = mh__calloc(cq->cap, 1);
+  cq->futs = mh__calloc(cq->cap, sizeof *cq->futs);
+  if (!cq->ready || !cq->nodes || !cq->armed || !cq->futs) goto fail;
+  if (pthread_mutex_init(&cq->lock, NULL)) goto fail;
+  if (mh__cond_init(&cq->cond, false)) {
+    pthread_mutex_destroy(&cq->lock);
+    goto fail;
+  }
+  for (size_t i = 0; i < cq->cap; i++) {
+    cq->nodes[i].cq = cq;
+    cq->nodes[i].u.index = i;
+  }
+  atomic_init(&cq->refs, 1);
+  *out = cq;
+  return 0;
+fail:
+  mh__free(cq->ready);
+  mh__free(cq->nodes);
+  mh__free(cq->armed);
+  mh__free(cq->futs);
+  mh__free(cq);
+  return MH_ENOMEM;
+}
+
+static void cq_push(mh__cq_t *cq, size_t index) {
+  pthread_mutex_lock(&cq->lock);
+  cq->ready[(cq->head + cq->count) % cq->cap] = index;
+  cq->count++;
+  if (cq->sleeping) pthread_cond_signal(&cq->cond);
+  pthread_mutex_unlock(&cq->lock);
+}
+
+/* Pop a ready index, waiting until the deadline.  0 or MH_ETIMEDOUT. */
+static int cq_pop(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index) {
+  int rc = 0;
+  pthread_mutex_lock(&cq->lock);
+  while (cq->count == 0) {
+    cq->sleeping = 1;
+    rc = mh__cond_wait(&cq->cond, &cq->lock, dl);
+    cq->sleeping = 0;
+    if (rc == MH_ETIMEDOUT && cq->count == 0) break;
+    rc = 0;
+  }
+  if (cq->count) {
+    *index = cq->ready[cq->head];
+    cq->head = (cq->head + 1) % cq->cap;
+    cq->count--;
+    rc = 0;
+  }
+  pthread_mutex_unlock(&cq->lock);
+  return rc;
+}
+
+static void cq_fire(mh__cb_t *node) {
+  mh__cq_t *cq = node->cq;
+  cq_push(cq, node->u.index);
+  cq_unref(cq);
+}
+
+/* Arm node `index` of cq on f: when f completes, index is pushed.  If f is
+ * already done it is pushed now. */
+static void cq_arm(mh__cq_t *cq, size_t index, mh_future_t *f) {
+  pthread_mutex_t *m = stripe_of(f);
+  mh__cb_t *node = &cq->nodes[index];
+  cq->futs[index] = f;
+  pthread_mutex_lock(m);
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  for (;;) {
+    if (IS_DONE(s)) {
+      pthread_mutex_unlock(m);
+      cq->armed[index] = 0;
+      cq_push(cq, index);
+      return;
+    }
+    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CBS,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  atomic_fetch_add_explicit(&cq->refs, 1, memory_order_relaxed);
+  node->next = f->cbs;
+  f->cbs = node;
+  cq->armed[index] = 1;
+  pthread_mutex_unlock(m);
+}
+
+/* Take node `index` off its future's list if it is still there.  If the
+ * completing thread has already detached it, it fires (or fired) and drops
+ * its own reference; either way the owner may forget it. */
+static void cq_disarm(mh__cq_t *cq, size_t index) {
+  if (!cq->armed[index]) return;
+  mh_future_t *f = cq->futs[index];
+  mh__cb_t *node = &cq->nodes[index];
+  pthread_mutex_t *m = stripe_of(f);
+  int found = 0;
+  pthread_mutex_lock(m);
+  for (mh__cb_t **p = &f->cbs; *p; p = &(*p)->next) {
+    if (*p == node) {
+      *p = node->next;
+      found = 1;
+      break;
+    }
+  }
+  pthread_mutex_unlock(m);
+  cq->armed[index] = 0;
+  if (found) cq_unref(cq);
+}
+
+/* ---- futures ----------------------------------------------------------- */
+
+static mh_future_t *future_new(const mh__task_t *t) {
+  mh_future_t *f = mh__malloc(sizeof *f);
+  if (!f) return NULL;
+  atomic_init(&f->state, S_PENDING);
+  atomic_init(&f->refs, 1);
+  f->code = 0;
+  f->died_pid = 0;
+  f->died_exit = 0;
+  f->link = NULL;
+  f->cbs = NULL;
+  f->task = *t;
+  return f;
+}
+
+void mh_future_retain(mh_future_t *f) {
+  if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
+void mh_future_release(mh_future_t *f) {
+  if (!f) return;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  /* Only user callbacks of a future that never completed can be left (it
+   * was never submitted); completion queue nodes hold no reference to it
+   * but their owners disarm them before releasing. */
+  mh__cb_t *c = f->cbs;
+  while (c) {
+    mh__cb_t *next = c->next;
+    if (!c->cq) mh__free(c);
+    c = next;
+  }
+  mh__free(f);
+}
+
+const mh__task_t *mh__future_task(const mh_future_t *f) { return &f->task; }
+
+mh_future_t **mh__future_link(mh_future_t *f) { return &f->link; }
+
+/* Move f from state `from` to `to` keeping the flags; returns the old word,
+ * or UINT32_MAX if f was not in `from`. */
+static uint32_t transition(mh_future_t *f, uint32_t from, uint32_t to,
+                           uint32_t add) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  do {
+    if ((s & S_MASK) != from) return UINT32_MAX;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &f->state, &s, (s & ~(uint32_t)S_MASK) | to | add, memory_order_acq_rel,
+      memory_order_relaxed));
+  return s;
+}
+
+/* After the CAS that made f done: run its callbacks, then wake waiters. */
+static void completed(mh_future_t *f, uint32_t old) {
+  if (old & F_CBS) {
+    pthread_mutex_t *m = stripe_of(f);
+    pthread_mutex_lock(m);
+    mh__cb_t *list = f->cbs;
+    f->cbs = NULL;
+    pthread_mutex_unlock(m);
+    /* The list was built by pushing at the front; run in the order added. */
+    mh__cb_t *rev = NULL;
+    while (list) {
+      mh__cb_t *next = list->next;
+      list->next = rev;
+      rev = list;
+      list = next;
+    }
+    while (rev) {
+      mh__cb_t *next = rev->next;
+      if (rev->cq) {
+        cq_fire(rev);
+      } else {
+        rev->u.user.fn(f, rev->u.user.arg);
+        mh__free(rev);
+      }
+      rev = next;
+    }
+  }
+  if (old & F_WAITERS) futex_wake_all(&f->state);
+}
+
+int mh__future_set_running(mh_future_t *f) {
+  return transition(f, S_PENDING, S_RUNNING, 0) != UINT32_MAX;
+}
+
+void mh__future_set_pending(mh_future_t *f) {
+  (void)transition(f, S_RUNNING, S_PENDING, 0);
+}
+
+void mh__future_finish(mh_future_t *f, int code) {
+  f->code = code;
+  uint32_t old = transition(f, S_RUNNING, S_FINISHED, 0);
+  if (old != UINT32_MAX) completed(f, old);
+}
+
+void mh__future_finish_worker_died(mh_future_t *f, int pid, int exitcode) {
+  f->died_pid = pid;
+  f->died_exit = exitcode;
+  f->code = MH_EWORKERDIED;
+  uint32_t old = transition(f, S_RUNNING, S_FINISHED, F_DIED);
+  if (old != UINT32_MAX) completed(f, old);
+}
+
+int mh__future_cancel_queued(mh_future_t *f) {
+  uint32_t old = transition(f, S_PENDING, S_CANCELLED, 0);
+  if (old == UINT32_MAX) return 0;
+  completed(f, old);
+  return 1;
+}
+
+int mh__task_run(const mh__task_t *t) {
+  const char *in = t->in;
+  char *out = t->out;
+  int first = 0;
+  for (size_t i = 0; i < t->count; i++) {
+    /* Never form NULL + offset: a NULL buffer stays NULL for every item. */
+    const void *ip = in ? in + i * t->in_size : NULL;
+    void *op = out ? out + i * t->out_size : NULL;
+    int rc = t->fn(ip, t->in_size, op, t->out_size, t->ctx);
+    if (t->statuses) t->statuses[i] = rc;
+    if (rc && !first) first = rc;
+  }
+  return first;
+}
+
+static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  while (!IS_DONE(s)) {
+    if (dl->kind == 0) return MH_ETIMEDOUT;
+    if (!(s & F_WAITERS)) {
+      if (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_WAITERS,
+                                                 memory_order_acq_rel,
+                                                 memory_order_acquire))
+        continue;
+      s |= F_WAITERS;
+    }
+    if (futex_wait(&f->state, s, dl) == MH_ETIMEDOUT) {
+      s = atomic_load_explicit(&f->state, memory_order_acquire);
+      return IS_DONE(s) ? 0 : MH_ETIMEDOUT;
+    }
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+  }
+  return 0;
+}
+
+/* The code of a done future (state already acquired). */
+static int done_code(const mh_future_t *f, uint32_t s) {
+  return (s & S_MASK) == S_CANCELLED ? MH_ECANCELED : f->code;
+}
+
+int mh_future_wait(mh_future_t *f, double timeout) {
+  mh__deadline_t dl;
+  if (!f || mh__deadline_init(&dl, timeout)) return MH_EINVAL;
+  return wait_dl(f, &dl);
+}
+
+int mh_future_result(mh_future_t *f, double timeout) {
+  /* Check the timeout cheaply first: a done future needs no deadline. */
+  if (!f || timeout != timeout || (timeout < 0 && timeout != MH_FOREVER))
+    return MH_EINVAL;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if (!IS_DONE(s)) {
+    mh__deadline_t dl;
+    if (mh__deadline_init(&dl, timeout)) return MH_EINVAL;
+    int rc = wait_dl(f, &dl);
+    if (rc) return rc;
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+  }
+  return done_code(f, s);
+}
+
+int mh_future_done(const mh_future_t *f) {
+  if (!f) return 0;
+  return IS_DONE(atomic_load_explicit(&f->state, memory_order_acquire));
+}
+
+int mh_future_running(const mh_future_t *f) {
+  if (!f) return 0;
+  return (atomic_load_explicit(&f->state, memory_order_acquire) & S_MASK) ==
+         S_RUNNING;
+}
+
+int mh_future_cancelled(const mh_future_t *f) {
+  if (!f) return 0;
+  return (atomic_load_explicit(&f->state, memory_order_acquire) & S_MASK) ==
+         S_CANCELLED;
+}
+
+int mh_future_cancel(mh_future_t *f) {
+  if (!f) return MH_EINVAL;
+  uint32_t old = transition(f, S_PENDING, S_CANCELLED, 0);
+  if (old != UINT32_MAX) {
+    completed(f, old);
+    return 0;
+  }
+  return mh_future_cancelled(f) ? 0 : MH_EBUSY;
+}
+
+int mh_future_add_done_callback(mh_future_t *f, mh_future_cb cb, void *arg) {
+  if (!f || !cb) return MH_EINVAL;
+  if (mh_future_done(f)) {
+    cb(f, arg);
+    return 0;
+  }
+  mh__cb_t *node = mh__malloc(sizeof *node);
+  if (!node) return MH_ENOMEM;
+  node->cq = NULL;
+  node->u.user.fn = cb;
+  node->u.user.arg = arg;
+  pthread_mutex_t *m = stripe_of(f);
+  pthread_mutex_lock(m);
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  for (;;) {
+    if (IS_DONE(s)) {
+      pthread_mutex_unlock(m);
+      mh__free(node);
+      cb(f, arg);
+      return 0;
+    }
+    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CBS,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      break;
+  }
+  node->next = f->cbs;
+  f->cbs = node;
+  pthread_mutex_unlock(m);
+  return 0;
+}
+
+int mh_future_worker_exit(const mh_future_t *f, int *pid, int *exitcode) {
+  if (!f) return MH_EINVAL;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if ((s & S_MASK) != S_FINISHED || !(s & F_DIED)) return MH_EINVAL;
+  if (pid) *pid = f->died_pid;
+  if (exitcode) *exitcode = f->died_exit;
+  return 0;
+}
+
+/* ---- wait and as_completed --------------------------------------------- */
+
+/* Does `mode` hold, given the number done and whether one failed? */
+static int wait_satisfied(mh_wait_mode_t mode, size_t ndone, size_t n,
+                          int failed) {
+  if (ndone == n) return 1;
+  if (mode == MH_FIRST_COMPLETED) return ndone > 0;
+  if (mode == MH_FIRST_EXCEPTION) return failed;
+  return 0;
+}
+
+/* A finished future whose task failed (Python's "raised"): cancelled ones do
+ * not count, as in concurrent.futures. */
+static int is_failure(const mh_future_t *f) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  return (s & S_MASK) == S_FINISHED && f->code != 0;
+}
+
+int mh_futures_wait(mh_future_t *const *fs, size_t n, mh_wait_mode_t mode,
+                    double timeout, size_t *ndone) {
+  mh__deadline_t dl;
+  if ((!fs && n) || mh__deadline_init(&dl, timeout)) return MH_EINVAL;
+  if (mode != MH_FIRST_COMPLETED && mode != MH_FIRST_EXCEPTION &&
+      mode != MH_ALL_COMPLETED)
+    return MH_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i]) return MH_EINVAL;
+  size_t done = 0;
+  int failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (mh_future_done(fs[i])) {
+      done++;
+      failed |= is_failure(fs[i]);
+    }
+  }
+  int rc = 0;
+  if (wait_satisfied(mode, done, n, failed) || dl.kind == 0) {
+    rc = wait_satisfied(mode, done, n, failed) ? 0 : MH_ETIMEDOUT;
+  } else if (mode == MH_ALL_COMPLETED) {
+    /* Waiting for all needs no registration: wait for each in turn. */
+    for (size_t i = 0; i < n && !rc; i++) rc = wait_dl(fs[i], &dl);
+    done = 0;
+    for (size_t i = 0; i < n; i++) done += (size_t)mh_future_done(fs[i]);
+  } else {
+    mh__cq_t *cq;
+    rc = cq_new(&cq, n);
+    if (rc) return rc;
+    /* Count again from the ready ring: futures already done are pushed at
+     * once by cq_arm. */
+    done = 0;
+    failed = 0;
+    for (size_t i = 0; i < n; i++) cq_arm(cq, i, fs[i]);
+    while (!rc && !wait_satisfied(mode, done, n, failed)) {
+      size_t idx;
+      rc = cq_pop(cq, &dl, &idx);
+      if (!rc) {
+        done++;
+        failed |= is_failure(fs[idx]);
+      }
+    }
+    for (size_t i = 0; i < n; i++) cq_disarm(cq, i);
+    cq_unref(cq);
+    done = 0;
+    for (size_t i = 0; i < n; i++) done += (size_t)mh_future_done(fs[i]);
+    if (rc == MH_ETIMEDOUT) {
+      failed = 0;
+      for (size_t i = 0; i < n; i++) failed |= is_failure(fs[i]);
+      if (wait_satisfied(mode, done, n, failed)) rc = 0;
+    }
+  }
+  if (ndone) *ndone = done;
+  return rc;
+}
+
+struct mh_as_completed_s {
+  mh__cq_t *cq;
+  mh_future_t **fs; /* distinct futures, each with a reference */
+  size_t n, yielded;
+};
+
+typedef struct {
+  mh_future_t *f;
+  size_t i;
+} mh__fpos_t;
+
+static int fpos_cmp(const void *a, const void *b) {
+  const mh__fpos_t *x = a, *y = b;
+  if (x->f != y->f) return (uintptr_t)x->f < (uintptr_t)y->f ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+int mh_as_completed_new(mh_as_completed_t **out, mh_future_t *const *fs,
+                        size_t n) {
+  if (!out || (!fs && n) || n > SIZE_MAX / sizeof(mh__fpos_t)) return MH_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i]) return MH_EINVAL;
+  mh_as_completed_t *ac = mh__calloc(1, sizeof *ac);
+  mh__fpos_t *pos = n ? mh__malloc(n * sizeof *pos) : NULL;
+  unsigned char *keep = n ? mh__calloc(n, 1) : NULL;
+  if (!ac || (n && (!pos || !keep))) goto nomem;
+  /* A future listed twice is yielded once, as Python's set() does; the
+   * first occurrences keep the caller's order. */
+  for (size_t i = 0; i < n; i++) {
+    pos[i].f = fs[i];
+    pos[i].i = i;
+  }
+  qsort(pos, n, sizeof *pos, fpos_cmp);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i == 0 || pos[i].f != pos[i - 1].f) {
+      keep[pos[i].i] = 1;
+      m++;
+    }
+  }
+  ac->fs = m ? mh__malloc(m * sizeof *ac->fs) : NULL;
+  if (m && !ac->fs) goto nomem;
+  if (cq_new(&ac->cq, m)) goto nomem;
+  for (size_t i = 0, k = 0; i < n; i++)
+    if (keep[i]) ac->fs[k++] = fs[i];
+  mh__free(pos);
+  mh__free(keep);
+  ac->n = m;
+  for (size_t i = 0; i < m; i++) mh_future_retain(ac->fs[i]);
+  for (size_t i = 0; i < m; i++) cq_arm(ac->cq, i, ac->fs[i]);
+  *out = ac;
+  return 0;
+nomem:
+  mh__free(pos);
+  mh__free(keep);
+  if (ac) mh__free(ac->fs);
+  mh__free(ac);
+  return MH_ENOMEM;
+}
+
+int mh_as_completed_next(mh_as_completed_t *ac, double timeout,
+                         mh_future_t **f) {
+  mh__deadline_t dl;
+  if (!ac || !f || mh__deadline_init(&dl, timeout)) return MH_EINVAL;
+  if (ac->yielded == ac->n) return MH_EEOF;
+  size_t idx;
+  int rc = cq_pop(ac->cq, &dl, &idx);
+  if (rc) return rc;
+  ac->yielded++;
+  *f = ac->fs[idx];
+  return 0;
+}
+
+void mh_as_completed_free(mh_as_completed_t *ac) {
+  if (!ac) return;
+  if (ac->cq) {
+    for (size_t i = 0; i < ac->n; i++) cq_disarm(ac->cq, i);
+    cq_unref(ac->cq);
+  }
+  for (size_t i = 0; i < ac->n; i++) mh_future_release(ac->fs[i]);
+  mh__free(ac->fs);
+  mh__free(ac);
+}
+
+/* ---- the executor shell ------------------------------------------------ */
+
+/* The backends.  The process backend is compiled in when its source exists
+ * (CMake defines MH_HAVE_EXECUTOR_PROCS), MPI when found.  Without the define
+ * the symbol is a weak reference: a shared library that contains it still
+ * finds it, and a build without it links and says MH_ENOTSUP.  (A weak
+ * reference alone would not pull the object out of a static archive, hence
+ * the define.) */
+#ifndef MH_HAVE_EXECUTOR_PROCS
+extern const mh__backend_ops_t mh__backend_processes __attribute__((weak));
+#endif
+#ifndef MH_HAVE_EXECUTOR_MPI
+extern const mh__backend_ops_t mh__backend_mpi __attribute__((weak));
+#endif
+
+static const mh__backend_ops_t *backend_ops(mh_backend_t b) {
+  switch (b) {
+  case MH_BACKEND_THREADS:
+    return &mh__backend_threads;
+  case MH_BACKEND_PROCESSES:
+    return &mh__backend_processes;
+  case MH_BACKEND_MPI:
+    return &mh__backend_mpi;
+  }
+  return NULL;
+}
+
+struct mh_executor_s {
+  const mh__backend_ops_t *ops;
+  void *impl;
+  mh_executor_options_t opts; /* workers resolved */
+  _Atomic int closed;         /* a shutdown has begun (fast check) */
+  /* Shutdown bookkeeping, guarded by slock: whether the backend's shutdown
+   * was called, with which flags, and whether a waiting call completed. */
+  pthread_mutex_t slock;
+  pthread_cond_t scond;
+  int called, waiting, waited;
+  unsigned first_flags;
+};
+
+void mh__executor_set_impl(mh_executor_t *ex, void *impl) { ex->impl = impl; }
+void *mh__executor_impl(const mh_executor_t *ex) { return ex->impl; }
+
+void mh_executor_options_init(mh_executor_options_t *opts) {
+  if (!opts) return;
+  memset(opts, 0, sizeof *opts);
+  opts->backend = MH_BACKEND_THREADS;
+  opts->workers = 0;
+  opts->grace = 1.0;
+}
+
+int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
+  mh_executor_options_t o;
+  if (!out) return MH_EINVAL;
+  if (opts) {
+    o = *opts;
+  } else {
+    mh_executor_options_init(&o);
+  }
+  if (o.flags || o.workers < 0 || o.workers > 4096 || o.retries < 0 ||
+      o.max_tasks_per_child < 0 || o.grace != o.grace)
+    return MH_EINVAL;
+  if ((unsigned)o.backend > (unsigned)MH_BACKEND_MPI) return MH_EINVAL;
+  const mh__backend_ops_t *ops = backend_ops(o.backend);
+  if (!ops) return MH_ENOTSUP;
+  if (o.workers == 0) o.workers = mh_cpu_count();
+  if (!(o.grace > 0)) o.grace = 1.0;
+  mh_executor_t *ex = mh__calloc(1, sizeof *ex);
+  if (!ex) return MH_ENOMEM;
+  ex->ops = ops;
+  ex->opts = o;
+  atomic_init(&ex->closed, 0);
+  int rc = -pthread_mutex_init(&ex->slock, NULL);
+  if (rc) goto fail_ex;
+  rc = mh__cond_init(&ex->scond, false);
+  if (rc) goto fail_mutex;
+  rc = ops->start(ex, &ex->opts);
+  if (rc) goto fail_cond;
+  *out = ex;
+  return 0;
+fail_cond:
+  pthread_cond_destroy(&ex->scond);
+fail_mutex:
+  pthread_mutex_destroy(&ex->slock);
+fail_ex:
+  mh__free(ex);
+  return rc == -ENOMEM ? MH_ENOMEM : rc;
+}
+
+int mh_executor_workers(const mh_executor_t *ex) {
+  return ex ? ex->opts.workers : MH_EINVAL;
+}
+
+int mh_executor_backend(const mh_executor_t *ex) {
+  return ex ? (int)ex->opts.backend : MH_EINVAL;
+}
+
+int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
+                       size_t in_size, void *out, size_t out_size, void *ctx,
+                       mh_future_t **fut) {
+  if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size))
+    return MH_EINVAL;
+  if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
+    return MH_ESHUTDOWN;
+  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL};
+  mh_future_t *f = future_new(&t);
+  if (!f) return MH_ENOMEM;
+  int rc = ex->ops->submit(ex, f);
+  if (rc) {
+    mh_future_release(f);
+    return rc;
+  }
+  *fut = f;
+  return 0;
+}
+
+int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
+  if (!ex || (flags & ~(MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES)))
+    return MH_EINVAL;
+  atomic_store(&ex->closed, 1);
+  int rc = 0;
+  pthread_mutex_lock(&ex->slock);
+  if (!ex->called) {
+    ex->called = 1;
+    ex->first_flags = flags;
+    if (!(flags & MH_SHUTDOWN_WAIT)) {
+      /* A non-waiting shutdown is quick; holding slock orders it before any
+       * waiting call. */
+      rc = ex->ops->shutdown(ex, flags);
+      pthread_mutex_unlock(&ex->slock);
+      return rc;
+    }
+  } else if (!(flags & MH_SHUTDOWN_WAIT)) {
+    /* The backend is told once more only when a call adds WAIT. */
+    pthread_mutex_unlock(&ex->slock);
+    return 0;
+  } else if (ex->waiting) {
+    /* Another thread is in the waiting shutdown: wait for it to end, as
+     * Python's second shutdown(wait=True) does. */
+    while (!ex->waited) pthread_cond_wait(&ex->scond, &ex->slock);
+    pthread_mutex_unlock(&ex->slock);
+    return 0;
+  } else {
+    flags |= ex->first_flags & MH_SHUTDOWN_CANCEL_FUTURES;
+  }
+  ex->waiting = 1;
+  pthread_mutex_unlock(&ex->slock);
+  /* The waiting call runs without slock, so a task may itself call
+   * mh_executor_shutdown(ex, 0) while we join its worker. */
+  rc = ex->ops->shutdown(ex, flags);
+  pthread_mutex_lock(&ex->slock);
+  ex->waited = 1;
+  pthread_cond_broadcast(&ex->scond);
+  pthread_mutex_unlock(&ex->slock);
+  return rc;
+}
+
+void mh_executor_free(mh_executor_t *ex) {
+  if (!ex) return;
+  mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+  ex->ops->destroy(ex);
+  pthread_cond_destroy(&ex->scond);
+  pthread_mutex_destroy(&ex->slock);
+  mh__free(ex);
+}
+
+/* ---- map and imap ------------------------------------------------------ */
+
+/* Pool.map's rule: about four chunks per worker. */
+static size_t auto_chunksize(size_t n, int workers) {
+  size_t per = (size_t)workers * 4;
+  size_t c = n / per + (n % per != 0);
+  return c ? c : 1;
+}
+
+/* Chunks in flight at once: a few per worker. */
+static size_t window_of(const mh_executor_t *ex, size_t nchunks) {
+  size_t w = (size_t)ex->opts.workers * 4;
+  return w < nchunks ? w : nchunks;
+}
+
+static int map_check(const mh_executor_t *ex, mh_task_fn fn, const void *in,
+                     size_t in_size, const void *out, size_t out_size,
+                     size_t n) {
+  if (!ex || !fn) return MH_EINVAL;
+  if (n && ((!in && in_size) || (!out && out_size))) return MH_EINVAL;
+  if (in_size && n > SIZE_MAX / in_size) return MH_EINVAL;
+  if (out_size && n > SIZE_MAX / out_size) return MH_EINVAL;
+  if (n > SIZE_MAX / 2) return MH_EINVAL;
+  return 0;
+}
+
+/* The task of chunk c: items [c*chunk, min(n, (c+1)*chunk)). */
+static mh__task_t chunk_task(mh_task_fn fn, void *ctx, const void *in,
+                             size_t in_size, void *out, size_t out_size,
+                             size_t n, size_t chunk, size_t c, int *statuses) {
+  size_t lo = c * chunk, cnt = n - lo < chunk ? n - lo : chunk;
+  mh__task_t t = {fn,       ctx, in ? (const char *)in + lo * in_size : NULL,
+                  in_size,  out ? (char *)out + lo * out_size : NULL,
+                  out_size, cnt, statuses};
+  return t;
+}
+
+static int submit_task(mh_executor_t *ex, const mh__task_t *t,
+                       mh_future_t **fut) {
+  if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
+    return MH_ESHUTDOWN;
+  mh_future_t *f = future_new(t);
+  if (!f) return MH_ENOMEM;
+  int rc = ex->ops->submit(ex, f);
+  if (rc) {
+    mh_future_release(f);
+    return rc;
+  }
+  *fut = f;
+  return 0;
+}
+
+static void fill_status(int *status, size_t lo, size_t cnt, int code) {
+  if (status)
+    for (size_t i = 0; i < cnt; i++) status[lo + i] = code;
+}
+
+int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
+                    const void *in, size_t in_size, void *out,
+                    size_t out_size, size_t n, size_t chunksize, int *status) {
+  int rc = map_check(ex, fn, in, in_size, out, out_size, n);
+  if (rc) return rc;
+  if (n == 0) return 0;
+  size_t chunk = chunksize ? chunksize : auto_chunksize(n, ex->opts.workers);
+  size_t nchunks = n / chunk + (n % chunk != 0);
+  size_t w = window_of(ex, nchunks);
+  mh_future_t **ring = mh__calloc(w, sizeof *ring);
+  if (!ring) return MH_ENOMEM;
+  int first = 0, submit_rc = 0;
+  size_t next = 0; /* next chunk to submit */
+  for (size_t c = 0; c < nchunks; c++) {
+    /* Keep the window full: chunks c .. c+w-1 are submitted. */
+    while (!submit_rc && next < nchunks && next < c + w) {
+      mh__task_t t = chunk_task(fn, ctx, in, in_size, out, out_size, n, chunk,
+                                next, status ? status + next * chunk : NULL);
+      submit_rc = submit_task(ex, &t, &ring[next % w]);
+      if (!submit_rc) next++;
+    }
+    size_t lo = c * chunk, cnt = n - lo < chunk ? n - lo : chunk;
+    int code;
+    if (c >= next) {
+      code = submit_rc;
+      fill_status(status, lo, cnt, code);
+    } else {
+      mh_future_t *f = ring[c % w];
+      code = mh_future_result(f, MH_FOREVER);
+      if (mh_future_cancelled(f) || code == MH_EWORKERDIED)
+        fill_status(status, lo, cnt, code);
+      mh_future_release(f);
+      ring[c % w] = NULL;
+    }
+    if (code && !first) first = code;
+  }
+  mh__free(ring);
+  return first;
+}
+
+
+struct mh_map_iter_s {
+  mh_executor_t *ex;
+  mh_task_fn fn;
+  void *ctx;
+  const void *in;
+  void *out;
+  size_t in_size, out_size, n, chunk, nchunks, w;
+  unsigned flags;
+  mh_future_t **ring; /* slot s holds chunk slot_chunk[s] */
+  size_t *slot_chunk;
+  int *st;            /* w * chunk statuses */
+  mh__cq_t *cq;       /* unordered: ready slots */
+  size_t next_submit; /* chunks submitted (or failed to submit) so far */
+  int submit_rc;
+  size_t yielded;
+  /* The chunk being yielded. */
+  int have_cur;
+  size_t cur_slot, cur_item, cur_cnt;
+  int cur_all; /* when != 0, every item of the chunk gets this code */
+};
+
+/* Submit the next chunk into slot s.  On failure the slot is marked empty
+ * and its chunk yields the error for each item. */
+static void iter_fill(mh_map_iter_t *it, size_t s) {
+  size_t c = it->next_submit++;
+  it->slot_chunk[s] = c;
+  it->ring[s] = NULL;
+  if (!it->submit_rc) {
+    mh__task_t t = chunk_task(it->fn, it->ctx, it->in, it->in_size, it->out,
+                              it->out_size, it->n, it->chunk, c,
+                              it->st + s * it->chunk);
+    it->submit_rc = submit_task(it->ex, &t, &it->ring[s]);
+  }
+  if (it->cq) {
+    if (it->ring[s]) {
+      cq_arm(it->cq, s, it->ring[s]);
+    } else {
+      cq_push(it->cq, s);
+    }
+  }
+}
+
+int mh_executor_imap(mh_executor_t *ex, mh_task_fn fn, void *ctx,
+                     const void *in, size_t in_size, void *out,
+                     size_t out_size, size_t n, size_t chunksize,
+                     unsigned flags, mh_map_iter_t **out_it) {
+  int rc = map_check(ex, fn, in, in_size, out, out_size, n);
+  if (rc || !out_it || (flags & ~MH_MAP_UNORDERED)) return MH_EINVAL;
+  if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
+    return MH_ESHUTDOWN;
+  /* Items are yielded one by one, so chunks stay small by default: the
+   * statuses of the window's chunks are buffered. */
+  size_t chunk = chunksize ? chunksize : auto_chunksize(n, ex->opts.workers);
+  if (!chunksize && chunk > 256) chunk = 256;
+  size_t nchunks = n ? n / chunk + (n % chunk != 0) : 0;
+  size_t w = window_of(ex, nchunks);
+  if (w == 0) w = 1;
+  if (chunk > SIZE_MAX / sizeof(int) / w) return MH_ENOMEM;
+  mh_map_iter_t *it = mh__calloc(1, sizeof *it);
+  if (!it) return MH_ENOMEM;
+  it->ex = ex;
+  it->fn = fn;
+  it->ctx = ctx;
+  it->in = in;
+  it->out = out;
+  it->in_size = in_size;
+  it->out_size = out_size;
+  it->n = n;
+  it->chunk = chunk;
+  it->nchunks = nchunks;
+  it->w = w;
+  it->flags = flags;
+  it->ring = mh__calloc(w, sizeof *it->ring);
+  it->slot_chunk = mh__calloc(w, sizeof *it->slot_chunk);
+  it->st = mh__malloc(w * chunk * sizeof *it->st);
+  if (!it->ring || !it->slot_chunk || !it->st) goto nomem;
+  if ((flags & MH_MAP_UNORDERED) && cq_new(&it->cq, w)) goto nomem;
+  for (size_t s = 0; s < w && s < nchunks; s++) iter_fill(it, s);
+  if (it->submit_rc) {
+    /* Nothing is half-started: undo what was submitted and report. */
+    rc = it->submit_rc;
+    mh_map_iter_free(it);
+    return rc;
+  }
+  *out_it = it;
+  return 0;
+nomem:
+  mh__free(it->ring);
+  mh__free(it->slot_chunk);
+  mh__free(it->st);
+  mh__free(it);
+  return MH_ENOMEM;
+}
+
+int mh_map_iter_next(mh_map_iter_t *it, double timeout, size_t *index,
+                     int *status) {
+  mh__deadline_t dl;
+  if (!it || !index || !status || mh__deadline_init(&dl, timeout))
+    return MH_EINVAL;
+  if (it->yielded == it->n) return MH_EEOF;
+  if (!it->have_cur) {
+    size_t s;
+    if (it->cq) {
+      int rc = cq_pop(it->cq, &dl, &s);
+      if (rc) return rc;
+      it->cq->armed[s] = 0; /* it fired: nothing to disarm */
+    } else {
+      /* In order: chunk number yielded/chunk lives in slot (that % w). */
+      s = (it->yielded / it->chunk) % it->w;
+      if (it->ring[s]) {
+        int rc = wait_dl(it->ring[s], &dl);
+        if (rc) return rc;
+      }
+    }
+    mh_future_t *f = it->ring[s];
+    size_t c = it->slot_chunk[s];
+    it->cur_slot = s;
+    it->cur_item = 0;
+    it->cur_cnt = it->n - c * it->chunk < it->chunk ? it->n - c * it->chunk
+                                                    : it->chunk;
+    it->cur_all = 0;
+    if (!f) {
+      it->cur_all = it->submit_rc;
+    } else {
+      int code = mh_future_result(f, 0);
+      if (mh_future_cancelled(f) || code == MH_EWORKERDIED) it->cur_all = code;
+    }
+    it->have_cur = 1;
+  }
+  size_t s = it->cur_slot;
+  size_t k = it->cur_item++;
+  *index = it->slot_chunk[s] * it->chunk + k;
+  *status = it->cur_all ? it->cur_all : it->st[s * it->chunk + k];
+  it->yielded++;
+  if (it->cur_item == it->cur_cnt) {
+    it->have_cur = 0;
+    mh_future_release(it->ring[s]);
+    it->ring[s] = NULL;
+    if (it->next_submit < it->nchunks) iter_fill(it, s);
+  }
+  return 0;
+}
+
+void mh_map_iter_free(mh_map_iter_t *it) {
+  if (!it) return;
+  /* Cancel what has not started first, then wait for the rest, so that no
+   * task touches the caller's buffers after this returns. */
+  for (size_t s = 0; s < it->w; s++)
+    if (it->ring[s]) (void)mh_future_cancel(it->ring[s]);
+  for (size_t s = 0; s < it->w; s++) {
+    if (!it->ring[s]) continue;
+    (void)mh_future_wait(it->ring[s], MH_FOREVER);
+  }
+  if (it->cq) {
+    for (size_t s = 0; s < it->w; s++) cq_disarm(it->cq, s);
+    cq_unref(it->cq);
+  }
+  for (size_t s = 0; s < it->w; s++) mh_future_release(it->ring[s]);
+  mh__free(it->ring);
+  mh__free(it->slot_chunk);
+  mh__free(it->st);
+  mh__free(it);
+}

@@ -1,0 +1,222 @@
+/* executor_threads.c - the thread backend: N worker threads over one FIFO.
+ *
+ * The queue is intrusive (futures are linked through mh__future_link), so
+ * queueing allocates nothing and costs the same at any length.  One mutex
+ * `lock` guards head, tail, len, idle and stopping; workers sleep on `cond`
+ * only when the queue is empty, and a submitter signals only when a worker
+ * is idle, so a busy pool makes no system calls per task.
+ *
+ * A worker takes a small batch of futures per visit to the lock (at most
+ * BATCH_MAX, and at most its share len / (2 * workers) so that the others
+ * keep work): with many tiny tasks the lock is taken once per batch, not
+ * once per task, and with few long tasks the batch is one.  Futures in a
+ * worker's batch are still PENDING, so they can be cancelled until the
+ * worker starts them (mh__future_set_running fails for a cancelled one).
+ *
+ * No backend lock is held while a task runs or a future completes, so
+ * callbacks may submit, cancel or wait freely.
+ */
+#include <stdatomic.h>
+
+#include "executor_internal.h"
+#include "internal.h"
+
+#define BATCH_MAX 32
+
+typedef struct tpool {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  mh_future_t *head, *tail; /* guarded by lock */
+  size_t len;               /* guarded by lock */
+  int idle;                 /* workers waiting on cond; guarded by lock */
+  int stopping;             /* no more submits; guarded by lock */
+  int nthreads;
+  pthread_t *threads;
+  mh_worker_init_fn init;
+  void *initarg;
+} tpool_t;
+
+static void run_batch(mh_future_t *f, int broken) {
+  while (f) {
+    mh_future_t *next = *mh__future_link(f);
+    if (mh__future_set_running(f)) {
+      int code = broken ? broken : mh__task_run(mh__future_task(f));
+      mh__future_finish(f, code);
+    }
+    mh_future_release(f);
+    f = next;
+  }
+}
+
+static void *worker_main(void *arg) {
+  tpool_t *p = arg;
+  /* A failing initializer breaks this worker: the tasks it takes fail with
+   * the initializer's code, as the header says. */
+  int broken = p->init ? p->init(p->initarg) : 0;
+  size_t share_div = (size_t)p->nthreads * 2;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    while (!p->head && !p->stopping) {
+      p->idle++;
+      pthread_cond_wait(&p->cond, &p->lock);
+      p->idle--;
+    }
+    if (!p->head) break;
+    size_t take = p->len / share_div;
+    if (take < 1) take = 1;
+    if (take > BATCH_MAX) take = BATCH_MAX;
+    mh_future_t *first = p->head, *last = first;
+    for (size_t i = 1; i < take; i++) last = *mh__future_link(last);
+    p->head = *mh__future_link(last);
+    if (!p->head) p->tail = NULL;
+    p->len -= take;
+    *mh__future_link(last) = NULL;
+    pthread_mutex_unlock(&p->lock);
+    run_batch(first, broken);
+    pthread_mutex_lock(&p->lock);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+static void pool_free(tpool_t *p) {
+  pthread_cond_destroy(&p->cond);
+  pthread_mutex_destroy(&p->lock);
+  mh__free(p->threads);
+  mh__free(p);
+}
+
+static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
+  tpool_t *p = mh__calloc(1, sizeof *p);
+  if (!p) return MH_ENOMEM;
+  p->nthreads = opts->workers;
+  p->init = opts->initializer;
+  p->initarg = opts->initarg;
+  p->threads = mh__calloc((size_t)p->nthreads, sizeof *p->threads);
+  if (!p->threads) {
+    mh__free(p);
+    return MH_ENOMEM;
+  }
+  int rc = -pthread_mutex_init(&p->lock, NULL);
+  if (rc) {
+    mh__free(p->threads);
+    mh__free(p);
+    return rc;
+  }
+  rc = -pthread_cond_init(&p->cond, NULL);
+  if (rc) {
+    pthread_mutex_destroy(&p->lock);
+    mh__free(p->threads);
+    mh__free(p);
+    return rc;
+  }
+  for (int i = 0; i < p->nthreads; i++) {
+    if (pthread_create(&p->threads[i], NULL, worker_main, p)) {
+      pthread_mutex_lock(&p->lock);
+      p->stopping = 1;
+      pthread_cond_broadcast(&p->cond);
+      pthread_mutex_unlock(&p->lock);
+      for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
+      pool_free(p);
+      return MH_EAGAIN;
+    }
+  }
+  mh__executor_set_impl(ex, p);
+  return 0;
+}
+
+static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
+  tpool_t *p = mh__executor_impl(ex);
+  *mh__future_link(f) = NULL;
+  pthread_mutex_lock(&p->lock);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->lock);
+    return MH_ESHUTDOWN;
+  }
+  /* The queue's reference; taken under the lock so that nothing is undone
+   * on the shutdown path above. */
+  mh_future_retain(f);
+  if (p->tail) {
+    *mh__future_link(p->tail) = f;
+  } else {
+    p->head = f;
+  }
+  p->tail = f;
+  p->len++;
+  int wake = p->idle > 0;
+  pthread_mutex_unlock(&p->lock);
+  if (wake) pthread_cond_signal(&p->cond);
+  return 0;
+}
+
+static int tp_submit_many(mh_executor_t *ex, mh_future_t *const *fs,
+                          size_t n) {
+  tpool_t *p = mh__executor_impl(ex);
+  if (n == 0) return 0;
+  for (size_t i = 0; i + 1 < n; i++) *mh__future_link(fs[i]) = fs[i + 1];
+  *mh__future_link(fs[n - 1]) = NULL;
+  pthread_mutex_lock(&p->lock);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->lock);
+    return MH_ESHUTDOWN;
+  }
+  for (size_t i = 0; i < n; i++) mh_future_retain(fs[i]);
+  if (p->tail) {
+    *mh__future_link(p->tail) = fs[0];
+  } else {
+    p->head = fs[0];
+  }
+  p->tail = fs[n - 1];
+  p->len += n;
+  int idle = p->idle;
+  pthread_mutex_unlock(&p->lock);
+  if (idle > 1 && n > 1) {
+    pthread_cond_broadcast(&p->cond);
+  } else if (idle) {
+    pthread_cond_signal(&p->cond);
+  }
+  return 0;
+}
+
+static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
+  tpool_t *p = mh__executor_impl(ex);
+  mh_future_t *cancel = NULL;
+  pthread_mutex_lock(&p->lock);
+  p->stopping = 1;
+  if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
+    cancel = p->head;
+    p->head = p->tail = NULL;
+    p->len = 0;
+  }
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+  /* Complete the cancelled ones outside the lock: their callbacks may call
+   * back into the executor. */
+  while (cancel) {
+    mh_future_t *next = *mh__future_link(cancel);
+    mh__future_cancel_queued(cancel);
+    mh_future_release(cancel);
+    cancel = next;
+  }
+  if (flags & MH_SHUTDOWN_WAIT) {
+    pthread_t self = pthread_self();
+    for (int i = 0; i < p->nthreads; i++) {
+      /* A task that shuts down its own executor cannot join itself; its
+       * thread ends when the task returns and is detached here. */
+      if (pthread_equal(self, p->threads[i])) {
+        pthread_detach(self);
+        continue;
+      }
+      pthread_join(p->threads[i], NULL);
+    }
+  }
+  return 0;
+}
+
+static void tp_destroy(mh_executor_t *ex) {
+  tpool_t *p = mh__executor_impl(ex);
+  if (p) pool_free(p);
+}
+
+const mh__backend_ops_t mh__backend_threads = {
+    "threads", tp_start, tp_submit, tp_submit_many, tp_shutdown, tp_destroy};

@@ -1,0 +1,1024 @@
+/* test-executor.c - the executor on the thread backend: futures, submit,
+ * map / imap, wait, as_completed, shutdown, callbacks, races, bad input and
+ * allocation failure. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "test.h"
+
+/* ---- tasks ------------------------------------------------------------- */
+
+static int t_noop(const void *in, size_t is, void *out, size_t os, void *ctx) {
+  (void)in, (void)is, (void)out, (void)os, (void)ctx;
+  return 0;
+}
+
+/* out = 2 * in; the item 13 (mod 1000) fails with an application code. */
+static int t_double(const void *in, size_t is, void *out, size_t os,
+                    void *ctx) {
+  (void)is, (void)os, (void)ctx;
+  long v = *(const long *)in;
+  *(long *)out = 2 * v;
+  return v % 1000 == 13 ? MH_EUSER - (int)(v % 7) : 0;
+}
+
+/* Returns the int it is given as its code. */
+static int t_code(const void *in, size_t is, void *out, size_t os, void *ctx) {
+  (void)is, (void)out, (void)os, (void)ctx;
+  return *(const int *)in;
+}
+
+/* Blocks until *ctx (an atomic_int gate) is non-zero, then returns 0. */
+static int t_gate(const void *in, size_t is, void *out, size_t os, void *ctx) {
+  (void)in, (void)is, (void)out, (void)os;
+  atomic_int *gate = ctx;
+  while (!atomic_load(gate)) mht_sleep(0.001);
+  return 0;
+}
+
+/* Counts how often each index ran: ctx is an array of atomic_int. */
+static int t_count(const void *in, size_t is, void *out, size_t os,
+                   void *ctx) {
+  (void)is, (void)out, (void)os;
+  atomic_int *runs = ctx;
+  atomic_fetch_add(&runs[*(const size_t *)in], 1);
+  return 0;
+}
+
+static int t_sleep(const void *in, size_t is, void *out, size_t os,
+                   void *ctx) {
+  (void)is, (void)out, (void)os, (void)ctx;
+  mht_sleep(*(const double *)in);
+  return 0;
+}
+
+static mh_executor_t *threads(int n) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = n;
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  return ex;
+}
+
+/* ---- basics ------------------------------------------------------------ */
+
+TEST(submit_result) {
+  mh_executor_t *ex = threads(3);
+  ASSERT_EQ(mh_executor_workers(ex), 3);
+  ASSERT_EQ(mh_executor_backend(ex), MH_BACKEND_THREADS);
+  enum { N = 200 };
+  long in[N], out[N];
+  mh_future_t *fs[N];
+  for (long i = 0; i < N; i++) {
+    in[i] = i + 1000;
+    out[i] = -1;
+    ASSERT_OK(mh_executor_submit(ex, t_double, &in[i], sizeof in[i], &out[i],
+                                 sizeof out[i], NULL, &fs[i]));
+  }
+  for (long i = 0; i < N; i++) {
+    int want = (i + 1000) % 1000 == 13 ? MH_EUSER - (int)((i + 1000) % 7) : 0;
+    ASSERT_ERR(mh_future_result(fs[i], MH_FOREVER), want);
+    ASSERT_EQ(out[i], 2 * (i + 1000));
+    ASSERT_EQ(mh_future_done(fs[i]), 1);
+    ASSERT_EQ(mh_future_running(fs[i]), 0);
+    ASSERT_EQ(mh_future_cancelled(fs[i]), 0);
+    ASSERT_ERR(mh_future_cancel(fs[i]), MH_EBUSY);
+    ASSERT_ERR(mh_future_wait(fs[i], 0), 0);
+    int pid, code;
+    ASSERT_ERR(mh_future_worker_exit(fs[i], &pid, &code), MH_EINVAL);
+    mh_future_release(fs[i]);
+  }
+  /* A task's own code passes through unchanged, MH_E* ones included. */
+  int codes[] = {0, MH_ETIMEDOUT, MH_EUSER, MH_EUSER - 12345, MH_EIO};
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    mh_future_t *f;
+    ASSERT_OK(mh_executor_submit(ex, t_code, &codes[i], sizeof codes[i], NULL,
+                                 0, NULL, &f));
+    ASSERT_ERR(mh_future_result(f, 5.0), codes[i]);
+    mh_future_release(f);
+  }
+  mh_executor_free(ex);
+}
+
+TEST(default_options) {
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, NULL));
+  ASSERT_EQ(mh_executor_workers(ex), mh_cpu_count());
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f));
+  ASSERT_OK(mh_future_result(f, MH_FOREVER));
+  mh_future_release(f);
+  mh_executor_free(ex);
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  ASSERT_EQ(o.backend, MH_BACKEND_THREADS);
+  ASSERT_EQ(o.flags, 0);
+}
+
+TEST(bad_input) {
+  mh_executor_t *ex = NULL;
+  mh_executor_options_t o;
+  ASSERT_ERR(mh_executor_new(NULL, NULL), MH_EINVAL);
+  mh_executor_options_init(&o);
+  o.workers = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = 4097;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.workers = 1;
+  o.backend = (mh_backend_t)7;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.backend = MH_BACKEND_THREADS;
+  o.retries = -1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.retries = 0;
+  o.max_tasks_per_child = -3;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  o.max_tasks_per_child = 0;
+  o.flags = 1;
+  ASSERT_ERR(mh_executor_new(&ex, &o), MH_EINVAL);
+  ASSERT(ex == NULL);
+  ASSERT_EQ(mh_executor_workers(NULL), MH_EINVAL);
+  ASSERT_EQ(mh_executor_backend(NULL), MH_EINVAL);
+  ASSERT_ERR(mh_executor_shutdown(NULL, 0), MH_EINVAL);
+  mh_executor_free(NULL);
+
+  ex = threads(1);
+  mh_future_t *f = NULL;
+  long x = 1;
+  ASSERT_ERR(mh_executor_submit(NULL, t_noop, NULL, 0, NULL, 0, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, NULL, NULL, 0, NULL, 0, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 8, NULL, 0, NULL, &f),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_submit(ex, t_noop, &x, 8, NULL, 8, NULL, &f),
+             MH_EINVAL);
+  ASSERT(f == NULL);
+  ASSERT_ERR(mh_executor_shutdown(ex, 0x80), MH_EINVAL);
+
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f));
+  ASSERT_ERR(mh_future_result(f, -0.5), MH_EINVAL);
+  ASSERT_ERR(mh_future_wait(f, -2), MH_EINVAL);
+  ASSERT_OK(mh_future_wait(f, MH_FOREVER));
+  ASSERT_ERR(mh_future_result(NULL, 1), MH_EINVAL);
+  ASSERT_ERR(mh_future_wait(NULL, 1), MH_EINVAL);
+  ASSERT_ERR(mh_future_cancel(NULL), MH_EINVAL);
+  ASSERT_EQ(mh_future_done(NULL), 0);
+  ASSERT_EQ(mh_future_running(NULL), 0);
+  ASSERT_EQ(mh_future_cancelled(NULL), 0);
+  ASSERT_ERR(mh_future_add_done_callback(NULL, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_future_add_done_callback(f, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_future_worker_exit(NULL, NULL, NULL), MH_EINVAL);
+  mh_future_retain(NULL);
+  mh_future_release(NULL);
+
+  mh_future_t *fs[2] = {f, NULL};
+  size_t nd;
+  ASSERT_ERR(mh_futures_wait(NULL, 1, MH_ALL_COMPLETED, 0, &nd), MH_EINVAL);
+  ASSERT_ERR(mh_futures_wait(fs, 2, MH_ALL_COMPLETED, 0, &nd), MH_EINVAL);
+  ASSERT_ERR(mh_futures_wait(fs, 1, (mh_wait_mode_t)0, 0, &nd), MH_EINVAL);
+  ASSERT_ERR(mh_futures_wait(fs, 1, MH_ALL_COMPLETED, -3, &nd), MH_EINVAL);
+  ASSERT_OK(mh_futures_wait(NULL, 0, MH_ALL_COMPLETED, 0, &nd));
+  ASSERT_EQ(nd, 0);
+  mh_as_completed_t *ac = NULL;
+  ASSERT_ERR(mh_as_completed_new(NULL, fs, 1), MH_EINVAL);
+  ASSERT_ERR(mh_as_completed_new(&ac, NULL, 1), MH_EINVAL);
+  ASSERT_ERR(mh_as_completed_new(&ac, fs, 2), MH_EINVAL);
+  ASSERT_OK(mh_as_completed_new(&ac, fs, 1));
+  mh_future_t *g;
+  ASSERT_ERR(mh_as_completed_next(ac, -5, &g), MH_EINVAL);
+  ASSERT_ERR(mh_as_completed_next(ac, 1, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_as_completed_next(NULL, 1, &g), MH_EINVAL);
+  mh_as_completed_free(ac);
+  mh_as_completed_free(NULL);
+  mh_future_release(f);
+
+  long in[4] = {0}, out[4];
+  ASSERT_ERR(mh_executor_map(NULL, t_double, NULL, in, 8, out, 8, 4, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, NULL, NULL, in, 8, out, 8, 4, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_double, NULL, NULL, 8, out, 8, 4, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_double, NULL, in, 8, NULL, 8, 4, 0, NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map(ex, t_double, NULL, in, SIZE_MAX / 2, out, 8, 4,
+                             0, NULL),
+             MH_EINVAL);
+  ASSERT_OK(mh_executor_map(ex, t_double, NULL, in, 8, out, 8, 0, 0, NULL));
+  mh_map_iter_t *it = NULL;
+  ASSERT_ERR(mh_executor_imap(ex, t_double, NULL, in, 8, out, 8, 4, 0, 0,
+                              NULL),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_imap(ex, t_double, NULL, in, 8, out, 8, 4, 0, 0x10,
+                              &it),
+             MH_EINVAL);
+  ASSERT_OK(mh_executor_imap(ex, t_double, NULL, in, 8, out, 8, 4, 0, 0, &it));
+  size_t idx;
+  int st;
+  ASSERT_ERR(mh_map_iter_next(it, -7, &idx, &st), MH_EINVAL);
+  ASSERT_ERR(mh_map_iter_next(it, 1, NULL, &st), MH_EINVAL);
+  ASSERT_ERR(mh_map_iter_next(NULL, 1, &idx, &st), MH_EINVAL);
+  mh_map_iter_free(it);
+  mh_map_iter_free(NULL);
+  mh_executor_free(ex);
+}
+
+TEST(other_backends) {
+  /* The process and MPI backends are separate parts: when one is not built
+   * in, asking for it says so instead of failing to link. */
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 1;
+  o.backend = MH_BACKEND_MPI;
+  mh_executor_t *ex = NULL;
+  int rc = mh_executor_new(&ex, &o);
+  ASSERT(rc == MH_ENOTSUP || rc == 0 || rc == MH_EMPI);
+  mh_executor_free(ex);
+  ex = NULL;
+  o.backend = MH_BACKEND_PROCESSES;
+  rc = mh_executor_new(&ex, &o);
+  ASSERT(rc == MH_ENOTSUP || rc == 0);
+  mh_executor_free(ex);
+}
+
+/* ---- shutdown ---------------------------------------------------------- */
+
+TEST(shutdown_semantics) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_future_t *blocker, *queued[10];
+  ASSERT_OK(
+      mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blocker));
+  for (int i = 0; i < 10; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL,
+                                 &queued[i]));
+  /* A non-waiting shutdown returns at once; queued work still runs. */
+  ASSERT_OK(mh_executor_shutdown(ex, 0));
+  mh_future_t *f = NULL;
+  ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f),
+             MH_ESHUTDOWN);
+  ASSERT(f == NULL);
+  long in = 1, out;
+  ASSERT_ERR(mh_executor_map(ex, t_double, NULL, &in, 8, &out, 8, 1, 0, NULL),
+             MH_ESHUTDOWN);
+  mh_map_iter_t *it = NULL;
+  ASSERT_ERR(
+      mh_executor_imap(ex, t_double, NULL, &in, 8, &out, 8, 1, 0, 0, &it),
+      MH_ESHUTDOWN);
+  ASSERT_OK(mh_executor_shutdown(ex, 0));
+  ASSERT_EQ(mh_future_done(queued[9]), 0);
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT));
+  for (int i = 0; i < 10; i++) {
+    ASSERT_EQ(mh_future_done(queued[i]), 1);
+    ASSERT_OK(mh_future_result(queued[i], 0));
+    mh_future_release(queued[i]);
+  }
+  ASSERT_OK(mh_future_result(blocker, 0));
+  mh_future_release(blocker);
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT));
+  mh_executor_free(ex);
+}
+
+TEST(shutdown_cancel_futures) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_future_t *blocker, *queued[50];
+  ASSERT_OK(
+      mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blocker));
+  while (!mh_future_running(blocker)) mht_sleep(0.001);
+  for (int i = 0; i < 50; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL,
+                                 &queued[i]));
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_CANCEL_FUTURES));
+  for (int i = 0; i < 50; i++) {
+    ASSERT_EQ(mh_future_cancelled(queued[i]), 1);
+    ASSERT_ERR(mh_future_result(queued[i], 0), MH_ECANCELED);
+    mh_future_release(queued[i]);
+  }
+  /* The running task is not cancelled. */
+  ASSERT_EQ(mh_future_cancelled(blocker), 0);
+  ASSERT_ERR(mh_future_cancel(blocker), MH_EBUSY);
+  atomic_store(&gate, 1);
+  mh_executor_free(ex);
+  ASSERT_OK(mh_future_result(blocker, 0));
+  mh_future_release(blocker);
+}
+
+/* Futures outlive their executor. */
+TEST(future_outlives_executor) {
+  mh_executor_t *ex = threads(2);
+  long in = 21, out = 0;
+  mh_future_t *f;
+  ASSERT_OK(
+      mh_executor_submit(ex, t_double, &in, sizeof in, &out, sizeof out, NULL,
+                         &f));
+  mh_executor_free(ex);
+  ASSERT_OK(mh_future_result(f, 0));
+  ASSERT_EQ(out, 42);
+  mh_future_release(f);
+}
+
+typedef struct {
+  mh_executor_t *ex;
+  atomic_int *stop;
+  long accepted, refused;
+  mh_future_t **fs;
+  size_t cap;
+} submitter_t;
+
+static void *submitter(void *arg) {
+  submitter_t *s = arg;
+  while (!atomic_load(s->stop) && (size_t)s->accepted < s->cap) {
+    mh_future_t *f;
+    int rc = mh_executor_submit(s->ex, t_noop, NULL, 0, NULL, 0, NULL, &f);
+    if (rc == 0) {
+      s->fs[s->accepted++] = f;
+    } else {
+      ASSERT_ERR(rc, MH_ESHUTDOWN);
+      s->refused++;
+      break;
+    }
+    if ((mht_rand() & 63) == 0) mht_jitter(50);
+  }
+  return NULL;
+}
+
+TEST(shutdown_while_submitting) {
+  for (int round = 0; round < 20; round++) {
+    mh_executor_t *ex = threads(2);
+    atomic_int stop = 0;
+    enum { T = 4 };
+    submitter_t s[T];
+    pthread_t th[T];
+    size_t cap = (size_t)mht_scaled(20000);
+    for (int i = 0; i < T; i++) {
+      s[i] = (submitter_t){ex, &stop, 0, 0, calloc(cap, sizeof(mh_future_t *)),
+                           cap};
+      pthread_create(&th[i], NULL, submitter, &s[i]);
+    }
+    mht_jitter(3000);
+    unsigned flags = round % 2 ? MH_SHUTDOWN_CANCEL_FUTURES : 0;
+    ASSERT_OK(mh_executor_shutdown(ex, flags | (round % 4 < 2 ? MH_SHUTDOWN_WAIT : 0)));
+    for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+    atomic_store(&stop, 1);
+    ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT));
+    for (int i = 0; i < T; i++) {
+      /* Every submitter either hit the shutdown or filled its array. */
+      ASSERT(s[i].refused == 1 || (size_t)s[i].accepted == cap);
+      for (long k = 0; k < s[i].accepted; k++) {
+        mh_future_t *f = s[i].fs[k];
+        /* Every accepted future completed: it ran, or was cancelled by a
+         * cancelling shutdown. */
+        ASSERT_EQ(mh_future_done(f), 1);
+        int rc = mh_future_result(f, 0);
+        if (flags)
+          ASSERT(rc == 0 || rc == MH_ECANCELED);
+        else
+          ASSERT_OK(rc);
+        mh_future_release(f);
+      }
+      free(s[i].fs);
+    }
+    mh_executor_free(ex);
+  }
+}
+
+/* ---- futures ----------------------------------------------------------- */
+
+TEST(result_timeout) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &f));
+  ASSERT_ERR(mh_future_result(f, 0), MH_ETIMEDOUT);
+  double t0 = mht_now();
+  ASSERT_ERR(mh_future_result(f, 0.1), MH_ETIMEDOUT);
+  double dt = mht_now() - t0;
+  ASSERT(dt >= 0.099);
+  ASSERT_ERR(mh_future_wait(f, 0.05), MH_ETIMEDOUT);
+  ASSERT_EQ(mh_future_done(f), 0);
+  while (!mh_future_running(f)) mht_sleep(0.001);
+  ASSERT_EQ(mh_future_running(f), 1);
+  ASSERT_ERR(mh_future_cancel(f), MH_EBUSY);
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_future_result(f, 10));
+  mh_future_release(f);
+  mh_executor_free(ex);
+}
+
+TEST(cancel_pending) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  static atomic_int runs[4];
+  size_t idx[4] = {0, 1, 2, 3};
+  mh_future_t *blocker, *fs[4];
+  ASSERT_OK(
+      mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blocker));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_count, &idx[i], sizeof idx[i], NULL, 0,
+                                 runs, &fs[i]));
+  ASSERT_OK(mh_future_cancel(fs[1]));
+  ASSERT_OK(mh_future_cancel(fs[1])); /* cancelling twice is fine */
+  ASSERT_OK(mh_future_cancel(fs[3]));
+  ASSERT_EQ(mh_future_cancelled(fs[1]), 1);
+  ASSERT_EQ(mh_future_done(fs[1]), 1);
+  ASSERT_ERR(mh_future_result(fs[1], 0), MH_ECANCELED);
+  ASSERT_OK(mh_future_wait(fs[3], 0));
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_future_result(fs[0], MH_FOREVER));
+  ASSERT_OK(mh_future_result(fs[2], MH_FOREVER));
+  mh_executor_free(ex);
+  ASSERT_EQ(atomic_load(&runs[0]), 1);
+  ASSERT_EQ(atomic_load(&runs[1]), 0);
+  ASSERT_EQ(atomic_load(&runs[2]), 1);
+  ASSERT_EQ(atomic_load(&runs[3]), 0);
+  for (int i = 0; i < 4; i++) mh_future_release(fs[i]);
+  mh_future_release(blocker);
+}
+
+typedef struct {
+  mh_future_t **fs;
+  size_t n;
+  int backwards;
+} sweep_t;
+
+static void *canceller(void *arg) {
+  sweep_t *s = arg;
+  for (size_t k = 0; k < s->n; k++) {
+    size_t i = s->backwards ? s->n - 1 - k : k;
+    if (mht_rand() & 1) (void)mh_future_cancel(s->fs[i]);
+    if ((mht_rand() & 255) == 0) mht_jitter(20);
+  }
+  return NULL;
+}
+
+TEST(cancel_races_start) {
+  size_t n = (size_t)mht_scaled(100000);
+  atomic_int *runs = calloc(n, sizeof *runs);
+  size_t *idx = malloc(n * sizeof *idx);
+  mh_future_t **fs = calloc(n + 1, sizeof *fs);
+  mh_executor_t *ex = threads(2);
+  /* Hold both workers until the cancellers run, so that the futures are
+   * still pending when the race starts. */
+  atomic_int gate = 0;
+  mh_future_t *blk[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(
+        mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blk[i]));
+  for (size_t i = 0; i < n; i++) {
+    idx[i] = i;
+    ASSERT_OK(mh_executor_submit(ex, t_count, &idx[i], sizeof idx[i], NULL, 0,
+                                 runs, &fs[i]));
+  }
+  pthread_t th[2];
+  /* Two cancellers sweep the futures, one from each end, while the workers
+   * start them. */
+  sweep_t sw[2] = {{fs, n, 0}, {fs, n, 1}};
+  pthread_create(&th[0], NULL, canceller, &sw[0]);
+  pthread_create(&th[1], NULL, canceller, &sw[1]);
+  mht_jitter(2000);
+  atomic_store(&gate, 1);
+  pthread_join(th[0], NULL);
+  pthread_join(th[1], NULL);
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT));
+  size_t cancelled = 0;
+  for (size_t i = 0; i < n; i++) {
+    int c = mh_future_cancelled(fs[i]);
+    int rc = mh_future_result(fs[i], 0);
+    /* Exactly one of cancelled / finished, and the task ran iff not
+     * cancelled. */
+    ASSERT_EQ(mh_future_done(fs[i]), 1);
+    ASSERT_EQ(rc, c ? MH_ECANCELED : 0);
+    ASSERT_EQ(atomic_load(&runs[i]), !c);
+    cancelled += (size_t)c;
+    mh_future_release(fs[i]);
+  }
+  ASSERT(cancelled > 0);
+  mh_future_release(blk[0]);
+  mh_future_release(blk[1]);
+  mh_executor_free(ex);
+  free(fs);
+  free(idx);
+  free(runs);
+}
+
+typedef struct {
+  atomic_int calls;
+  atomic_int order; /* records the order of two callbacks */
+  pthread_t caller;
+  int on_caller;
+} cbstate_t;
+
+static void cb_count(mh_future_t *f, void *arg) {
+  cbstate_t *s = arg;
+  ASSERT_EQ(mh_future_done(f), 1);
+  if (pthread_equal(pthread_self(), s->caller)) s->on_caller = 1;
+  atomic_fetch_add(&s->calls, 1);
+}
+
+static void cb_first(mh_future_t *f, void *arg) {
+  (void)f;
+  cbstate_t *s = arg;
+  int zero = 0;
+  atomic_compare_exchange_strong(&s->order, &zero, 1);
+}
+
+static void cb_second(mh_future_t *f, void *arg) {
+  (void)f;
+  cbstate_t *s = arg;
+  int one = 1;
+  atomic_compare_exchange_strong(&s->order, &one, 2);
+}
+
+TEST(callbacks) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_future_t *f;
+  cbstate_t s = {0};
+  s.caller = pthread_self();
+  ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &f));
+  ASSERT_OK(mh_future_add_done_callback(f, cb_count, &s));
+  ASSERT_OK(mh_future_add_done_callback(f, cb_first, &s));
+  ASSERT_OK(mh_future_add_done_callback(f, cb_second, &s));
+  ASSERT_EQ(atomic_load(&s.calls), 0);
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_future_result(f, MH_FOREVER));
+  /* Callbacks run before waiters wake, on the worker, in the order added. */
+  ASSERT_EQ(atomic_load(&s.calls), 1);
+  ASSERT_EQ(s.on_caller, 0);
+  ASSERT_EQ(atomic_load(&s.order), 2);
+  /* Already done: runs at once on the caller's thread. */
+  ASSERT_OK(mh_future_add_done_callback(f, cb_count, &s));
+  ASSERT_EQ(atomic_load(&s.calls), 2);
+  ASSERT_EQ(s.on_caller, 1);
+  mh_future_release(f);
+
+  /* Cancelling runs the callbacks too. */
+  cbstate_t c = {0};
+  c.caller = pthread_self();
+  mh_future_t *blocker, *g;
+  atomic_store(&gate, 0);
+  ASSERT_OK(
+      mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blocker));
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &g));
+  ASSERT_OK(mh_future_add_done_callback(g, cb_count, &c));
+  ASSERT_OK(mh_future_cancel(g));
+  ASSERT_EQ(atomic_load(&c.calls), 1);
+  ASSERT_EQ(c.on_caller, 1);
+  atomic_store(&gate, 1);
+  mh_future_release(g);
+  mh_future_release(blocker);
+  mh_executor_free(ex);
+}
+
+static void cb_tick(mh_future_t *f, void *arg) {
+  (void)f;
+  atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+/* 10^6 tiny tasks: each future completes exactly once (its callback runs
+ * exactly once and its task runs exactly once). */
+TEST(million_tasks) {
+  size_t n = (size_t)mht_scaled(1000000);
+  atomic_int *runs = calloc(n, sizeof *runs);
+  atomic_int *cbs = calloc(n, sizeof *cbs);
+  size_t *idx = malloc(n * sizeof *idx);
+  mh_executor_t *ex = threads(2);
+  const size_t batch = 4096;
+  mh_future_t **fs = malloc(batch * sizeof *fs);
+  for (size_t lo = 0; lo < n; lo += batch) {
+    size_t m = n - lo < batch ? n - lo : batch;
+    for (size_t k = 0; k < m; k++) {
+      size_t i = lo + k;
+      idx[i] = i;
+      ASSERT_OK(mh_executor_submit(ex, t_count, &idx[i], sizeof idx[i], NULL,
+                                   0, runs, &fs[k]));
+      ASSERT_OK(mh_future_add_done_callback(fs[k], cb_tick, &cbs[i]));
+    }
+    for (size_t k = 0; k < m; k++) {
+      ASSERT_OK(mh_future_result(fs[k], MH_FOREVER));
+      mh_future_release(fs[k]);
+    }
+  }
+  mh_executor_free(ex);
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_EQ(atomic_load(&runs[i]), 1);
+    ASSERT_EQ(atomic_load(&cbs[i]), 1);
+  }
+  free(fs);
+  free(idx);
+  free(cbs);
+  free(runs);
+}
+
+static int t_init_fail(void *arg) { return *(int *)arg; }
+
+TEST(worker_initializer) {
+  int code = MH_EUSER - 3;
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 2;
+  o.initializer = t_init_fail;
+  o.initarg = &code;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f));
+  ASSERT_ERR(mh_future_result(f, MH_FOREVER), MH_EUSER - 3);
+  mh_future_release(f);
+  mh_executor_free(ex);
+  code = 0;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f));
+  ASSERT_OK(mh_future_result(f, MH_FOREVER));
+  mh_future_release(f);
+  mh_executor_free(ex);
+}
+
+/* ---- wait and as_completed --------------------------------------------- */
+
+TEST(wait_modes) {
+  mh_executor_t *ex = threads(3);
+  atomic_int g1 = 0, g2 = 0;
+  int fail = MH_EUSER - 1, ok = 0;
+  mh_future_t *fs[3];
+  ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &g1, &fs[0]));
+  ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &g2, &fs[1]));
+  ASSERT_OK(
+      mh_executor_submit(ex, t_code, &ok, sizeof ok, NULL, 0, NULL, &fs[2]));
+  size_t nd = 99;
+  /* FIRST_COMPLETED returns when fs[2] is done. */
+  ASSERT_OK(mh_futures_wait(fs, 3, MH_FIRST_COMPLETED, 10, &nd));
+  ASSERT_EQ(nd, 1);
+  ASSERT_EQ(mh_future_done(fs[2]), 1);
+  /* Nothing failed: FIRST_EXCEPTION and ALL_COMPLETED time out. */
+  double t0 = mht_now();
+  ASSERT_ERR(mh_futures_wait(fs, 3, MH_FIRST_EXCEPTION, 0.05, &nd),
+             MH_ETIMEDOUT);
+  ASSERT(mht_now() - t0 >= 0.049);
+  ASSERT_EQ(nd, 1);
+  ASSERT_ERR(mh_futures_wait(fs, 3, MH_ALL_COMPLETED, 0.05, &nd),
+             MH_ETIMEDOUT);
+  ASSERT_ERR(mh_futures_wait(fs, 3, MH_ALL_COMPLETED, 0, &nd), MH_ETIMEDOUT);
+  ASSERT_EQ(nd, 1);
+  ASSERT_ERR(mh_futures_wait(fs, 2, MH_FIRST_COMPLETED, 0.02, &nd),
+             MH_ETIMEDOUT);
+  ASSERT_EQ(nd, 0);
+  /* A failing task ends FIRST_EXCEPTION. */
+  mh_future_t *bad;
+  ASSERT_OK(
+      mh_executor_submit(ex, t_code, &fail, sizeof fail, NULL, 0, NULL, &bad));
+  mh_future_t *fs4[4] = {fs[0], fs[1], fs[2], bad};
+  ASSERT_OK(mh_futures_wait(fs4, 4, MH_FIRST_EXCEPTION, 10, &nd));
+  ASSERT_EQ(nd, 2);
+  /* ALL_COMPLETED waits for the gates. */
+  atomic_store(&g1, 1);
+  ASSERT_OK(mh_futures_wait(fs, 1, MH_ALL_COMPLETED, 10, &nd));
+  atomic_store(&g2, 1);
+  ASSERT_OK(mh_futures_wait(fs4, 4, MH_ALL_COMPLETED, MH_FOREVER, &nd));
+  ASSERT_EQ(nd, 4);
+  ASSERT_OK(mh_futures_wait(fs4, 4, MH_FIRST_EXCEPTION, 0, NULL));
+  for (int i = 0; i < 3; i++) mh_future_release(fs[i]);
+  mh_future_release(bad);
+  mh_executor_free(ex);
+}
+
+TEST(wait_first_completed_wakes) {
+  mh_executor_t *ex = threads(2);
+  for (int round = 0; round < 50; round++) {
+    double d[2] = {0.002 * (round % 3), 5.0};
+    mh_future_t *fs[2];
+    atomic_int gate = 0;
+    ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &fs[1]));
+    ASSERT_OK(
+        mh_executor_submit(ex, t_sleep, &d[0], sizeof d[0], NULL, 0, NULL,
+                           &fs[0]));
+    size_t nd;
+    ASSERT_OK(mh_futures_wait(fs, 2, MH_FIRST_COMPLETED, 10, &nd));
+    ASSERT_EQ(nd, 1);
+    ASSERT_EQ(mh_future_done(fs[0]), 1);
+    atomic_store(&gate, 1);
+    ASSERT_OK(mh_future_result(fs[1], MH_FOREVER));
+    mh_future_release(fs[0]);
+    mh_future_release(fs[1]);
+  }
+  mh_executor_free(ex);
+}
+
+TEST(as_completed) {
+  mh_executor_t *ex = threads(3);
+  enum { N = 30 };
+  double d[N];
+  mh_future_t *fs[N + 2];
+  for (int i = 0; i < N; i++) {
+    d[i] = 0.001 * (double)((i * 7) % 11);
+    ASSERT_OK(mh_executor_submit(ex, t_sleep, &d[i], sizeof d[i], NULL, 0,
+                                 NULL, &fs[i]));
+  }
+  /* Duplicates are yielded once. */
+  fs[N] = fs[3];
+  fs[N + 1] = fs[17];
+  mh_as_completed_t *ac;
+  ASSERT_OK(mh_as_completed_new(&ac, fs, N + 2));
+  int seen[N] = {0};
+  mh_future_t *f;
+  int rc, count = 0;
+  while ((rc = mh_as_completed_next(ac, 10, &f)) == 0) {
+    ASSERT_EQ(mh_future_done(f), 1);
+    int k = -1;
+    for (int i = 0; i < N; i++)
+      if (fs[i] == f) k = i;
+    ASSERT(k >= 0);
+    seen[k]++;
+    count++;
+  }
+  ASSERT_ERR(rc, MH_EEOF);
+  ASSERT_EQ(count, N);
+  for (int i = 0; i < N; i++) ASSERT_EQ(seen[i], 1);
+  mh_as_completed_free(ac);
+
+  /* Timeout, and freeing an iterator whose futures are still pending. */
+  atomic_int gate = 0;
+  mh_future_t *g[2];
+  ASSERT_OK(mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &g[0]));
+  g[1] = fs[0];
+  ASSERT_OK(mh_as_completed_new(&ac, g, 2));
+  ASSERT_OK(mh_as_completed_next(ac, 10, &f));
+  ASSERT(f == fs[0]);
+  ASSERT_ERR(mh_as_completed_next(ac, 0.02, &f), MH_ETIMEDOUT);
+  ASSERT_ERR(mh_as_completed_next(ac, 0, &f), MH_ETIMEDOUT);
+  mh_as_completed_free(ac);
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_future_result(g[0], MH_FOREVER));
+  mh_future_release(g[0]);
+  for (int i = 0; i < N; i++) mh_future_release(fs[i]);
+  ASSERT_OK(mh_as_completed_new(&ac, NULL, 0));
+  ASSERT_ERR(mh_as_completed_next(ac, 0, &f), MH_EEOF);
+  mh_as_completed_free(ac);
+  mh_executor_free(ex);
+}
+
+/* ---- map and imap ------------------------------------------------------ */
+
+TEST(map_ordering_statuses) {
+  mh_executor_t *ex = threads(3);
+  size_t n = 10007;
+  long *in = malloc(n * sizeof *in), *out = malloc(n * sizeof *out);
+  int *st = malloc(n * sizeof *st);
+  for (size_t i = 0; i < n; i++) in[i] = (long)i;
+  size_t chunks[] = {0, 1, 7, 1000, 20000};
+  for (size_t c = 0; c < sizeof chunks / sizeof chunks[0]; c++) {
+    memset(out, 0, n * sizeof *out);
+    memset(st, 0x55, n * sizeof *st);
+    int rc = mh_executor_map(ex, t_double, NULL, in, sizeof *in, out,
+                             sizeof *out, n, chunks[c], st);
+    /* The lowest failing item is 13, whose code is MH_EUSER - 13 % 7. */
+    ASSERT_ERR(rc, MH_EUSER - 6);
+    for (size_t i = 0; i < n; i++) {
+      ASSERT_EQ(out[i], 2 * (long)i);
+      int want = i % 1000 == 13 ? MH_EUSER - (int)(i % 7) : 0;
+      ASSERT_EQ(st[i], want);
+    }
+  }
+  /* Without statuses, and with all items succeeding. */
+  for (size_t i = 0; i < n; i++) in[i] = (long)(i / 1000 * 1000);
+  ASSERT_OK(mh_executor_map(ex, t_double, NULL, in, sizeof *in, out,
+                            sizeof *out, n, 0, NULL));
+  ASSERT_EQ(out[n - 1], 2 * in[n - 1]);
+  /* Items with no buffers at all. */
+  ASSERT_OK(mh_executor_map(ex, t_noop, NULL, NULL, 0, NULL, 0, 100000, 0,
+                            NULL));
+  free(in);
+  free(out);
+  free(st);
+  mh_executor_free(ex);
+}
+
+/* Records the largest number of live allocations seen by any item. */
+static atomic_long peak_live;
+static int t_peak(const void *in, size_t is, void *out, size_t os,
+                  void *ctx) {
+  (void)in, (void)is, (void)out, (void)os, (void)ctx;
+  long live = mht_alloc_live();
+  long p = atomic_load(&peak_live);
+  while (live > p && !atomic_compare_exchange_weak(&peak_live, &p, live)) {
+  }
+  return 0;
+}
+
+TEST(map_window_bounded) {
+  mh_executor_t *ex = threads(2);
+  size_t n = (size_t)mht_scaled(200000);
+  /* Count the library's allocations during a map of n one-item chunks:
+   * the window keeps them to a few chunks per worker, not n. */
+  mht_alloc_fail_after(-1);
+  long base = mht_alloc_live();
+  atomic_store(&peak_live, 0);
+  ASSERT_OK(mh_executor_map(ex, t_peak, NULL, NULL, 0, NULL, 0, n, 1, NULL));
+  ASSERT_LE(atomic_load(&peak_live) - base, 2 * 4 + 4);
+  for (int i = 0; i < 1000 && mht_alloc_live() != base; i++) mht_sleep(0.001);
+  ASSERT_EQ(mht_alloc_live(), base);
+  mh_map_iter_t *it;
+  atomic_store(&peak_live, 0);
+  ASSERT_OK(mh_executor_imap(ex, t_peak, NULL, NULL, 0, NULL, 0, n, 1,
+                             MH_MAP_UNORDERED, &it));
+  size_t idx;
+  int st;
+  size_t count = 0;
+  while (mh_map_iter_next(it, MH_FOREVER, &idx, &st) == 0) count++;
+  ASSERT_EQ(count, n);
+  mh_map_iter_free(it);
+  ASSERT_LE(atomic_load(&peak_live) - base, 2 * 4 + 10);
+  for (int i = 0; i < 1000 && mht_alloc_live() != base; i++) mht_sleep(0.001);
+  ASSERT_EQ(mht_alloc_live(), base);
+  mht_alloc_reset();
+  mh_executor_free(ex);
+}
+
+static void check_imap(mh_executor_t *ex, size_t n, size_t chunk,
+                       unsigned flags) {
+  long *in = malloc((n ? n : 1) * sizeof *in);
+  long *out = malloc((n ? n : 1) * sizeof *out);
+  unsigned char *seen = calloc(n ? n : 1, 1);
+  for (size_t i = 0; i < n; i++) in[i] = (long)i;
+  mh_map_iter_t *it;
+  ASSERT_OK(mh_executor_imap(ex, t_double, NULL, in, sizeof *in, out,
+                             sizeof *out, n, chunk, flags, &it));
+  size_t idx, count = 0;
+  int st, rc;
+  while ((rc = mh_map_iter_next(it, 10, &idx, &st)) == 0) {
+    ASSERT(idx < n);
+    if (!(flags & MH_MAP_UNORDERED)) ASSERT_EQ(idx, count);
+    ASSERT_EQ(seen[idx], 0);
+    seen[idx] = 1;
+    ASSERT_EQ(out[idx], 2 * (long)idx);
+    ASSERT_EQ(st, idx % 1000 == 13 ? MH_EUSER - (int)(idx % 7) : 0);
+    count++;
+  }
+  ASSERT_ERR(rc, MH_EEOF);
+  ASSERT_ERR(mh_map_iter_next(it, 0, &idx, &st), MH_EEOF);
+  ASSERT_EQ(count, n);
+  mh_map_iter_free(it);
+  free(seen);
+  free(in);
+  free(out);
+}
+
+TEST(imap_ordered_unordered) {
+  mh_executor_t *ex = threads(3);
+  size_t sizes[] = {0, 1, 5, 1001, 30011};
+  size_t chunks[] = {0, 1, 3, 64, 5000};
+  for (size_t a = 0; a < 5; a++)
+    for (size_t b = 0; b < 5; b++) {
+      check_imap(ex, sizes[a], chunks[b], 0);
+      check_imap(ex, sizes[a], chunks[b], MH_MAP_UNORDERED);
+    }
+  mh_executor_free(ex);
+}
+
+TEST(imap_timeout_and_early_free) {
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_map_iter_t *it;
+  ASSERT_OK(mh_executor_imap(ex, t_gate, &gate, NULL, 0, NULL, 0, 1000, 1, 0,
+                             &it));
+  size_t idx;
+  int st;
+  ASSERT_ERR(mh_map_iter_next(it, 0.02, &idx, &st), MH_ETIMEDOUT);
+  atomic_store(&gate, 1);
+  ASSERT_OK(mh_map_iter_next(it, MH_FOREVER, &idx, &st));
+  ASSERT_EQ(idx, 0);
+  /* Free with most items not yet run: the pending chunks are cancelled and
+   * the call returns only when none runs any more. */
+  mh_map_iter_free(it);
+  ASSERT_OK(mh_executor_imap(ex, t_gate, &gate, NULL, 0, NULL, 0, 1000, 1,
+                             MH_MAP_UNORDERED, &it));
+  ASSERT_OK(mh_map_iter_next(it, MH_FOREVER, &idx, &st));
+  mh_map_iter_free(it);
+  mh_executor_free(ex);
+}
+
+/* Statuses of items whose chunks never ran: a cancelling shutdown during a
+ * map gives MH_ECANCELED or MH_ESHUTDOWN for them and the map still ends. */
+static void *shut_soon(void *arg) {
+  mht_sleep(0.02);
+  mh_executor_shutdown(arg, MH_SHUTDOWN_CANCEL_FUTURES);
+  return NULL;
+}
+
+static int t_slow(const void *in, size_t is, void *out, size_t os, void *ctx) {
+  (void)in, (void)is, (void)out, (void)os, (void)ctx;
+  mht_sleep(0.0005);
+  return 0;
+}
+
+TEST(map_during_shutdown) {
+  mh_executor_t *ex = threads(2);
+  size_t n = 20000;
+  int *st = malloc(n * sizeof *st);
+  pthread_t th;
+  pthread_create(&th, NULL, shut_soon, ex);
+  int rc = mh_executor_map(ex, t_slow, NULL, NULL, 0, NULL, 0, n, 4, st);
+  pthread_join(th, NULL);
+  ASSERT(rc == MH_ECANCELED || rc == MH_ESHUTDOWN);
+  size_t ok = 0, bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (st[i] == 0)
+      ok++;
+    else if (st[i] == MH_ECANCELED || st[i] == MH_ESHUTDOWN)
+      bad++;
+  }
+  ASSERT_EQ(ok + bad, n);
+  ASSERT(ok > 0 && bad > 0);
+  free(st);
+  mh_executor_free(ex);
+}
+
+/* ---- allocation failure ------------------------------------------------ */
+
+/* Workers drop their references to futures just after completing them, so
+ * the count of live blocks settles a moment after a call returns. */
+static long live_settled(void) {
+  for (int i = 0; i < 1000 && mht_alloc_live() != 0; i++) mht_sleep(0.001);
+  return mht_alloc_live();
+}
+
+TEST(alloc_failure) {
+  /* Every constructor fails with MH_ENOMEM at each of its allocations and
+   * leaves nothing behind. */
+  for (long k = 0;; k++) {
+    mht_alloc_fail_after(k);
+    mh_executor_t *ex = NULL;
+    int rc = mh_executor_new(&ex, NULL);
+    if (rc == 0) {
+      mh_executor_free(ex);
+      ASSERT_EQ(live_settled(), 0);
+      break;
+    }
+    ASSERT_ERR(rc, MH_ENOMEM);
+    ASSERT_EQ(live_settled(), 0);
+  }
+  mht_alloc_reset();
+  mh_executor_t *ex = threads(1);
+  atomic_int gate = 0;
+  mh_future_t *blocker;
+  ASSERT_OK(
+      mh_executor_submit(ex, t_gate, NULL, 0, NULL, 0, &gate, &blocker));
+  mh_future_t *done;
+  ASSERT_OK(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &done));
+  /* Nothing of these can be allocated. */
+  mht_alloc_fail_after(0);
+  mh_future_t *f = NULL;
+  ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &f),
+             MH_ENOMEM);
+  ASSERT_ERR(mh_future_add_done_callback(blocker, cb_tick, &gate), MH_ENOMEM);
+  mh_future_t *two[2] = {blocker, done};
+  ASSERT_ERR(mh_futures_wait(two, 2, MH_FIRST_EXCEPTION, 0.01, NULL),
+             MH_ENOMEM);
+  ASSERT_EQ(live_settled(), 0);
+  mht_alloc_reset();
+  /* Let the worker run, so that cancelled chunks leave its queue. */
+  atomic_store(&gate, 1);
+  long in[8] = {0}, out[8];
+  for (long k = 0;; k++) {
+    mht_alloc_fail_after(k);
+    mh_as_completed_t *ac = NULL;
+    int rc = mh_as_completed_new(&ac, two, 2);
+    if (rc == 0) {
+      mh_as_completed_free(ac);
+      ASSERT_EQ(live_settled(), 0);
+      break;
+    }
+    ASSERT_ERR(rc, MH_ENOMEM);
+    ASSERT_EQ(live_settled(), 0);
+  }
+  for (unsigned fl = 0; fl < 2; fl++) {
+    for (long k = 0;; k++) {
+      mht_alloc_fail_after(k);
+      mh_map_iter_t *it = NULL;
+      int rc =
+          mh_executor_imap(ex, t_double, NULL, in, 8, out, 8, 8, 1, fl, &it);
+      if (rc == 0) {
+        mht_alloc_fail_after(-1);
+        mh_map_iter_free(it);
+        ASSERT_EQ(live_settled(), 0);
+        break;
+      }
+      ASSERT_ERR(rc, MH_ENOMEM);
+      ASSERT_EQ(live_settled(), 0);
+    }
+  }
+  mht_alloc_fail_after(0);
+  ASSERT_ERR(mh_executor_map(ex, t_double, NULL, in, 8, out, 8, 8, 1, NULL),
+             MH_ENOMEM);
+  ASSERT_EQ(live_settled(), 0);
+  mht_alloc_reset();
+  mh_future_release(blocker);
+  mh_future_release(done);
+  mh_executor_free(ex);
+}
