@@ -1,0 +1,179 @@
+/* plot.c - the speedup chart of a sweep, drawn by gnuplot.
+ *
+ * gnuplot is looked up on PATH when a chart is asked for, not at build time,
+ * so the command builds and runs without it; when it is missing the caller
+ * prints its table anyway and this file says how to get the chart.  The
+ * script goes to gnuplot's standard input with the data inline (a gnuplot 5
+ * data block), so no temporary file is needed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+extern char **environ;
+
+int mhc_plot_kind(const char *path) {
+  size_t len = path ? strlen(path) : 0;
+  if (len < 5) return 0; /* at least one character before the extension */
+  if (strcasecmp(path + len - 4, ".svg") == 0) return 1;
+  if (strcasecmp(path + len - 4, ".png") == 0) return 2;
+  return 0;
+}
+
+const char *mhc_find_on_path(const char *prog, char *buf, size_t size) {
+  const char *path = getenv("PATH");
+  if (!path || !*path) return NULL;
+  while (*path) {
+    const char *colon = strchr(path, ':');
+    size_t len = colon ? (size_t)(colon - path) : strlen(path);
+    /* An empty PATH entry means the current directory. */
+    int n = len ? snprintf(buf, size, "%.*s/%s", (int)len, path, prog)
+                : snprintf(buf, size, "./%s", prog);
+    struct stat st;
+    if (n > 0 && (size_t)n < size && stat(buf, &st) == 0 &&
+        S_ISREG(st.st_mode) && access(buf, X_OK) == 0)
+      return buf;
+    if (!colon) break;
+    path = colon + 1;
+  }
+  return NULL;
+}
+
+/* Write a string as a gnuplot single-quoted literal, where '' stands for '. */
+static void put_quoted(FILE *f, const char *s) {
+  fputc('\'', f);
+  for (; *s; s++) {
+    if (*s == '\'') fputc('\'', f);
+    fputc(*s, f);
+  }
+  fputc('\'', f);
+}
+
+static int has_control(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
+  return 0;
+}
+
+static void write_script(FILE *f, const char *path, int kind,
+                         const mhc_sweep_row_t *rows, size_t n,
+                         const mhc_amdahl_t *fit, const char *title) {
+  int pmax = rows[n - 1].workers;
+  double ymax = pmax;
+  for (size_t i = 0; i < n; i++)
+    if (rows[i].speedup > ymax) ymax = rows[i].speedup;
+  if (kind == 1) {
+    fputs("set terminal svg size 800,520 dynamic enhanced "
+          "font 'Sans,12' background rgb 'white'\n", f);
+  } else {
+    /* pngcairo draws smooth lines; the plain png terminal is the fallback. */
+    fputs("if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+          "  set terminal pngcairo size 800,520 enhanced font 'Sans,11'\n"
+          "} else {\n"
+          "  set terminal png size 800,520\n"
+          "}\n", f);
+  }
+  fputs("set encoding utf8\nset output ", f);
+  put_quoted(f, path);
+  fputs("\nset title ", f);
+  put_quoted(f, title);
+  fprintf(f, "\nset xlabel 'workers'\nset ylabel 'speedup'\n"
+             "set key right bottom box opaque\nset grid\n"
+             "set xrange [0:%g]\nset yrange [0:%g]\n",
+          pmax + (pmax < 10 ? 0.5 : pmax * 0.05), ymax * 1.1 + 0.2);
+  if (pmax <= 16) fputs("set xtics 1\n", f);
+  fputs("set samples 400\n", f);
+  fputs("$measured << EOD\n", f);
+  for (size_t i = 0; i < n; i++)
+    fprintf(f, "%d %.9g\n", rows[i].workers, rows[i].speedup);
+  fputs("EOD\n", f);
+  /* The curves exist from one worker on; 1/0 is gnuplot's "undefined". */
+  fputs("plot (x >= 1 ? x : 1/0) title 'ideal (linear)' with lines dt 2 lw 1.5 "
+        "lc rgb '#777777'", f);
+  if (fit && fit->ok && isfinite(fit->serial)) {
+    fprintf(f, ", \\\n  (x >= 1 ? 1/(%.9g + (1-(%.9g))/x) : 1/0) title "
+               "'Amdahl fit, serial fraction %.4f' with lines lw 2 lc rgb '#1f77b4'",
+            fit->serial, fit->serial, fit->serial);
+  }
+  fputs(", \\\n  $measured using 1:2 title 'measured' with linespoints "
+        "pt 7 ps 1.3 lw 2 lc rgb '#d62728'\n", f);
+  fputs("set output\n", f);
+}
+
+int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
+                   const mhc_amdahl_t *fit, const char *title) {
+  char gp[4096];
+  int kind = mhc_plot_kind(path);
+  if (kind == 0 || n == 0) {
+    mhc_error("cannot draw '%s': the chart file must end in .svg or .png", path);
+    return -1;
+  }
+  if (has_control(path) || has_control(title)) {
+    mhc_error("cannot draw '%s': control characters in the file name", path);
+    return -1;
+  }
+  if (!mhc_find_on_path("gnuplot", gp, sizeof gp)) {
+    mhc_error("gnuplot was not found on PATH, so the chart %s was not drawn; "
+              "install it (Debian/Ubuntu: apt-get install gnuplot-nox) and "
+              "run again; the results above are complete", path);
+    return 1;
+  }
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    mhc_error("cannot start gnuplot: %s", strerror(errno));
+    return -1;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  char *argv[] = {gp, NULL};
+  pid_t pid;
+  int rc = posix_spawn(&pid, gp, &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[0]);
+  if (rc != 0) {
+    close(fds[1]);
+    mhc_error("cannot start %s: %s", gp, strerror(rc));
+    return -1;
+  }
+  /* If gnuplot dies early the writes fail with EPIPE instead of killing us. */
+  struct sigaction ign, old;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &ign, &old);
+  FILE *f = fdopen(fds[1], "w");
+  if (f) {
+    write_script(f, path, kind, rows, n, fit, title);
+    fclose(f);
+  } else {
+    close(fds[1]);
+  }
+  sigaction(SIGPIPE, &old, NULL);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0) {
+    if (errno != EINTR) {
+      st = -1;
+      break;
+    }
+  }
+  struct stat sb;
+  if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0 ||
+      stat(path, &sb) != 0 || sb.st_size == 0) {
+    mhc_error("gnuplot (%s) could not draw %s", gp, path);
+    return -1;
+  }
+  return 0;
+}

@@ -1,0 +1,990 @@
+/* test-cli.c - the manyhands command: parsing, output, sweep maths, chart,
+ * Ctrl-C, exit codes, and the tutorial's montecarlo example.
+ *
+ * The pure parts of the command (cli/parse.c, cli/sweep.c) are compiled into
+ * this binary and checked directly on synthetic data; everything else runs
+ * the real binary at MHT_BUILD_DIR "/manyhands" through mht_run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#include "../cli/parse.c"
+#include "../cli/sweep.c"
+#include "../cli/plot.c"
+
+/* plot.c reports through this (in the command it is in main.c). */
+void mhc_error(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("manyhands: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+#define CLI MHT_BUILD_DIR "/manyhands"
+#define MONTECARLO MHT_BUILD_DIR "/examples/montecarlo"
+
+/* Run the command with the given arguments (NULL-terminated). */
+static void cli(mht_proc_result_t *res, double timeout, ...) {
+  char *argv[64];
+  int n = 0;
+  static char path[] = CLI;
+  argv[n++] = path;
+  va_list ap;
+  va_start(ap, timeout);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 63) argv[n++] = (char *)(uintptr_t)a;
+  va_end(ap);
+  argv[n] = NULL;
+  ASSERT_EQ(mht_run(argv, timeout, res), 0);
+  ASSERT(!res->timed_out);
+}
+
+/* A usage error: exit 2, "manyhands: ..." on stderr, nothing on stdout. */
+static void assert_usage_error(const mht_proc_result_t *r, const char *what) {
+  if (!(r->exited && r->status == 2 && r->out_len == 0 &&
+        strncmp(r->err, "manyhands: ", 11) == 0)) {
+    mht_fail(__FILE__, __LINE__, "%s: exit %d (exited %d), stdout '%s', stderr '%s'",
+             what, r->status, r->exited, r->out, r->err);
+  }
+  /* One line, not a usage dump. */
+  ASSERT(strchr(r->err, '\n') == r->err + r->err_len - 1);
+}
+
+static void assert_ok(const mht_proc_result_t *r, const char *what) {
+  if (!(r->exited && r->status == 0))
+    mht_fail(__FILE__, __LINE__, "%s: exit %d (exited %d), stderr '%s'", what,
+             r->status, r->exited, r->err);
+}
+
+/* ---- a small reader for our flat JSON objects ---------------------------- */
+
+static const char *json_at(const char *obj, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *p = strstr(obj, pat);
+  if (!p) mht_fail(__FILE__, __LINE__, "no key %s in %s", key, obj);
+  return p + strlen(pat);
+}
+
+static uint64_t json_u64(const char *obj, const char *key) {
+  return strtoull(json_at(obj, key), NULL, 10);
+}
+
+static double json_num(const char *obj, const char *key) {
+  return strtod(json_at(obj, key), NULL);
+}
+
+static void json_str(const char *obj, const char *key, char *buf, size_t size) {
+  const char *p = json_at(obj, key);
+  ASSERT(*p == '"');
+  const char *e = strchr(p + 1, '"');
+  ASSERT(e != NULL);
+  snprintf(buf, size, "%.*s", (int)(e - p - 1), p + 1);
+}
+
+/* Split output into lines in place; returns the count. */
+static int split_lines(char *s, char **lines, int cap) {
+  int n = 0;
+  char *save = NULL;
+  for (char *l = strtok_r(s, "\n", &save); l && n < cap; l = strtok_r(NULL, "\n", &save))
+    lines[n++] = l;
+  return n;
+}
+
+/* Check one run's JSON object for internal consistency. */
+static void check_run_object(const char *o, uint64_t n, int workers) {
+  uint64_t inside = json_u64(o, "inside");
+  ASSERT_UEQ(json_u64(o, "n"), n);
+  ASSERT_UEQ(json_u64(o, "done"), n);
+  ASSERT_EQ(json_u64(o, "workers"), workers);
+  ASSERT_ULE(inside, n);
+  double pi = json_num(o, "pi");
+  ASSERT_DEQ(pi, 4.0 * (double)inside / (double)n, 1e-12);
+  double p = (double)inside / (double)n;
+  ASSERT_DEQ(json_num(o, "stderr"), 4.0 * sqrt(p * (1 - p) / (double)n), 1e-9);
+  ASSERT_DEQ(json_num(o, "abs_error"), fabs(pi - M_PI), 1e-12);
+  double sec = json_num(o, "seconds");
+  ASSERT(sec > 0);
+  ASSERT_DEQ(json_num(o, "points_per_second") * sec / (double)n, 1.0, 1e-6);
+  char kernel[32];
+  mh_pi_kernel_t k;
+  json_str(o, "kernel", kernel, sizeof kernel);
+  ASSERT_OK(mh_pi_kernel_parse(kernel, &k));
+  ASSERT(k != MH_PI_KERNEL_AUTO);
+  ASSERT(strstr(o, "\"interrupted\":false") != NULL);
+}
+
+/* ---- parsing (unit) ------------------------------------------------------ */
+
+TEST(parse_points_forms) {
+  static const struct {
+    const char *s;
+    uint64_t v;
+  } good[] = {
+      {"10000000", 10000000},
+      {"1e7", 10000000},
+      {"1E7", 10000000},
+      {"1e+7", 10000000},
+      {"10^7", 10000000},
+      {"10**7", 10000000},
+      {"1_000_000", 1000000},
+      {"2.5e6", 2500000},
+      {"1.0e0", 1},
+      {"1000e-3", 1},
+      {"1", 1},
+      {"007", 7},
+      {"2^0", 1},
+      {"1^1000", 1},
+      {"2^62", UINT64_C(4611686018427387904)},
+      {"2**62", UINT64_C(4611686018427387904)},
+      {"1e18", UINT64_C(1000000000000000000)},
+      {"10^18", UINT64_C(1000000000000000000)},
+      {"9223372036854775807", UINT64_C(9223372036854775807)},
+      {"9_223_372_036_854_775_807", UINT64_C(9223372036854775807)},
+      /* Exactness: a double would round these to 2^63 or to neighbours. */
+      {"9.223372036854775807e18", UINT64_C(9223372036854775807)},
+      {"9223372036854775806", UINT64_C(9223372036854775806)},
+      {"4611686018427387903", UINT64_C(4611686018427387903)},
+      {"9007199254740993", UINT64_C(9007199254740993)},
+      {"3037000499^2", UINT64_C(9223372030926249001)},
+      {"1_0e1_0", UINT64_C(100000000000)},
+  };
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    uint64_t v = 0;
+    if (mhc_parse_points(good[i].s, &v) != 0)
+      mht_fail(__FILE__, __LINE__, "'%s' was rejected", good[i].s);
+    if (v != good[i].v)
+      mht_fail(__FILE__, __LINE__, "'%s' gave %" PRIu64 ", want %" PRIu64,
+               good[i].s, v, good[i].v);
+  }
+  static const char *bad[] = {
+      "0", "-1", "2^63", "2**63", "1e19", "9223372036854775808",
+      "18446744073709551616", "99999999999999999999999", "1.5e0", "1.5",
+      "junk", "", "1e", "e7", "1__0", "_1", "1_", "10^", "^7", "1e7x", " 1",
+      "1 ", "+1", "0x10", "0^0", "0e5", "0^5", "1e-1", "10***7", "10*7",
+      "1e7.0", "1.e7", ".5e1", "1e--7", "9.2233720368547758075e18",
+      "3037000500^2", "2^1000000", "1e100000000000000000000", "1,000",
+      "1000000000000000000000000000000e-11", "1e7 ", "NaN", "inf"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    uint64_t v = 12345;
+    if (mhc_parse_points(bad[i], &v) == 0)
+      mht_fail(__FILE__, __LINE__, "'%s' was accepted as %" PRIu64, bad[i], v);
+    ASSERT_UEQ(v, 12345); /* untouched on failure */
+  }
+  /* A mantissa with many digits that still is a whole number in range. */
+  uint64_t v;
+  ASSERT_EQ(mhc_parse_points("1000000000000000000000000000000e-24", &v), 0);
+  ASSERT_UEQ(v, 1000000);
+  ASSERT_EQ(mhc_parse_points("1000000000000000000000000000000e-12", &v), 0);
+  ASSERT_UEQ(v, UINT64_C(1000000000000000000));
+}
+
+TEST(parse_list_seed_range) {
+  int out[MHC_MAX_WORKERS];
+  size_t n;
+  ASSERT_EQ(mhc_parse_list("1,2,4", out, MHC_MAX_WORKERS, &n), 0);
+  ASSERT_EQ(n, 3);
+  ASSERT_EQ(out[0], 1);
+  ASSERT_EQ(out[1], 2);
+  ASSERT_EQ(out[2], 4);
+  ASSERT_EQ(mhc_parse_list("1-8", out, MHC_MAX_WORKERS, &n), 0);
+  ASSERT_EQ(n, 8);
+  for (int i = 0; i < 8; i++) ASSERT_EQ(out[i], i + 1);
+  /* Sorted and without duplicates, whatever the order and overlap. */
+  ASSERT_EQ(mhc_parse_list("8,2-3,1,3,2", out, MHC_MAX_WORKERS, &n), 0);
+  ASSERT_EQ(n, 4);
+  ASSERT_EQ(out[0], 1);
+  ASSERT_EQ(out[3], 8);
+  ASSERT_EQ(mhc_parse_list("1-4096,1-4096", out, MHC_MAX_WORKERS, &n), 0);
+  ASSERT_EQ(n, 4096);
+  ASSERT_EQ(out[4095], 4096);
+  ASSERT_EQ(mhc_parse_list("1-5", out, 4, &n), -1); /* over capacity */
+  static const char *bad[] = {"", "0", "1-", "-1", "3-1", "1,,2", ",1", "1,",
+                              "4097", "1-4097", "a", "1.5", "1 ,2", "2-2-3"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    if (mhc_parse_list(bad[i], out, MHC_MAX_WORKERS, &n) == 0)
+      mht_fail(__FILE__, __LINE__, "sweep list '%s' was accepted", bad[i]);
+
+  uint64_t s;
+  ASSERT_EQ(mhc_parse_seed("18446744073709551615", &s), 0);
+  ASSERT_UEQ(s, UINT64_MAX);
+  ASSERT_EQ(mhc_parse_seed("0xFFFFffffFFFFffff", &s), 0);
+  ASSERT_UEQ(s, UINT64_MAX);
+  ASSERT_EQ(mhc_parse_seed("0x0000000000000000001", &s), 0);
+  ASSERT_UEQ(s, 1);
+  ASSERT_EQ(mhc_parse_seed("0", &s), 0);
+  ASSERT_UEQ(s, 0);
+  static const char *badseed[] = {"18446744073709551616", "0x", "0x1_0", "-1",
+                                  "0x10000000000000000", "12a", "", "0xg"};
+  for (size_t i = 0; i < sizeof badseed / sizeof badseed[0]; i++)
+    ASSERT_EQ(mhc_parse_seed(badseed[i], &s), -1);
+
+  ASSERT_EQ(mhc_parse_range("4096", 1, 4096, &s), 0);
+  ASSERT_EQ(mhc_parse_range("4097", 1, 4096, &s), -1);
+  ASSERT_EQ(mhc_parse_range("0", 1, 4096, &s), -1);
+  ASSERT_EQ(mhc_parse_range("99999999999999999999999", 1, 4096, &s), -1);
+}
+
+/* ---- sweep maths (unit) ---------------------------------------------------- */
+
+TEST(amdahl_fit_synthetic) {
+  /* Times that follow Amdahl's law exactly: the fit must recover f and T1,
+   * and Karp-Flatt must equal f at every worker count. */
+  static const double fs[] = {0.0, 0.03, 0.1, 0.5, 0.9};
+  for (size_t k = 0; k < sizeof fs / sizeof fs[0]; k++) {
+    double f = fs[k], t1 = 7.5;
+    int p[8];
+    double t[8];
+    mhc_sweep_row_t rows[8];
+    for (int i = 0; i < 8; i++) {
+      p[i] = i + 1;
+      t[i] = t1 * (f + (1 - f) / p[i]);
+      rows[i].workers = p[i];
+      rows[i].seconds = t[i];
+    }
+    mhc_amdahl_t fit;
+    ASSERT_EQ(mhc_amdahl_fit(p, t, 8, &fit), 0);
+    ASSERT(fit.ok);
+    ASSERT_DEQ(fit.serial, f, 1e-12);
+    ASSERT_DEQ(fit.t1, t1, 1e-12);
+    ASSERT_DEQ(fit.a, f * t1, 1e-12);
+    double base = mhc_sweep_fill(rows, 8, &fit);
+    ASSERT_DEQ(base, t1, 1e-12); /* measured at one worker */
+    for (int i = 0; i < 8; i++) {
+      ASSERT_DEQ(rows[i].speedup, mhc_amdahl_speedup(f, p[i]), 1e-12);
+      ASSERT_DEQ(rows[i].efficiency, rows[i].speedup / p[i], 1e-12);
+      if (i == 0)
+        ASSERT(isnan(rows[i].karp_flatt));
+      else
+        ASSERT_DEQ(rows[i].karp_flatt, f, 1e-12);
+    }
+    /* Without the one-worker run the fit still finds f, and the speedups
+     * are measured against the fitted T1. */
+    ASSERT_EQ(mhc_amdahl_fit(p + 1, t + 1, 3, &fit), 0);
+    ASSERT_DEQ(fit.serial, f, 1e-12);
+    base = mhc_sweep_fill(rows + 1, 3, &fit);
+    ASSERT_DEQ(base, t1, 1e-12);
+    ASSERT_DEQ(rows[1].speedup, mhc_amdahl_speedup(f, 2), 1e-12);
+  }
+  /* Noisy data: least squares, checked against the normal equations solved
+   * by hand for p = 1, 2, 4 and times 10, 6, 4: x = 1, 0.5, 0.25. */
+  int p3[] = {1, 2, 4};
+  double t3[] = {10, 6, 4};
+  mhc_amdahl_t fit;
+  ASSERT_EQ(mhc_amdahl_fit(p3, t3, 3, &fit), 0);
+  /* mean x = 7/12, mean t = 20/3, Sxx = 0.2916667, Sxt = 2.3333333. */
+  double b = (2.0 + 1.0 / 3.0) / (0.21875 + 0.0052083333333 + 0.0677083333333);
+  ASSERT_DEQ(fit.b, b, 1e-9);
+  ASSERT_DEQ(fit.a, 20.0 / 3.0 - b * 7.0 / 12.0, 1e-9);
+  ASSERT_DEQ(fit.serial, fit.a / (fit.a + fit.b), 1e-12);
+  /* Degenerate inputs. */
+  int p1[] = {2, 2};
+  double t1v[] = {1, 1};
+  ASSERT_EQ(mhc_amdahl_fit(p1, t1v, 2, &fit), -1);
+  ASSERT_EQ(fit.ok, 0);
+  ASSERT_EQ(mhc_amdahl_fit(p3, t3, 1, &fit), -1);
+  double tz[] = {1, 0, 1};
+  ASSERT_EQ(mhc_amdahl_fit(p3, tz, 3, &fit), -1);
+  /* A single row: perfect scaling up to its count is assumed. */
+  mhc_sweep_row_t one = {.workers = 4, .seconds = 2.0};
+  ASSERT_DEQ(mhc_sweep_fill(&one, 1, &fit), 8.0, 1e-12);
+  ASSERT_DEQ(one.speedup, 4.0, 1e-12);
+  ASSERT_DEQ(one.karp_flatt, 0.0, 1e-12);
+  /* Karp-Flatt by its definition, and the median. */
+  ASSERT_DEQ(mhc_karp_flatt(1.5, 2), (1 / 1.5 - 0.5) / 0.5, 1e-12);
+  ASSERT(isnan(mhc_karp_flatt(1.0, 1)));
+  double v[] = {5, 1, 4, 2, 3};
+  ASSERT_DEQ(mhc_median(v, 5), 3, 0);
+  double w[] = {4, 1, 3, 2};
+  ASSERT_DEQ(mhc_median(w, 4), 2.5, 0);
+  ASSERT(isnan(mhc_median(w, 0)));
+}
+
+/* ---- the command: argument errors ------------------------------------------ */
+
+TEST(n_forms_run) {
+  static const struct {
+    const char *s;
+    uint64_t v;
+  } forms[] = {{"1000", 1000}, {"1e3", 1000}, {"10^3", 1000}, {"10**3", 1000},
+               {"1_000", 1000}, {"2.5e3", 2500}, {"1", 1}, {"4194305", 4194305}};
+  for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+    mht_proc_result_t r;
+    cli(&r, 30, "pi", forms[i].s, "2", "--json", NULL);
+    assert_ok(&r, forms[i].s);
+    check_run_object(r.out, forms[i].v, 2);
+    ASSERT_EQ(r.err_len, 0);
+    mht_proc_free(&r);
+  }
+}
+
+TEST(n_rejections) {
+  static const char *bad[] = {"0", "-1", "2^63", "1e19", "9223372036854775808",
+                              "junk", "1.5e0", "1.5", "", "1e-3", "0x10",
+                              "-0", "--1", "1e7x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    mht_proc_result_t r;
+    cli(&r, 10, "pi", bad[i], NULL);
+    assert_usage_error(&r, bad[i]);
+    mht_proc_free(&r);
+  }
+}
+
+TEST(p_bounds) {
+  static const char *bad[] = {"0", "4097", "-3", "x", "1.5", "1e2", "", "99999999999999999999"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    mht_proc_result_t r;
+    cli(&r, 10, "pi", "1000", bad[i], NULL);
+    assert_usage_error(&r, bad[i]);
+    mht_proc_free(&r);
+  }
+  static const char *good[] = {"1", "7", "64"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    mht_proc_result_t r;
+    cli(&r, 30, "pi", "100000", good[i], "--json", NULL);
+    assert_ok(&r, good[i]);
+    check_run_object(r.out, 100000, atoi(good[i]));
+    mht_proc_free(&r);
+  }
+  /* Default: one worker per online CPU. */
+  mht_proc_result_t r;
+  cli(&r, 30, "pi", "1000", "--json", NULL);
+  assert_ok(&r, "default P");
+  ASSERT_EQ(json_u64(r.out, "workers"), mh_cpu_count());
+  mht_proc_free(&r);
+}
+
+TEST(usage_errors) {
+  static const char *const cases[][8] = {
+      {"pi", NULL},
+      {"pi", "1000", "2", "3", NULL},
+      {"pi", "1000", "--repeat", "0", NULL},
+      {"pi", "1000", "--repeat", "x", NULL},
+      {"pi", "1000", "--repeat", NULL},
+      {"pi", "1000", "--backend", "gpu", NULL},
+      {"pi", "1000", "--seed", "-1", NULL},
+      {"pi", "1000", "--seed", "0x", NULL},
+      {"pi", "1000", "--json=1", NULL},
+      {"pi", "1000", "--quiet=yes", NULL},
+      {"pi", "1000", "--sweep", "0", NULL},
+      {"pi", "1000", "--sweep", "4-2", NULL},
+      {"pi", "1000", "2", "--sweep", "1-2", NULL},
+      {"pi", "1000", "--plot", "x.svg", NULL},
+      {"pi", "1000", "--sweep", "1-2", "--plot", "x.pdf", NULL},
+      {"pi", "1000", "--kernel", "sse9", NULL},
+      {"pi", "1000", "--frobnicate", NULL},
+      {"pi", "1000", "-z", NULL},
+      {"pie", "1000", NULL},
+      {"--bogus", NULL},
+      {"help", "nope", NULL},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char *argv[10];
+    static char path[] = CLI;
+    int n = 0;
+    argv[n++] = path;
+    for (int j = 0; cases[i][j]; j++) argv[n++] = (char *)(uintptr_t)cases[i][j];
+    argv[n] = NULL;
+    mht_proc_result_t r;
+    ASSERT_EQ(mht_run(argv, 10, &r), 0);
+    char what[128];
+    snprintf(what, sizeof what, "case %zu (%s %s %s)", i, cases[i][0],
+             cases[i][1] ? cases[i][1] : "", cases[i][1] && cases[i][2] ? cases[i][2] : "");
+    assert_usage_error(&r, what);
+    mht_proc_free(&r);
+  }
+  /* No command at all. */
+  char *argv[] = {(char *)(uintptr_t)CLI, NULL};
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run(argv, 10, &r), 0);
+  assert_usage_error(&r, "no command");
+  mht_proc_free(&r);
+}
+
+TEST(help_version) {
+  mht_proc_result_t r;
+  cli(&r, 10, "--help", NULL);
+  assert_ok(&r, "--help");
+  ASSERT(strstr(r.out, "pi N [P]") != NULL);
+  ASSERT(strstr(r.out, "usage: manyhands") != NULL);
+  mht_proc_free(&r);
+  cli(&r, 10, "pi", "--help", NULL);
+  assert_ok(&r, "pi --help");
+  static const char *opts[] = {"--backend", "--repeat", "--seed", "--sweep",
+                               "--plot", "--json", "--kernel", "--quiet",
+                               "--help", "--version", "random", "130"};
+  for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+    if (!strstr(r.out, opts[i]))
+      mht_fail(__FILE__, __LINE__, "pi --help does not mention %s", opts[i]);
+  ASSERT_EQ(r.err_len, 0);
+  mht_proc_free(&r);
+  cli(&r, 10, "help", "pi", NULL);
+  assert_ok(&r, "help pi");
+  ASSERT(strstr(r.out, "usage: manyhands pi") != NULL);
+  mht_proc_free(&r);
+  /* --help wins over errors that come after it, as in most tools. */
+  cli(&r, 10, "pi", "--help", "junk", NULL);
+  assert_ok(&r, "pi --help junk");
+  mht_proc_free(&r);
+  static const char *vers[][2] = {{"--version", NULL}, {"-V", NULL}, {"version", NULL},
+                                  {"pi", "--version"}};
+  for (size_t i = 0; i < 4; i++) {
+    if (vers[i][1])
+      cli(&r, 10, vers[i][0], vers[i][1], NULL);
+    else
+      cli(&r, 10, vers[i][0], NULL);
+    assert_ok(&r, vers[i][0]);
+    char want[64];
+    snprintf(want, sizeof want, "manyhands %s", MH_VERSION_STRING);
+    ASSERT(strncmp(r.out, want, strlen(want)) == 0);
+    mht_proc_free(&r);
+  }
+}
+
+/* ---- the command: results ---------------------------------------------------- */
+
+TEST(json_consistent_across_workers_and_backends) {
+  static const char *backends[] = {"threads", "processes"};
+  uint64_t inside0 = 0;
+  int runs = 0;
+  const char *n = "9000001"; /* three blocks, the last one short */
+  for (int b = 0; b < 2; b++) {
+    for (int p = 1; p <= 4; p++) {
+      char ps[8];
+      snprintf(ps, sizeof ps, "%d", p);
+      mht_proc_result_t r;
+      cli(&r, 60, "pi", n, ps, "--backend", backends[b], "--json", NULL);
+      if (b == 1 && r.exited && r.status == 1 && strstr(r.err, "not available")) {
+        /* The process backend is not in this build yet. */
+        ASSERT_EQ(r.out_len, 0);
+        mht_proc_free(&r);
+        break;
+      }
+      assert_ok(&r, backends[b]);
+      check_run_object(r.out, 9000001, p);
+      char be[32];
+      json_str(r.out, "backend", be, sizeof be);
+      ASSERT_STREQ(be, backends[b]);
+      ASSERT_UEQ(json_u64(r.out, "seed"), MH_PI_DEFAULT_SEED);
+      uint64_t inside = json_u64(r.out, "inside");
+      if (runs++ == 0)
+        inside0 = inside;
+      else
+        ASSERT_UEQ(inside, inside0);
+      /* Exactly one line. */
+      ASSERT(strchr(r.out, '\n') == r.out + r.out_len - 1);
+      mht_proc_free(&r);
+    }
+  }
+  ASSERT_GE(runs, 4);
+  /* Every kernel this CPU has gives the same count too. */
+  for (int k = MH_PI_KERNEL_SCALAR; k <= MH_PI_KERNEL_AVX512; k++) {
+    if (!mh_pi_kernel_supported((mh_pi_kernel_t)k)) continue;
+    mht_proc_result_t r;
+    cli(&r, 60, "pi", n, "2", "--kernel", mh_pi_kernel_name((mh_pi_kernel_t)k),
+        "--json", NULL);
+    assert_ok(&r, "kernel");
+    char kn[32];
+    json_str(r.out, "kernel", kn, sizeof kn);
+    ASSERT_STREQ(kn, mh_pi_kernel_name((mh_pi_kernel_t)k));
+    ASSERT_UEQ(json_u64(r.out, "inside"), inside0);
+    mht_proc_free(&r);
+  }
+}
+
+TEST(human_output) {
+  mht_proc_result_t r, j;
+  cli(&r, 30, "pi", "1e6", "2", "--seed", "42", NULL);
+  assert_ok(&r, "human");
+  cli(&j, 30, "pi", "1e6", "2", "--seed", "42", "--json", NULL);
+  assert_ok(&j, "json");
+  static const char *labels[] = {"pi ", "stderr ", "|pi_hat-pi| ", "N ",
+                                 "workers ", "backend ", "kernel ", "seconds ",
+                                 "points/s ", "seed ", "inside "};
+  for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++) {
+    char pat[32];
+    snprintf(pat, sizeof pat, "\n%s", labels[i]);
+    if (strncmp(r.out, labels[i], strlen(labels[i])) != 0 && !strstr(r.out, pat))
+      mht_fail(__FILE__, __LINE__, "no line '%s' in:\n%s", labels[i], r.out);
+  }
+  /* The human numbers agree with the JSON of the same run. */
+  char want[64];
+  snprintf(want, sizeof want, "inside      %" PRIu64 "\n", json_u64(j.out, "inside"));
+  ASSERT(strstr(r.out, want) != NULL);
+  snprintf(want, sizeof want, "pi          %.10f\n", json_num(j.out, "pi"));
+  ASSERT(strstr(r.out, want) != NULL);
+  ASSERT(strstr(r.out, "N           1000000\n") != NULL);
+  ASSERT(strstr(r.out, "workers     2\n") != NULL);
+  ASSERT(strstr(r.out, "backend     threads\n") != NULL);
+  ASSERT(strstr(r.out, "seed        42\n") != NULL);
+  ASSERT_EQ(r.err_len, 0); /* no progress bar: stderr is not a terminal */
+  mht_proc_free(&r);
+  mht_proc_free(&j);
+}
+
+TEST(seeds) {
+  /* The same seed repeats exactly; another seed gives another count. */
+  mht_proc_result_t a, b, c;
+  cli(&a, 30, "pi", "2e6", "2", "--json", "--seed", "0x2a", NULL);
+  cli(&b, 30, "pi", "2e6", "1", "--json", "--seed=42", NULL);
+  cli(&c, 30, "pi", "2e6", "2", "--json", "-s", "43", NULL);
+  assert_ok(&a, "a");
+  assert_ok(&b, "b");
+  assert_ok(&c, "c");
+  ASSERT_UEQ(json_u64(a.out, "seed"), 42);
+  ASSERT_UEQ(json_u64(a.out, "inside"), json_u64(b.out, "inside"));
+  ASSERT(json_u64(a.out, "inside") != json_u64(c.out, "inside"));
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+  mht_proc_free(&c);
+  /* --seed random: a fresh seed each time, reported so it can be replayed. */
+  cli(&a, 30, "pi", "1e6", "2", "--json", "--seed", "random", NULL);
+  cli(&b, 30, "pi", "1e6", "2", "--json", "--seed", "random", NULL);
+  assert_ok(&a, "random a");
+  assert_ok(&b, "random b");
+  uint64_t sa = json_u64(a.out, "seed");
+  ASSERT(sa != json_u64(b.out, "seed"));
+  char seed[32];
+  snprintf(seed, sizeof seed, "%" PRIu64, sa);
+  cli(&c, 30, "pi", "1e6", "3", "--json", "--seed", seed, NULL);
+  assert_ok(&c, "replay");
+  ASSERT_UEQ(json_u64(c.out, "inside"), json_u64(a.out, "inside"));
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+  mht_proc_free(&c);
+  cli(&a, 30, "pi", "1e5", "1", "--seed", "random", NULL);
+  assert_ok(&a, "random human");
+  ASSERT(strstr(a.out, "\nseed        ") != NULL);
+  mht_proc_free(&a);
+}
+
+TEST(repeat_lines) {
+  /* The tutorial's montecarlo2.py 10000000 5, at a smaller N. */
+  mht_proc_result_t r;
+  cli(&r, 60, "pi", "100000", "5", "--repeat", "10", NULL);
+  assert_ok(&r, "repeat");
+  char *lines[32];
+  int n = split_lines(r.out, lines, 32);
+  ASSERT_EQ(n, 13);
+  double est[10];
+  for (int i = 0; i < 10; i++) {
+    /* 3.1415927: seven decimals, as the tutorial prints them. */
+    char *end;
+    est[i] = strtod(lines[i], &end);
+    ASSERT(*end == 0);
+    ASSERT_EQ(strlen(lines[i]), 9);
+    ASSERT(est[i] > 3.0 && est[i] < 3.3);
+  }
+  /* Each estimate comes from its own stream: not all equal. */
+  int distinct = 0;
+  for (int i = 1; i < 10; i++) distinct += est[i] != est[0];
+  ASSERT_GE(distinct, 5);
+  char *end;
+  double total = strtod(lines[10], &end);
+  ASSERT(*end == 0 && total > 0);
+  ASSERT_STREQ(lines[11], "100000 total iterations with 5 threads");
+  ASSERT(strncmp(lines[12], "mean 3.", 7) == 0);
+  mht_proc_free(&r);
+
+  /* --json --repeat K: K objects, rep 0..K-1, rep 0 on the given seed. */
+  cli(&r, 60, "pi", "100000", "2", "--repeat", "4", "--json", "--seed", "7", NULL);
+  assert_ok(&r, "repeat json");
+  n = split_lines(r.out, lines, 32);
+  ASSERT_EQ(n, 4);
+  uint64_t seeds[4];
+  for (int i = 0; i < 4; i++) {
+    check_run_object(lines[i], 100000, 2);
+    ASSERT_UEQ(json_u64(lines[i], "rep"), i);
+    seeds[i] = json_u64(lines[i], "seed");
+    ASSERT_UEQ(seeds[i], mh_pi_repeat_seed(7, (uint64_t)i));
+    for (int j = 0; j < i; j++) ASSERT(seeds[i] != seeds[j]);
+  }
+  ASSERT_UEQ(seeds[0], 7);
+  mht_proc_free(&r);
+  /* Repetition i is the same run as a plain run with its seed. */
+  char s2[32];
+  snprintf(s2, sizeof s2, "%" PRIu64, seeds[2]);
+  cli(&r, 60, "pi", "100000", "3", "--repeat", "3", "--json", "--seed", "7", NULL);
+  mht_proc_result_t one;
+  cli(&one, 60, "pi", "100000", "1", "--json", "--seed", s2, NULL);
+  assert_ok(&one, "one");
+  n = split_lines(r.out, lines, 32);
+  ASSERT_EQ(n, 3);
+  ASSERT_UEQ(json_u64(lines[2], "inside"), json_u64(one.out, "inside"));
+  mht_proc_free(&r);
+  mht_proc_free(&one);
+}
+
+/* Parse the sweep table: rows "workers seconds points/s speedup eff% kf". */
+static int parse_table(char *out, mhc_sweep_row_t *rows, int cap, double *serial) {
+  char *lines[64];
+  int n = split_lines(out, lines, 64), nrows = 0, header = -1;
+  *serial = NAN;
+  for (int i = 0; i < n; i++) {
+    if (strncmp(lines[i], "workers", 7) == 0 || strstr(lines[i], "workers     seconds")) {
+      header = i;
+      continue;
+    }
+    const char *f = strstr(lines[i], "serial fraction f = ");
+    if (f) *serial = strtod(f + 20, NULL);
+    if (header < 0 || nrows == cap) continue;
+    mhc_sweep_row_t r;
+    char kf[32];
+    if (sscanf(lines[i], "%d %lf %lf %lf %lf%% %31s", &r.workers, &r.seconds,
+               &r.points_per_second, &r.speedup, &r.efficiency, kf) == 6) {
+      r.efficiency /= 100;
+      r.karp_flatt = strcmp(kf, "-") == 0 ? NAN : strtod(kf, NULL);
+      rows[nrows++] = r;
+    } else {
+      header = -1; /* the table ended */
+    }
+  }
+  return nrows;
+}
+
+TEST(sweep_table) {
+  mht_proc_result_t r;
+  cli(&r, 120, "pi", "8e6", "--sweep", "1-3", "--repeat", "2", NULL);
+  assert_ok(&r, "sweep");
+  ASSERT(strstr(r.out, "the same for every worker count") != NULL);
+  ASSERT(strstr(r.out, "2 runs per worker count (median time)") != NULL);
+  char *copy = strdup(r.out);
+  mhc_sweep_row_t rows[8];
+  double serial;
+  int n = parse_table(copy, rows, 8, &serial);
+  if (n != 3) mht_fail(__FILE__, __LINE__, "%d rows in:\n%s", n, r.out);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(rows[i].workers, i + 1);
+    ASSERT(rows[i].seconds > 0);
+    /* The columns agree with each other (to their printed precision). */
+    ASSERT_DEQ(rows[i].points_per_second * rows[i].seconds / 8e6, 1, 1e-3);
+    ASSERT_DEQ(rows[i].speedup, rows[0].seconds / rows[i].seconds,
+               2e-3 * rows[i].speedup + 1e-6 / rows[i].seconds);
+    ASSERT_DEQ(rows[i].efficiency, rows[i].speedup / (i + 1), 1e-3);
+    if (i == 0) {
+      ASSERT(isnan(rows[i].karp_flatt));
+    } else {
+      ASSERT_DEQ(rows[i].karp_flatt, mhc_karp_flatt(rows[i].speedup, i + 1),
+                 2e-3 + fabs(rows[i].karp_flatt) * 2e-3);
+    }
+  }
+  /* The printed fraction is the least-squares fit of the printed times. */
+  int ps[3] = {1, 2, 3};
+  double ts[3] = {rows[0].seconds, rows[1].seconds, rows[2].seconds};
+  mhc_amdahl_t fit;
+  ASSERT_EQ(mhc_amdahl_fit(ps, ts, 3, &fit), 0);
+  ASSERT(isfinite(serial));
+  ASSERT_DEQ(serial, fit.serial, 2e-3 + fabs(fit.serial) * 1e-2);
+  free(copy);
+  mht_proc_free(&r);
+
+  /* JSON: one object per run, each with the sweep's numbers. */
+  cli(&r, 120, "pi", "5e6", "--sweep", "1,3", "--json", NULL);
+  assert_ok(&r, "sweep json");
+  char *lines[8];
+  n = split_lines(r.out, lines, 8);
+  ASSERT_EQ(n, 2);
+  for (int i = 0; i < 2; i++) {
+    check_run_object(lines[i], 5000000, i == 0 ? 1 : 3);
+    ASSERT_DEQ(json_num(lines[i], "speedup") * json_num(lines[i], "sweep_seconds"),
+               json_num(lines[0], "sweep_seconds"), 1e-9);
+    ASSERT(strstr(lines[i], "\"amdahl_serial_fraction\":") != NULL);
+    ASSERT(strstr(lines[i], "\"karp_flatt\":") != NULL);
+  }
+  ASSERT_UEQ(json_u64(lines[0], "inside"), json_u64(lines[1], "inside"));
+  mht_proc_free(&r);
+}
+
+/* ---- the chart ------------------------------------------------------------------ */
+
+static int have_gnuplot(void) {
+  char buf[4096];
+  return mhc_find_on_path("gnuplot", buf, sizeof buf) != NULL;
+}
+
+static void tmp_name(char *buf, size_t size, const char *ext) {
+  snprintf(buf, size, "/tmp/mht-cli-%d-%llx.%s", (int)getpid(),
+           (unsigned long long)mht_rand(), ext);
+}
+
+TEST(plot_chart) {
+  static const char *exts[] = {"svg", "png", "SVG"};
+  for (int i = 0; i < 3; i++) {
+    char file[256];
+    tmp_name(file, sizeof file, exts[i]);
+    mht_proc_result_t r;
+    cli(&r, 120, "pi", "3e6", "--sweep", "1-2", "--plot", file, NULL);
+    assert_ok(&r, file);
+    ASSERT(strstr(r.out, "serial fraction") != NULL);
+    struct stat st;
+    if (have_gnuplot()) {
+      ASSERT_EQ(stat(file, &st), 0);
+      ASSERT_GT(st.st_size, 500);
+      char head[512] = {0};
+      FILE *f = fopen(file, "rb");
+      ASSERT(f != NULL);
+      size_t got = fread(head, 1, sizeof head - 1, f);
+      fclose(f);
+      ASSERT_GT(got, 8);
+      if (i == 1)
+        ASSERT(memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0);
+      else
+        ASSERT(strstr(head, "<svg") != NULL);
+      ASSERT_EQ(r.err_len, 0);
+    } else {
+      /* Without gnuplot: the same run, a message, no file. */
+      ASSERT(strstr(r.err, "gnuplot was not found") != NULL);
+      ASSERT_EQ(stat(file, &st), -1);
+    }
+    unlink(file);
+    mht_proc_free(&r);
+  }
+  /* The SVG holds the three curves. */
+  if (have_gnuplot()) {
+    char file[256];
+    tmp_name(file, sizeof file, "svg");
+    mht_proc_result_t r;
+    cli(&r, 120, "pi", "2e6", "--sweep", "1,2", "--plot", file, NULL);
+    assert_ok(&r, file);
+    FILE *f = fopen(file, "r");
+    ASSERT(f != NULL);
+    static char svg[1 << 20];
+    size_t len = fread(svg, 1, sizeof svg - 1, f);
+    svg[len] = 0;
+    fclose(f);
+    ASSERT(strstr(svg, "ideal (linear)") != NULL);
+    ASSERT(strstr(svg, "Amdahl fit, serial fraction") != NULL);
+    ASSERT(strstr(svg, "measured") != NULL);
+    unlink(file);
+    mht_proc_free(&r);
+  }
+}
+
+TEST(plot_without_gnuplot) {
+  /* As if gnuplot were not installed: the run, the table and the exit code
+   * are unchanged; a message on stderr says what is missing. */
+  char file[256];
+  tmp_name(file, sizeof file, "png");
+  setenv("PATH", "/nonexistent", 1);
+  mht_proc_result_t r;
+  cli(&r, 120, "pi", "2e6", "--sweep", "1-2", "--plot", file, NULL);
+  assert_ok(&r, "no gnuplot");
+  ASSERT(strstr(r.out, "serial fraction") != NULL);
+  ASSERT(strncmp(r.err, "manyhands: gnuplot was not found on PATH", 40) == 0);
+  ASSERT(strstr(r.err, "gnuplot-nox") != NULL);
+  struct stat st;
+  ASSERT_EQ(stat(file, &st), -1);
+  mht_proc_free(&r);
+}
+
+/* ---- kernels --------------------------------------------------------------------- */
+
+TEST(kernel_unsupported) {
+  /* A kernel the CPU lacks is a runtime failure: exit 1, a message, no
+   * output.  MANYHANDS_KERNELS hides kernels so this runs on any CPU. */
+  setenv("MANYHANDS_KERNELS", "scalar", 1);
+  static const char *hidden[] = {"avx2", "avx512"};
+  for (int i = 0; i < 2; i++) {
+    mht_proc_result_t r;
+    cli(&r, 10, "pi", "1000", "1", "--kernel", hidden[i], NULL);
+    ASSERT(r.exited && r.status == 1);
+    ASSERT_EQ(r.out_len, 0);
+    ASSERT(strncmp(r.err, "manyhands: the ", 15) == 0);
+    ASSERT(strstr(r.err, "kernel is not available on this CPU") != NULL);
+    ASSERT(strstr(r.err, "available: scalar") != NULL);
+    mht_proc_free(&r);
+  }
+  /* auto then falls back to what is left. */
+  mht_proc_result_t r;
+  cli(&r, 10, "pi", "1000", "1", "--json", NULL);
+  assert_ok(&r, "auto with scalar only");
+  char kn[32];
+  json_str(r.out, "kernel", kn, sizeof kn);
+  ASSERT_STREQ(kn, "scalar");
+  mht_proc_free(&r);
+  setenv("MANYHANDS_KERNELS", "scalar,bogus", 1);
+  cli(&r, 10, "pi", "1000", "1", NULL);
+  assert_usage_error(&r, "bad MANYHANDS_KERNELS");
+  mht_proc_free(&r);
+  unsetenv("MANYHANDS_KERNELS");
+  /* Kernels this CPU really lacks fail the same way. */
+  for (int k = MH_PI_KERNEL_SCALAR; k <= MH_PI_KERNEL_AVX512; k++) {
+    cli(&r, 10, "pi", "1000", "1", "--kernel", mh_pi_kernel_name((mh_pi_kernel_t)k), NULL);
+    if (mh_pi_kernel_supported((mh_pi_kernel_t)k)) {
+      assert_ok(&r, "supported kernel");
+    } else {
+      ASSERT(r.exited && r.status == 1 && r.out_len == 0);
+    }
+    mht_proc_free(&r);
+  }
+  /* auto reports what it picked: the best this CPU has. */
+  cli(&r, 10, "pi", "1000", "1", "--json", "--kernel", "auto", NULL);
+  assert_ok(&r, "auto");
+  json_str(r.out, "kernel", kn, sizeof kn);
+  ASSERT_STREQ(kn, mh_pi_kernel_name(mh_pi_kernel_best()));
+  mht_proc_free(&r);
+}
+
+/* ---- Ctrl-C ------------------------------------------------------------------------ */
+
+/* Start the command in its own process group with stdout/stderr to files,
+ * send SIGINT to the whole group after `delay` seconds (as a terminal does),
+ * and check: exit 130, quickly, a partial result, nothing left behind. */
+static void sigint_run(const char *backend, int json) {
+  /* Orphans of the command would be re-parented to us, so that a worker
+   * left behind shows up among our children. */
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), 0);
+  char out[64], err[64];
+  snprintf(out, sizeof out, "/tmp/mht-cli-int-%d.out", (int)getpid());
+  snprintf(err, sizeof err, "/tmp/mht-cli-int-%d.err", (int)getpid());
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int nul = open("/dev/null", O_RDONLY);
+    if (o < 0 || e < 0 || nul < 0) _exit(126);
+    dup2(nul, 0);
+    dup2(o, 1);
+    dup2(e, 2);
+    execl(CLI, CLI, "pi", "1e13", "2", "--backend", backend,
+          json ? "--json" : "--quiet", (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  mht_sleep(0.5);
+  int st;
+  pid_t w = waitpid(pid, &st, WNOHANG);
+  if (w == pid && WIFEXITED(st) && WEXITSTATUS(st) == 1 &&
+      strcmp(backend, "processes") == 0) {
+    /* The process backend is not in this build yet: nothing to interrupt. */
+    unlink(out);
+    unlink(err);
+    return;
+  }
+  ASSERT_EQ(w, 0); /* still running */
+  double t0 = mht_now();
+  ASSERT_EQ(kill(-pid, SIGINT), 0);
+  for (;;) {
+    w = waitpid(pid, &st, WNOHANG);
+    if (w == pid) break;
+    if (mht_now() - t0 > 10) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      mht_fail(__FILE__, __LINE__, "no exit 10 s after SIGINT");
+    }
+    mht_sleep(0.001);
+  }
+  double took = mht_now() - t0;
+  fprintf(stderr, "%s: exited %.3f s after SIGINT\n", backend, took);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 130);
+  /* Generous for sanitizer builds; the goal is 0.1 s. */
+  ASSERT(took < 2.0);
+  /* Nothing of the command's process group is left... */
+  ASSERT_EQ(kill(-pid, 0), -1);
+  ASSERT_EQ(errno, ESRCH);
+  /* ...and no worker was re-parented to us. */
+  double t1 = mht_now();
+  int left;
+  while ((left = mht_count_children()) > 0 && mht_now() - t1 < 0.5) {
+    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    }
+    mht_sleep(0.01);
+  }
+  ASSERT_EQ(left, 0);
+
+  static char buf[65536];
+  FILE *f = fopen(out, "r");
+  ASSERT(f != NULL);
+  size_t len = fread(buf, 1, sizeof buf - 1, f);
+  buf[len] = 0;
+  fclose(f);
+  if (json) {
+    ASSERT(strstr(buf, "\"interrupted\":true") != NULL);
+    uint64_t done = json_u64(buf, "done"), inside = json_u64(buf, "inside");
+    ASSERT_UEQ(json_u64(buf, "n"), UINT64_C(10000000000000));
+    ASSERT(done > 0 && done < UINT64_C(10000000000000));
+    ASSERT_DEQ(json_num(buf, "pi"), 4.0 * (double)inside / (double)done, 1e-12);
+  } else {
+    unsigned long long done = 0, n = 0;
+    ASSERT(sscanf(buf, "interrupted %llu of %llu points counted", &done, &n) == 2);
+    ASSERT_UEQ(n, UINT64_C(10000000000000));
+    ASSERT(done > 0);
+    ASSERT(strstr(buf, "\npi          3.1") != NULL);
+  }
+  f = fopen(err, "r");
+  ASSERT(f != NULL);
+  len = fread(buf, 1, sizeof buf - 1, f);
+  buf[len] = 0;
+  fclose(f);
+  ASSERT(strstr(buf, "manyhands: interrupted") != NULL);
+  unlink(out);
+  unlink(err);
+}
+
+TEST(sigint_threads) { sigint_run("threads", 0); }
+TEST(sigint_threads_json) { sigint_run("threads", 1); }
+TEST(sigint_processes) { sigint_run("processes", 0); }
+
+/* ---- the tutorial's montecarlo.py ------------------------------------------------------ */
+
+TEST(example_montecarlo) {
+  /* Full size (N = 10^7) normally; smaller under the sanitizers. */
+  const char *n = mht_scaled(10) >= 10 ? "10000000" : "1000000";
+  static char path[] = MONTECARLO;
+  char *argv[] = {path, (char *)(uintptr_t)n, NULL};
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run(argv, 120, &r), 0);
+  ASSERT(!r.timed_out);
+  assert_ok(&r, "montecarlo");
+  char *lines[40];
+  int count = split_lines(r.out, lines, 40);
+  if (count != 24) mht_fail(__FILE__, __LINE__, "%d lines:\n%s", count, r.out);
+  static const int procs[] = {1, 5};
+  for (int set = 0; set < 2; set++) {
+    char **l = lines + set * 12;
+    for (int i = 0; i < 10; i++) {
+      char *end;
+      double v = strtod(l[i], &end);
+      ASSERT(*end == 0);
+      ASSERT_EQ(strlen(l[i]), 9); /* 3.1415927 */
+      ASSERT(v > 3.1 && v < 3.2);
+    }
+    char *end;
+    ASSERT(strtod(l[10], &end) > 0 && *end == 0);
+    /* Processes as in the tutorial; threads when this build has no process
+     * backend, which the program then says on stderr. */
+    int fallback = strstr(r.err, "using threads") != NULL;
+    char want[96];
+    snprintf(want, sizeof want, "%s total iterations with %d %s", n, procs[set],
+             fallback ? "threads" : "processes");
+    ASSERT_STREQ(l[11], want);
+  }
+  mht_proc_free(&r);
+  /* --backend threads is accepted, junk is not. */
+  char thr[] = "--backend=threads", small[] = "100000";
+  char *argv2[] = {path, thr, small, NULL};
+  ASSERT_EQ(mht_run(argv2, 60, &r), 0);
+  assert_ok(&r, "montecarlo threads");
+  ASSERT(strstr(r.out, "100000 total iterations with 5 processes") == NULL);
+  ASSERT(strstr(r.out, "100000 total iterations with 5 threads") != NULL);
+  mht_proc_free(&r);
+  char junk[] = "--backend=gpu";
+  char *argv3[] = {path, junk, NULL};
+  ASSERT_EQ(mht_run(argv3, 10, &r), 0);
+  ASSERT(r.exited && r.status == 2 && r.out_len == 0);
+  mht_proc_free(&r);
+}
