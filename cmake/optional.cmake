@@ -32,14 +32,10 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands)
 
-  # The MPI-enabled command.  When the CLI is in the tree it is the same
-  # cli/*.c built with MH_WITH_MPI (cli/pi_mpi.c hooks in); until then a small
-  # stand-in driver (tools/manyhands_mpi.c) gives the same pi command.
+  # The MPI-enabled command: the same cli/*.c built with MH_WITH_MPI (from
+  # manyhands_mpi's interface), so cli/pi_mpi.c hooks --backend mpi in.
   file(GLOB MH_CLI_MPI_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cli/*.c)
-  if(NOT MH_CLI_MPI_SOURCES)
-    set(MH_CLI_MPI_SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/tools/manyhands_mpi.c)
-  endif()
-  if(MH_BUILD_CLI)
+  if(MH_BUILD_CLI AND MH_CLI_MPI_SOURCES)
     add_executable(manyhands_mpi_cli ${MH_CLI_MPI_SOURCES})
     set_target_properties(manyhands_mpi_cli PROPERTIES OUTPUT_NAME manyhands-mpi)
     target_compile_definitions(manyhands_mpi_cli PRIVATE _GNU_SOURCE)
