@@ -27,9 +27,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../executor_internal.h"
 #include "mpi_internal.h"
 
 mh__mpi_state_t mh__mpi;
+
+/* The executor refers to the MPI backend only weakly (it links without
+ * MPI); this reference pulls the backend out of the static archive into every
+ * program that calls mh_mpi_init. */
+__attribute__((used)) static const mh__backend_ops_t *const keep_backend =
+    &mh__backend_mpi;
 
 static pthread_t watchdog;
 static volatile sig_atomic_t watchdog_stop;

@@ -15,6 +15,7 @@
  */
 #include <string.h>
 
+#include "../executor_internal.h"
 #include "mpi_internal.h"
 
 #define NAME_MAX_LEN 63
@@ -396,3 +397,273 @@ out:
   mh__free(hdrs);
   return rc;
 }
+
+/* ---- the executor's MPI backend (rank 0) -----------------------------------
+ *
+ * mh_executor_new with MH_BACKEND_MPI on rank 0 gives an executor whose
+ * futures run on the ranks waiting in mh_mpi_serve() and on one thread of
+ * rank 0, so mh_executor_submit / map / imap work unchanged for tasks
+ * registered by name.  A dispatcher thread makes every MPI call of the
+ * executor (MPI_THREAD_SERIALIZED): while an MPI executor lives, rank 0's
+ * other threads make no manyhands MPI call.
+ *
+ * mpool_t.mu guards the queue (head, tail), stopping, local_job and
+ * local_busy; busy[] and the remote bookkeeping belong to the dispatcher
+ * alone.  No lock is held while a task runs or a future completes.
+ */
+
+typedef struct mpool {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;            /* queue, stopping, local slot changes */
+  mh_future_t *head, *tail;     /* guarded by mu */
+  int stopping;                 /* guarded by mu */
+  mh_future_t *local_job;       /* guarded by mu: rank 0's thread's future */
+  int local_busy;               /* guarded by mu */
+  int joined;
+  pthread_t dispatcher, local;
+  int ranks;
+  mh_future_t **remote;         /* dispatcher only: future on each rank */
+  map_hdr_t *hdrs;
+  MPI_Request *reqs;
+  int *stbuf;                   /* dispatcher only: statuses of a chunk */
+  size_t stcap;
+} mpool_t;
+
+static void *mpool_local_main(void *arg) {
+  mpool_t *p = arg;
+  pthread_mutex_lock(&p->mu);
+  for (;;) {
+    while (!p->local_job && !(p->stopping && !p->head)) {
+      pthread_cond_wait(&p->cv, &p->mu);
+    }
+    mh_future_t *f = p->local_job;
+    if (!f) break;
+    pthread_mutex_unlock(&p->mu);
+    mh__future_finish(f, mh__task_run(mh__future_task(f)));
+    mh_future_release(f);
+    pthread_mutex_lock(&p->mu);
+    p->local_job = NULL;
+    p->local_busy = 0;
+    pthread_cond_broadcast(&p->cv);
+  }
+  pthread_mutex_unlock(&p->mu);
+  return NULL;
+}
+
+/* Send future f to rank r; 0, or a code with which f is to be finished. */
+static int mpool_send(mpool_t *p, int r, mh_future_t *f) {
+  const mh__task_t *t = mh__future_task(f);
+  const char *name = mh_task_name(t->fn);
+  if (!name) return MH_ENOSYS; /* not registered: no rank could run it */
+  if (t->count > INT32_MAX || t->count * t->in_size > MAX_CHUNK_BYTES ||
+      t->count * t->out_size > MAX_CHUNK_BYTES)
+    return MH_EINVAL;
+  map_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.kind = CMD_CHUNK;
+  cmd.count = t->count;
+  cmd.in_size = t->in_size;
+  cmd.out_size = t->out_size;
+  strcpy(cmd.name, name);
+  if (MPI_Send(&cmd, (int)sizeof cmd, MPI_BYTE, r, MH__TAG_MAP_CMD,
+               mh__mpi.comm) != MPI_SUCCESS ||
+      (t->count * t->in_size != 0 &&
+       MPI_Send(t->in, (int)(t->count * t->in_size), MPI_BYTE, r,
+                MH__TAG_MAP_IN, mh__mpi.comm) != MPI_SUCCESS) ||
+      MPI_Irecv(&p->hdrs[r], (int)sizeof p->hdrs[r], MPI_BYTE, r,
+                MH__TAG_MAP_HDR, mh__mpi.comm, &p->reqs[r]) != MPI_SUCCESS)
+    mh__mpi_fatal("sending a task to rank %d failed", r);
+  return 0;
+}
+
+/* Rank r finished its chunk: take its output and finish the future. */
+static void mpool_collect(mpool_t *p, int r) {
+  mh_future_t *f = p->remote[r];
+  const mh__task_t *t = mh__future_task(f);
+  int *st = t->statuses;
+  if (!st) {
+    if (t->count > p->stcap) {
+      int *q = mh__realloc(p->stbuf, t->count * sizeof *q);
+      if (!q) mh__mpi_fatal("rank 0 is out of memory");
+      p->stbuf = q;
+      p->stcap = t->count;
+    }
+    st = p->stbuf;
+  }
+  if ((t->count * t->out_size != 0 &&
+       MPI_Recv(t->out, (int)(t->count * t->out_size), MPI_BYTE, r,
+                MH__TAG_MAP_OUT, mh__mpi.comm, MPI_STATUS_IGNORE) !=
+           MPI_SUCCESS) ||
+      MPI_Recv(st, (int)t->count, MPI_INT, r, TAG_MAP_STATUS, mh__mpi.comm,
+               MPI_STATUS_IGNORE) != MPI_SUCCESS)
+    mh__mpi_fatal("receiving a result from rank %d failed", r);
+  p->remote[r] = NULL;
+  mh__future_finish(f, (int)p->hdrs[r].code);
+  mh_future_release(f);
+}
+
+static void *mpool_dispatch_main(void *arg) {
+  mpool_t *p = arg;
+  for (;;) {
+    int progress = 0, nbusy = 0;
+    /* Hand queued futures to idle ranks (the local thread first). */
+    pthread_mutex_lock(&p->mu);
+    for (int r = 0; r < p->ranks && p->head; r++) {
+      if (r == 0 ? p->local_busy : p->remote[r] != NULL) continue;
+      mh_future_t *f = p->head;
+      p->head = *mh__future_link(f);
+      if (!p->head) p->tail = NULL;
+      progress = 1;
+      if (!mh__future_set_running(f)) { /* cancelled while queued */
+        mh_future_release(f);
+        r--;
+        continue;
+      }
+      if (r == 0) {
+        p->local_job = f;
+        p->local_busy = 1;
+        pthread_cond_broadcast(&p->cv);
+        continue;
+      }
+      pthread_mutex_unlock(&p->mu);
+      int code = mpool_send(p, r, f);
+      if (code != 0) {
+        mh__future_finish(f, code);
+        mh_future_release(f);
+      } else {
+        p->remote[r] = f;
+      }
+      pthread_mutex_lock(&p->mu);
+    }
+    for (int r = 1; r < p->ranks; r++) nbusy += p->remote[r] != NULL;
+    if (!nbusy) {
+      if (p->stopping && !p->head) {
+        pthread_mutex_unlock(&p->mu);
+        break;
+      }
+      /* Nothing in flight remotely (what is queued waits for the local
+       * thread): sleep until a submit, a local finish or shutdown. */
+      pthread_cond_wait(&p->cv, &p->mu);
+      pthread_mutex_unlock(&p->mu);
+      continue;
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (int r = 1; r < p->ranks; r++) {
+      if (!p->remote[r]) continue;
+      int got = 0;
+      if (MPI_Test(&p->reqs[r], &got, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+        mh__mpi_fatal("waiting for rank %d failed", r);
+      if (got) {
+        mpool_collect(p, r);
+        progress = 1;
+      }
+    }
+    if (!progress) mh__mpi_nap(50);
+  }
+  return NULL;
+}
+
+static int mpool_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
+  MH__UNUSED(opts);
+  if (!mh__mpi.inited || mh__mpi.serve_stopped) return MH_EINVAL;
+  if (mh__mpi.rank != 0) return MH_EPERM; /* the others serve */
+  mpool_t *p = mh__calloc(1, sizeof *p);
+  if (!p) return MH_ENOMEM;
+  p->ranks = mh__mpi.size;
+  size_t n = (size_t)p->ranks;
+  p->remote = mh__calloc(n, sizeof *p->remote);
+  p->hdrs = mh__calloc(n, sizeof *p->hdrs);
+  p->reqs = mh__calloc(n, sizeof *p->reqs);
+  int rc = MH_ENOMEM;
+  if (!p->remote || !p->hdrs || !p->reqs) goto fail;
+  rc = -pthread_mutex_init(&p->mu, NULL);
+  if (rc) goto fail;
+  rc = mh__cond_init(&p->cv, false);
+  if (rc) goto fail_mu;
+  rc = MH_EAGAIN;
+  if (pthread_create(&p->local, NULL, mpool_local_main, p) != 0)
+    goto fail_cv;
+  if (pthread_create(&p->dispatcher, NULL, mpool_dispatch_main, p) != 0) {
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->local, NULL);
+    goto fail_cv;
+  }
+  mh__executor_set_impl(ex, p);
+  return 0;
+fail_cv:
+  pthread_cond_destroy(&p->cv);
+fail_mu:
+  pthread_mutex_destroy(&p->mu);
+fail:
+  mh__free(p->remote);
+  mh__free(p->hdrs);
+  mh__free(p->reqs);
+  mh__free(p);
+  return rc;
+}
+
+static int mpool_submit(mh_executor_t *ex, mh_future_t *f) {
+  mpool_t *p = mh__executor_impl(ex);
+  pthread_mutex_lock(&p->mu);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->mu);
+    return MH_ESHUTDOWN;
+  }
+  mh_future_retain(f);
+  *mh__future_link(f) = NULL;
+  if (p->tail) {
+    *mh__future_link(p->tail) = f;
+  } else {
+    p->head = f;
+  }
+  p->tail = f;
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return 0;
+}
+
+static int mpool_shutdown(mh_executor_t *ex, unsigned flags) {
+  mpool_t *p = mh__executor_impl(ex);
+  mh_future_t *cancelled = NULL;
+  pthread_mutex_lock(&p->mu);
+  p->stopping = 1;
+  if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
+    cancelled = p->head;
+    p->head = p->tail = NULL;
+  }
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  while (cancelled) {
+    mh_future_t *next = *mh__future_link(cancelled);
+    mh__future_cancel_queued(cancelled);
+    mh_future_release(cancelled);
+    cancelled = next;
+  }
+  if ((flags & MH_SHUTDOWN_WAIT) && !p->joined) {
+    pthread_join(p->dispatcher, NULL);
+    pthread_mutex_lock(&p->mu);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->local, NULL);
+    p->joined = 1;
+  }
+  return 0;
+}
+
+static void mpool_destroy(mh_executor_t *ex) {
+  mpool_t *p = mh__executor_impl(ex);
+  if (!p) return;
+  pthread_cond_destroy(&p->cv);
+  pthread_mutex_destroy(&p->mu);
+  mh__free(p->remote);
+  mh__free(p->hdrs);
+  mh__free(p->reqs);
+  mh__free(p->stbuf);
+  mh__free(p);
+}
+
+const mh__backend_ops_t mh__backend_mpi = {
+    "mpi", mpool_start, mpool_submit, NULL, mpool_shutdown, mpool_destroy};
