@@ -121,6 +121,7 @@ TEST(pi_repeat_output) {
   mht_proc_result_t a, b;
   run_mpi("2", CLI, args1, 60, &a);
   run_mpi("1", CLI, args2, 60, &b);
+  if (a.status || b.status) fprintf(stderr, "%s%s", a.err, b.err);
   ASSERT_EQ(a.status, 0);
   ASSERT_EQ(b.status, 0);
   int lines = 0;

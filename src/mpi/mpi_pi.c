@@ -336,7 +336,12 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   memset(&sv, 0, sizeof sv);
   pthread_t *tids = mh__calloc((size_t)threads, sizeof *tids);
   thread_arg_t *args = mh__calloc((size_t)threads, sizeof *args);
-  l.counters = mh__calloc((size_t)threads, sizeof *l.counters);
+  /* One spare counter's room to align the array on a cache line (calloc
+   * guarantees only 16 bytes). */
+  void *counters_raw = mh__calloc((size_t)threads + 1, sizeof *l.counters);
+  if (counters_raw)
+    l.counters = (counter_t *)(((uintptr_t)counters_raw + MH__CACHE_LINE - 1) &
+                               ~(uintptr_t)(MH__CACHE_LINE - 1));
   if (mh__mpi.rank == 0) {
     size_t n = (size_t)mh__mpi.size;
     sv.last_seen = mh__calloc(n, sizeof *sv.last_seen);
@@ -413,7 +418,7 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   }
   mh__free(tids);
   mh__free(args);
-  mh__free(l.counters);
+  mh__free(counters_raw);
   mh__free(sv.last_seen);
   mh__free(sv.done);
   mh__free(sv.blocks);
