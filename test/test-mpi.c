@@ -33,6 +33,13 @@ static void need_mpi(void) {
    * reports about the MPI library itself out of them. */
   setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
   setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  /* ... and TSan's reports about Open MPI's own (uninstrumented) locks. */
+  const char *tsan = getenv("TSAN_OPTIONS");
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
+           tsan ? tsan : "", MHT_SOURCE_DIR);
+  setenv("TSAN_OPTIONS", buf, 1);
 }
 
 /* argv of "mpiexec -n <ranks> [--oversubscribe] prog args...": fills `v`

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,7 @@ __attribute__((used)) static const mh__backend_ops_t *const keep_backend =
     &mh__backend_mpi;
 
 static pthread_t watchdog;
-static volatile sig_atomic_t watchdog_stop;
+static _Atomic int watchdog_stop; /* set by mh_mpi_finalize */
 static sigset_t watched, old_mask;
 
 const char *mh__mpi_host(int r) {
