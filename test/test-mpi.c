@@ -30,7 +30,9 @@ static void need_mpi(void) {
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
   /* Ranks are separate programs under mpiexec: keep the sanitizers' leak
-   * reports about the MPI library itself out of them. */
+   * reports about the MPI library itself out of them.  (Suppressions cannot
+   * do it: Open MPI unloads its plugins at MPI_Finalize, so their frames in
+   * the leak reports have no module name left to match.) */
   setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
   setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
   /* ... and TSan's reports about Open MPI's own (uninstrumented) locks. */
@@ -162,13 +164,13 @@ HELPER(pi_blocks) {
 }
 #endif
 
-/* A rank slowed down (30 ms per block) takes fewer blocks; the answer does
+/* A rank slowed down (100 ms per block) takes fewer blocks; the answer does
  * not change. */
 TEST(pi_slow_rank_takes_fewer_blocks) {
   need_mpi();
   uint64_t n = 40 * BLOCK, seed = 777;
   uint64_t want = reference_inside(n, seed);
-  setenv("MH_MPI_TEST_SLOW", "1:30000", 1);
+  setenv("MH_MPI_TEST_SLOW", "1:100000", 1);
   char ns[32];
   snprintf(ns, sizeof ns, "%llu", (unsigned long long)n);
   const char *args[] = {"--helper", "pi_blocks", ns, "777", NULL};
@@ -178,10 +180,12 @@ TEST(pi_slow_rank_takes_fewer_blocks) {
   if (r.status != 0) fprintf(stderr, "%s", r.err);
   ASSERT_EQ(r.status, 0);
   unsigned long long inside = 0, b0 = 0, b1 = 0;
+  fprintf(stderr, "%s", r.out); /* the split, when a check fails */
   ASSERT_EQ(sscanf(r.out, "inside %llu blocks %llu %llu", &inside, &b0, &b1), 3);
   ASSERT_UEQ(inside, want);
   ASSERT_UEQ(b0 + b1, 40);
-  /* The slow rank is 30 ms per block; the fast one a few ms. */
+  /* The slow rank is 100 ms per block; the fast one a few ms (tens under
+   * the sanitizers on a loaded machine). */
   ASSERT_GT(b0, 2 * b1);
   ASSERT_GE(b1, 1);
   mht_proc_free(&r);
