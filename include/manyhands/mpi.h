@@ -93,7 +93,19 @@ MH_EXTERN int mh_mpi_serve(void);
  * Errors: MH_EINVAL (not initialised or not rank 0), MH_EMPI. */
 MH_EXTERN int mh_mpi_serve_stop(void);
 
-/** On rank 0: mh_executor_map over the ranks.  Apply the task registered as
+/* The executor on MPI ranks.  On rank 0, mh_executor_new with
+ * opts.backend = MH_BACKEND_MPI gives an executor whose futures run on the
+ * ranks waiting in mh_mpi_serve() and on one thread of rank 0, so
+ * mh_executor_submit / mh_executor_map / mh_executor_imap work unchanged for
+ * tasks registered with mh_task_register (a task that is not registered runs
+ * on rank 0's thread and fails with MH_ENOSYS on the other ranks).  Only the
+ * executor's dispatcher thread calls MPI: while an MPI executor lives, make
+ * no other manyhands MPI call on rank 0.  mh_executor_new with
+ * MH_BACKEND_MPI returns MH_EPERM on ranks other than 0 (they serve) and
+ * MH_EINVAL before mh_mpi_init or after mh_mpi_serve_stop.  Built without
+ * MPI, it returns MH_ENOTSUP. */
+
+/** On rank 0: mh_executor_map over the ranks without an executor.  Apply the task registered as
  * `name` to n items of plain data (item i reads in + i*in_size, writes
  * out + i*out_size); chunks of `chunksize` items (0: picked from n and the
  * rank count) go to the ranks in mh_mpi_serve() and to a thread of rank 0
