@@ -59,9 +59,9 @@ typedef struct mh_mpi_pi_stats_s {
  * and kernel, and rank 0 hands blocks out on demand in shrinking ranges, so a
  * slow rank takes fewer.  A block is defined by (seed, block index) only, so
  * `inside` is identical to mh_pi_run's for the same n and seed, for any ranks
- * and threads.  On rank 0 `res` holds the whole result (workers = the total
- * thread count, backend MH_BACKEND_MPI); on other ranks only this rank's
- * share.  `stats` may be NULL.
+ * and threads.  Every rank gets rank 0's whole result in `res` (workers = the
+ * total thread count, backend MH_BACKEND_MPI) and rank 0's return code, so
+ * all ranks take the same branches afterwards.  `stats` may be NULL.
  * Errors: MH_EINVAL (NULL opts/res, threads out of range, n == 0 or
  * > 2^63-1, not initialised), MH_ENOTSUP (kernel not supported on a rank),
  * MH_ECANCELED (rank 0's opts->cancel was set; `res` holds the partial

@@ -400,6 +400,18 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
              (size_t)mh__mpi.size * sizeof *sv.blocks);
   }
   if (rc == 0 && err != 0) rc = err;
+  /* Every rank returns rank 0's result and code, so that a program (the
+   * command above all) takes the same branches on every rank and keeps
+   * making the same collective calls. */
+  double seconds = mh__now() - t0;
+  uint64_t fin[4] = {(uint64_t)(int64_t)rc, inside, points, 0};
+  memcpy(&fin[3], &seconds, sizeof seconds);
+  if (MPI_Bcast(fin, 4, MPI_UINT64_T, 0, mh__mpi.comm) != MPI_SUCCESS)
+    mh__mpi_fatal("rank %d lost rank 0 at the end of a run", mh__mpi.rank);
+  rc = (int)(int64_t)fin[0];
+  inside = fin[1];
+  points = fin[2];
+  memcpy(&seconds, &fin[3], sizeof seconds);
 
   memset(res, 0, sizeof *res);
   res->n = l.n;
@@ -407,9 +419,9 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   res->inside = inside;
   if (points > 0) mh_pi_estimate(inside, points, &res->pi, &res->stderr_pi);
   res->abs_error = fabs(res->pi - M_PI);
-  res->seconds = mh__now() - t0;
+  res->seconds = seconds;
   res->kernel = l.kernel == MH_PI_KERNEL_AUTO ? mh_pi_kernel_best() : l.kernel;
-  res->workers = mh__mpi.rank == 0 ? all_threads : threads;
+  res->workers = all_threads;
   res->backend = MH_BACKEND_MPI;
   if (stats) {
     stats->ranks = mh__mpi.size;
