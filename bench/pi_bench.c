@@ -3,15 +3,25 @@
  *   pi_bench N WORKERS [threads|processes] [REPS] [KERNEL]
  *
  * Creates one executor (like the tutorial's pool, outside the timing) and
- * prints one line per repetition: "seconds inside pi", where seconds is the
- * job time mh_pi_run reports.  Exit status 1 when the backend or the run
+ * prints one line per repetition: "seconds cpu inside pi", where seconds is
+ * the job time mh_pi_run reports and cpu the CPU seconds this process used
+ * meanwhile (all threads; 0 for the process backend, whose workers are other
+ * processes), so a loaded machine can be told from a slow job.  Exit status 1 when the backend or the run
  * fails (so bench/pi.sh can skip a backend that is not built).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "manyhands.h"
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
 
 int main(int argc, char **argv) {
   if (argc < 3) {
@@ -39,13 +49,16 @@ int main(int argc, char **argv) {
   for (int r = 0; r < reps; r++) {
     mh_pi_result_t res;
     po.seed = mh_pi_repeat_seed(MH_PI_DEFAULT_SEED, (uint64_t)r);
+    double c0 = cpu_seconds();
     rc = mh_pi_run(ex, &po, &res);
+    double cpu = eo.backend == MH_BACKEND_THREADS ? cpu_seconds() - c0 : 0.0;
     if (rc) {
       fprintf(stderr, "pi_bench: run: %s\n", mh_strerror(rc));
       mh_executor_free(ex);
       return 1;
     }
-    printf("%.9f %llu %.8f\n", res.seconds, (unsigned long long)res.inside, res.pi);
+    printf("%.9f %.6f %llu %.8f\n", res.seconds, cpu, (unsigned long long)res.inside,
+           res.pi);
   }
   mh_executor_free(ex);
   return 0;

@@ -7,7 +7,8 @@
  *                                  loop with -O3 -march=native); one point per
  *                                  output, its two 32-bit halves as floats
  *
- * Prints one line per repetition: "seconds pi".  Built with -O3
+ * Prints one line per repetition: "seconds cpu pi" (cpu: CPU seconds of all
+ * threads during the run).  Built with -O3
  * -march=native and OpenMP (bench/CMakeLists.txt, *_omp.c).
  */
 #include <omp.h>
@@ -15,12 +16,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static uint64_t splitmix(uint64_t *x) {
@@ -113,10 +122,10 @@ int main(int argc, char **argv) {
   int lanes = strcmp(argv[1], "lanes") == 0;
   omp_set_num_threads(threads);
   for (int r = 0; r < reps; r++) {
-    double t0 = now();
+    double t0 = now(), c0 = cpu_seconds();
     uint64_t in = lanes ? run_lanes(n, (uint64_t)r + 1) : run_scalar(n, (uint64_t)r + 1);
-    double dt = now() - t0;
-    printf("%.6f %.6f\n", dt, 4.0 * (double)in / (double)(lanes ? n - n % ((uint64_t)LANES * (uint64_t)threads) : n));
+    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    printf("%.6f %.6f %.6f\n", dt, cpu, 4.0 * (double)in / (double)(lanes ? n - n % ((uint64_t)LANES * (uint64_t)threads) : n));
   }
   return 0;
 }

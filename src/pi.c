@@ -11,6 +11,7 @@
  *    does not depend on n.
  */
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,6 +19,8 @@
 
 int mh__pi_test_broken_streams = 0;
 unsigned mh__pi_test_disabled_kernels = 0;
+uint64_t mh__pi_test_kill_block = 0;
+int *mh__pi_test_kill_armed = NULL;
 
 /* The golden-ratio increment of SplitMix64. */
 #define MH__PI_GAMMA UINT64_C(0x9e3779b97f4a7c15)
@@ -171,6 +174,7 @@ int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan) {
   if (per < 1) per = 1;
   if (per > 8) per = 8;
   plan->blocks_per_task = per;
+  /* At least this many tasks (mh_pi_run makes the last ones smaller). */
   plan->ntasks = (plan->nblocks - 1) / per + 1;
   /* In flight: enough that every worker has a task queued behind the one it
    * runs while the caller collects results in order. */
@@ -218,6 +222,9 @@ static int pi_task(const void *in, size_t in_size, void *out, size_t out_size,
   uint64_t inside = 0, points = 0;
   for (uint64_t i = 0; i < t->nblocks; i++) {
     uint64_t np = i + 1 == t->nblocks ? t->last_points : MH_PI_BLOCK_POINTS;
+    if (mh__pi_test_kill_armed && t->first_block + i == mh__pi_test_kill_block &&
+        __atomic_exchange_n(mh__pi_test_kill_armed, 0, __ATOMIC_SEQ_CST))
+      raise(SIGKILL);
     inside += count_block(t->seed, t->first_block + i, np, k);
     points += np;
   }
@@ -240,6 +247,12 @@ static void fill_result(mh_pi_result_t *res, uint64_t inside, uint64_t done) {
 #define MH__PI_TICK 0.05
 #define MH__PI_CANCEL_POLL 0.01
 
+/* The cancel flag is written by another thread or a signal handler: read it
+ * atomically (a plain volatile read is a data race for C11 and TSan). */
+static int cancelled(const mh_pi_options_t *opts) {
+  return opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED);
+}
+
 int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
               mh_pi_result_t *res) {
   if (!ex || !opts || !res || opts->flags != 0) return MH_EINVAL;
@@ -261,7 +274,7 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
   res->backend = (mh_backend_t)backend;
 
   if (plan.nblocks == 1 && opts->n <= MH__PI_INLINE_POINTS &&
-      !(opts->cancel && *opts->cancel)) {
+      !cancelled(opts)) {
     fill_result(res, count_block(opts->seed, 0, opts->n, kernel), opts->n);
     if (opts->progress) opts->progress(opts->n, opts->n, opts->progress_arg);
     res->seconds = mh__now() - t0;
@@ -276,23 +289,27 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
                     ~(uintptr_t)(MH__CACHE_LINE - 1));
   memset(slots, 0, plan.window * sizeof(pi_slot_t));
 
-  uint64_t next_task = 0, inside = 0, done = 0;
+  uint64_t next_block = 0, inside = 0, done = 0;
   size_t head = 0, inflight = 0; /* slots head .. head+inflight-1 are busy */
   int status = 0;                /* first failure, or MH_ECANCELED */
   double next_tick = t0 + MH__PI_TICK;
   for (;;) {
-    if (status == 0 && opts->cancel && *opts->cancel) {
+    if (status == 0 && cancelled(opts)) {
       status = MH_ECANCELED;
       /* Tasks still queued are dropped; running ones are waited for. */
       for (size_t i = 0; i < inflight; i++)
         (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
     }
     /* Keep the window full. */
-    while (status == 0 && inflight < plan.window && next_task < plan.ntasks) {
+    while (status == 0 && inflight < plan.window && next_block < plan.nblocks) {
       pi_slot_t *s = &slots[(head + inflight) % plan.window];
-      uint64_t first = next_task * plan.blocks_per_task;
-      uint64_t nb = plan.nblocks - first;
+      /* Guided: full-size tasks while there is plenty left, then smaller
+       * ones, so that the workers finish together (the last wave is at most
+       * about one block long).  The counts do not depend on this. */
+      uint64_t first = next_block, left = plan.nblocks - first;
+      uint64_t nb = left / (2 * (uint64_t)workers);
       if (nb > plan.blocks_per_task) nb = plan.blocks_per_task;
+      if (nb < 1) nb = 1;
       s->in.seed = opts->seed;
       s->in.first_block = first;
       s->in.nblocks = nb;
@@ -309,7 +326,7 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
         break;
       }
       inflight++;
-      next_task++;
+      next_block += nb;
     }
     if (inflight == 0) break;
 

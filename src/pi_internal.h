@@ -124,7 +124,8 @@ typedef struct mh__pi_plan {
   uint64_t nblocks;         /* ceil(n / MH_PI_BLOCK_POINTS) */
   uint64_t last_points;     /* points of the last block, 1 .. BLOCK_POINTS */
   uint64_t blocks_per_task; /* 1 .. 8, from n and the worker count */
-  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task) */
+  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task): tasks of
+                               full size; the last ones are smaller */
   size_t window;            /* tasks in flight at most */
 } mh__pi_plan_t;
 
@@ -139,5 +140,12 @@ extern int mh__pi_test_broken_streams;
 /* Test hook: bit k set makes mh_pi_kernel_supported(k) report 0 for the SIMD
  * kernels, as on a CPU without them (the scalar kernel cannot be disabled). */
 extern unsigned mh__pi_test_disabled_kernels;
+
+/* Test hook: when mh__pi_test_kill_armed points at a non-zero int (in shared
+ * memory, so that process workers see one flag), the task that counts block
+ * mh__pi_test_kill_block clears it and kills its own process with SIGKILL -
+ * a worker dying mid-run, once. */
+extern uint64_t mh__pi_test_kill_block;
+extern int *mh__pi_test_kill_armed;
 
 #endif /* MH_PI_INTERNAL_H */

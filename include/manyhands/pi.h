@@ -3,9 +3,9 @@
  * N points are cut into blocks of MH_PI_BLOCK_POINTS (the last one shorter);
  * the blocks do not depend on the number of workers.  Block b draws from a
  * random stream derived from (seed, b) only, and the inside test is exact
- * integer arithmetic.  So the number of points inside the quarter circle is
+ * integer arithmetic.  So the number of points inside the circle is
  * the same for any worker count, backend and kernel (scalar, AVX2, AVX-512).
- * The generator and the point layout are described in docs/guide.md.
+ * The generator, the point layout and the kernels are described in docs/pi.md.
  */
 #ifndef MANYHANDS_PI_H
 #define MANYHANDS_PI_H
@@ -72,7 +72,9 @@ MH_EXTERN void mh_pi_options_init(mh_pi_options_t *opts);
 typedef struct mh_pi_result_s {
   uint64_t n;          /**< points asked for */
   uint64_t done;       /**< points counted (== n unless cancelled) */
-  uint64_t inside;     /**< points inside the quarter circle */
+  uint64_t inside;     /**< points inside the circle (the points fill the
+                            square [-1,1)^2: the same fraction pi/4 as the
+                            tutorial's quarter circle) */
   double pi;           /**< 4 * inside / done */
   double stderr_pi;    /**< its standard error, 4 * sqrt(p(1-p)/done) */
   double abs_error;    /**< |pi - M_PI| */
@@ -83,9 +85,16 @@ typedef struct mh_pi_result_s {
 } mh_pi_result_t;
 
 /** Run the estimate on `ex` (any backend) and fill `res`.  Memory use does not
- * depend on n.  Errors: MH_EINVAL (NULL, n == 0 or > 2^63-1), MH_ENOTSUP
- * (kernel), MH_ECANCELED (stopped through opts->cancel; `res` holds the
- * partial result), codes of the executor. */
+ * depend on n: tasks of up to 8 whole blocks are kept in a window of about
+ * two per worker.  A run of one block of at most 65536 points is counted on
+ * the calling thread (a hand-off would cost more than the work); its count is
+ * the same.  opts->progress is called from the calling thread about every
+ * 50 ms and once at the end; opts->cancel is polled every 10 ms.
+ * Errors: MH_EINVAL (NULL, n == 0 or > 2^63-1, flags != 0, unknown kernel),
+ * MH_ENOTSUP (kernel not supported here), MH_ECANCELED (stopped through
+ * opts->cancel; `res` holds the partial result: whole blocks only), MH_ENOMEM,
+ * codes of the executor (MH_ESHUTDOWN, MH_EWORKERDIED, ...), in which case
+ * `res` also holds what was counted before the failure. */
 MH_EXTERN int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
                         mh_pi_result_t *res);
 

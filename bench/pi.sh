@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# bench/pi.sh - the pi job side by side with its peers (run by bench/run pi).
+#
+# manyhands (library, bench/pi_bench) on threads at 1 and 2 workers and on
+# processes when that backend is built; the tutorial's Python job
+# (bench/pi_peer.py); the OpenMP peers (bench/pi_omp: scalar and 16-lane).
+# Medians of PI_REPS (default 5) runs each, in the same session; points/s and
+# the ratios to Python and to the lane-parallel OpenMP version; the parallel
+# efficiency at 2 workers; the job time of N = 1000.
+set -euo pipefail
+bin=${MH_BENCH_BIN:?run through bench/run}
+dir=${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}
+reps=${PI_REPS:-5}
+nbig=${PI_N:-10000000000}      # manyhands and the 16-lane OpenMP peer
+nomp=${PI_N_OMP_SCALAR:-1000000000}
+npy=${PI_N_PY:-10000000}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+# row NAME WORKERS N CMD...: run CMD (it prints "seconds cpu-seconds ..." per
+# repetition) and record the medians.
+row() {
+  local name=$1 workers=$2 n=$3
+  shift 3
+  local lines
+  if ! lines=$("$@" 2>/dev/null); then
+    echo "$name $workers $n skip -" >>"$out"
+    return
+  fi
+  local med cpu
+  med=$(printf '%s\n' "$lines" | awk '{print $1}' | median)
+  cpu=$(printf '%s\n' "$lines" | awk '{print $2}' | median)
+  echo "$name $workers $n $med $cpu" >>"$out"
+}
+
+# Median of the numbers on stdin ("-" when they are not numbers).
+median() {
+  sort -g | awk '$1 ~ /^[0-9.]+$/ {a[++k]=$1}
+    END {if (!k) print "-"; else print (k%2) ? a[(k+1)/2] : (a[k/2]+a[k/2+1])/2}'
+}
+
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; other jobs share them)"
+row "manyhands-threads" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 threads "$reps"
+row "manyhands-threads" 2 "$nbig" "$bin/pi_bench" "$nbig" 2 threads "$reps"
+row "manyhands-processes" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 processes "$reps"
+row "manyhands-processes" 2 "$nbig" "$bin/pi_bench" "$nbig" 2 processes "$reps"
+if [ -x "$bin/pi_omp" ]; then
+  row "openmp-scalar" 2 "$nomp" "$bin/pi_omp" scalar "$nomp" 2 "$reps"
+  row "openmp-16-lanes" 1 "$nbig" "$bin/pi_omp" lanes "$nbig" 1 "$reps"
+  row "openmp-16-lanes" 2 "$nbig" "$bin/pi_omp" lanes "$nbig" 2 "$reps"
+fi
+row "python-tutorial" 2 "$npy" python3 "$dir/pi_peer.py" "$npy" 2 "$reps"
+row "manyhands-N=1000" 2 1000 "$bin/pi_bench" 1000 2 threads 21
+
+python3 - "$out" "$reps" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+reps = sys.argv[2]
+get = {(r[0], int(r[1])): r for r in rows}
+def rate(r):
+    return None if r[3] == "skip" else int(r[2]) / float(r[3])
+py = get.get(("python-tutorial", 2))
+omp = get.get(("openmp-16-lanes", 2))
+pyr = rate(py) if py else None
+ompr = rate(omp) if omp else None
+print(f"medians of {reps} runs (N=1000: of 21); load average after: "
+      + " ".join(open("/proc/loadavg").read().split()[:3]))
+print(f"{'job':<22}{'workers':>8}{'N':>13}{'seconds':>10}{'points/s':>10}"
+      f"{'x python':>10}{'x omp16':>9}{'pts/cpu-s':>11}")
+for r in rows:
+    name, w, n = r[0], int(r[1]), int(r[2])
+    if r[3] == "skip":
+        print(f"{name:<22}{w:>8}{n:>13}   (not available)")
+        continue
+    s = float(r[3]); pr = n / s
+    if name.endswith("N=1000"):
+        print(f"{name:<22}{w:>8}{n:>13}{s * 1e6:>8.1f}us   (job time)")
+        continue
+    xp = f"{pr / pyr:.0f}" if pyr else "-"
+    xo = f"{pr / ompr:.2f}" if ompr else "-"
+    cpu = float(r[4]) if r[4] not in ("-", "0") and float(r[4]) > 0 else None
+    pc = f"{n / cpu / 1e9:.2f}G" if cpu else "-"
+    print(f"{name:<22}{w:>8}{n:>13}{s:>10.4f}{pr / 1e9:>9.2f}G{xp:>10}{xo:>9}{pc:>11}")
+for b in ("manyhands-threads", "manyhands-processes", "openmp-16-lanes"):
+    a, c = get.get((b, 1)), get.get((b, 2))
+    if a and c and a[3] != "skip" and c[3] != "skip":
+        print(f"parallel efficiency at 2 workers, {b}, N={a[2]}: "
+              f"{float(a[3]) / (2 * float(c[3])) * 100:.1f}%")
+PY
