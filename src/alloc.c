@@ -32,6 +32,8 @@ int mh_replace_allocator(mh_malloc_fn malloc_fn, mh_realloc_fn realloc_fn,
   return 0;
 }
 
+bool mh__allocator_is_default(void) { return mh__malloc_fn == malloc; }
+
 void *mh__malloc(size_t size) { return size ? mh__malloc_fn(size) : NULL; }
 
 void *mh__calloc(size_t count, size_t size) {

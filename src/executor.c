@@ -50,6 +50,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -70,7 +71,8 @@ enum {
   S_MASK = 3,
   F_WAITERS = 4,
   F_CBS = 8,
-  F_DIED = 16
+  F_DIED = 16,
+  F_SLAB = 32 /* the future's memory comes from the slab cache */
 };
 
 #define IS_DONE(s) (((s) & S_MASK) >= S_FINISHED)
@@ -288,10 +290,176 @@ static void cq_disarm(mh__cq_t *cq, size_t index) {
 
 /* ---- futures ----------------------------------------------------------- */
 
+/* ---- future memory ------------------------------------------------------
+ *
+ * Submitting a task must not cost a trip through malloc, and a million
+ * pending futures should not cost a million fresh 4 KiB page faults.  So
+ * futures come from slabs of SLAB_BYTES, mapped on a 2 MiB boundary and
+ * offered to transparent huge pages, and freed futures are recycled: each
+ * thread keeps a small cache (tc_*, no locking), and overflow goes to one
+ * global list guarded by fa_lock.  Slab memory is kept for reuse, never
+ * returned: the footprint is the peak number of futures alive at once.
+ *
+ * The cache is used only with the C library's allocator: while a hook of
+ * mh_replace_allocator is installed futures come from mh__malloc, so that
+ * counting and failure injection see them; F_SLAB records the origin.
+ * Under AddressSanitizer the cache is off, so it still catches misuse. */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MH__NO_SLAB 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MH__NO_SLAB 1
+#endif
+#endif
+
+#ifndef MH__NO_SLAB
+#include <sys/mman.h>
+
+#define SLAB_BYTES ((size_t)2 << 20)
+#define TC_MAX 512  /* a thread cache above this gives TC_MOVE back */
+#define TC_MOVE 256 /* futures moved between a thread and the global list */
+
+static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
+static mh_future_t *fa_free;    /* guarded by fa_lock, linked by `link` */
+static size_t fa_nfree;         /* guarded by fa_lock */
+static char *fa_bump, *fa_end;  /* the slab being carved; guarded */
+static pthread_key_t fa_key;
+static pthread_once_t fa_once = PTHREAD_ONCE_INIT;
+static _Thread_local mh_future_t *tc_head;
+static _Thread_local size_t tc_n;
+static _Thread_local int tc_registered;
+
+/* Give the whole list [head .. n items] to the global list. */
+static void fa_give(mh_future_t *head, mh_future_t *tail, size_t n) {
+  pthread_mutex_lock(&fa_lock);
+  tail->link = fa_free;
+  fa_free = head;
+  fa_nfree += n;
+  pthread_mutex_unlock(&fa_lock);
+}
+
+/* At thread exit the thread's cache goes back to the global list. */
+static void fa_thread_exit(void *unused) {
+  (void)unused;
+  if (!tc_head) return;
+  mh_future_t *tail = tc_head;
+  while (tail->link) tail = tail->link;
+  fa_give(tc_head, tail, tc_n);
+  tc_head = NULL;
+  tc_n = 0;
+}
+
+/* A child of fork has only the forking thread: the lock may have been held
+ * by another. */
+static void fa_atfork_child(void) { pthread_mutex_init(&fa_lock, NULL); }
+
+static void fa_init(void) {
+  pthread_key_create(&fa_key, fa_thread_exit);
+  pthread_atfork(NULL, NULL, fa_atfork_child);
+}
+
+/* Make sure this thread's cache is given back when the thread ends. */
+static void fa_register(void) {
+  pthread_once(&fa_once, fa_init);
+  tc_registered = 1;
+  pthread_setspecific(fa_key, &tc_registered);
+}
+
+/* Refill this thread's cache; 0 or MH_ENOMEM. */
+static int fa_refill(void) {
+  if (!tc_registered) fa_register();
+  pthread_mutex_lock(&fa_lock);
+  size_t want = TC_MOVE;
+  while (want && fa_free) {
+    mh_future_t *f = fa_free;
+    fa_free = f->link;
+    fa_nfree--;
+    f->link = tc_head;
+    tc_head = f;
+    tc_n++;
+    want--;
+  }
+  while (want) {
+    if ((size_t)(fa_end - fa_bump) < sizeof(mh_future_t)) {
+      /* Map twice the size and trim, to get a 2 MiB-aligned slab that
+       * the kernel may back with one huge page. */
+      size_t len = 2 * SLAB_BYTES;
+      char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) break;
+      char *a = (char *)(((uintptr_t)m + SLAB_BYTES - 1) &
+                         ~(uintptr_t)(SLAB_BYTES - 1));
+      if (a > m) munmap(m, (size_t)(a - m));
+      if (a + SLAB_BYTES < m + len)
+        munmap(a + SLAB_BYTES, (size_t)(m + len - (a + SLAB_BYTES)));
+#ifdef MADV_HUGEPAGE
+      madvise(a, SLAB_BYTES, MADV_HUGEPAGE);
+#endif
+      fa_bump = a;
+      fa_end = a + SLAB_BYTES;
+    }
+    mh_future_t *f = (mh_future_t *)(void *)fa_bump;
+    fa_bump += sizeof(mh_future_t);
+    f->link = tc_head;
+    tc_head = f;
+    tc_n++;
+    want--;
+  }
+  pthread_mutex_unlock(&fa_lock);
+  return tc_head ? 0 : MH_ENOMEM;
+}
+
+static mh_future_t *fa_alloc(uint32_t *flags) {
+  if (mh__allocator_is_default()) {
+    if (tc_head || fa_refill() == 0) {
+      mh_future_t *f = tc_head;
+      tc_head = f->link;
+      tc_n--;
+      *flags = F_SLAB;
+      return f;
+    }
+  }
+  *flags = 0;
+  return mh__malloc(sizeof(mh_future_t));
+}
+
+static void fa_release(mh_future_t *f, uint32_t state) {
+  if (!(state & F_SLAB)) {
+    mh__free(f);
+    return;
+  }
+  if (!tc_registered) fa_register();
+  f->link = tc_head;
+  tc_head = f;
+  if (++tc_n > TC_MAX) {
+    /* Keep the newest half here (warm in this cache), give the rest. */
+    mh_future_t *keep_tail = tc_head;
+    for (size_t i = 1; i < tc_n - TC_MOVE; i++) keep_tail = keep_tail->link;
+    mh_future_t *give = keep_tail->link, *tail = give;
+    while (tail->link) tail = tail->link;
+    keep_tail->link = NULL;
+    fa_give(give, tail, TC_MOVE);
+    tc_n -= TC_MOVE;
+  }
+}
+#else
+static mh_future_t *fa_alloc(uint32_t *flags) {
+  *flags = 0;
+  return mh__malloc(sizeof(mh_future_t));
+}
+
+static void fa_release(mh_future_t *f, uint32_t state) {
+  (void)state;
+  mh__free(f);
+}
+#endif
+
 static mh_future_t *future_new(const mh__task_t *t) {
-  mh_future_t *f = mh__malloc(sizeof *f);
+  uint32_t flags;
+  mh_future_t *f = fa_alloc(&flags);
   if (!f) return NULL;
-  atomic_init(&f->state, S_PENDING);
+  atomic_init(&f->state, S_PENDING | flags);
   atomic_init(&f->refs, 1);
   f->code = 0;
   f->died_pid = 0;
@@ -319,7 +487,7 @@ void mh_future_release(mh_future_t *f) {
     if (!c->cq) mh__free(c);
     c = next;
   }
-  mh__free(f);
+  fa_release(f, atomic_load_explicit(&f->state, memory_order_relaxed));
 }
 
 const mh__task_t *mh__future_task(const mh_future_t *f) { return &f->task; }
@@ -413,8 +581,30 @@ int mh__task_run(const mh__task_t *t) {
   return first;
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Before sleeping, look a little while: a tiny task is often done within a
+ * microsecond, and then neither side makes a system call. */
+#define WAIT_SPINS 100
+#define WAIT_YIELDS 8
+
 static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  if (!IS_DONE(s) && dl->kind != 0) {
+    /* Then yield a few times: with more threads than cores the worker
+     * that will finish f may be waiting for this very core. */
+    for (int i = 0; i < WAIT_SPINS + WAIT_YIELDS && !IS_DONE(s); i++) {
+      if (i < WAIT_SPINS)
+        cpu_relax();
+      else
+        sched_yield();
+      s = atomic_load_explicit(&f->state, memory_order_acquire);
+    }
+  }
   while (!IS_DONE(s)) {
     if (dl->kind == 0) return MH_ETIMEDOUT;
     if (!(s & F_WAITERS)) {
@@ -633,7 +823,7 @@ int mh_as_completed_new(mh_as_completed_t **out, mh_future_t *const *fs,
     pos[i].f = fs[i];
     pos[i].i = i;
   }
-  qsort(pos, n, sizeof *pos, fpos_cmp);
+  if (n) qsort(pos, n, sizeof *pos, fpos_cmp);
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     if (i == 0 || pos[i].f != pos[i - 1].f) {
@@ -937,8 +1127,10 @@ int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
     } else {
       mh_future_t *f = ring[c % w];
       code = mh_future_result(f, MH_FOREVER);
-      if (mh_future_cancelled(f) || code == MH_EWORKERDIED)
-        fill_status(status, lo, cnt, code);
+      /* A backend writes each item's status itself, also when a worker died
+       * (the process backend fails only the item that worker was running);
+       * only a chunk cancelled before it ran has none. */
+      if (mh_future_cancelled(f)) fill_status(status, lo, cnt, code);
       mh_future_release(f);
       ring[c % w] = NULL;
     }
@@ -1074,7 +1266,7 @@ int mh_map_iter_next(mh_map_iter_t *it, double timeout, size_t *index,
       it->cur_all = it->submit_rc;
     } else {
       int code = mh_future_result(f, 0);
-      if (mh_future_cancelled(f) || code == MH_EWORKERDIED) it->cur_all = code;
+      if (mh_future_cancelled(f)) it->cur_all = code; /* see map */
     }
     it->have_cur = 1;
   }

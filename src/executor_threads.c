@@ -16,6 +16,7 @@
  * No backend lock is held while a task runs or a future completes, so
  * callbacks may submit, cancel or wait freely.
  */
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "executor_internal.h"
@@ -27,9 +28,13 @@ typedef struct tpool {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   mh_future_t *head, *tail; /* guarded by lock */
-  size_t len;               /* guarded by lock */
-  int idle;                 /* workers waiting on cond; guarded by lock */
-  int stopping;             /* no more submits; guarded by lock */
+  /* Written under lock; read without it by spinning workers, which then
+   * re-check under the lock. */
+  _Atomic size_t len;
+  _Atomic int stopping; /* no more submits */
+  int idle;             /* workers waiting on cond; guarded by lock */
+  int alive;            /* workers not yet ended; guarded by lock */
+  _Atomic int spinning; /* workers looking for work without sleeping */
   int nthreads;
   pthread_t *threads;
   mh_worker_init_fn init;
@@ -48,6 +53,36 @@ static void run_batch(mh_future_t *f, int broken) {
   }
 }
 
+/* How long an idle worker looks for new work before it sleeps: a submitter
+ * that sees a spinning worker need not wake anybody, which saves a system
+ * call on each side per task when tasks come a little slower than workers
+ * take them. */
+#define SPIN_PAUSES 400
+#define SPIN_YIELDS 4
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Spin for new work; 1 if some may be there. */
+static int spin_for_work(tpool_t *p) {
+  atomic_fetch_add(&p->spinning, 1);
+  int found = 0;
+  for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
+    if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
+        atomic_load_explicit(&p->stopping, memory_order_relaxed))
+      found = 1;
+    else if (i < SPIN_PAUSES)
+      cpu_relax();
+    else
+      sched_yield();
+  }
+  atomic_fetch_sub(&p->spinning, 1);
+  return found;
+}
+
 static void *worker_main(void *arg) {
   tpool_t *p = arg;
   /* A failing initializer breaks this worker: the tasks it takes fail with
@@ -56,25 +91,41 @@ static void *worker_main(void *arg) {
   size_t share_div = (size_t)p->nthreads * 2;
   pthread_mutex_lock(&p->lock);
   for (;;) {
-    while (!p->head && !p->stopping) {
-      p->idle++;
-      pthread_cond_wait(&p->cond, &p->lock);
-      p->idle--;
+    if (!p->head && !p->stopping) {
+      pthread_mutex_unlock(&p->lock);
+      int found = spin_for_work(p);
+      pthread_mutex_lock(&p->lock);
+      if (!found) {
+        while (!p->head && !p->stopping) {
+          p->idle++;
+          pthread_cond_wait(&p->cond, &p->lock);
+          p->idle--;
+        }
+      }
+      continue;
     }
     if (!p->head) break;
-    size_t take = p->len / share_div;
+    size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
+    size_t take = len / share_div;
     if (take < 1) take = 1;
     if (take > BATCH_MAX) take = BATCH_MAX;
     mh_future_t *first = p->head, *last = first;
     for (size_t i = 1; i < take; i++) last = *mh__future_link(last);
     p->head = *mh__future_link(last);
     if (!p->head) p->tail = NULL;
-    p->len -= take;
+    atomic_store_explicit(&p->len, len - take, memory_order_relaxed);
     *mh__future_link(last) = NULL;
+    /* More work than this worker takes, idle workers, and nobody looking:
+     * wake one more (a spinning worker would find it without help). */
+    int wake = p->head && p->idle > 0 && atomic_load(&p->spinning) == 0;
     pthread_mutex_unlock(&p->lock);
+    if (wake) pthread_cond_signal(&p->cond);
     run_batch(first, broken);
     pthread_mutex_lock(&p->lock);
   }
+  /* The last one out tells tp_destroy, which may be waiting for a worker
+   * that detached itself (a task that shut down its own executor). */
+  if (--p->alive == 0) pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->lock);
   return NULL;
 }
@@ -97,7 +148,13 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
     mh__free(p);
     return MH_ENOMEM;
   }
-  int rc = -pthread_mutex_init(&p->lock, NULL);
+  /* An adaptive mutex spins briefly before it sleeps: the lock is held for
+   * a few instructions at a time. */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+  int rc = -pthread_mutex_init(&p->lock, &ma);
+  pthread_mutexattr_destroy(&ma);
   if (rc) {
     mh__free(p->threads);
     mh__free(p);
@@ -110,10 +167,12 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
     mh__free(p);
     return rc;
   }
+  p->alive = p->nthreads;
   for (int i = 0; i < p->nthreads; i++) {
     if (pthread_create(&p->threads[i], NULL, worker_main, p)) {
       pthread_mutex_lock(&p->lock);
       p->stopping = 1;
+      p->alive -= p->nthreads - i; /* these never started */
       pthread_cond_broadcast(&p->cond);
       pthread_mutex_unlock(&p->lock);
       for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
@@ -142,8 +201,9 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
     p->head = f;
   }
   p->tail = f;
-  p->len++;
-  int wake = p->idle > 0;
+  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  int wake = p->idle > 0 && atomic_load(&p->spinning) == 0;
   pthread_mutex_unlock(&p->lock);
   if (wake) pthread_cond_signal(&p->cond);
   return 0;
@@ -167,7 +227,8 @@ static int tp_submit_many(mh_executor_t *ex, mh_future_t *const *fs,
     p->head = fs[0];
   }
   p->tail = fs[n - 1];
-  p->len += n;
+  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + n,
+                        memory_order_relaxed);
   int idle = p->idle;
   pthread_mutex_unlock(&p->lock);
   if (idle > 1 && n > 1) {
@@ -186,7 +247,7 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
     cancel = p->head;
     p->head = p->tail = NULL;
-    p->len = 0;
+    atomic_store(&p->len, 0);
   }
   pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->lock);
@@ -215,7 +276,11 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
 
 static void tp_destroy(mh_executor_t *ex) {
   tpool_t *p = mh__executor_impl(ex);
-  if (p) pool_free(p);
+  if (!p) return;
+  pthread_mutex_lock(&p->lock);
+  while (p->alive > 0) pthread_cond_wait(&p->cond, &p->lock);
+  pthread_mutex_unlock(&p->lock);
+  pool_free(p);
 }
 
 const mh__backend_ops_t mh__backend_threads = {

@@ -20,6 +20,9 @@ void *mh__malloc(size_t size);
 void *mh__calloc(size_t count, size_t size);
 void *mh__realloc(void *ptr, size_t size);
 void mh__free(void *ptr);
+/* True while the C library's allocator is in use (no mh_replace_allocator
+ * hook): caches that keep memory outside the hook may be used only then. */
+bool mh__allocator_is_default(void);
 
 /* ---- time (time.c) --------------------------------------------------- */
 

@@ -388,6 +388,31 @@ TEST(shutdown_while_submitting) {
   }
 }
 
+static int t_shutdown_own(const void *in, size_t is, void *out, size_t os,
+                          void *ctx) {
+  (void)is, (void)out, (void)os;
+  unsigned flags = *(const unsigned *)in;
+  return mh_executor_shutdown(ctx, flags);
+}
+
+/* A task may shut down its own executor, waiting or not; later submits fail
+ * and freeing from the outside still waits for everything. */
+TEST(shutdown_from_task) {
+  for (int round = 0; round < 40; round++) {
+    mh_executor_t *ex = threads(2);
+    unsigned flags = round % 2 ? MH_SHUTDOWN_WAIT : 0;
+    mh_future_t *f, *g = NULL;
+    ASSERT_OK(mh_executor_submit(ex, t_shutdown_own, &flags, sizeof flags,
+                                 NULL, 0, ex, &f));
+    ASSERT_OK(mh_future_result(f, MH_FOREVER));
+    ASSERT_ERR(mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &g),
+               MH_ESHUTDOWN);
+    mh_future_release(f);
+    if (round % 4 < 2) mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+    mh_executor_free(ex);
+  }
+}
+
 /* ---- futures ----------------------------------------------------------- */
 
 TEST(result_timeout) {
@@ -579,6 +604,95 @@ TEST(callbacks) {
 static void cb_tick(mh_future_t *f, void *arg) {
   (void)f;
   atomic_fetch_add((atomic_int *)arg, 1);
+}
+
+typedef struct {
+  mh_future_t **fs;
+  atomic_int *counts;
+  size_t n;
+} adder_t;
+
+static void *add_callbacks(void *arg) {
+  adder_t *a = arg;
+  for (size_t i = 0; i < a->n; i++) {
+    ASSERT_OK(mh_future_add_done_callback(a->fs[i], cb_tick, &a->counts[i]));
+    if ((mht_rand() & 127) == 0) mht_jitter(30);
+  }
+  return NULL;
+}
+
+static int t_jitter(const void *in, size_t is, void *out, size_t os,
+                    void *ctx) {
+  (void)in, (void)is, (void)out, (void)os, (void)ctx;
+  if ((mht_rand() & 63) == 0) mht_jitter(20);
+  return 0;
+}
+
+/* Callbacks added by two threads while the futures complete: each runs
+ * exactly once, whether added before or after completion. */
+TEST(callbacks_race_completion) {
+  size_t n = (size_t)mht_scaled(50000);
+  mh_future_t **fs = malloc(n * sizeof *fs);
+  atomic_int *counts = calloc(n, sizeof *counts);
+  mh_executor_t *ex = threads(2);
+  for (size_t i = 0; i < n; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_jitter, NULL, 0, NULL, 0, NULL, &fs[i]));
+  adder_t a = {fs, counts, n};
+  pthread_t th[2];
+  pthread_create(&th[0], NULL, add_callbacks, &a);
+  pthread_create(&th[1], NULL, add_callbacks, &a);
+  pthread_join(th[0], NULL);
+  pthread_join(th[1], NULL);
+  for (size_t i = 0; i < n; i++) ASSERT_OK(mh_future_result(fs[i], MH_FOREVER));
+  mh_executor_free(ex);
+  for (size_t i = 0; i < n; i++) {
+    ASSERT_EQ(atomic_load(&counts[i]), 2);
+    mh_future_release(fs[i]);
+  }
+  free(fs);
+  free(counts);
+}
+
+/* as_completed and wait(FIRST_COMPLETED) over futures that are completing
+ * while they register: every future is yielded exactly once. */
+TEST(as_completed_race_completion) {
+  mh_executor_t *ex = threads(2);
+  for (int round = 0; round < 20; round++) {
+    size_t n = (size_t)mht_scaled(5000) + 1;
+    mh_future_t **fs = malloc(n * sizeof *fs);
+    unsigned char *seen = calloc(n, 1);
+    for (size_t i = 0; i < n; i++)
+      ASSERT_OK(
+          mh_executor_submit(ex, t_jitter, NULL, 0, NULL, 0, NULL, &fs[i]));
+    size_t nd;
+    ASSERT_OK(mh_futures_wait(fs, n, MH_FIRST_COMPLETED, MH_FOREVER, &nd));
+    ASSERT_GE(nd, 1);
+    mh_as_completed_t *ac;
+    ASSERT_OK(mh_as_completed_new(&ac, fs, n));
+    mh_future_t *f;
+    size_t count = 0;
+    int rc;
+    while ((rc = mh_as_completed_next(ac, 30, &f)) == 0) {
+      /* Futures are distinct; find f by a linear scan from a hint. */
+      size_t k = 0;
+      while (fs[k] != f) k++;
+      ASSERT_EQ(seen[k], 0);
+      seen[k] = 1;
+      count++;
+      if (round % 2 && count == n / 2) break; /* free it half-way */
+    }
+    if (!(round % 2)) {
+      ASSERT_ERR(rc, MH_EEOF);
+      ASSERT_EQ(count, n);
+    }
+    mh_as_completed_free(ac);
+    ASSERT_OK(mh_futures_wait(fs, n, MH_ALL_COMPLETED, MH_FOREVER, &nd));
+    ASSERT_EQ(nd, n);
+    for (size_t i = 0; i < n; i++) mh_future_release(fs[i]);
+    free(fs);
+    free(seen);
+  }
+  mh_executor_free(ex);
 }
 
 /* 10^6 tiny tasks: each future completes exactly once (its callback runs

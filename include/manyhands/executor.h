@@ -94,14 +94,18 @@ MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
 #define MH_SHUTDOWN_CANCEL_FUTURES 2u /**< cancel tasks not yet started */
 
 /** Stop accepting work.  With MH_SHUTDOWN_CANCEL_FUTURES pending tasks are
- * cancelled (their futures give MH_ECANCELED); with MH_SHUTDOWN_WAIT the call
- * returns when every worker has finished.  On the process backend a cancelling
- * shutdown also ends running tasks: SIGTERM, then SIGKILL after `grace`.
- * Calling it again is harmless.  Errors: MH_EINVAL. */
+ * cancelled (their futures give MH_ECANCELED); otherwise queued tasks still
+ * run.  With MH_SHUTDOWN_WAIT the call returns when every worker has
+ * finished.  On the process backend a cancelling shutdown also ends running
+ * tasks: SIGTERM, then SIGKILL after `grace`.  Calling it again is harmless:
+ * a later call that adds MH_SHUTDOWN_WAIT waits; one that only adds
+ * MH_SHUTDOWN_CANCEL_FUTURES has no effect.  A task may call it with flags 0
+ * on its own executor.  Errors: MH_EINVAL (NULL ex, unknown flags). */
 MH_EXTERN int mh_executor_shutdown(mh_executor_t *ex, unsigned flags);
 
 /** Shut down with MH_SHUTDOWN_WAIT (if not done yet) and free the executor.
- * Futures still referenced stay valid.  NULL is ignored. */
+ * Futures still referenced stay valid.  NULL is ignored.  Must not be called
+ * from one of the executor's own tasks or callbacks. */
 MH_EXTERN void mh_executor_free(mh_executor_t *ex);
 
 /* ---- map ---------------------------------------------------------------- */
@@ -124,14 +128,19 @@ MH_EXTERN int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
 
 /** Like mh_executor_map but returns at once with an iterator; items are
  * yielded by mh_map_iter_next in index order (or as they complete with
- * MH_MAP_UNORDERED).  The buffers must stay valid until mh_map_iter_free. */
+ * MH_MAP_UNORDERED).  The buffers must stay valid until mh_map_iter_free.
+ * A chunksize of 0 picks Pool.map's size, at most 256 (item statuses of the
+ * chunks in flight are buffered).  Errors: MH_EINVAL, MH_ESHUTDOWN,
+ * MH_ENOMEM. */
 MH_EXTERN int mh_executor_imap(mh_executor_t *ex, mh_task_fn fn, void *ctx,
                                const void *in, size_t in_size, void *out,
                                size_t out_size, size_t n, size_t chunksize,
                                unsigned flags, mh_map_iter_t **it);
 
-/** Next finished item: its index in `*index` and its code in `*status`.
- * Returns 0, MH_EEOF when every item has been yielded, MH_ETIMEDOUT. */
+/** Next finished item: its index in `*index` and its code in `*status`
+ * (MH_ECANCELED or MH_ESHUTDOWN for items whose chunk never ran).
+ * Returns 0, MH_EEOF when every item has been yielded, MH_ETIMEDOUT,
+ * MH_EINVAL (NULL argument, bad timeout). */
 MH_EXTERN int mh_map_iter_next(mh_map_iter_t *it, double timeout,
                                size_t *index, int *status);
 
@@ -164,8 +173,9 @@ MH_EXTERN int mh_future_cancel(mh_future_t *f);
 typedef void (*mh_future_cb)(mh_future_t *f, void *arg);
 
 /** Call cb(f, arg) once the future is done, on the thread that completes it;
- * at once, on the caller's thread, if it is already done.
- * Errors: MH_EINVAL, MH_ENOMEM. */
+ * at once, on the caller's thread, if it is already done.  Callbacks run in
+ * the order they were added, before threads waiting in mh_future_wait or
+ * mh_future_result wake up.  Errors: MH_EINVAL (NULL f or cb), MH_ENOMEM. */
 MH_EXTERN int mh_future_add_done_callback(mh_future_t *f, mh_future_cb cb,
                                           void *arg);
 
@@ -187,7 +197,10 @@ typedef enum {
 } mh_wait_mode_t;
 
 /** Wait until `mode` holds over fs[0..n).  `*ndone` (optional) receives how
- * many are done.  0, MH_ETIMEDOUT, MH_EINVAL, MH_ENOMEM. */
+ * many are done.  MH_FIRST_EXCEPTION holds when a future finished with a
+ * non-zero code (cancelled ones do not count, as in Python) or all are done.
+ * 0, MH_ETIMEDOUT, MH_EINVAL (NULL fs with n > 0, a NULL future, bad mode or
+ * timeout), MH_ENOMEM (FIRST_* modes register with each future). */
 MH_EXTERN int mh_futures_wait(mh_future_t *const *fs, size_t n,
                               mh_wait_mode_t mode, double timeout,
                               size_t *ndone);
@@ -196,8 +209,9 @@ MH_EXTERN int mh_futures_wait(mh_future_t *const *fs, size_t n,
  * each future once, as it completes.  Errors: MH_EINVAL, MH_ENOMEM. */
 MH_EXTERN int mh_as_completed_new(mh_as_completed_t **ac,
                                   mh_future_t *const *fs, size_t n);
-/** Next completed future (not a new reference).  0, MH_EEOF when all were
- * yielded, MH_ETIMEDOUT. */
+/** Next completed future (not a new reference; the iterator holds one until
+ * mh_as_completed_free).  0, MH_EEOF when all were yielded, MH_ETIMEDOUT,
+ * MH_EINVAL.  A future listed twice is yielded once. */
 MH_EXTERN int mh_as_completed_next(mh_as_completed_t *ac, double timeout,
                                    mh_future_t **f);
 MH_EXTERN void mh_as_completed_free(mh_as_completed_t *ac);

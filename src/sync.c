@@ -1,0 +1,684 @@
+/* sync.c - Lock, RLock, Condition, Semaphore, Event and Barrier.
+ *
+ * Invariants:
+ * - mh_lock_t / mh_rlock_t: `owner` is the kernel thread id of the holder, or
+ *   0.  Only the holder writes it (set right after the mutex is taken, cleared
+ *   right before it is released), and others only compare it against their
+ *   own id, so relaxed atomic access is enough: a thread reading its own id
+ *   there knows it holds the lock.  Checking it before calling pthreads turns
+ *   "release a lock you do not hold" and "acquire a Lock you hold" into
+ *   MH_EINVAL / MH_EDEADLK without ever giving pthreads (or a sanitizer) an
+ *   invalid call.  An RLock's `count` is touched only by its holder.
+ * - Semaphore, Event and Barrier keep all their state under their own
+ *   `mutex`, and signal their `cond` with the mutex held, so that a waiter
+ *   that wakes, sees the final state and destroys the object cannot race
+ *   with the signalling thread.
+ * - A condition's wait releases and re-takes the bound lock's mutex, so the
+ *   lock's owner mark is cleared before and set again after the wait.
+ * Lock order: none - no function here holds two mutexes at once (a barrier
+ * action runs under the barrier's mutex and must not touch the barrier).
+ *
+ * Process-shared objects use PTHREAD_PROCESS_SHARED mutexes and condition
+ * variables, and their mutexes are robust.  The internal mutexes of shared
+ * semaphores, events and barriers are repaired on the spot (their state is
+ * updated by single stores, never left half-done), and shared objects wake
+ * waiters with broadcasts: a process that died inside a condition wait may
+ * otherwise swallow a single signal.
+ */
+#include <errno.h>
+#include <limits.h>
+
+#include "internal.h"
+#include "thread_internal.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define MH__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MH__TSAN 1
+#endif
+#endif
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int owner_get(const int *owner) {
+  return __atomic_load_n(owner, __ATOMIC_RELAXED);
+}
+
+static void owner_set(int *owner, int tid) {
+  __atomic_store_n(owner, tid, __ATOMIC_RELAXED);
+}
+
+/* Initialise a mutex of `type`; shared ones are also robust. */
+static int mutex_init(pthread_mutex_t *m, int type, unsigned flags) {
+  pthread_mutexattr_t attr;
+  int rc = pthread_mutexattr_init(&attr);
+  if (rc) return -rc;
+  rc = pthread_mutexattr_settype(&attr, type);
+  if (!rc && (flags & MH_SYNC_PROCESS_SHARED)) {
+    rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+    if (!rc) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    if (rc == EINVAL) rc = ENOTSUP;
+  }
+  if (!rc) rc = pthread_mutex_init(m, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return -rc;
+}
+
+static int flags_ok(unsigned flags) {
+  return (flags & ~MH_SYNC_PROCESS_SHARED) == 0;
+}
+
+/* Take a user-visible mutex within the deadline.  Returns 0, MH_ETIMEDOUT,
+ * MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code. */
+static int mutex_take(pthread_mutex_t *m, const mh__deadline_t *dl) {
+  int rc;
+  switch (dl->kind) {
+  case 0:
+    rc = pthread_mutex_trylock(m);
+    if (rc == EBUSY) return MH_ETIMEDOUT;
+    break;
+  case 2:
+    rc = pthread_mutex_lock(m);
+    break;
+  default:
+#ifdef MH__TSAN
+    /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
+     * its pthread_mutex_timedlock misses EOWNERDEAD, so it would lose track
+     * of the lock.  Test builds only: poll with trylock, which it follows
+     * fully, backing off up to 1 ms, until the monotonic deadline. */
+    {
+      double pause = 1e-5, end = (double)dl->at.tv_sec + (double)dl->at.tv_nsec * 1e-9;
+      while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
+        double left = end - mh__now();
+        if (left <= 0) {
+          rc = ETIMEDOUT;
+          break;
+        }
+        mh__sleep(pause < left ? pause : left);
+        if (pause < 1e-3) pause *= 2;
+      }
+    }
+#else
+    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl->at);
+#endif
+    break;
+  }
+  switch (rc) {
+  case 0:
+    return 0;
+  case ETIMEDOUT:
+    return MH_ETIMEDOUT;
+  case EOWNERDEAD:
+    return MH_EOWNERDEAD;
+  case ENOTRECOVERABLE:
+    return MH_ENOTRECOVERABLE;
+  default:
+    return -rc;
+  }
+}
+
+/* The caller was checked not to own the mutex, so EDEADLK from pthreads can
+ * only be glibc's answer of pthread_mutex_clocklock() on a robust mutex that
+ * was made unrecoverable (trylock and lock say ENOTRECOVERABLE there). */
+static int fix_deadlk(int rc, unsigned flags) {
+  if (rc == MH_EDEADLK && (flags & MH_SYNC_PROCESS_SHARED)) return MH_ENOTRECOVERABLE;
+  return rc;
+}
+
+/* Take an internal mutex (of a semaphore, event or barrier), repairing it
+ * when a process died holding it. */
+static int imutex_lock(pthread_mutex_t *m) {
+  int rc = pthread_mutex_lock(m);
+  if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(m);
+  return -rc;
+}
+
+static void imutex_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
+/* Wait on an internal condition; an owner-died re-acquisition is repaired
+ * and reported as an ordinary (possibly spurious) wake-up. */
+static int icond_wait(pthread_cond_t *c, pthread_mutex_t *m,
+                      const mh__deadline_t *dl) {
+  int rc = mh__cond_wait(c, m, dl);
+  if (rc == MH_EOWNERDEAD) {
+    pthread_mutex_consistent(m);
+    rc = 0;
+  }
+  return rc;
+}
+
+/* Destroy a mutex nobody holds: MH_EBUSY if it is held. */
+static int mutex_destroy(pthread_mutex_t *m) {
+  int rc = pthread_mutex_trylock(m);
+  if (rc == EBUSY) return MH_EBUSY;
+  if (rc == EOWNERDEAD) pthread_mutex_consistent(m);
+  /* Unlock only what the trylock took: an unrecoverable mutex is not held. */
+  if (rc == 0 || rc == EOWNERDEAD) pthread_mutex_unlock(m);
+  pthread_mutex_destroy(m);
+  return 0;
+}
+
+/* ---- Lock --------------------------------------------------------------- */
+
+int mh_lock_init(mh_lock_t *lock) { return mh_lock_init_ex(lock, 0); }
+
+int mh_lock_init_ex(mh_lock_t *lock, unsigned flags) {
+  if (!lock || !flags_ok(flags)) return MH_EINVAL;
+  int rc = mutex_init(&lock->mutex, PTHREAD_MUTEX_ERRORCHECK, flags);
+  if (rc) return rc;
+  lock->owner = 0;
+  lock->flags = flags;
+  return 0;
+}
+
+int mh_lock_destroy(mh_lock_t *lock) {
+  if (!lock) return MH_EINVAL;
+  return mutex_destroy(&lock->mutex);
+}
+
+int mh_lock_acquire(mh_lock_t *lock, double timeout) {
+  if (!lock) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  int me = mh__tid();
+  if (owner_get(&lock->owner) == me) return MH_EDEADLK;
+  rc = mutex_take(&lock->mutex, &dl);
+  if (rc == 0 || rc == MH_EOWNERDEAD) owner_set(&lock->owner, me);
+  return fix_deadlk(rc, lock->flags);
+}
+
+int mh_lock_release(mh_lock_t *lock) {
+  if (!lock) return MH_EINVAL;
+  int me = mh__tid();
+  if (owner_get(&lock->owner) != me) return MH_EINVAL;
+  owner_set(&lock->owner, 0);
+  int rc = pthread_mutex_unlock(&lock->mutex);
+  if (rc) {
+    /* Only possible when a recycled thread id matched a dead owner's. */
+    owner_set(&lock->owner, me);
+    return MH_EINVAL;
+  }
+  return 0;
+}
+
+int mh_lock_locked(mh_lock_t *lock) {
+  if (!lock) return MH_EINVAL;
+  /* The owner mark, not a trylock: a trylock could take a lock whose owner
+   * died, and then neither repairing nor releasing it would be right. */
+  return owner_get(&lock->owner) != 0;
+}
+
+int mh_lock_consistent(mh_lock_t *lock) {
+  if (!lock) return MH_EINVAL;
+  if (owner_get(&lock->owner) != mh__tid()) return MH_EINVAL;
+  return -pthread_mutex_consistent(&lock->mutex);
+}
+
+/* ---- RLock -------------------------------------------------------------- */
+
+int mh_rlock_init(mh_rlock_t *rlock) { return mh_rlock_init_ex(rlock, 0); }
+
+int mh_rlock_init_ex(mh_rlock_t *rlock, unsigned flags) {
+  if (!rlock || !flags_ok(flags)) return MH_EINVAL;
+  /* The recursion is counted here, so the mutex itself is a plain one. */
+  int rc = mutex_init(&rlock->mutex, PTHREAD_MUTEX_ERRORCHECK, flags);
+  if (rc) return rc;
+  rlock->owner = 0;
+  rlock->count = 0;
+  rlock->flags = flags;
+  return 0;
+}
+
+int mh_rlock_destroy(mh_rlock_t *rlock) {
+  if (!rlock) return MH_EINVAL;
+  return mutex_destroy(&rlock->mutex);
+}
+
+int mh_rlock_acquire(mh_rlock_t *rlock, double timeout) {
+  if (!rlock) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  int me = mh__tid();
+  if (owner_get(&rlock->owner) == me) {
+    if (rlock->count == ULONG_MAX) return MH_EAGAIN;
+    rlock->count++;
+    return 0;
+  }
+  rc = mutex_take(&rlock->mutex, &dl);
+  if (rc == 0 || rc == MH_EOWNERDEAD) {
+    owner_set(&rlock->owner, me);
+    rlock->count = 1;
+  }
+  return fix_deadlk(rc, rlock->flags);
+}
+
+int mh_rlock_release(mh_rlock_t *rlock) {
+  if (!rlock) return MH_EINVAL;
+  int me = mh__tid();
+  if (owner_get(&rlock->owner) != me) return MH_EINVAL;
+  if (--rlock->count > 0) return 0;
+  owner_set(&rlock->owner, 0);
+  int rc = pthread_mutex_unlock(&rlock->mutex);
+  if (rc) {
+    owner_set(&rlock->owner, me);
+    rlock->count = 1;
+    return MH_EINVAL;
+  }
+  return 0;
+}
+
+int mh_rlock_consistent(mh_rlock_t *rlock) {
+  if (!rlock) return MH_EINVAL;
+  if (owner_get(&rlock->owner) != mh__tid()) return MH_EINVAL;
+  return -pthread_mutex_consistent(&rlock->mutex);
+}
+
+/* ---- Condition ---------------------------------------------------------- */
+
+int mh_cond_init(mh_cond_t *cond, mh_lock_t *lock) {
+  return mh_cond_init_ex(cond, lock, 0);
+}
+
+int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
+  if (!cond || !flags_ok(flags)) return MH_EINVAL;
+  int shared = (flags & MH_SYNC_PROCESS_SHARED) != 0;
+  if (lock && shared && !(lock->flags & MH_SYNC_PROCESS_SHARED)) return MH_EINVAL;
+  int rc;
+  if (!lock) {
+    rc = mh_lock_init_ex(&cond->own_lock, flags);
+    if (rc) return rc;
+  }
+  rc = mh__cond_init(&cond->cond, shared);
+  if (rc) {
+    if (!lock) mh_lock_destroy(&cond->own_lock);
+    return rc;
+  }
+  /* NULL means "the own lock": a stored address of own_lock would be wrong
+   * in a process that maps the shared condition elsewhere. */
+  cond->lock = lock;
+  cond->flags = flags;
+  return 0;
+}
+
+int mh_cond_destroy(mh_cond_t *cond) {
+  if (!cond) return MH_EINVAL;
+  if (!cond->lock) {
+    int rc = mh_lock_destroy(&cond->own_lock);
+    if (rc) return rc;
+  }
+  pthread_cond_destroy(&cond->cond);
+  return 0;
+}
+
+static mh_lock_t *cond_lock(mh_cond_t *cond) {
+  return cond->lock ? cond->lock : &cond->own_lock;
+}
+
+mh_lock_t *mh_cond_lock(mh_cond_t *cond) { return cond ? cond_lock(cond) : NULL; }
+
+int mh_cond_acquire(mh_cond_t *cond, double timeout) {
+  return cond ? mh_lock_acquire(cond_lock(cond), timeout) : MH_EINVAL;
+}
+
+int mh_cond_release(mh_cond_t *cond) {
+  return cond ? mh_lock_release(cond_lock(cond)) : MH_EINVAL;
+}
+
+/* One wait against an absolute deadline; the caller checked ownership. */
+static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
+  if (dl->kind == 0) return MH_ETIMEDOUT;
+  mh_lock_t *lock = cond_lock(cond);
+  owner_set(&lock->owner, 0);
+  int rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
+  owner_set(&lock->owner, me);
+  return rc;
+}
+
+int mh_cond_wait(mh_cond_t *cond, double timeout) {
+  if (!cond) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  int me = mh__tid();
+  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  return cond_wait_dl(cond, &dl, me);
+}
+
+int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
+                     double timeout) {
+  if (!cond || !pred) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  int me = mh__tid();
+  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  while (!pred(arg)) {
+    rc = cond_wait_dl(cond, &dl, me);
+    if (rc == MH_ETIMEDOUT) return pred(arg) ? 0 : MH_ETIMEDOUT;
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int mh_cond_notify(mh_cond_t *cond, unsigned n) {
+  if (!cond) return MH_EINVAL;
+  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  if (n == 0) return 0;
+  if (cond->flags & MH_SYNC_PROCESS_SHARED) {
+    /* See the file comment: a dead waiter may take a single signal. */
+    pthread_cond_broadcast(&cond->cond);
+    return 0;
+  }
+  for (unsigned i = 0; i < n; i++) pthread_cond_signal(&cond->cond);
+  return 0;
+}
+
+int mh_cond_notify_all(mh_cond_t *cond) {
+  if (!cond) return MH_EINVAL;
+  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  pthread_cond_broadcast(&cond->cond);
+  return 0;
+}
+
+/* ---- Semaphore ---------------------------------------------------------- */
+
+int mh_sem_init(mh_sem_t *sem, unsigned long value) {
+  return mh_sem_init_ex(sem, value, 0, 0);
+}
+
+int mh_sem_init_bounded(mh_sem_t *sem, unsigned long value) {
+  /* A bound of 0 means "unbounded" in mh_sem_init_ex(), and a
+   * BoundedSemaphore(0) could never be acquired nor released: reject it. */
+  if (value == 0) return MH_EINVAL;
+  return mh_sem_init_ex(sem, value, value, 0);
+}
+
+int mh_sem_init_ex(mh_sem_t *sem, unsigned long value, unsigned long bound,
+                   unsigned flags) {
+  if (!sem || !flags_ok(flags) || (bound && value > bound)) return MH_EINVAL;
+  int rc = mutex_init(&sem->mutex, PTHREAD_MUTEX_NORMAL, flags);
+  if (rc) return rc;
+  rc = mh__cond_init(&sem->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  if (rc) {
+    pthread_mutex_destroy(&sem->mutex);
+    return rc;
+  }
+  sem->value = value;
+  sem->bound = bound;
+  sem->flags = flags;
+  return 0;
+}
+
+int mh_sem_destroy(mh_sem_t *sem) {
+  if (!sem) return MH_EINVAL;
+  int rc = mutex_destroy(&sem->mutex);
+  if (rc == 0) pthread_cond_destroy(&sem->cond);
+  return rc;
+}
+
+int mh_sem_acquire(mh_sem_t *sem, double timeout) {
+  if (!sem) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  if ((rc = imutex_lock(&sem->mutex))) return rc;
+  while (sem->value == 0) {
+    rc = icond_wait(&sem->cond, &sem->mutex, &dl);
+    if (rc == MH_ETIMEDOUT && sem->value == 0) break;
+    rc = 0;
+  }
+  if (!rc) sem->value--;
+  imutex_unlock(&sem->mutex);
+  return rc;
+}
+
+int mh_sem_release(mh_sem_t *sem, unsigned long n) {
+  if (!sem || n == 0) return MH_EINVAL;
+  int rc = imutex_lock(&sem->mutex);
+  if (rc) return rc;
+  if (sem->value > ULONG_MAX - n) {
+    rc = MH_EOVERFLOW;
+  } else if (sem->bound && sem->value + n > sem->bound) {
+    rc = MH_EINVAL;
+  } else {
+    sem->value += n;
+    if (n == 1 && !(sem->flags & MH_SYNC_PROCESS_SHARED))
+      pthread_cond_signal(&sem->cond);
+    else
+      pthread_cond_broadcast(&sem->cond);
+  }
+  imutex_unlock(&sem->mutex);
+  return rc;
+}
+
+unsigned long mh_sem_value(mh_sem_t *sem) {
+  if (!sem) return 0;
+  unsigned long v = 0;
+  if (imutex_lock(&sem->mutex) == 0) {
+    v = sem->value;
+    imutex_unlock(&sem->mutex);
+  }
+  return v;
+}
+
+/* ---- Event -------------------------------------------------------------- */
+
+int mh_event_init(mh_event_t *ev) { return mh_event_init_ex(ev, 0); }
+
+int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
+  if (!ev || !flags_ok(flags)) return MH_EINVAL;
+  int rc = mutex_init(&ev->mutex, PTHREAD_MUTEX_NORMAL, flags);
+  if (rc) return rc;
+  rc = mh__cond_init(&ev->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  if (rc) {
+    pthread_mutex_destroy(&ev->mutex);
+    return rc;
+  }
+  ev->is_set = 0;
+  ev->flags = flags;
+  return 0;
+}
+
+int mh_event_destroy(mh_event_t *ev) {
+  if (!ev) return MH_EINVAL;
+  int rc = mutex_destroy(&ev->mutex);
+  if (rc == 0) pthread_cond_destroy(&ev->cond);
+  return rc;
+}
+
+int mh_event_set(mh_event_t *ev) {
+  if (!ev) return MH_EINVAL;
+  int rc = imutex_lock(&ev->mutex);
+  if (rc) return rc;
+  ev->is_set = 1;
+  pthread_cond_broadcast(&ev->cond);
+  imutex_unlock(&ev->mutex);
+  return 0;
+}
+
+int mh_event_clear(mh_event_t *ev) {
+  if (!ev) return MH_EINVAL;
+  int rc = imutex_lock(&ev->mutex);
+  if (rc) return rc;
+  ev->is_set = 0;
+  imutex_unlock(&ev->mutex);
+  return 0;
+}
+
+int mh_event_is_set(mh_event_t *ev) {
+  if (!ev) return MH_EINVAL;
+  int rc = imutex_lock(&ev->mutex);
+  if (rc) return rc;
+  int v = ev->is_set;
+  imutex_unlock(&ev->mutex);
+  return v;
+}
+
+int mh_event_wait(mh_event_t *ev, double timeout) {
+  if (!ev) return MH_EINVAL;
+  mh__deadline_t dl;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  if ((rc = imutex_lock(&ev->mutex))) return rc;
+  while (!ev->is_set) {
+    rc = icond_wait(&ev->cond, &ev->mutex, &dl);
+    if (rc == MH_ETIMEDOUT && !ev->is_set) break;
+    rc = 0;
+  }
+  imutex_unlock(&ev->mutex);
+  return rc;
+}
+
+/* ---- Barrier ------------------------------------------------------------ *
+ * The state machine of CPython's threading.Barrier: parties arrive while
+ * "filling" (0); the last one runs the action and switches to "draining"
+ * (1); the parties leave, and the last to leave switches back to filling.
+ * New arrivals wait while the barrier drains or resets (-1), so one round
+ * never mixes with the next.  "Broken" (-2) holds until reset. */
+
+enum { B_FILLING = 0, B_DRAINING = 1, B_RESETTING = -1, B_BROKEN = -2 };
+
+int mh_barrier_init(mh_barrier_t *b, unsigned parties,
+                    mh_barrier_action_fn action, void *action_arg,
+                    double timeout) {
+  return mh_barrier_init_ex(b, parties, action, action_arg, timeout, 0);
+}
+
+int mh_barrier_init_ex(mh_barrier_t *b, unsigned parties,
+                       mh_barrier_action_fn action, void *action_arg,
+                       double timeout, unsigned flags) {
+  mh__deadline_t dl;
+  if (!b || parties == 0 || parties > INT_MAX || !flags_ok(flags) ||
+      mh__deadline_init(&dl, timeout))
+    return MH_EINVAL;
+  int rc = mutex_init(&b->mutex, PTHREAD_MUTEX_NORMAL, flags);
+  if (rc) return rc;
+  rc = mh__cond_init(&b->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  if (rc) {
+    pthread_mutex_destroy(&b->mutex);
+    return rc;
+  }
+  b->parties = parties;
+  b->count = 0;
+  b->state = B_FILLING;
+  b->timeout = timeout;
+  b->action = action;
+  b->action_arg = action_arg;
+  b->flags = flags;
+  return 0;
+}
+
+int mh_barrier_destroy(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  int rc = mutex_destroy(&b->mutex);
+  if (rc == 0) pthread_cond_destroy(&b->cond);
+  return rc;
+}
+
+static void barrier_break(mh_barrier_t *b) {
+  b->state = B_BROKEN;
+  pthread_cond_broadcast(&b->cond);
+}
+
+int mh_barrier_wait(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  return mh_barrier_wait_timeout(b, b->timeout);
+}
+
+int mh_barrier_wait_timeout(mh_barrier_t *b, double timeout) {
+  if (!b) return MH_EINVAL;
+  mh__deadline_t dl, forever;
+  int rc = mh__deadline_init(&dl, timeout);
+  if (rc) return rc;
+  mh__deadline_init(&forever, MH_FOREVER);
+  if ((rc = imutex_lock(&b->mutex))) return rc;
+
+  /* Wait while the previous round drains or a reset completes. */
+  while (b->state == B_DRAINING || b->state == B_RESETTING)
+    icond_wait(&b->cond, &b->mutex, &forever);
+  if (b->state == B_BROKEN) {
+    imutex_unlock(&b->mutex);
+    return MH_EBROKEN;
+  }
+
+  int index = (int)b->count++;
+  if ((unsigned)index + 1 == b->parties) {
+    /* Last to arrive: run the action, then release everyone. */
+    if (b->action && b->action(b->action_arg) != 0) {
+      barrier_break(b);
+      rc = MH_EBROKEN;
+    } else {
+      b->state = B_DRAINING;
+      pthread_cond_broadcast(&b->cond);
+    }
+  } else {
+    while (b->state == B_FILLING) {
+      if (icond_wait(&b->cond, &b->mutex, &dl) == MH_ETIMEDOUT &&
+          b->state == B_FILLING) {
+        barrier_break(b);
+        break;
+      }
+    }
+    if (b->state < 0) rc = MH_EBROKEN;
+  }
+
+  /* Leave; the last one out of a drained or reset round re-opens it. */
+  if (--b->count == 0 &&
+      (b->state == B_DRAINING || b->state == B_RESETTING)) {
+    b->state = B_FILLING;
+    pthread_cond_broadcast(&b->cond);
+  }
+  imutex_unlock(&b->mutex);
+  return rc ? rc : index;
+}
+
+int mh_barrier_abort(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  int rc = imutex_lock(&b->mutex);
+  if (rc) return rc;
+  barrier_break(b);
+  imutex_unlock(&b->mutex);
+  return 0;
+}
+
+int mh_barrier_reset(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  int rc = imutex_lock(&b->mutex);
+  if (rc) return rc;
+  if (b->count > 0) {
+    /* Parties still inside: filling ones are broken out; the last one to
+     * leave turns "resetting" into "filling".  A draining round is left to
+     * finish normally. */
+    if (b->state == B_FILLING || b->state == B_BROKEN) b->state = B_RESETTING;
+  } else {
+    b->state = B_FILLING;
+  }
+  pthread_cond_broadcast(&b->cond);
+  imutex_unlock(&b->mutex);
+  return 0;
+}
+
+int mh_barrier_parties(mh_barrier_t *b) {
+  return b ? (int)b->parties : MH_EINVAL;
+}
+
+int mh_barrier_n_waiting(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  int rc = imutex_lock(&b->mutex);
+  if (rc) return rc;
+  int n = b->state == B_FILLING ? (int)b->count : 0;
+  imutex_unlock(&b->mutex);
+  return n;
+}
+
+int mh_barrier_broken(mh_barrier_t *b) {
+  if (!b) return MH_EINVAL;
+  int rc = imutex_lock(&b->mutex);
+  if (rc) return rc;
+  int v = b->state == B_BROKEN;
+  imutex_unlock(&b->mutex);
+  return v;
+}

@@ -1,0 +1,166 @@
+/* test-examples-exec.c - run the tutorial's executor programs (multithreading,
+ * fakedb, producer_consumer) and check what the tutorial says they show. */
+#include <ctype.h>
+
+#include "test.h"
+
+/* Split `text` into lines in place; returns the count. */
+static size_t split_lines(char *text, char **lines, size_t max) {
+  size_t n = 0;
+  char *save = NULL;
+  for (char *l = strtok_r(text, "\n", &save); l && n < max;
+       l = strtok_r(NULL, "\n", &save))
+    lines[n++] = l;
+  return n;
+}
+
+/* Every line has the tutorial's "HH:MM:SS: " prefix; returns the message. */
+static const char *message_of(const char *line) {
+  ASSERT(strlen(line) > 10);
+  ASSERT(isdigit((unsigned char)line[0]) && isdigit((unsigned char)line[1]));
+  ASSERT(line[2] == ':' && line[5] == ':' && line[8] == ':' && line[9] == ' ');
+  return line + 10;
+}
+
+static size_t find(char **lines, size_t n, const char *msg) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(message_of(lines[i]), msg) == 0) return i;
+  mht_fail(__FILE__, __LINE__, "line \"%s\" not found", msg);
+}
+
+static void run_example(const char *name, char *arg, mht_proc_result_t *res) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/examples/%s", MHT_BUILD_DIR, name);
+  char *argv[] = {path, arg, NULL};
+  ASSERT_EQ(mht_run(argv, 60, res), 0);
+  if (!res->exited || res->status != 0)
+    fprintf(stderr, "%s stderr:\n%s\n", name, res->err);
+  ASSERT_EQ(res->exited, 1);
+  ASSERT_EQ(res->status, 0);
+}
+
+TEST(multithreading) {
+  mht_proc_result_t res;
+  run_example("multithreading", NULL, &res);
+  char *lines[64];
+  size_t n = split_lines(res.err, lines, 64);
+  ASSERT_EQ(n, 6);
+  /* The three start together: all "starting" lines come before any
+   * "finishing" line, and each name appears once in each. */
+  int started[3] = {0}, finished[3] = {0};
+  for (size_t i = 0; i < n; i++) {
+    int name;
+    char what[16];
+    ASSERT_EQ(sscanf(message_of(lines[i]), "Thread %d: %15s", &name, what), 2);
+    ASSERT(name >= 0 && name < 3);
+    if (i < 3) {
+      ASSERT_STREQ(what, "starting");
+      started[name]++;
+    } else {
+      ASSERT_STREQ(what, "finishing");
+      finished[name]++;
+    }
+  }
+  for (int k = 0; k < 3; k++) {
+    ASSERT_EQ(started[k], 1);
+    ASSERT_EQ(finished[k], 1);
+  }
+  /* About two seconds, not six. */
+  ASSERT(res.seconds >= 1.95);
+  ASSERT(res.seconds < 5.0);
+  mht_proc_free(&res);
+}
+
+TEST(fakedb_race) {
+  mht_proc_result_t res;
+  run_example("fakedb", NULL, &res);
+  char *lines[64];
+  size_t n = split_lines(res.err, lines, 64);
+  ASSERT_EQ(n, 6);
+  ASSERT_STREQ(message_of(lines[0]), "Testing update. Starting value is 0.");
+  /* Both updates start before either finishes: the lost update. */
+  size_t s0 = find(lines, n, "Thread 0: starting update");
+  size_t s1 = find(lines, n, "Thread 1: starting update");
+  size_t f0 = find(lines, n, "Thread 0: finishing update");
+  size_t f1 = find(lines, n, "Thread 1: finishing update");
+  ASSERT(s0 < f0 && s0 < f1 && s1 < f0 && s1 < f1);
+  ASSERT_STREQ(message_of(lines[5]), "Testing update. Ending value is 1.");
+  mht_proc_free(&res);
+}
+
+TEST(fakedb_lock) {
+  mht_proc_result_t res;
+  char lock[] = "--lock";
+  run_example("fakedb", lock, &res);
+  char *lines[64];
+  size_t n = split_lines(res.err, lines, 64);
+  ASSERT_EQ(n, 14);
+  ASSERT_STREQ(message_of(lines[0]), "Testing update. Starting value is 0.");
+  ASSERT_STREQ(message_of(lines[13]), "Testing update. Ending value is 2.");
+  size_t at[2][6];
+  static const char *steps[6] = {"starting update", "about to lock",
+                                 "has lock",        "about to release lock",
+                                 "after release",   "finishing update"};
+  for (int t = 0; t < 2; t++)
+    for (int k = 0; k < 6; k++) {
+      char msg[64];
+      snprintf(msg, sizeof msg, "Thread %d: %s", t, steps[k]);
+      at[t][k] = find(lines, n, msg);
+      if (k) ASSERT(at[t][k] > at[t][k - 1]);
+    }
+  /* The locked sections do not overlap: one thread releases before the
+   * other has the lock. */
+  int first = at[0][2] < at[1][2] ? 0 : 1;
+  ASSERT(at[first][3] < at[!first][2]);
+  mht_proc_free(&res);
+}
+
+TEST(producer_consumer) {
+  mht_proc_result_t res;
+  run_example("producer_consumer", NULL, &res);
+  size_t cap = res.err_len / 8 + 16;
+  char **lines = malloc(cap * sizeof *lines);
+  size_t n = split_lines(res.err, lines, cap);
+  int *got = malloc(n * sizeof *got), *stored = malloc(n * sizeof *stored);
+  size_t ngot = 0, nstored = 0;
+  int main_set = 0, producer_exit = 0, consumer_exit = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *m = message_of(lines[i]);
+    int v;
+    size_t size;
+    if (sscanf(m, "Producer got message: %d", &v) == 1) {
+      ASSERT(v >= 1 && v <= 101);
+      ASSERT_EQ(producer_exit, 0);
+      got[ngot++] = v;
+    } else if (sscanf(m, "Consumer storing message: %d (size=%zu)", &v,
+                      &size) == 2) {
+      ASSERT_EQ(consumer_exit, 0);
+      ASSERT_LE(size, 10); /* Queue(maxsize=10) */
+      stored[nstored++] = v;
+    } else if (strcmp(m, "Main: about to set event") == 0) {
+      main_set++;
+    } else if (strcmp(m, "Producer received event. Exiting") == 0) {
+      ASSERT_EQ(main_set, 1);
+      producer_exit++;
+    } else if (strcmp(m, "Consumer received event. Exiting") == 0) {
+      ASSERT_EQ(producer_exit, 1);
+      consumer_exit++;
+    } else {
+      mht_fail(__FILE__, __LINE__, "unexpected line \"%s\"", lines[i]);
+    }
+  }
+  ASSERT_EQ(main_set, 1);
+  ASSERT_EQ(producer_exit, 1);
+  ASSERT_EQ(consumer_exit, 1);
+  /* Every message the producer got was stored, in order. */
+  ASSERT(ngot > 0);
+  ASSERT_EQ(nstored, ngot);
+  for (size_t i = 0; i < ngot; i++) ASSERT_EQ(stored[i], got[i]);
+  /* The event ends it shortly after 0.1 s. */
+  ASSERT(res.seconds >= 0.099);
+  ASSERT(res.seconds < 20);
+  free(got);
+  free(stored);
+  free(lines);
+  mht_proc_free(&res);
+}
