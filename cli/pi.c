@@ -378,8 +378,18 @@ static void progress_cb(uint64_t done, uint64_t total, void *arg) {
   bar[30] = 0;
   double rate = (double)done / (t - pg->start);
   double eta = rate > 0 ? (double)(total - done) / rate : 0;
-  fprintf(stderr, "\r[%s] %5.1f%%  %.3g points/s  %.0f s left \033[K", bar,
-          100.0 * frac, rate, eta);
+  char left[32];
+  if (eta < 60)
+    snprintf(left, sizeof left, "%.0f s", eta);
+  else if (eta < 3600)
+    snprintf(left, sizeof left, "%d min %02d s", (int)(eta / 60), (int)eta % 60);
+  else if (eta < 1e7)
+    snprintf(left, sizeof left, "%d h %02d min", (int)(eta / 3600),
+             (int)(eta / 60) % 60);
+  else
+    snprintf(left, sizeof left, "%.2g days", eta / 86400);
+  fprintf(stderr, "\r[%s] %5.1f%%  %.3g points/s  %s left \033[K", bar,
+          100.0 * frac, rate, left);
   fflush(stderr);
 }
 
@@ -718,7 +728,12 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
              mh_pi_kernel_name(results[0].kernel));
     int prc = mhc_plot_sweep(a->plot, rows, done_rows, &fit, title);
     if (prc < 0) code = MHC_EXIT_FAIL;
-    /* prc == 1: gnuplot is missing; the message is out, the run succeeded. */
+    /* prc == 1: gnuplot is missing; the message is out, the run succeeded.
+     * Ctrl-C while gnuplot draws reaches gnuplot too (same process group). */
+    if (g_cancel) {
+      mhc_error("interrupted");
+      code = MHC_EXIT_INTERRUPTED;
+    }
   }
 out:
   free(rows);

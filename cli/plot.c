@@ -90,9 +90,9 @@ static void write_script(FILE *f, const char *path, int kind,
   fputs("\nset title ", f);
   put_quoted(f, title);
   fprintf(f, "\nset xlabel 'workers'\nset ylabel 'speedup'\n"
-             "set key right bottom box opaque\nset grid\n"
+             "set key left top box opaque\nset grid\n"
              "set xrange [0:%g]\nset yrange [0:%g]\n",
-          pmax + (pmax < 10 ? 0.5 : pmax * 0.05), ymax * 1.1 + 0.2);
+          pmax + (pmax < 10 ? 0.5 : pmax * 0.05), ymax * 1.35 + 0.3);
   if (pmax <= 16) fputs("set xtics 1\n", f);
   fputs("set samples 400\n", f);
   fputs("$measured << EOD\n", f);

@@ -1,7 +1,7 @@
 /* montecarlo.c - the tutorial's montecarlo.py: pi from 10^7 points, first on
  * one worker and then on five, ten estimates each, and the time of each set.
  *
- *     montecarlo [--backend processes|threads] [N]
+ *     montecarlo [--backend processes|threads] [[--n] N]
  *
  * The tutorial maps find_pi over a multiprocessing.Pool and times ten calls
  * with timeit.  Here the pool is an mh_executor (the process backend, as in
@@ -11,6 +11,7 @@
  * but are the same on every run and for both worker counts: what the worker
  * count changes is only the time.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ static int run_set(mh_backend_t backend, int procs, uint64_t n) {
 }
 
 static int usage(const char *what) {
-  fprintf(stderr, "montecarlo: %s\nusage: montecarlo [--backend processes|threads] [N]\n",
+  fprintf(stderr, "montecarlo: %s\nusage: montecarlo [--backend processes|threads] [[--n] N]\n",
           what);
   return 2;
 }
@@ -80,9 +81,15 @@ int main(int argc, char **argv) {
       explicit_backend = 1;
       continue;
     }
+    const char *arg = argv[i];
+    if (strcmp(arg, "--n") == 0 && i + 1 < argc)
+      arg = argv[++i];
+    else if (strncmp(arg, "--n=", 4) == 0)
+      arg += 4;
     char *end;
-    unsigned long long v = strtoull(argv[i], &end, 10);
-    if (argv[i][0] < '1' || argv[i][0] > '9' || *end || v > 0x7fffffffffffffffULL)
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (arg[0] < '1' || arg[0] > '9' || *end || errno || v > 0x7fffffffffffffffULL)
       return usage("N is a whole number of points from 1 to 2^63-1");
     n = v;
   }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# bench/cli.sh - how long the whole `manyhands pi` process takes for a tiny
+# job (run by bench/run cli).  The target is under 5 ms for
+# `manyhands pi 1000 2`: start, make the pool, count, print, stop the pool,
+# exit.  Beside it, as peers: /bin/true (the floor: fork + exec + exit),
+# the tutorial's job in Python at the same size, and Python doing nothing.
+# Medians (and minima) of CLI_REPS runs each (default 21), in one session.
+set -euo pipefail
+cli=${MH_CLI:?run through bench/run}
+dir=${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}
+reps=${CLI_REPS:-21}
+python3 - "$cli" "$dir" "$reps" <<'PY'
+import os, sys, time, statistics
+cli, here, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+peer = os.path.join(here, "pi_peer.py")
+def run(argv):
+    null = os.open(os.devnull, os.O_WRONLY)
+    t = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        pid = os.posix_spawn(argv[0], argv, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, null, 1),
+                                           (os.POSIX_SPAWN_DUP2, null, 2)])
+        _, st = os.waitpid(pid, 0)
+        t.append(time.perf_counter() - t0)
+        if os.waitstatus_to_exitcode(st) != 0:
+            return None
+    os.close(null)
+    return statistics.median(t), min(t)
+py = sys.executable
+jobs = [
+    ("/bin/true (floor)", ["/bin/true"]),
+    ("manyhands pi 1000 2", [cli, "pi", "1000", "2"]),
+    ("manyhands pi 1000 2 --json", [cli, "pi", "1000", "2", "--json"]),
+    ("manyhands pi 1000 2 --backend processes", [cli, "pi", "1000", "2", "--backend", "processes"]),
+    ("manyhands pi 1e7 2", [cli, "pi", "1e7", "2"]),
+    ("python3 -c pass", [py, "-c", "pass"]),
+]
+if os.path.exists(peer):
+    jobs.append(("python tutorial job, N=1000, 2 procs", [py, peer, "1000", "2", "1"]))
+print(f"whole-process wall time, median and minimum of {reps} runs")
+print(f"{'command':<44}{'median ms':>10}{'min ms':>9}{'x true':>8}")
+base = None
+for name, argv in jobs:
+    r = run(argv)
+    if r is None:
+        print(f"{name:<44}{'(not available)':>27}")
+        continue
+    med, mn = r
+    if base is None:
+        base = med
+    print(f"{name:<44}{med * 1e3:>10.2f}{mn * 1e3:>9.2f}{med / base:>8.1f}")
+PY
