@@ -1,13 +1,16 @@
 /* mpi_pi.c - the pi job over MPI ranks x threads, with blocks handed out on
  * demand.
  *
- * Rank 0 owns the global block counter.  Every rank (rank 0 included) feeds
- * its own threads from a local range [next, end) plus one range fetched
- * ahead; when the local work falls to one block per thread, the rank's main
- * thread asks rank 0 for more (ranks > 0 by message, rank 0 directly).  Rank
- * 0 grants ranges that shrink with the work left (guided scheduling: the
- * requester's share of a quarter of what remains), so a slow rank asks less
- * often and ends up with fewer blocks, and the tail is one block per thread.
+ * Rank 0 owns the global block counter, an atomic: its own threads take
+ * blocks from it one at a time (no hop through a feeding thread, which on a
+ * loaded machine may wait milliseconds for a core), and its main thread
+ * grants ranges from it to the other ranks.  A rank > 0 feeds its threads
+ * from a local range [next, end) plus one range fetched ahead: its main
+ * thread asks for the next range when half of the current one is done (or
+ * only a block per thread is left).  Grants shrink with the work left
+ * (guided scheduling: the requester's share of a quarter of what remains),
+ * so a slow rank asks less often and ends up with fewer blocks, and the tail
+ * is one block per thread.
  * A block is defined by (seed, block index) only and counts are integers, so
  * the sum is the same whatever rank counted which block.
  *
@@ -18,12 +21,15 @@
  * when a request is not answered in that time.  Either ends the job with our
  * message (mh__mpi_fatal).
  *
- * Locking: local_t.mu guards next, end, pend_*, have_pend, finished and err;
+ * Locking: local_t.mu guards next, end, cur_size, pend_*, have_pend and
+ * finished (ranks > 0); rank 0's counter, stop flag and exited count are
+ * atomics;
  * each thread's counter is written only by its thread (on its own cache line)
  * and read by the main thread after pthread_join.
  */
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +51,7 @@ typedef struct local {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   uint64_t next, end;             /* the range being counted */
+  uint64_t cur_size;              /* its size when it was started */
   uint64_t pend_start, pend_count; /* the range fetched ahead */
   int have_pend;
   int finished;                   /* no more ranges will come */
@@ -54,6 +61,11 @@ typedef struct local {
   long slow_us;                   /* test hook: sleep per block */
   int die_after_first;            /* test hook: SIGKILL self */
   counter_t *counters;
+  /* Rank 0 only: the global counter, shared by its threads and its main
+   * thread's grants; a stop flag (cancel, error); threads that are done. */
+  _Atomic uint64_t *shared_next;
+  _Atomic int stop;
+  _Atomic int exited;
 } local_t;
 
 typedef struct thread_arg {
@@ -66,22 +78,30 @@ static void *count_main(void *arg) {
   local_t *l = ta->l;
   counter_t *c = ta->c;
   for (;;) {
-    pthread_mutex_lock(&l->mu);
-    while (l->next == l->end) {
-      if (l->have_pend) {
-        l->next = l->pend_start;
-        l->end = l->pend_start + l->pend_count;
-        l->have_pend = 0;
-        break;
+    uint64_t b;
+    if (l->shared_next) {
+      if (atomic_load_explicit(&l->stop, memory_order_relaxed)) break;
+      b = atomic_fetch_add_explicit(l->shared_next, 1, memory_order_relaxed);
+      if (b >= l->nblocks) break;
+    } else {
+      pthread_mutex_lock(&l->mu);
+      while (l->next == l->end) {
+        if (l->have_pend) {
+          l->next = l->pend_start;
+          l->end = l->pend_start + l->pend_count;
+          l->cur_size = l->pend_count;
+          l->have_pend = 0;
+          break;
+        }
+        if (l->finished) {
+          pthread_mutex_unlock(&l->mu);
+          return NULL;
+        }
+        pthread_cond_wait(&l->cv, &l->mu);
       }
-      if (l->finished) {
-        pthread_mutex_unlock(&l->mu);
-        return NULL;
-      }
-      pthread_cond_wait(&l->cv, &l->mu);
+      b = l->next++;
+      pthread_mutex_unlock(&l->mu);
     }
-    uint64_t b = l->next++;
-    pthread_mutex_unlock(&l->mu);
 
     uint64_t first = b * MH_PI_BLOCK_POINTS;
     uint64_t np = l->n - first < MH_PI_BLOCK_POINTS ? l->n - first
@@ -99,12 +119,17 @@ static void *count_main(void *arg) {
     if (l->slow_us > 0) mh__sleep((double)l->slow_us * 1e-6);
     if (l->die_after_first) raise(SIGKILL);
   }
+  atomic_fetch_add(&l->exited, 1);
+  return NULL;
 }
 
-/* Does this rank want another range?  (Caller holds mu.) */
+/* Does this rank (> 0) want another range?  When half of the current one
+ * is done, so that the answer comes long before the threads run dry.
+ * (Caller holds mu.) */
 static int wants_more(const local_t *l, int threads) {
+  uint64_t left = l->end - l->next;
   return !l->finished && !l->have_pend &&
-         l->end - l->next <= (uint64_t)threads;
+         (left * 2 <= l->cur_size || left <= (uint64_t)threads);
 }
 
 /* Hand [start, start+count) to the local threads; count 0 = no more. */
@@ -123,6 +148,7 @@ static void give(local_t *l, uint64_t start, uint64_t count) {
 
 /* Stop counting as soon as the blocks in hand are done (cancel). */
 static void drop_all(local_t *l) {
+  atomic_store(&l->stop, 1);
   pthread_mutex_lock(&l->mu);
   l->next = l->end;
   l->have_pend = 0;
@@ -159,7 +185,6 @@ static void read_hooks(local_t *l, int *hang) {
 /* ---- rank 0 -------------------------------------------------------------- */
 
 typedef struct server {
-  uint64_t next_block;
   int total_threads;
   int *threads;       /* threads of each rank */
   double *last_seen;  /* last message from each rank */
@@ -173,11 +198,16 @@ static int serve_message(server_t *sv, local_t *l, const uint64_t *m,
                          int src, int cancelled) {
   sv->last_seen[src] = mh__now();
   if (m[0] == UP_REQUEST) {
-    uint64_t g[2] = {sv->next_block, 0};
-    if (!cancelled)
-      g[1] = grant_size(l->nblocks - sv->next_block, sv->threads[src],
-                        sv->total_threads);
-    sv->next_block += g[1];
+    uint64_t g[2] = {0, 0};
+    uint64_t seen = atomic_load(l->shared_next);
+    if (!cancelled && seen < l->nblocks) {
+      uint64_t want = grant_size(l->nblocks - seen, sv->threads[src],
+                                 sv->total_threads);
+      /* Rank 0's threads take blocks meanwhile: claim, then clamp. */
+      g[0] = atomic_fetch_add(l->shared_next, want);
+      if (g[0] < l->nblocks)
+        g[1] = l->nblocks - g[0] < want ? l->nblocks - g[0] : want;
+    }
     return mh__mpi_err(MPI_Send(g, 2, MPI_UINT64_T, src, MH__TAG_PI_DOWN,
                                 mh__mpi.comm));
   }
@@ -219,20 +249,8 @@ static int run_rank0(local_t *l, int threads, server_t *sv,
       cancelled = 1;
       drop_all(l);
     }
-    /* Feed our own threads straight from the counter. */
-    pthread_mutex_lock(&l->mu);
-    int want = wants_more(l, threads);
-    pthread_mutex_unlock(&l->mu);
-    if (want) {
-      uint64_t g = cancelled ? 0
-                             : grant_size(l->nblocks - sv->next_block, threads,
-                                          sv->total_threads);
-      give(l, sv->next_block, g);
-      sv->next_block += g;
-    }
-    pthread_mutex_lock(&l->mu);
-    int local_done = l->finished;
-    pthread_mutex_unlock(&l->mu);
+    /* Our own threads take blocks from the counter themselves. */
+    int local_done = atomic_load(&l->exited) == threads;
     if (local_done && pending == 0) break;
     double now = mh__now();
     for (int r = 1; r < mh__mpi.size; r++) {
@@ -332,6 +350,11 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   l.kernel = (mh_pi_kernel_t)params[2];
   l.nblocks = (l.n + MH_PI_BLOCK_POINTS - 1) / MH_PI_BLOCK_POINTS;
   read_hooks(&l, &hang);
+  _Atomic uint64_t counter;
+  atomic_init(&counter, 0);
+  atomic_init(&l.stop, 0);
+  atomic_init(&l.exited, 0);
+  if (mh__mpi.rank == 0) l.shared_next = &counter;
   server_t sv;
   memset(&sv, 0, sizeof sv);
   pthread_t *tids = mh__calloc((size_t)threads, sizeof *tids);
