@@ -14,7 +14,9 @@ if [ ! -x "$mpicli" ] || ! command -v mpiexec >/dev/null; then
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 extra=""
-mpiexec --version 2>/dev/null | grep -q "Open MPI" && extra="--oversubscribe"
+# Open MPI binds each rank to one core by default (np <= 2): a rank with P
+# threads must not be, or its threads share a core.
+mpiexec --version 2>/dev/null | grep -q "Open MPI" && extra="--oversubscribe --bind-to none"
 
 # Points/s of one run, from the JSON line (rank 0's).
 pps() { "$@" --json --quiet | sed -n 's/.*"points_per_second":\([0-9.e+]*\).*/\1/p' | head -1; }
