@@ -108,6 +108,13 @@ int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
 
 int mhc_cmd_pi(int argc, char **argv);
 
+/* ---- pi_mpi.c: --backend mpi in manyhands-mpi (MH_WITH_MPI only) ---- */
+#ifdef MH_WITH_MPI
+int mhc_mpi_start(void);                /* 0 or an exit code */
+void mhc_mpi_set_threads(int threads);  /* threads of each rank */
+int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res);
+#endif
+
 /* Print "manyhands: <message>" on stderr. */
 void mhc_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -469,6 +469,13 @@ static void print_human(const mh_pi_result_t *r, uint64_t seed) {
 /* ---- running ------------------------------------------------------------ */
 
 static int make_executor(const pi_args_t *a, int workers, mh_executor_t **ex) {
+#ifdef MH_WITH_MPI
+  if (a->backend == MH_BACKEND_MPI) { /* ranks x threads: see pi_mpi.c */
+    mhc_mpi_set_threads(workers);
+    *ex = NULL;
+    return 0;
+  }
+#endif
   mh_executor_options_t eo;
   mh_executor_options_init(&eo);
   eo.backend = a->backend;
@@ -500,7 +507,12 @@ static int run_one(mh_executor_t *ex, const pi_args_t *a, uint64_t seed,
   o.cancel = &g_cancel;
   pg->start = pg->last = now();
   memset(res, 0, sizeof *res);
+#ifdef MH_WITH_MPI
+  int rc = a->backend == MH_BACKEND_MPI ? mhc_mpi_pi_run(&o, res)
+                                        : mh_pi_run(ex, &o, res);
+#else
   int rc = mh_pi_run(ex, &o, res);
+#endif
   progress_clear(pg);
   return rc;
 }
@@ -744,6 +756,9 @@ int mhc_cmd_pi(int argc, char **argv) {
     free(a);
     return code > 0 ? MHC_EXIT_OK : MHC_EXIT_USAGE;
   }
+#ifdef MH_WITH_MPI
+  if (a->backend == MH_BACKEND_MPI && (code = mhc_mpi_start()) != 0) goto out;
+#endif
   code = resolve_kernel(a);
   if (code) goto out;
   if (a->seed_random) {

@@ -1,0 +1,43 @@
+/* pi_mpi.c - the hook that runs `manyhands pi --backend mpi` over MPI ranks.
+ *
+ * Built into manyhands-mpi only (MH_WITH_MPI, linked with manyhands_mpi); the
+ * plain manyhands compiles this file empty.  Every rank runs the same
+ * command line and so makes the same collective calls in the same order;
+ * mh_mpi_pi_run takes n, seed and kernel from rank 0, so even a random seed
+ * drawn on each rank gives one run.  Ranks other than 0 send their stdout to
+ * /dev/null: rank 0 alone prints, exactly what one machine prints.
+ */
+#include "cli.h"
+
+#ifdef MH_WITH_MPI
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <manyhands/mpi.h>
+
+static int g_threads = 1;
+
+static void finalize_at_exit(void) { mh_mpi_finalize(); }
+
+int mhc_mpi_start(void) {
+  int rc = mh_mpi_init(NULL, NULL);
+  if (rc != 0) {
+    mhc_error("MPI could not start: %s", mh_strerror(rc));
+    return MHC_EXIT_FAIL;
+  }
+  atexit(finalize_at_exit);
+  if (mh_mpi_rank() != 0 && !freopen("/dev/null", "w", stdout)) {
+    mhc_error("cannot silence rank %d's output", mh_mpi_rank());
+    return MHC_EXIT_FAIL;
+  }
+  return 0;
+}
+
+void mhc_mpi_set_threads(int threads) { g_threads = threads; }
+
+int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res) {
+  return mh_mpi_pi_run(opts, g_threads, res, NULL);
+}
+#else
+typedef int mhc_no_mpi_t; /* ISO C wants something in a translation unit */
+#endif

@@ -1,0 +1,64 @@
+/* mpi_internal.h - state shared by the MPI modules (src/mpi/).  Never
+ * installed.
+ *
+ * mh__mpi is written by mh_mpi_init / mh_mpi_finalize on the main thread
+ * before the watchdog starts and after it stops; everything else only reads
+ * it.  MPI is initialised with MPI_THREAD_SERIALIZED and manyhands makes its
+ * MPI calls from one thread at a time (the caller's): worker threads never
+ * call MPI.
+ */
+#ifndef MH_MPI_INTERNAL_H
+#define MH_MPI_INTERNAL_H
+
+#include <mpi.h>
+#include <sys/types.h>
+
+#include "../internal.h"
+#include "manyhands/mpi.h"
+
+#define MH__MPI_HOST_MAX 64
+
+/* Tags on manyhands' private communicator. */
+enum {
+  MH__TAG_PI_UP = 10,   /* worker rank -> rank 0: request / heartbeat / result */
+  MH__TAG_PI_DOWN = 11, /* rank 0 -> worker rank: a range of blocks */
+  MH__TAG_MAP_CMD = 20, /* rank 0 -> server: a chunk header, or stop */
+  MH__TAG_MAP_IN = 21,  /* rank 0 -> server: the chunk's input bytes */
+  MH__TAG_MAP_OUT = 22, /* server -> rank 0: the chunk's output + statuses */
+  MH__TAG_MAP_HDR = 23  /* server -> rank 0: which chunk finished */
+};
+
+typedef struct mh__mpi_state {
+  int inited;
+  int we_init_mpi;       /* 1 if mh_mpi_init called MPI_Init_thread */
+  MPI_Comm comm;         /* a duplicate of MPI_COMM_WORLD */
+  int rank, size;
+  pid_t *pids;           /* pid of every rank */
+  char *hosts;           /* size * MH__MPI_HOST_MAX host names */
+  double timeout;        /* seconds without a heartbeat before a rank is
+                            declared stuck (MH_MPI_TIMEOUT) */
+  int serve_stopped;     /* rank 0: mh_mpi_serve_stop was sent */
+} mh__mpi_state_t;
+
+extern mh__mpi_state_t mh__mpi;
+
+/* Host name of rank r. */
+const char *mh__mpi_host(int r);
+
+/* Print "manyhands: <msg>" on stderr, mark the job as aborted by us (so the
+ * watchdogs of the other ranks stay quiet), and MPI_Abort.  Never returns. */
+void mh__mpi_fatal(const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 1, 2)));
+
+/* Sleep briefly while polling MPI (Open MPI's blocking calls spin on a core
+ * that the compute threads need). */
+void mh__mpi_nap(long microseconds);
+
+/* Ranks > 0: receive rank 0's stop message if mh_mpi_serve did not
+ * (mpi_map.c; called by mh_mpi_finalize). */
+int mh__mpi_take_stop(void);
+
+/* Map an MPI error code to MH_EMPI (0 stays 0). */
+int mh__mpi_err(int mpi_rc);
+
+#endif /* MH_MPI_INTERNAL_H */

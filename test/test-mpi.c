@@ -1,0 +1,486 @@
+/* test-mpi.c - pi and map over MPI ranks, run for real under mpiexec -n 2.
+ *
+ * The tests launch `mpiexec -n R` on manyhands-mpi or on this binary's own
+ * HELPERs (which are MPI programs: this binary links manyhands_mpi when MPI
+ * is found).  Without MPI every test prints "MPI not found: skipped" and
+ * exits 77, which CTest reports as skipped.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "mh_mpi_config.h"
+
+#if MHT_HAVE_MPI
+#include "manyhands/mpi.h"
+#endif
+
+#define CLI MHT_BUILD_DIR "/manyhands-mpi"
+#define BLOCK MH_PI_BLOCK_POINTS
+
+static void need_mpi(void) {
+#if !MHT_HAVE_MPI
+  printf("MPI not found: skipped\n");
+  exit(77);
+#endif
+  /* Open MPI refuses to run as root without these. */
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  /* Ranks are separate programs under mpiexec: keep the sanitizers' leak
+   * reports about the MPI library itself out of them.  (Suppressions cannot
+   * do it: Open MPI unloads its plugins at MPI_Finalize, so their frames in
+   * the leak reports have no module name left to match.) */
+  setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
+  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  /* ... and TSan's reports about Open MPI's own (uninstrumented) locks. */
+  const char *tsan = getenv("TSAN_OPTIONS");
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
+           tsan ? tsan : "", MHT_SOURCE_DIR);
+  setenv("TSAN_OPTIONS", buf, 1);
+}
+
+/* argv of "mpiexec -n <ranks> [--oversubscribe] prog args...": fills `v`
+ * (room for 32) with copies (free with free_argv). */
+static void mpiexec_argv(char **v, const char *ranks, const char *prog,
+                         const char *const args[]) {
+  int k = 0;
+  v[k++] = strdup(MHT_MPIEXEC);
+  v[k++] = strdup(MHT_MPIEXEC_NUMPROC_FLAG);
+  v[k++] = strdup(ranks);
+  if (MHT_MPIEXEC_EXTRA[0]) v[k++] = strdup(MHT_MPIEXEC_EXTRA);
+  v[k++] = strdup(prog);
+  for (int i = 0; args[i] && k < 31; i++) v[k++] = strdup(args[i]);
+  v[k] = NULL;
+}
+
+static void free_argv(char **v) {
+  for (int i = 0; v[i]; i++) free(v[i]);
+}
+
+static void run_mpi(const char *ranks, const char *prog,
+                    const char *const args[], double timeout,
+                    mht_proc_result_t *res) {
+  char *v[32];
+  mpiexec_argv(v, ranks, prog, args);
+  int rc = mht_run(v, timeout, res);
+  free_argv(v);
+  ASSERT_EQ(rc, 0);
+  ASSERT(!res->timed_out);
+}
+
+/* The number in `"key":<n>` of a JSON line. */
+static uint64_t json_u64(const char *s, const char *key) {
+  char pat[64];
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  const char *p = strstr(s, pat);
+  if (!p) mht_fail(__FILE__, __LINE__, "no %s in %s", key, s);
+  return strtoull(p + strlen(pat), NULL, 10);
+}
+
+/* The count by definition: every block counted here, one after another. */
+static uint64_t reference_inside(uint64_t n, uint64_t seed) {
+  uint64_t inside = 0;
+  for (uint64_t b = 0; b * BLOCK < n; b++) {
+    uint64_t np = n - b * BLOCK < BLOCK ? n - b * BLOCK : BLOCK;
+    uint64_t in = 0;
+    ASSERT_OK(mh_pi_count_block(seed, b, np, MH_PI_KERNEL_AUTO, &in));
+    inside += in;
+  }
+  return inside;
+}
+
+/* `inside` is the same for 1 and 2 ranks x 1, 2, 3 threads, and equals the
+ * block-by-block definition (a partial last block included). */
+TEST(pi_identical_any_layout) {
+  need_mpi();
+  uint64_t n = 21 * BLOCK + 12345, seed = 4242;
+  uint64_t want = reference_inside(n, seed);
+  char ns[32];
+  snprintf(ns, sizeof ns, "%llu", (unsigned long long)n);
+  const char *layouts[][2] = {{"1", "1"}, {"1", "3"}, {"2", "1"},
+                              {"2", "2"}, {"2", "3"}};
+  for (size_t i = 0; i < sizeof layouts / sizeof layouts[0]; i++) {
+    const char *args[] = {"pi", ns, layouts[i][1], "--backend", "mpi",
+                    "--seed", "4242", "--json", NULL};
+    mht_proc_result_t r;
+    run_mpi(layouts[i][0], CLI, args, 60, &r);
+    if (r.status != 0) fprintf(stderr, "%s", r.err);
+    ASSERT_EQ(r.exited, 1);
+    ASSERT_EQ(r.status, 0);
+    /* Only rank 0 prints: one line. */
+    ASSERT(strchr(r.out, '\n') == r.out + r.out_len - 1);
+    ASSERT_UEQ(json_u64(r.out, "inside"), want);
+    ASSERT_UEQ(json_u64(r.out, "done"), n);
+    ASSERT(strstr(r.out, "\"backend\":\"mpi\""));
+    mht_proc_free(&r);
+  }
+}
+
+/* --repeat K prints K estimates and the total time on rank 0 only, and
+ * the estimates do not depend on the layout. */
+TEST(pi_repeat_output) {
+  need_mpi();
+  const char *args1[] = {"pi", "1e7", "1", "--repeat", "4", "--backend", "mpi", NULL};
+  const char *args2[] = {"pi", "1e7", "2", "--repeat", "4", "--backend", "mpi", NULL};
+  mht_proc_result_t a, b;
+  run_mpi("2", CLI, args1, 60, &a);
+  run_mpi("1", CLI, args2, 60, &b);
+  if (a.status || b.status) fprintf(stderr, "%s%s", a.err, b.err);
+  ASSERT_EQ(a.status, 0);
+  ASSERT_EQ(b.status, 0);
+  int lines = 0;
+  for (char *p = a.out; *p; p++) lines += *p == '\n';
+  ASSERT_GE(lines, 6);
+  /* The four estimates are the same lines in both runs. */
+  ASSERT_EQ(strncmp(a.out, b.out, 4 * 10), 0);
+  ASSERT(strstr(a.out, "10000000 total iterations with"));
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+}
+
+#if MHT_HAVE_MPI
+/* One run of mh_mpi_pi_run; rank 0 prints "inside <n> blocks <b0> <b1>". */
+HELPER(pi_blocks) {
+  if (argc < 2 || mh_mpi_init(&argc, &argv) != 0) return 3;
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = strtoull(argv[0], NULL, 10);
+  o.seed = strtoull(argv[1], NULL, 10);
+  uint64_t blocks[2] = {0, 0};
+  mh_mpi_pi_stats_t st = {0};
+  st.rank_blocks = mh_mpi_size() == 2 ? blocks : NULL;
+  mh_pi_result_t r;
+  int rc = mh_mpi_pi_run(&o, 1, &r, &st);
+  if (rc == 0 && mh_mpi_rank() == 0)
+    printf("inside %llu blocks %llu %llu\n", (unsigned long long)r.inside,
+           (unsigned long long)blocks[0], (unsigned long long)blocks[1]);
+  mh_mpi_finalize();
+  return rc == 0 ? 0 : 4;
+}
+#endif
+
+/* A rank slowed down (100 ms per block) takes fewer blocks; the answer does
+ * not change. */
+TEST(pi_slow_rank_takes_fewer_blocks) {
+  need_mpi();
+  uint64_t n = 40 * BLOCK, seed = 777;
+  uint64_t want = reference_inside(n, seed);
+  setenv("MH_MPI_TEST_SLOW", "1:100000", 1);
+  char ns[32];
+  snprintf(ns, sizeof ns, "%llu", (unsigned long long)n);
+  const char *args[] = {"--helper", "pi_blocks", ns, "777", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_MPI_TEST_SLOW");
+  if (r.status != 0) fprintf(stderr, "%s", r.err);
+  ASSERT_EQ(r.status, 0);
+  unsigned long long inside = 0, b0 = 0, b1 = 0;
+  fprintf(stderr, "%s", r.out); /* the split, when a check fails */
+  ASSERT_EQ(sscanf(r.out, "inside %llu blocks %llu %llu", &inside, &b0, &b1), 3);
+  ASSERT_UEQ(inside, want);
+  ASSERT_UEQ(b0 + b1, 40);
+  /* The slow rank is 100 ms per block; the fast one a few ms (tens under
+   * the sanitizers on a loaded machine). */
+  ASSERT_GT(b0, 2 * b1);
+  ASSERT_GE(b1, 1);
+  mht_proc_free(&r);
+}
+
+/* A rank killed mid-run: the job ends, with our message naming it, no rank
+ * hangs, and mpiexec's status is non-zero. */
+TEST(rank_dies) {
+  need_mpi();
+  setenv("MH_MPI_TEST_DIE", "1", 1);
+  const char *args[] = {"pi", "2e9", "1", "--backend", "mpi", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", CLI, args, 60, &r);
+  unsetenv("MH_MPI_TEST_DIE");
+  ASSERT(!(r.exited && r.status == 0));
+  if (!strstr(r.err, "manyhands: MPI rank 1 (pid"))
+    mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
+  ASSERT(strstr(r.err, "died"));
+  ASSERT(r.seconds < 30);
+  mht_proc_free(&r);
+}
+
+/* A rank that stops answering (alive, but silent) is named after the
+ * heartbeat timeout and the job is aborted. */
+TEST(rank_hangs) {
+  need_mpi();
+  setenv("MH_MPI_TEST_HANG", "1", 1);
+  setenv("MH_MPI_TIMEOUT", "2", 1);
+  const char *args[] = {"pi", "1e10", "1", "--backend", "mpi", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", CLI, args, 60, &r);
+  unsetenv("MH_MPI_TEST_HANG");
+  unsetenv("MH_MPI_TIMEOUT");
+  ASSERT(!(r.exited && r.status == 0));
+  if (!strstr(r.err, "MPI rank 1 (pid") || !strstr(r.err, "stopped responding"))
+    mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
+  /* Rank 0's deliberate abort is not reported as a death. */
+  ASSERT(!strstr(r.err, "died"));
+  ASSERT(r.seconds < 30);
+  mht_proc_free(&r);
+}
+
+/* Processes whose command line holds `mark`. */
+static int count_marked(const char *mark) {
+  DIR *d = opendir("/proc");
+  int count = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char path[300], buf[4096];
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (buf[i] == '\0') buf[i] = ' ';
+    buf[len] = '\0';
+    if (strstr(buf, "manyhands-mpi") && strstr(buf, mark)) count++;
+  }
+  if (d) closedir(d);
+  return count;
+}
+
+/* Ctrl-C on mpiexec (SIGINT to its process group) stops every rank. */
+TEST(interrupt_stops_every_rank) {
+  need_mpi();
+  char mark[32];
+  snprintf(mark, sizeof mark, "%d", 900000 + (int)getpid() % 99999);
+  const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark, NULL};
+  char *v[32];
+  mpiexec_argv(v, "2", CLI, args);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    int fd = open("/dev/null", 0);
+    dup2(fd, 1);
+    execv(v[0], v);
+    _exit(127);
+  }
+  free_argv(v);
+  setpgid(pid, pid);
+  /* Wait until both ranks run. */
+  double t0 = mht_now();
+  while (count_marked(mark) < 3 && mht_now() - t0 < 20) mht_sleep(0.05);
+  ASSERT_GE(count_marked(mark), 3); /* mpiexec + 2 ranks */
+  mht_sleep(0.5);
+  kill(-pid, SIGINT);
+  int st = 0;
+  t0 = mht_now();
+  while (waitpid(pid, &st, WNOHANG) == 0) {
+    if (mht_now() - t0 > 20) {
+      kill(-pid, SIGKILL);
+      mht_fail(__FILE__, __LINE__, "mpiexec did not end after SIGINT");
+    }
+    mht_sleep(0.02);
+  }
+  ASSERT(!(WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  t0 = mht_now();
+  while (count_marked(mark) > 0 && mht_now() - t0 < 5) mht_sleep(0.05);
+  ASSERT_EQ(count_marked(mark), 0);
+}
+
+/* ---- map over ranks ---------------------------------------------------- */
+
+#if MHT_HAVE_MPI
+typedef struct sq_out {
+  int64_t square;
+  int rank;
+} sq_out_t;
+
+static int square(const void *in, size_t in_size, void *out, size_t out_size,
+                  void *ctx) {
+  (void)in_size, (void)out_size, (void)ctx;
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  sq_out_t o = {x * x, mh_mpi_rank()};
+  memcpy(out, &o, sizeof o);
+  if (x % 100 == 7) mht_sleep(0.001); /* uneven items */
+  return x % 97 == 13 ? MH_EUSER - (int)x : 0;
+}
+
+HELPER(map_square) {
+  (void)argc, (void)argv;
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  /* Every rank registers the same names: pointers do not cross machines. */
+  if (mh_task_register("square", square) != 0) return 4;
+  int code = 0;
+  if (mh_mpi_rank() == 0) {
+    enum { N = 2000 };
+    static int64_t in[N];
+    static sq_out_t out[N];
+    static int st[N];
+    for (int i = 0; i < N; i++) in[i] = i;
+    int rc = mh_mpi_map("square", NULL, in, sizeof in[0], out, sizeof out[0],
+                        N, 7, st);
+    int per_rank[2] = {0, 0};
+    for (int i = 0; i < N && code == 0; i++) {
+      if (out[i].square != (int64_t)i * i) code = 10;
+      if (st[i] != (i % 97 == 13 ? MH_EUSER - i : 0)) code = 11;
+      if (out[i].rank >= 0 && out[i].rank < 2) per_rank[out[i].rank]++;
+    }
+    if (rc != MH_EUSER - 13) code = 12;
+    if (per_rank[0] == 0 || per_rank[1] == 0) code = 13;
+    /* Unknown names and bad arguments are refused, not sent. */
+    if (mh_mpi_map("nope", NULL, in, 8, out, 16, 1, 0, NULL) != MH_EINVAL)
+      code = 14;
+    if (mh_mpi_map("square", NULL, NULL, 8, out, 16, 1, 0, NULL) != MH_EINVAL)
+      code = 15;
+    /* A second map on the same ranks, default chunks. */
+    if (mh_mpi_map("square", NULL, in, sizeof in[0], out, sizeof out[0], 10,
+                   0, NULL) != 0)
+      code = 16;
+    printf("map ok %d per rank %d %d\n", code, per_rank[0], per_rank[1]);
+    mh_mpi_serve_stop();
+  } else {
+    if (mh_mpi_serve() != 0) code = 20;
+    if (mh_mpi_map("square", NULL, NULL, 0, NULL, 0, 0, 0, NULL) != MH_EINVAL)
+      code = 21;
+  }
+  mh_mpi_finalize();
+  return code;
+}
+#endif
+
+#if MHT_HAVE_MPI
+static int cube(const void *in, size_t in_size, void *out, size_t out_size,
+                void *ctx) {
+  (void)in_size, (void)out_size, (void)ctx;
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  x = x * x * x;
+  memcpy(out, &x, sizeof x);
+  mht_sleep(0.02);
+  return 0;
+}
+
+/* The executor's own map and submit, on an executor with MH_BACKEND_MPI. */
+HELPER(executor_map) {
+  (void)argc, (void)argv;
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  if (mh_task_register("square", square) != 0) return 4;
+  int code = 0;
+  mh_executor_options_t eo;
+  mh_executor_options_init(&eo);
+  eo.backend = MH_BACKEND_MPI;
+  mh_executor_t *ex = NULL;
+  if (mh_mpi_rank() != 0) {
+    /* Only rank 0 holds the executor; the others serve it. */
+    if (mh_executor_new(&ex, &eo) != MH_EPERM) code = 30;
+    if (mh_mpi_serve() != 0) code = 31;
+    mh_mpi_finalize();
+    return code;
+  }
+  if (mh_executor_new(&ex, &eo) != 0) return 5;
+  if (mh_executor_backend(ex) != MH_BACKEND_MPI) code = 6;
+  for (int round = 0; round < 3 && code == 0; round++) {
+    enum { N = 3000 };
+    static int64_t in[N];
+    static sq_out_t out[N];
+    static int st[N];
+    for (int i = 0; i < N; i++) in[i] = i + round;
+    memset(out, 0, sizeof out);
+    int rc = mh_executor_map(ex, square, NULL, in, sizeof in[0], out,
+                             sizeof out[0], N, (size_t)(round * 5), st);
+    int per_rank[2] = {0, 0}, first_fail = -1;
+    for (int i = 0; i < N && code == 0; i++) {
+      int64_t x = i + round;
+      if (out[i].square != x * x) code = 10;
+      if (st[i] != (x % 97 == 13 ? MH_EUSER - (int)x : 0)) code = 11;
+      if (st[i] != 0 && first_fail < 0) first_fail = i;
+      if (out[i].rank >= 0 && out[i].rank < 2) per_rank[out[i].rank]++;
+    }
+    if (first_fail < 0 || rc != st[first_fail]) code = 12;
+    if (per_rank[0] == 0 || per_rank[1] == 0) code = 13;
+  }
+  /* A plain submit, and a task nobody registered. */
+  int64_t x = 12, y = 0;
+  sq_out_t o;
+  mh_future_t *f = NULL;
+  if (mh_executor_submit(ex, square, &x, sizeof x, &o, sizeof o, NULL, &f) ||
+      mh_future_result(f, 30) != 0 || o.square != 144)
+    code = 14;
+  mh_future_release(f);
+  /* cube is not registered.  Two at once: the first goes to rank 0's own
+   * thread, which runs it (pointers are valid there, and cube takes 20 ms),
+   * the second to rank 1, which cannot: its future says MH_ENOSYS. */
+  int64_t y2 = 0;
+  mh_future_t *g = NULL;
+  if (mh_executor_submit(ex, cube, &x, sizeof x, &y, sizeof y, NULL, &f) ||
+      mh_executor_submit(ex, cube, &x, sizeof x, &y2, sizeof y2, NULL, &g))
+    code = 15;
+  int rf = mh_future_result(f, 30), rg = mh_future_result(g, 30);
+  if (!((rf == 0 && y == 1728 && rg == MH_ENOSYS) ||
+        (rg == 0 && y2 == 1728 && rf == MH_ENOSYS)))
+    code = 16;
+  mh_future_release(f);
+  mh_future_release(g);
+  mh_executor_free(ex);
+  printf("executor map ok %d\n", code);
+  mh_mpi_finalize();
+  return code;
+}
+#endif
+
+TEST(executor_map_over_two_ranks) {
+  need_mpi();
+  const char *args[] = {"--helper", "executor_map", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "executor map ok 0"));
+  mht_proc_free(&r);
+}
+
+TEST(map_over_two_ranks) {
+  need_mpi();
+  const char *args[] = {"--helper", "map_square", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "map ok 0"));
+  mht_proc_free(&r);
+}
+
+/* Calls before mh_mpi_init, and the registry's argument checks, need no
+ * MPI job. */
+TEST(api_errors) {
+  need_mpi();
+#if MHT_HAVE_MPI
+  ASSERT_ERR(mh_mpi_rank(), MH_EINVAL);
+  ASSERT_ERR(mh_mpi_size(), MH_EINVAL);
+  ASSERT_ERR(mh_mpi_finalize(), MH_EINVAL);
+  ASSERT_ERR(mh_mpi_serve(), MH_EINVAL);
+  ASSERT_ERR(mh_mpi_serve_stop(), MH_EINVAL);
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = 10;
+  mh_pi_result_t res;
+  ASSERT_ERR(mh_mpi_pi_run(&o, 1, &res, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_task_register(NULL, square), MH_EINVAL);
+  ASSERT_ERR(mh_task_register("", square), MH_EINVAL);
+  ASSERT_ERR(mh_task_register("sq", NULL), MH_EINVAL);
+  char longname[80];
+  memset(longname, 'x', sizeof longname - 1);
+  longname[79] = '\0';
+  ASSERT_ERR(mh_task_register(longname, square), MH_EINVAL);
+  ASSERT_OK(mh_task_register("sq", square));
+  ASSERT(mh_task_lookup("sq") == square);
+  ASSERT(mh_task_lookup("other") == NULL);
+  ASSERT_STREQ(mh_task_name(square), "sq");
+#endif
+}
