@@ -27,9 +27,11 @@
  * F_CBS with a CAS that fails once the future is done, while holding the
  * stripe; completing takes the stripe after its CAS and detaches the whole
  * list.  So a callback is either run by the completing thread or, when the
- * future is already done, at once by the adder: exactly once.  Callbacks run
- * before waiters are woken, so when mh_future_result returns, the future's
- * callbacks have run.
+ * future is already done, at once by the adder: exactly once.  They run
+ * right after the state CAS that makes the future done, so (as in Python,
+ * whose set_result notifies waiters before invoking callbacks) a waiter that
+ * sees the done state may return while callbacks are still running; the
+ * futex wake of sleeping waiters comes after them.
  *
  * Waiting on many futures (wait, as_completed, unordered imap) uses a
  * completion queue `cq`: one internal callback node per future that, when
