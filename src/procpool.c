@@ -85,6 +85,9 @@
 #ifndef PP_SPIN_BUSY
 #define PP_SPIN_BUSY 1e-3
 #endif
+#ifndef PP_SPIN_MIN /* the shortest the adaptive busy poll becomes */
+#define PP_SPIN_MIN 20e-6
+#endif
 #ifndef PP_SPIN_IDLE
 #define PP_SPIN_IDLE 50e-6
 #endif
@@ -1120,6 +1123,13 @@ static int pp_pending_work(mh__pp_t *pp) {
 static void pp_loop(mh__pp_t *pp) {
   double idle_since = 0;
   unsigned iter = 0, spins = 0;
+  /* How long to poll while entries are in flight, adapted to the work: when
+   * a poll ends in sleep (tasks take longer than the poll), the next poll is
+   * halved; when work shows up while polling, it doubles again up to
+   * PP_SPIN_BUSY.  Short tasks keep the fast hand-off; long ones (pi blocks
+   * of milliseconds) no longer lose a slice of a core to a parent that
+   * polls for nothing after every completion. */
+  double spin_busy = PP_SPIN_BUSY;
   for (;;) {
     int did = 0, shut;
     if ((++iter & 127) == 0) did += pp_server_msgs(pp, 0);
@@ -1143,19 +1153,22 @@ static void pp_loop(mh__pp_t *pp) {
       if (!alive) break;
     }
     if (did) {
+      if (idle_since != 0 && spin_busy < PP_SPIN_BUSY) spin_busy *= 2;
       idle_since = 0;
       spins = 0;
       continue;
     }
     double now = mh__now();
     if (idle_since == 0) idle_since = now;
-    if (now - idle_since < (pp_in_flight(pp) ? PP_SPIN_BUSY : PP_SPIN_IDLE)) {
+    int busy = pp_in_flight(pp) != 0;
+    if (now - idle_since < (busy ? spin_busy : PP_SPIN_IDLE)) {
       if (++spins < 64)
         PP_RELAX();
       else
         sched_yield();
       continue;
     }
+    if (busy && spin_busy > PP_SPIN_MIN) spin_busy /= 2;
     /* Sleep until a worker, a submitter or the server wakes us. */
     atomic_store(&pp->ctl->parent_sleeping, 1);
     if (!pp_pending_work(pp)) {
