@@ -227,22 +227,29 @@ static void *launcher_main(void *arg) {
   return NULL;
 }
 
-/* Start the launcher if needed; 1 when it runs.  Caller holds the mutex. */
-static int launcher_ready_locked(void) {
-  if (launcher.state != 0) return launcher.state > 0;
+/* Start a detached thread with every signal blocked (it inherits the mask
+ * in force while it is created): the launcher and the reapers must never be
+ * the thread that runs the program's signal handlers.  0 or an errno. */
+static int start_quiet_thread(void *(*fn)(void *), void *arg) {
   pthread_attr_t attr;
   pthread_t tid;
   sigset_t all, old;
   sigfillset(&all);
-  /* The launcher inherits "every signal blocked" from this mask. */
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = pthread_attr_init(&attr);
   if (!rc) {
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    rc = pthread_create(&tid, &attr, launcher_main, NULL);
+    rc = pthread_create(&tid, &attr, fn, arg);
     pthread_attr_destroy(&attr);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
+}
+
+/* Start the launcher if needed; 1 when it runs.  Caller holds the mutex. */
+static int launcher_ready_locked(void) {
+  if (launcher.state != 0) return launcher.state > 0;
+  int rc = start_quiet_thread(launcher_main, NULL);
   /* Without a launcher, fork directly (the thread caveat then applies). */
   launcher.state = rc ? -1 : 1;
   return launcher.state > 0;
@@ -458,20 +465,7 @@ void mh_process_free(mh_process_t *process) {
   int running = process->state == MH__PROC_RUNNING;
   pthread_mutex_unlock(&process->mutex);
   if (running) {
-    pthread_attr_t attr;
-    pthread_t tid;
-    sigset_t all, old;
-    /* The reaper inherits "every signal blocked": it must never be the
-     * thread that runs the program's signal handlers. */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_attr_init(&attr);
-    if (!rc) {
-      pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-      rc = pthread_create(&tid, &attr, reaper_main, (void *)(intptr_t)process->pid);
-      pthread_attr_destroy(&attr);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = start_quiet_thread(reaper_main, (void *)(intptr_t)process->pid);
     if (rc) {
       /* No thread to wait for it: the only way left to avoid a zombie is
        * to end the child now (documented as a last resort). */
