@@ -974,23 +974,16 @@ int mh_executor_backend(const mh_executor_t *ex) {
   return ex ? (int)ex->opts.backend : MH_EINVAL;
 }
 
+static int submit_task(mh_executor_t *ex, const mh__task_t *t,
+                       mh_future_t **fut);
+
 int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
                        size_t in_size, void *out, size_t out_size, void *ctx,
                        mh_future_t **fut) {
   if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size))
     return MH_EINVAL;
-  if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
-    return MH_ESHUTDOWN;
   mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL};
-  mh_future_t *f = future_new(&t);
-  if (!f) return MH_ENOMEM;
-  int rc = ex->ops->submit(ex, f);
-  if (rc) {
-    mh_future_release(f);
-    return rc;
-  }
-  *fut = f;
-  return 0;
+  return submit_task(ex, &t, fut);
 }
 
 int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
