@@ -1,10 +1,24 @@
 /* executor_threads.c - the thread backend: N worker threads over one FIFO.
  *
  * The queue is intrusive (futures are linked through mh__future_link), so
- * queueing allocates nothing and costs the same at any length.  One mutex
- * `lock` guards head, tail, len, idle and stopping; workers sleep on `cond`
- * only when the queue is empty, and a submitter signals only when a worker
- * is idle, so a busy pool makes no system calls per task.
+ * queueing allocates nothing and costs the same at any length.  Submitters
+ * never take the lock: they push onto `inbox`, a lock-free stack (one
+ * compare-and-swap), and a worker holding `lock` moves the whole stack, in
+ * submission order, to the FIFO head..tail.  On two cores the lock's cache
+ * line bouncing between a submitter and the workers was the main cost of a
+ * tiny task.  `lock` guards head, tail and the writes of len; workers sleep
+ * on `cond` only when both are empty, and a submitter signals only when a
+ * worker is idle, so a busy pool makes no system calls per task.
+ *
+ * No lost wake-up: a worker counts itself in `idle` (under the lock) before
+ * it looks at inbox for the last time, a submitter pushes before it reads
+ * idle (all sequentially consistent), and a submitter that saw an idle
+ * worker signals while holding the lock, which the worker holds from its
+ * last look until it waits.
+ *
+ * No lost task at shutdown: a submitter counts itself in `submitting` before
+ * it reads `stopping`; workers leave only when stopping is set, nobody is
+ * submitting and both queues are empty.
  *
  * A worker takes a small batch of futures per visit to the lock (at most
  * BATCH_MAX, and at most its share len / (2 * workers) so that the others
@@ -28,11 +42,14 @@ typedef struct tpool {
   pthread_mutex_t lock;
   pthread_cond_t cond;
   mh_future_t *head, *tail; /* guarded by lock */
+  /* Pushed by submitters, newest first; emptied by a worker under lock. */
+  _Alignas(64) _Atomic(mh_future_t *) inbox;
+  _Atomic int submitting; /* submitters between reading stopping and pushing */
   /* Written under lock; read without it by spinning workers, which then
    * re-check under the lock. */
   _Atomic size_t len;
   _Atomic int stopping; /* no more submits */
-  int idle;             /* workers waiting on cond; guarded by lock */
+  _Atomic int idle;     /* workers waiting on cond; written under lock */
   int alive;            /* workers not yet ended; guarded by lock */
   _Atomic int spinning; /* workers looking for work without sleeping */
   int nthreads;
@@ -40,6 +57,29 @@ typedef struct tpool {
   mh_worker_init_fn init;
   void *initarg;
 } tpool_t;
+
+/* Move the inbox to the FIFO's tail, oldest first; under lock. */
+static void absorb(tpool_t *p) {
+  if (!atomic_load_explicit(&p->inbox, memory_order_relaxed)) return;
+  mh_future_t *f = atomic_exchange_explicit(&p->inbox, NULL, memory_order_acquire);
+  mh_future_t *rev = NULL, *last = f;
+  size_t n = 0;
+  while (f) {
+    mh_future_t *next = *mh__future_link(f);
+    *mh__future_link(f) = rev;
+    rev = f;
+    f = next;
+    n++;
+  }
+  if (!rev) return;
+  if (p->tail)
+    *mh__future_link(p->tail) = rev;
+  else
+    p->head = rev;
+  p->tail = last;
+  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
 
 static void run_batch(mh_future_t *f, int broken) {
   while (f) {
@@ -72,6 +112,7 @@ static int spin_for_work(tpool_t *p) {
   int found = 0;
   for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
+        atomic_load_explicit(&p->inbox, memory_order_relaxed) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed))
       found = 1;
     else if (i < SPIN_PAUSES)
@@ -91,20 +132,30 @@ static void *worker_main(void *arg) {
   size_t share_div = (size_t)p->nthreads * 2;
   pthread_mutex_lock(&p->lock);
   for (;;) {
-    if (!p->head && !p->stopping) {
+    if (!p->head) absorb(p);
+    if (!p->head && !atomic_load(&p->stopping)) {
       pthread_mutex_unlock(&p->lock);
       int found = spin_for_work(p);
       pthread_mutex_lock(&p->lock);
       if (!found) {
-        while (!p->head && !p->stopping) {
-          p->idle++;
+        atomic_fetch_add(&p->idle, 1);
+        while (!p->head && !atomic_load(&p->inbox) && !atomic_load(&p->stopping))
           pthread_cond_wait(&p->cond, &p->lock);
-          p->idle--;
-        }
+        atomic_fetch_sub(&p->idle, 1);
       }
       continue;
     }
-    if (!p->head) break;
+    if (!p->head) {
+      /* Stopping: wait for submitters that saw it unset, then look again. */
+      if (atomic_load(&p->submitting)) {
+        pthread_mutex_unlock(&p->lock);
+        sched_yield();
+        pthread_mutex_lock(&p->lock);
+        continue;
+      }
+      absorb(p);
+      if (!p->head) break;
+    }
     size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
     size_t take = len / share_div;
     if (take < 1) take = 1;
@@ -117,9 +168,9 @@ static void *worker_main(void *arg) {
     *mh__future_link(last) = NULL;
     /* More work than this worker takes, idle workers, and nobody looking:
      * wake one more (a spinning worker would find it without help). */
-    int wake = p->head && p->idle > 0 && atomic_load(&p->spinning) == 0;
-    pthread_mutex_unlock(&p->lock);
+    int wake = p->head && atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0;
     if (wake) pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
     run_batch(first, broken);
     pthread_mutex_lock(&p->lock);
   }
@@ -186,35 +237,39 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
 
 static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
   tpool_t *p = mh__executor_impl(ex);
-  *mh__future_link(f) = NULL;
-  pthread_mutex_lock(&p->lock);
-  if (p->stopping) {
-    pthread_mutex_unlock(&p->lock);
+  atomic_fetch_add(&p->submitting, 1);
+  if (atomic_load(&p->stopping)) {
+    atomic_fetch_sub(&p->submitting, 1);
     return MH_ESHUTDOWN;
   }
-  /* The queue's reference; taken under the lock so that nothing is undone
-   * on the shutdown path above. */
+  /* The queue's reference; taken before the push, after which a worker
+   * may run and release f at once. */
   mh_future_retain(f);
-  if (p->tail) {
-    *mh__future_link(p->tail) = f;
-  } else {
-    p->head = f;
+  mh_future_t *old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
+  do {
+    *mh__future_link(f) = old;
+  } while (!atomic_compare_exchange_weak(&p->inbox, &old, f));
+  int wake = atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0;
+  atomic_fetch_sub(&p->submitting, 1);
+  if (wake) {
+    pthread_mutex_lock(&p->lock);
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
   }
-  p->tail = f;
-  atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-  int wake = p->idle > 0 && atomic_load(&p->spinning) == 0;
-  pthread_mutex_unlock(&p->lock);
-  if (wake) pthread_cond_signal(&p->cond);
   return 0;
 }
 
 static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   tpool_t *p = mh__executor_impl(ex);
   mh_future_t *cancel = NULL;
+  /* Let submitters that saw `stopping` unset finish their push first: a
+   * submit that succeeded is then queued before the cancellation below,
+   * as when submits took the lock. */
+  atomic_store(&p->stopping, 1);
+  while (atomic_load(&p->submitting)) sched_yield();
   pthread_mutex_lock(&p->lock);
-  p->stopping = 1;
   if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
+    absorb(p);
     cancel = p->head;
     p->head = p->tail = NULL;
     atomic_store(&p->len, 0);
