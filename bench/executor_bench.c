@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include <manyhands.h>
+#include "bench.h"
 
 static int noop(const void *in, size_t is, void *out, size_t os, void *ctx) {
   (void)in, (void)is, (void)out, (void)os, (void)ctx;
@@ -35,21 +36,8 @@ static int gate_task(const void *in, size_t is, void *out, size_t os,
   return 0;
 }
 
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
 static void report(size_t n, double dt, double cpu) {
   printf("%.0f %.1f\n", (double)n / dt, cpu * 1e9 / (double)n);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 /* Resident set size now, in kB, from /proc/self/statm. */
@@ -94,15 +82,15 @@ int main(int argc, char **argv) {
         mh_future_release(fs[i]);
       }
     }
-    double t0 = now(), c0 = cpu_seconds();
+    double t0 = bench_now(), c0 = bench_cpu_seconds();
     for (size_t i = 0; i < n; i++)
       if (mh_executor_submit(ex, noop, NULL, 0, NULL, 0, NULL, &fs[i])) return 1;
-    double t1 = now();
+    double t1 = bench_now();
     for (size_t i = 0; i < n; i++) {
       if (mh_future_result(fs[i], MH_FOREVER)) return 1;
       mh_future_release(fs[i]);
     }
-    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    double dt = bench_now() - t0, cpu = bench_cpu_seconds() - c0;
     if (getenv("MH_BENCH_VERBOSE"))
       fprintf(stderr, "submit phase %.3f s, result phase %.3f s\n", t1 - t0,
               dt - (t1 - t0));
@@ -113,7 +101,7 @@ int main(int argc, char **argv) {
     mh_executor_t *ex = make(workers);
     enum { B = 1024 };
     mh_future_t *fs[B];
-    double t0 = now(), c0 = cpu_seconds();
+    double t0 = bench_now(), c0 = bench_cpu_seconds();
     for (size_t lo = 0; lo < n; lo += B) {
       size_t m = n - lo < B ? n - lo : B;
       for (size_t i = 0; i < m; i++)
@@ -124,14 +112,14 @@ int main(int argc, char **argv) {
         mh_future_release(fs[i]);
       }
     }
-    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    double dt = bench_now() - t0, cpu = bench_cpu_seconds() - c0;
     report(n, dt, cpu);
     mh_executor_free(ex);
   } else if (!strcmp(argv[1], "map")) {
     mh_executor_t *ex = make(workers);
-    double t0 = now(), c0 = cpu_seconds();
+    double t0 = bench_now(), c0 = bench_cpu_seconds();
     if (mh_executor_map(ex, noop, NULL, NULL, 0, NULL, 0, n, 0, NULL)) return 1;
-    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    double dt = bench_now() - t0, cpu = bench_cpu_seconds() - c0;
     report(n, dt, cpu);
     mh_executor_free(ex);
   } else if (!strcmp(argv[1], "mem")) {

@@ -5,20 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
+#include "bench.h"
 
 static volatile long sink;
 
 int main(int argc, char **argv) {
   long n = argc > 1 ? (long)strtod(argv[1], NULL) : 1000000;
   int workers = argc > 2 ? atoi(argv[2]) : 2;
-  double t0 = omp_get_wtime(), c0 = cpu_seconds();
+  double t0 = omp_get_wtime(), c0 = bench_cpu_seconds();
 #pragma omp parallel num_threads(workers)
   {
 #pragma omp single
@@ -30,7 +24,7 @@ int main(int argc, char **argv) {
 #pragma omp taskwait
     }
   }
-  double dt = omp_get_wtime() - t0, cpu = cpu_seconds() - c0;
+  double dt = omp_get_wtime() - t0, cpu = bench_cpu_seconds() - c0;
   printf("%.0f %.1f\n", (double)n / dt, cpu * 1e9 / (double)n);
   return 0;
 }

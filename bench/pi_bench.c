@@ -15,13 +15,7 @@
 #include <sys/resource.h>
 
 #include "manyhands.h"
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
+#include "bench.h"
 
 int main(int argc, char **argv) {
   if (argc < 3) {
@@ -49,9 +43,9 @@ int main(int argc, char **argv) {
   for (int r = 0; r < reps; r++) {
     mh_pi_result_t res;
     po.seed = mh_pi_repeat_seed(MH_PI_DEFAULT_SEED, (uint64_t)r);
-    double c0 = cpu_seconds();
+    double c0 = bench_cpu_seconds();
     rc = mh_pi_run(ex, &po, &res);
-    double cpu = eo.backend == MH_BACKEND_THREADS ? cpu_seconds() - c0 : 0.0;
+    double cpu = eo.backend == MH_BACKEND_THREADS ? bench_cpu_seconds() - c0 : 0.0;
     if (rc) {
       fprintf(stderr, "pi_bench: run: %s\n", mh_strerror(rc));
       mh_executor_free(ex);

@@ -18,19 +18,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
+#include "bench.h"
 
 static uint64_t splitmix(uint64_t *x) {
   uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
@@ -122,9 +110,9 @@ int main(int argc, char **argv) {
   int lanes = strcmp(argv[1], "lanes") == 0;
   omp_set_num_threads(threads);
   for (int r = 0; r < reps; r++) {
-    double t0 = now(), c0 = cpu_seconds();
+    double t0 = bench_now(), c0 = bench_cpu_seconds();
     uint64_t in = lanes ? run_lanes(n, (uint64_t)r + 1) : run_scalar(n, (uint64_t)r + 1);
-    double dt = now() - t0, cpu = cpu_seconds() - c0;
+    double dt = bench_now() - t0, cpu = bench_cpu_seconds() - c0;
     printf("%.6f %.6f %.6f\n", dt, cpu, 4.0 * (double)in / (double)(lanes ? n - n % ((uint64_t)LANES * (uint64_t)threads) : n));
   }
   return 0;

@@ -12,12 +12,7 @@
 #include <time.h>
 
 #include "manyhands.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench.h"
 
 /* The trivial item: out = in + 1 (Python peers: lambda x: x + 1 style). */
 static int inc(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
@@ -54,10 +49,10 @@ int main(int argc, char **argv) {
     /* Warm up the workers and the shared memory, then time. */
     mh_executor_map(ex, inc, NULL, in, sizeof *in, out, sizeof *out,
                     n < 1000 ? n : 1000, chunk, NULL);
-    double t0 = now();
+    double t0 = bench_now();
     int rc = mh_executor_map(ex, inc, NULL, in, sizeof *in, out, sizeof *out, n,
                              chunk, NULL);
-    double t = now() - t0;
+    double t = bench_now() - t0;
     if (rc < 0 || out[n - 1] != (long)n) {
       fprintf(stderr, "pool_bench: map failed: %s\n", mh_strerror(rc));
       return 1;
@@ -73,14 +68,14 @@ int main(int argc, char **argv) {
     long v = 1, o = 0;
     double t0 = 0;
     for (size_t i = 0; i < n + 100; i++) {
-      if (i == 100) t0 = now(); /* the first 100 warm up */
+      if (i == 100) t0 = bench_now(); /* the first 100 warm up */
       mh_future_t *f;
       if (mh_executor_submit(ex, inc, &v, sizeof v, &o, sizeof o, NULL, &f) < 0 ||
           mh_future_result(f, MH_FOREVER) < 0)
         return 1;
       mh_future_release(f);
     }
-    printf("%.2f\n", (now() - t0) / (double)n * 1e6);
+    printf("%.2f\n", (bench_now() - t0) / (double)n * 1e6);
     mh_executor_free(ex);
     return 0;
   }

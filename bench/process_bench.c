@@ -18,12 +18,7 @@
 #include <unistd.h>
 
 #include "manyhands.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "bench.h"
 
 static double cpu_seconds(void) {
   struct rusage self, kids;
@@ -75,7 +70,7 @@ int main(int argc, char **argv) {
   }
   long n = argc > 2 ? atol(argv[2]) : 2000;
   if (n <= 0) n = 2000;
-  double t0 = now(), c0 = cpu_seconds();
+  double t0 = bench_now(), c0 = cpu_seconds();
   int rc;
   if (strcmp(argv[1], "mh") == 0)
     rc = run_mh(n);
@@ -85,7 +80,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "process_bench: unknown mode %s\n", argv[1]);
     return 2;
   }
-  double dt = now() - t0, cpu = cpu_seconds() - c0;
+  double dt = bench_now() - t0, cpu = cpu_seconds() - c0;
   if (rc) return 1;
   printf("%s %ld %.6f %.1f %.1f\n", argv[1], n, dt, (double)n / dt, cpu / (double)n * 1e6);
   return 0;

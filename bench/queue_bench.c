@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "manyhands.h"
+#include "bench.h"
 
 static mh_queue_t *q;
 static long n_items, per_producer[64];
@@ -27,19 +28,6 @@ static int producers = 1, consumers = 1;
 static size_t batch = 1;
 static atomic_int ready;
 static atomic_ullong got_sum, got_count;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_seconds(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
 
 static void start_line(void) {
   atomic_fetch_add(&ready, 1);
@@ -125,11 +113,11 @@ int main(int argc, char **argv) {
   for (int i = 0; i < producers; i++) pthread_create(&pt[i], NULL, producer, (void *)(intptr_t)i);
   for (int i = 0; i < consumers; i++) pthread_create(&ct[i], NULL, consumer, NULL);
   start_line();
-  double t0 = now(), c0 = cpu_seconds();
+  double t0 = bench_now(), c0 = bench_cpu_seconds();
   for (int i = 0; i < producers; i++) pthread_join(pt[i], NULL);
   mh_queue_shutdown(q, 0);
   for (int i = 0; i < consumers; i++) pthread_join(ct[i], NULL);
-  double secs = now() - t0, cpu = cpu_seconds() - c0;
+  double secs = bench_now() - t0, cpu = bench_cpu_seconds() - c0;
   mh_queue_free(q);
   if (atomic_load(&got_count) != (uint64_t)n_items || atomic_load(&got_sum) != want) {
     fprintf(stderr, "queue_bench: lost or duplicated items\n");
