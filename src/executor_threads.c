@@ -3,22 +3,34 @@
  * The queue is intrusive (futures are linked through mh__future_link), so
  * queueing allocates nothing and costs the same at any length.  Submitters
  * never take the lock: they push onto `inbox`, a lock-free stack (one
- * compare-and-swap), and a worker holding `lock` moves the whole stack, in
- * submission order, to the FIFO head..tail.  On two cores the lock's cache
- * line bouncing between a submitter and the workers was the main cost of a
- * tiny task.  `lock` guards head, tail and the writes of len; workers sleep
- * on `cond` only when both are empty, and a submitter signals only when a
- * worker is idle, so a busy pool makes no system calls per task.
+ * compare-and-swap, the only shared write of a submit), and a worker holding
+ * `lock` moves the whole stack, in submission order, to the FIFO
+ * head..tail.  On two cores the cache lines bouncing between a submitter and
+ * the workers are the main cost of a tiny task, so the fields a submit
+ * writes, the ones it only reads and the workers' own sit on separate lines.
+ * `lock` guards head, tail and the writes of len; workers sleep on `cond`
+ * only when both are empty.
  *
- * No lost wake-up: a worker counts itself in `idle` (under the lock) before
- * it looks at inbox for the last time, a submitter pushes before it reads
- * idle (all sequentially consistent), and a submitter that saw an idle
- * worker signals while holding the lock, which the worker holds from its
- * last look until it waits.
+ * Wake-ups.  Only a push onto an EMPTY inbox looks at the workers, and it
+ * signals only when one is idle and none is spinning: a busy pool, or a burst
+ * of submits, makes no system call per task.  No lost wake-up: a worker
+ * counts itself in `idle` (under the lock) before it looks at inbox for the
+ * last time, a submitter pushes before it reads idle (all sequentially
+ * consistent), and a submitter that saw an idle worker signals while holding
+ * the lock, which the worker holds from its last look until it waits.  A
+ * push onto a non-empty inbox needs no check: the futures already there
+ * were pushed by a submitter that made that check, so someone awake will
+ * take the whole inbox, this future included.  A spinning worker counts
+ * itself in `spinning` while it looks; when it gives up it counts itself in
+ * `idle` and then re-checks the inbox under the lock, so a submitter that
+ * read idle == 0 before that and spinning == 0 after it still misses
+ * nobody: the re-check sees its push.
  *
- * No lost task at shutdown: a submitter counts itself in `submitting` before
- * it reads `stopping`; workers leave only when stopping is set, nobody is
- * submitting and both queues are empty.
+ * No lost task at shutdown: shutdown sets the CLOSED bit of the inbox word
+ * before `stopping`.  A push is a compare-and-swap on that word, so it either
+ * lands before CLOSED (and is in the inbox for whoever looks after) or sees
+ * CLOSED and fails with MH_ESHUTDOWN.  Workers leave only when stopping is
+ * set and both queues are empty.
  *
  * A worker takes a small batch of futures per visit to the lock (at most
  * BATCH_MAX, and at most its share len / (2 * workers) so that the others
@@ -39,29 +51,44 @@
 #define BATCH_MAX 32
 
 typedef struct tpool {
-  pthread_mutex_t lock;
+  /* Written by submitters (one compare-and-swap each) and emptied by
+   * workers: the only line a submit writes.  Futures are pushed newest
+   * first; the low bit is CLOSED once shutdown began, so the push itself
+   * tells a submitter whether it was in time. */
+  _Alignas(64) _Atomic uintptr_t inbox;
+  /* Read by a submitter that found the inbox empty; written rarely (when a
+   * worker starts or stops looking for work), so it stays shared in the
+   * submitter's cache. */
+  _Alignas(64) _Atomic int idle; /* workers waiting on cond; written under lock */
+  _Atomic int spinning;          /* workers looking for work without sleeping */
+  _Atomic int stopping;          /* no more submits; set after CLOSED */
+  /* The workers' side. */
+  _Alignas(64) pthread_mutex_t lock;
   pthread_cond_t cond;
   mh_future_t *head, *tail; /* guarded by lock */
-  /* Pushed by submitters, newest first; emptied by a worker under lock. */
-  _Alignas(64) _Atomic(mh_future_t *) inbox;
-  _Atomic int submitting; /* submitters between reading stopping and pushing */
   /* Written under lock; read without it by spinning workers, which then
    * re-check under the lock. */
   _Atomic size_t len;
-  _Atomic int stopping; /* no more submits */
-  _Atomic int idle;     /* workers waiting on cond; written under lock */
-  int alive;            /* workers not yet ended; guarded by lock */
-  _Atomic int spinning; /* workers looking for work without sleeping */
+  int alive; /* workers not yet ended; guarded by lock */
   int nthreads;
   pthread_t *threads;
   mh_worker_init_fn init;
   void *initarg;
 } tpool_t;
 
+#define CLOSED ((uintptr_t)1)
+
+/* The futures in the inbox word (without the CLOSED bit). */
+static inline mh_future_t *inbox_list(uintptr_t w) {
+  return (mh_future_t *)(w & ~CLOSED);
+}
+
 /* Move the inbox to the FIFO's tail, oldest first; under lock. */
 static void absorb(tpool_t *p) {
-  if (!atomic_load_explicit(&p->inbox, memory_order_relaxed)) return;
-  mh_future_t *f = atomic_exchange_explicit(&p->inbox, NULL, memory_order_acquire);
+  if (!inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed))) return;
+  /* Take the list and keep the CLOSED bit. */
+  mh_future_t *f = inbox_list(
+      atomic_fetch_and_explicit(&p->inbox, CLOSED, memory_order_acquire));
   mh_future_t *rev = NULL, *last = f;
   size_t n = 0;
   while (f) {
@@ -112,7 +139,7 @@ static int spin_for_work(tpool_t *p) {
   int found = 0;
   for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
-        atomic_load_explicit(&p->inbox, memory_order_relaxed) ||
+        inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed))
       found = 1;
     else if (i < SPIN_PAUSES)
@@ -139,20 +166,15 @@ static void *worker_main(void *arg) {
       pthread_mutex_lock(&p->lock);
       if (!found) {
         atomic_fetch_add(&p->idle, 1);
-        while (!p->head && !atomic_load(&p->inbox) && !atomic_load(&p->stopping))
+        while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
+               !atomic_load(&p->stopping))
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
       }
       continue;
     }
     if (!p->head) {
-      /* Stopping: wait for submitters that saw it unset, then look again. */
-      if (atomic_load(&p->submitting)) {
-        pthread_mutex_unlock(&p->lock);
-        sched_yield();
-        pthread_mutex_lock(&p->lock);
-        continue;
-      }
+      /* Stopping: CLOSED was set before, so nothing more can come. */
       absorb(p);
       if (!p->head) break;
     }
@@ -237,21 +259,24 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
 
 static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
   tpool_t *p = mh__executor_impl(ex);
-  atomic_fetch_add(&p->submitting, 1);
-  if (atomic_load(&p->stopping)) {
-    atomic_fetch_sub(&p->submitting, 1);
-    return MH_ESHUTDOWN;
-  }
+  uintptr_t old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
+  if (old & CLOSED) return MH_ESHUTDOWN;
   /* The queue's reference; taken before the push, after which a worker
    * may run and release f at once. */
   mh_future_retain(f);
-  mh_future_t *old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
   do {
-    *mh__future_link(f) = old;
-  } while (!atomic_compare_exchange_weak(&p->inbox, &old, f));
-  int wake = atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0;
-  atomic_fetch_sub(&p->submitting, 1);
-  if (wake) {
+    if (old & CLOSED) {
+      mh_future_release(f); /* not the last reference: the caller holds one */
+      return MH_ESHUTDOWN;
+    }
+    *mh__future_link(f) = inbox_list(old);
+  } while (!atomic_compare_exchange_weak(&p->inbox, &old, (uintptr_t)f));
+  /* Only the push onto an empty inbox may have to wake a worker: a later
+   * push finds the earlier futures still there, so whoever takes them (a
+   * worker that was awake, spinning or woken for them) takes this one too.
+   * See the file comment for why no wake-up is lost. */
+  if (!inbox_list(old) && atomic_load(&p->idle) > 0 &&
+      atomic_load(&p->spinning) == 0) {
     pthread_mutex_lock(&p->lock);
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
@@ -262,11 +287,11 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
 static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   tpool_t *p = mh__executor_impl(ex);
   mh_future_t *cancel = NULL;
-  /* Let submitters that saw `stopping` unset finish their push first: a
-   * submit that succeeded is then queued before the cancellation below,
+  /* After CLOSED no push succeeds, and every push that succeeded is in the
+   * inbox: a submit that succeeded is queued before the cancellation below,
    * as when submits took the lock. */
+  atomic_fetch_or(&p->inbox, CLOSED);
   atomic_store(&p->stopping, 1);
-  while (atomic_load(&p->submitting)) sched_yield();
   pthread_mutex_lock(&p->lock);
   if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
     absorb(p);
