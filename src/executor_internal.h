@@ -85,4 +85,11 @@ void mh__future_finish_worker_died(mh_future_t *f, int pid, int exitcode);
  * cancelled by this call. */
 int mh__future_cancel_queued(mh_future_t *f);
 
+/* For a backend's idle worker thread: if the futures' allocator will soon
+ * need fresh memory, get it and fault it in now, so that submitters do not
+ * wait for the kernel to clear it.  Returns 1 if it did that (it took a
+ * while: look for work again), 0 at once if nothing was needed.  Optional;
+ * safe from any thread at any time. */
+int mh__futures_prepare(void);
+
 #endif /* MH_EXECUTOR_INTERNAL_H */

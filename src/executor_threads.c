@@ -135,6 +135,8 @@ static inline void cpu_relax(void) {
 
 /* Spin for new work; 1 if some may be there. */
 static int spin_for_work(tpool_t *p) {
+  /* Idle time is the right time to get the futures' next slab ready. */
+  mh__futures_prepare();
   atomic_fetch_add(&p->spinning, 1);
   int found = 0;
   for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
