@@ -734,6 +734,132 @@ TEST(million_tasks) {
   free(runs);
 }
 
+/* Submitters that come and go at random intervals, so that workers keep
+ * going to sleep and being woken (only a push onto an empty inbox looks for
+ * a sleeping worker): a lost wake-up leaves a future pending, which the
+ * finite timeout turns into a failure. */
+typedef struct {
+  mh_executor_t *ex;
+  int rounds;
+  atomic_int *bad;
+} sparse_t;
+
+static void *sparse_submitter(void *arg) {
+  sparse_t *s = arg;
+  for (int r = 0; r < s->rounds; r++) {
+    mh_future_t *fs[3];
+    long in[3], out[3];
+    int k = 1 + r % 3;
+    for (int i = 0; i < k; i++) {
+      in[i] = r * 3 + i + 1; /* never 13 mod 1000: t_double then fails */
+      if (in[i] % 1000 == 13) in[i]++;
+      if (mh_executor_submit(s->ex, t_double, &in[i], sizeof in[i], &out[i],
+                             sizeof out[i], NULL, &fs[i])) {
+        atomic_fetch_add(s->bad, 1);
+        return NULL;
+      }
+    }
+    /* Sometimes long enough for the workers to stop spinning and sleep. */
+    mht_jitter(r % 4 ? 50 : 400);
+    for (int i = 0; i < k; i++) {
+      if (mh_future_result(fs[i], 10.0) != 0 || out[i] != 2 * in[i])
+        atomic_fetch_add(s->bad, 1);
+      mh_future_release(fs[i]);
+    }
+  }
+  return NULL;
+}
+
+TEST(sparse_submits_wake_workers) {
+  for (int workers = 1; workers <= 3; workers++) {
+    mh_executor_t *ex = threads(workers);
+    atomic_int bad = 0;
+    enum { T = 4 };
+    sparse_t s = {ex, mht_scaled(600), &bad};
+    pthread_t th[T];
+    for (int i = 0; i < T; i++)
+      ASSERT_EQ(pthread_create(&th[i], NULL, sparse_submitter, &s), 0);
+    for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&bad), 0);
+    mh_executor_free(ex);
+  }
+}
+
+/* Futures submitted by one thread and released by another, by threads that
+ * then end with futures in their caches, over two executors in turn: the
+ * recycled memory of futures must never be handed out twice.  Each task
+ * writes its own fresh value, so a future in use by two owners shows up as
+ * a wrong result. */
+typedef struct {
+  mh_executor_t *ex;
+  pthread_mutex_t *lock;
+  mh_future_t **pool; /* released futures' stack, guarded by lock */
+  size_t *npool;
+  long base;
+  atomic_int *bad;
+} recycle_t;
+
+enum { RECYCLE_B = 300, RECYCLE_ROUNDS = 40 };
+
+static void *recycler(void *arg) {
+  recycle_t *r = arg;
+  static _Thread_local long in[RECYCLE_B], out[RECYCLE_B];
+  mh_future_t *fs[RECYCLE_B];
+  int rounds = mht_scaled(RECYCLE_ROUNDS);
+  for (int round = 0; round < rounds; round++) {
+    for (int i = 0; i < RECYCLE_B; i++) {
+      in[i] = r->base + round * RECYCLE_B + i;
+      if (in[i] % 1000 == 13) in[i]++;
+      if (mh_executor_submit(r->ex, t_double, &in[i], sizeof in[i], &out[i],
+                             sizeof out[i], NULL, &fs[i])) {
+        atomic_fetch_add(r->bad, 1);
+        return NULL;
+      }
+    }
+    for (int i = 0; i < RECYCLE_B; i++)
+      if (mh_future_result(fs[i], 10.0) != 0 || out[i] != 2 * in[i])
+        atomic_fetch_add(r->bad, 1);
+    /* Hand ours over; release up to as many of anybody's. */
+    pthread_mutex_lock(r->lock);
+    for (int i = 0; i < RECYCLE_B; i++) r->pool[(*r->npool)++] = fs[i];
+    size_t take = *r->npool < RECYCLE_B ? *r->npool : RECYCLE_B;
+    take -= (size_t)(round % 7); /* leave a few behind for the others */
+    for (size_t i = 0; i < take; i++) fs[i] = r->pool[--*r->npool];
+    pthread_mutex_unlock(r->lock);
+    for (size_t i = 0; i < take; i++) mh_future_release(fs[i]);
+  }
+  return NULL;
+}
+
+TEST(futures_recycled_across_threads) {
+  enum { T = 4 };
+  size_t cap = (size_t)T * RECYCLE_B * (size_t)mht_scaled(RECYCLE_ROUNDS);
+  mh_future_t **pool = malloc(cap * sizeof *pool);
+  ASSERT(pool != NULL);
+  for (int pass = 0; pass < 2; pass++) {
+    mh_executor_t *ex = threads(2);
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    size_t npool = 0;
+    atomic_int bad = 0;
+    recycle_t r[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+      r[i] = (recycle_t){ex, &lock, pool, &npool, (long)(pass * T + i) << 32,
+                         &bad};
+      ASSERT_EQ(pthread_create(&th[i], NULL, recycler, &r[i]), 0);
+    }
+    for (int i = 0; i < T; i++) pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&bad), 0);
+    /* Those left over are done; release them from here. */
+    for (size_t i = 0; i < npool; i++) {
+      ASSERT_EQ(mh_future_done(pool[i]), 1);
+      mh_future_release(pool[i]);
+    }
+    mh_executor_free(ex);
+  }
+  free(pool);
+}
+
 static int t_init_fail(void *arg) { return *(int *)arg; }
 
 TEST(worker_initializer) {
