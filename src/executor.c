@@ -3,7 +3,8 @@
  *
  * Futures.  A future is small (about 110 bytes) so that a million pending
  * ones fit in little memory: it has no mutex and no condition variable.  Its
- * life is one 32-bit state word:
+ * life is one 32-bit state word (the low half of a 64-bit atomic whose high
+ * half is the reference count):
  *
  *     PENDING -> RUNNING -> FINISHED        (a backend ran it)
  *     PENDING -> CANCELLED                  (mh_future_cancel, or a
@@ -96,9 +97,15 @@ struct mh__cb {
   } u;
 };
 
+/* The state word (low half) and the reference count (high half) share one
+ * 64-bit atomic, so that a worker can finish a future and drop its own
+ * reference in one step (mh__future_finish_release).  Waiters sleep with a
+ * futex on the low half alone. */
+#define REF_ONE ((uint64_t)1 << 32)
+#define REFS(w) ((uint32_t)((w) >> 32))
+
 struct mh_future_s {
-  _Atomic uint32_t state;
-  _Atomic uint32_t refs;
+  _Atomic uint64_t word;
   /* Valid once FINISHED (see the file comment).  With F_DIED it holds the
    * dead worker's exit status instead: the result is then MH_EWORKERDIED
    * whatever it says.  Sharing the field keeps a future at 96 bytes, which
@@ -111,11 +118,42 @@ struct mh_future_s {
   mh__task_t task;
 };
 
+/* ---- the state word's accessors ---------------------------------------- */
+
+static inline uint32_t st_load(const mh_future_t *f, memory_order mo) {
+  return (uint32_t)atomic_load_explicit(&f->word, mo);
+}
+
+/* A compare-and-swap of the state half from *s to ns, keeping the
+ * reference count whatever it is.  On failure *s is the state now. */
+static inline int st_cas(mh_future_t *f, uint32_t *s, uint32_t ns) {
+  uint64_t w = atomic_load_explicit(&f->word, memory_order_acquire);
+  for (;;) {
+    if ((uint32_t)w != *s) {
+      *s = (uint32_t)w;
+      return 0;
+    }
+    if (atomic_compare_exchange_weak_explicit(
+            &f->word, &w, (w & ~(uint64_t)UINT32_MAX) | ns,
+            memory_order_acq_rel, memory_order_acquire))
+      return 1;
+  }
+}
+
+/* The address of the state half, for the futex calls. */
+static inline void *st_addr(mh_future_t *f) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  return (char *)(uintptr_t)&f->word + 4;
+#else
+  return (void *)(uintptr_t)&f->word;
+#endif
+}
+
 /* ---- futex ------------------------------------------------------------- */
 
 /* Sleep while *addr == val, until woken or the deadline passes.  0 (woken,
  * value changed, or spurious: callers re-check) or MH_ETIMEDOUT. */
-static int futex_wait(_Atomic uint32_t *addr, uint32_t val,
+static int futex_wait(void *addr, uint32_t val,
                       const mh__deadline_t *dl) {
   long rc;
   if (dl->kind == 0) return MH_ETIMEDOUT;
@@ -132,7 +170,7 @@ static int futex_wait(_Atomic uint32_t *addr, uint32_t val,
   return 0;
 }
 
-static void futex_wake_all(_Atomic uint32_t *addr) {
+static void futex_wake_all(void *addr) {
   syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
           0);
 }
@@ -252,7 +290,7 @@ static void cq_arm(mh__cq_t *cq, size_t index, mh_future_t *f) {
   mh__cb_t *node = &cq->nodes[index];
   cq->futs[index] = f;
   pthread_mutex_lock(m);
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   for (;;) {
     if (IS_DONE(s)) {
       pthread_mutex_unlock(m);
@@ -260,10 +298,7 @@ static void cq_arm(mh__cq_t *cq, size_t index, mh_future_t *f) {
       cq_push(cq, index);
       return;
     }
-    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CBS,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
-      break;
+    if (st_cas(f, &s, s | F_CBS)) break;
   }
   atomic_fetch_add_explicit(&cq->refs, 1, memory_order_relaxed);
   node->next = f->cbs;
@@ -552,8 +587,7 @@ static mh_future_t *future_new(const mh__task_t *t) {
   uint32_t flags;
   mh_future_t *f = fa_alloc(&flags);
   if (!f) return NULL;
-  atomic_init(&f->state, S_PENDING | flags);
-  atomic_init(&f->refs, 1);
+  atomic_init(&f->word, REF_ONE | S_PENDING | flags);
   f->code = 0;
   f->died_pid = 0;
   f->link = NULL;
@@ -563,13 +597,13 @@ static mh_future_t *future_new(const mh__task_t *t) {
 }
 
 void mh_future_retain(mh_future_t *f) {
-  if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  if (f) atomic_fetch_add_explicit(&f->word, REF_ONE, memory_order_relaxed);
 }
 
 void mh_future_release(mh_future_t *f) {
   if (!f) return;
-  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-    return;
+  uint64_t w = atomic_fetch_sub_explicit(&f->word, REF_ONE, memory_order_acq_rel);
+  if (REFS(w) != 1) return;
   /* Only user callbacks of a future that never completed can be left (it
    * was never submitted); completion queue nodes hold no reference to it
    * but their owners disarm them before releasing. */
@@ -579,7 +613,7 @@ void mh_future_release(mh_future_t *f) {
     if (!c->cq) mh__free(c);
     c = next;
   }
-  fa_release(f, atomic_load_explicit(&f->state, memory_order_relaxed));
+  fa_release(f, (uint32_t)w);
 }
 
 const mh__task_t *mh__future_task(const mh_future_t *f) { return &f->task; }
@@ -590,12 +624,10 @@ mh_future_t **mh__future_link(mh_future_t *f) { return &f->link; }
  * or UINT32_MAX if f was not in `from`. */
 static uint32_t transition(mh_future_t *f, uint32_t from, uint32_t to,
                            uint32_t add) {
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  uint32_t s = st_load(f, memory_order_relaxed);
   do {
     if ((s & S_MASK) != from) return UINT32_MAX;
-  } while (!atomic_compare_exchange_weak_explicit(
-      &f->state, &s, (s & ~(uint32_t)S_MASK) | to | add, memory_order_acq_rel,
-      memory_order_relaxed));
+  } while (!st_cas(f, &s, (s & ~(uint32_t)S_MASK) | to | add));
   return s;
 }
 
@@ -626,7 +658,7 @@ static void completed(mh_future_t *f, uint32_t old) {
       rev = next;
     }
   }
-  if (old & F_WAITERS) futex_wake_all(&f->state);
+  if (old & F_WAITERS) futex_wake_all(st_addr(f));
 }
 
 int mh__future_set_running(mh_future_t *f) {
@@ -641,6 +673,27 @@ void mh__future_finish(mh_future_t *f, int code) {
   f->code = code;
   uint32_t old = transition(f, S_RUNNING, S_FINISHED, 0);
   if (old != UINT32_MAX) completed(f, old);
+}
+
+void mh__future_finish_release(mh_future_t *f, int code) {
+  f->code = code;
+  uint64_t w = atomic_load_explicit(&f->word, memory_order_relaxed);
+  for (;;) {
+    uint32_t s = (uint32_t)w;
+    /* With waiters or callbacks f must stay alive through completed(), and
+     * with no other reference this one is the last: the long way. */
+    if ((s & S_MASK) != S_RUNNING || (s & (F_WAITERS | F_CBS)) ||
+        REFS(w) < 2) {
+      mh__future_finish(f, code);
+      mh_future_release(f);
+      return;
+    }
+    uint64_t nw = w - REF_ONE - S_RUNNING + S_FINISHED;
+    if (atomic_compare_exchange_weak_explicit(&f->word, &w, nw,
+                                              memory_order_acq_rel,
+                                              memory_order_relaxed))
+      return;
+  }
 }
 
 void mh__future_finish_worker_died(mh_future_t *f, int pid, int exitcode) {
@@ -684,7 +737,7 @@ static inline void cpu_relax(void) {
 #define WAIT_YIELDS 8
 
 static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   if (!IS_DONE(s) && dl->kind != 0) {
     /* Then yield a few times: with more threads than cores the worker
      * that will finish f may be waiting for this very core. */
@@ -693,23 +746,20 @@ static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
         cpu_relax();
       else
         sched_yield();
-      s = atomic_load_explicit(&f->state, memory_order_acquire);
+      s = st_load(f, memory_order_acquire);
     }
   }
   while (!IS_DONE(s)) {
     if (dl->kind == 0) return MH_ETIMEDOUT;
     if (!(s & F_WAITERS)) {
-      if (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_WAITERS,
-                                                 memory_order_acq_rel,
-                                                 memory_order_acquire))
-        continue;
+      if (!st_cas(f, &s, s | F_WAITERS)) continue;
       s |= F_WAITERS;
     }
-    if (futex_wait(&f->state, s, dl) == MH_ETIMEDOUT) {
-      s = atomic_load_explicit(&f->state, memory_order_acquire);
+    if (futex_wait(st_addr(f), s, dl) == MH_ETIMEDOUT) {
+      s = st_load(f, memory_order_acquire);
       return IS_DONE(s) ? 0 : MH_ETIMEDOUT;
     }
-    s = atomic_load_explicit(&f->state, memory_order_acquire);
+    s = st_load(f, memory_order_acquire);
   }
   return 0;
 }
@@ -730,31 +780,31 @@ int mh_future_result(mh_future_t *f, double timeout) {
   /* Check the timeout cheaply first: a done future needs no deadline. */
   if (!f || timeout != timeout || (timeout < 0 && timeout != MH_FOREVER))
     return MH_EINVAL;
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   if (!IS_DONE(s)) {
     mh__deadline_t dl;
     if (mh__deadline_init(&dl, timeout)) return MH_EINVAL;
     int rc = wait_dl(f, &dl);
     if (rc) return rc;
-    s = atomic_load_explicit(&f->state, memory_order_acquire);
+    s = st_load(f, memory_order_acquire);
   }
   return done_code(f, s);
 }
 
 int mh_future_done(const mh_future_t *f) {
   if (!f) return 0;
-  return IS_DONE(atomic_load_explicit(&f->state, memory_order_acquire));
+  return IS_DONE(st_load(f, memory_order_acquire));
 }
 
 int mh_future_running(const mh_future_t *f) {
   if (!f) return 0;
-  return (atomic_load_explicit(&f->state, memory_order_acquire) & S_MASK) ==
+  return (st_load(f, memory_order_acquire) & S_MASK) ==
          S_RUNNING;
 }
 
 int mh_future_cancelled(const mh_future_t *f) {
   if (!f) return 0;
-  return (atomic_load_explicit(&f->state, memory_order_acquire) & S_MASK) ==
+  return (st_load(f, memory_order_acquire) & S_MASK) ==
          S_CANCELLED;
 }
 
@@ -781,7 +831,7 @@ int mh_future_add_done_callback(mh_future_t *f, mh_future_cb cb, void *arg) {
   node->u.user.arg = arg;
   pthread_mutex_t *m = stripe_of(f);
   pthread_mutex_lock(m);
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   for (;;) {
     if (IS_DONE(s)) {
       pthread_mutex_unlock(m);
@@ -789,10 +839,7 @@ int mh_future_add_done_callback(mh_future_t *f, mh_future_cb cb, void *arg) {
       cb(f, arg);
       return 0;
     }
-    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CBS,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
-      break;
+    if (st_cas(f, &s, s | F_CBS)) break;
   }
   node->next = f->cbs;
   f->cbs = node;
@@ -802,7 +849,7 @@ int mh_future_add_done_callback(mh_future_t *f, mh_future_cb cb, void *arg) {
 
 int mh_future_worker_exit(const mh_future_t *f, int *pid, int *exitcode) {
   if (!f) return MH_EINVAL;
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   if ((s & S_MASK) != S_FINISHED || !(s & F_DIED)) return MH_EINVAL;
   if (pid) *pid = f->died_pid;
   if (exitcode) *exitcode = f->code; /* see the field's comment */
@@ -823,7 +870,7 @@ static int wait_satisfied(mh_wait_mode_t mode, size_t ndone, size_t n,
 /* A finished future whose task failed (Python's "raised"): cancelled ones do
  * not count, as in concurrent.futures. */
 static int is_failure(const mh_future_t *f) {
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  uint32_t s = st_load(f, memory_order_acquire);
   return (s & S_MASK) == S_FINISHED && ((s & F_DIED) || f->code != 0);
 }
 

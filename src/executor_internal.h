@@ -77,6 +77,12 @@ int mh__task_run(const mh__task_t *t);
  * drop the backend's reference. */
 void mh__future_finish(mh_future_t *f, int code);
 
+/* mh__future_finish(f, code) then mh_future_release(f), the backend's
+ * reference: in one atomic step when nobody sleeps on f and no callback is
+ * attached, which saves a backend's worker a second atomic operation per
+ * task and leaves the freeing of f to its owner's thread. */
+void mh__future_finish_release(mh_future_t *f, int code);
+
 /* Record that the worker running f died (pid, exit status or -signal) and
  * finish f with MH_EWORKERDIED. */
 void mh__future_finish_worker_died(mh_future_t *f, int pid, int exitcode);

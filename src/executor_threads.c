@@ -113,9 +113,10 @@ static void run_batch(mh_future_t *f, int broken) {
     mh_future_t *next = *mh__future_link(f);
     if (mh__future_set_running(f)) {
       int code = broken ? broken : mh__task_run(mh__future_task(f));
-      mh__future_finish(f, code);
+      mh__future_finish_release(f, code);
+    } else {
+      mh_future_release(f);
     }
-    mh_future_release(f);
     f = next;
   }
 }
