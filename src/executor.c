@@ -541,7 +541,14 @@ static mh_future_t *fa_alloc(uint32_t *flags) {
     if (tc_hot.head || fa_refill() == 0) {
       mh_future_t *f = tc_hot.head;
       tc_hot.head = f->link;
-      if (!tc_hot.head) tc_hot.tail = NULL;
+      if (!tc_hot.head) {
+        tc_hot.tail = NULL;
+      } else {
+        /* The next submit's future is likely cold (fresh, or last touched
+         * by a worker): start fetching both its lines now. */
+        __builtin_prefetch(tc_hot.head, 1);
+        __builtin_prefetch((char *)tc_hot.head + sizeof(mh_future_t) - 1, 1);
+      }
       tc_hot.n--;
       *flags = F_SLAB;
       return f;
