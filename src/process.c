@@ -133,7 +133,7 @@ static size_t (*volatile child_fpending)(FILE *) = __fpending;
 /* Runs in the child between fork() and the user's function.  Returns 0 or a
  * negative code to report to the parent. */
 static int child_setup(pid_t parent, unsigned flags, const sigset_t *mask) {
-  if (child_prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -errno;
+  if (child_prctl(PR_SET_PDEATHSIG, (unsigned long)SIGKILL, 0UL, 0UL, 0UL) != 0) return -errno;
   /* The parent may have died between fork() and prctl(); then the signal
    * will never come, and we were re-parented: leave at once. */
   if (child_getppid() != parent) child_exit(1);
