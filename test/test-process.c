@@ -216,8 +216,9 @@ TEST(terminate_and_kill) {
 }
 
 static int ignore_term_then_sleep(void *arg) {
-  (void)arg;
   signal(SIGTERM, SIG_IGN);
+  char ready = 1; /* tell the parent SIGTERM is ignored now */
+  if (write((int)(intptr_t)arg, &ready, 1) != 1) return 1;
   for (;;) pause();
   return 0;
 }
@@ -225,8 +226,13 @@ static int ignore_term_then_sleep(void *arg) {
 TEST(kill_beats_ignored_term) {
   mh_process_t *p;
   int code = 0;
-  ASSERT_OK(mh_process_start(&p, ignore_term_then_sleep, NULL, NULL));
-  mht_sleep(0.05); /* let it install SIG_IGN */
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  ASSERT_OK(mh_process_start(&p, ignore_term_then_sleep, (void *)(intptr_t)fds[1], NULL));
+  char ready = 0;
+  ASSERT_EQ(read(fds[0], &ready, 1), 1); /* it has installed SIG_IGN */
+  close(fds[0]);
+  close(fds[1]);
   ASSERT_OK(mh_process_terminate(p));
   ASSERT_ERR(mh_process_join(p, 0.2), MH_ETIMEDOUT);
   ASSERT_EQ(mh_process_is_alive(p), 1);
