@@ -7,8 +7,9 @@
  *   waitpid under the mutex after checking `state` always reaches our child.
  * - `pid` and `pidfd` never change after mh_process_start() returns; they are
  *   read without the lock.  `pidfd` is -1 when the kernel has no pidfds.
- * - Waiting (poll on the pidfd, or sleeping) happens without the mutex held,
- *   so is_alive/exitcode/kill from other threads never block behind a join.
+ * - Waiting (waitid or poll on the pidfd, or sleeping) happens without the
+ *   mutex held, so is_alive/exitcode/kill from other threads never block
+ *   behind a join; the reaping itself is always done under the mutex.
  * - Locks: each handle's `mutex`, and `launcher.mutex` (see the launcher
  *   section).  They are never held together.
  *
