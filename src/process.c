@@ -7,22 +7,38 @@
  *   waitpid under the mutex after checking `state` always reaches our child.
  * - `pid` and `pidfd` never change after mh_process_start() returns; they are
  *   read without the lock.  `pidfd` is -1 when the kernel has no pidfds.
- * - Waiting (poll on the pidfd, or sleeping) happens without the mutex held,
- *   so is_alive/exitcode/kill from other threads never block behind a join.
+ * - Waiting (waitid or poll on the pidfd, or sleeping) happens without the
+ *   mutex held, so is_alive/exitcode/kill from other threads never block
+ *   behind a join; the reaping itself is always done under the mutex.
  * - Locks: each handle's `mutex`, and `launcher.mutex` (see the launcher
  *   section).  They are never held together.
  *
- * The child reports the result of its own set-up over a pipe before it runs
- * the user's function.  The parent reads exactly one int rather than waiting
- * for end-of-file: a sibling forked at the same moment by another thread may
- * hold a copy of the write end (close-on-exec does not help without exec).
+ * Starting a child costs, above the fork() itself, as little as we could
+ * make it (fork is slow under some hypervisors and every system call, page
+ * fault or context switch on the way counts):
+ * - The child's set-up (the parent-death signal, SIGINT ignored) cannot fail
+ *   on Linux unless a seccomp filter denies it.  So when the forking thread
+ *   runs without a seccomp filter (prctl(PR_GET_SECCOMP) says 0), the child
+ *   reports nothing and mh_process_start() returns as soon as fork() does.
+ *   Under a filter the child reports the result of its set-up over a pipe
+ *   before it runs the user's function, and the parent waits for it.  The
+ *   parent reads exactly one int rather than waiting for end-of-file: a
+ *   sibling forked at the same moment by another thread may hold a copy of
+ *   the write end (close-on-exec does not help without exec).
+ * - The child calls libc through function pointers bound when the library
+ *   was loaded, not through lazily bound PLT entries: those would be resolved
+ *   again in every child (a symbol lookup plus copy-on-write faults).
+ * - A join without a timeout blocks in waitid(P_PIDFD, WNOWAIT) and then
+ *   reaps under the mutex: one sleep, no poll.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -55,16 +71,6 @@ static ssize_t read_full(int fd, void *buf, size_t len) {
   return (ssize_t)got;
 }
 
-static void write_full(int fd, const void *buf, size_t len) {
-  size_t put = 0;
-  while (put < len) {
-    ssize_t n = write(fd, (const char *)buf + put, len - put);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;
-    put += (size_t)n;
-  }
-}
-
 static pid_t waitpid_eintr(pid_t pid, int *status, int options) {
   pid_t r;
   do {
@@ -72,6 +78,13 @@ static pid_t waitpid_eintr(pid_t pid, int *status, int options) {
   } while (r < 0 && errno == EINTR);
   return r;
 }
+
+/* waitid()'s id type for a pidfd (Linux 5.4); older headers lack it. */
+#ifdef P_PIDFD
+#define MH__P_PIDFD P_PIDFD
+#else
+#define MH__P_PIDFD 3
+#endif
 
 static int pidfd_open_compat(pid_t pid) {
 #ifdef SYS_pidfd_open
@@ -108,38 +121,72 @@ static void try_reap_locked(mh_process_t *p) {
 
 /* ---- the child side ----------------------------------------------------- */
 
+/* What the child calls before the user's function, through pointers bound at
+ * load time (see the top of the file).  volatile, so that the compiler calls
+ * through them instead of turning the calls back into PLT calls. */
+static int (*volatile child_prctl)(int, ...) = prctl;
+static pid_t (*volatile child_getppid)(void) = getppid;
+static ssize_t (*volatile child_write)(int, const void *, size_t) = write;
+static int (*volatile child_close)(int) = close;
+static void (*volatile child_exit)(int) = _exit;
+static size_t (*volatile child_fpending)(FILE *) = __fpending;
+
 /* Runs in the child between fork() and the user's function.  Returns 0 or a
  * negative code to report to the parent. */
-static int child_setup(pid_t parent, unsigned flags) {
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -errno;
+static int child_setup(pid_t parent, unsigned flags, const sigset_t *mask) {
+  if (child_prctl(PR_SET_PDEATHSIG, (unsigned long)SIGKILL, 0UL, 0UL, 0UL) != 0) return -errno;
   /* The parent may have died between fork() and prctl(); then the signal
    * will never come, and we were re-parented: leave at once. */
-  if (getppid() != parent) _exit(1);
+  if (child_getppid() != parent) child_exit(1);
   if (flags & MH_PROCESS_IGNORE_SIGINT) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = SIG_IGN;
     if (sigaction(SIGINT, &sa, NULL) != 0) return -errno;
+    /* SIGINT was blocked across the fork (see fork_child): one that came
+     * in the meantime was pending, and SIG_IGN has discarded it. */
+    if (pthread_sigmask(SIG_SETMASK, mask, NULL) != 0) return MH_EINVAL;
   }
   return 0;
 }
 
-static void child_main(int report_fd, pid_t parent, unsigned flags,
+static void child_write_full(int fd, const void *buf, size_t len) {
+  size_t put = 0;
+  while (put < len) {
+    ssize_t n = child_write(fd, (const char *)buf + put, len - put);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    put += (size_t)n;
+  }
+}
+
+static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset_t *mask,
                        mh_process_fn fn, void *arg, mh_process_t *handle) {
   /* The child's copy of the parent's new handle stays referenced from this
    * frame until _exit(), so leak checkers do not call it lost.  Freeing it
    * instead would cost copy-on-write faults on the heap pages. */
   mh_process_t *volatile keep = handle;
   (void)keep;
-  int rc = child_setup(parent, flags);
-  write_full(report_fd, &rc, sizeof rc);
-  close(report_fd);
-  if (rc != 0) _exit(127);
+  int rc = child_setup(parent, flags, mask);
+  if (report_fd >= 0) {
+    child_write_full(report_fd, &rc, sizeof rc);
+    child_close(report_fd);
+  } else if (rc != 0) {
+    /* Nobody waits for a report (no seccomp filter was in force when we
+     * were forked, so this should not happen): say why on stderr. */
+    static const char msg[] = "manyhands: child process set-up failed\n";
+    child_write_full(2, msg, sizeof msg - 1);
+  }
+  if (rc != 0) child_exit(127);
   int status = fn(arg);
   /* Python's child flushes sys.stdout/stderr and then os._exit()s: the
-   * prints appear, but the parent's atexit handlers do not run twice. */
-  fflush(NULL);
-  _exit(status & 0xff);
+   * prints appear, but the parent's atexit handlers do not run twice.  Only
+   * a stream that holds output is flushed: fflush() writes to the stream's
+   * lock, and a write to memory shared with the parent costs a page copy
+   * (fflush(NULL) took more time than all the rest of a start+join). */
+  if (child_fpending(stdout) > 0) fflush(stdout);
+  if (child_fpending(stderr) > 0) fflush(stderr);
+  child_exit(status & 0xff);
 }
 
 /* ---- forking, directly or through the launcher thread -------------------
@@ -160,7 +207,8 @@ typedef struct fork_req {
   mh_process_fn fn;
   void *arg;
   unsigned flags;
-  int fds[2];
+  int fds[2];           /* the report pipe, or -1 -1 when no report is needed */
+  pid_t parent;         /* the pid of the process that forks */
   mh_process_t *handle; /* the child frees its copy */
   sigset_t mask;        /* the requester's signal mask */
   pid_t pid;            /* result: the child's pid, or -1 */
@@ -195,15 +243,48 @@ static void launcher_register_atfork(void) {
 
 /* fork() and, in the child, run the function (never returns there). */
 static pid_t fork_child(fork_req_t *r) {
-  pid_t parent = getpid();
+  /* The child inherits the seccomp filters of this, the forking, thread:
+   * only under a filter can its set-up fail, and need a report pipe. */
+  r->fds[0] = r->fds[1] = -1;
+  if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) > 0 && pipe2(r->fds, O_CLOEXEC) != 0) return -1;
+  /* mh_process_start() does not wait for the child to ignore SIGINT, so
+   * SIGINT is blocked across the fork: one sent to the child before it
+   * ignores the signal waits, and is then discarded, instead of killing it. */
+  sigset_t old;
+  sigemptyset(&old);
+  int blocked = 0;
+  if (r->flags & MH_PROCESS_IGNORE_SIGINT) {
+    sigset_t intr;
+    sigemptyset(&intr);
+    sigaddset(&intr, SIGINT);
+    blocked = pthread_sigmask(SIG_BLOCK, &intr, &old) == 0;
+    if (!blocked) {
+      errno = EINVAL;
+      goto fail;
+    }
+  }
   /* Anything still buffered would otherwise be printed by both processes. */
   fflush(NULL);
   pid_t pid = fork();
   if (pid == 0) {
-    close(r->fds[0]);
-    child_main(r->fds[1], parent, r->flags, r->fn, r->arg, r->handle);
+    if (r->fds[0] >= 0) child_close(r->fds[0]);
+    child_main(r->fds[1], r->parent, r->flags, &old, r->fn, r->arg, r->handle);
   }
-  return pid;
+  if (blocked) {
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+  }
+  if (pid >= 0) return pid;
+fail:
+  if (r->fds[0] >= 0) {
+    int e = errno;
+    close(r->fds[0]);
+    close(r->fds[1]);
+    r->fds[0] = r->fds[1] = -1;
+    errno = e;
+  }
+  return -1;
 }
 
 static void *launcher_main(void *arg) {
@@ -255,12 +336,22 @@ static int launcher_ready_locked(void) {
   return launcher.state > 0;
 }
 
-static int is_main_thread(void) { return (pid_t)syscall(SYS_gettid) == getpid(); }
+/* Whether the calling thread is the process's main thread, asked of the
+ * kernel once per thread.  In a forked child the cached answer of the
+ * forking thread may say "no" for what is now a main thread; that only
+ * sends its forks through a launcher, which is still correct. */
+static _Thread_local int main_thread_cache; /* 0 unknown, 1 yes, 2 no */
+
+static int is_main_thread(pid_t self) {
+  if (!main_thread_cache)
+    main_thread_cache = (pid_t)syscall(SYS_gettid) == self ? 1 : 2;
+  return main_thread_cache == 1;
+}
 
 /* Fork for a request, through the launcher when not on the main thread.
  * Returns the pid or -1 with errno set. */
 static pid_t start_fork(fork_req_t *r) {
-  if (!is_main_thread()) {
+  if (!is_main_thread(r->parent)) {
     pthread_once(&launcher_atfork_once, launcher_register_atfork);
     pthread_mutex_lock(&launcher.mutex);
     if (launcher_ready_locked()) {
@@ -305,45 +396,38 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   req.arg = arg;
   req.flags = flags;
   req.handle = p;
-  int *fds = req.fds;
-  if (pipe2(fds, O_CLOEXEC) != 0) {
-    rc = -errno;
-    goto fail_mutex;
-  }
+  req.parent = getpid();
   pid_t pid = start_fork(&req);
   if (pid < 0) {
     rc = -errno;
-    goto fail_pipe;
+    pthread_mutex_destroy(&p->mutex);
+    mh__free(p);
+    return rc;
   }
-  close(fds[1]);
   p->pid = pid;
   p->state = MH__PROC_RUNNING;
   /* Opened before the child can be reaped, so it names our child for sure. */
   p->pidfd = pidfd_open_compat(pid);
 
-  int child_rc = 0;
-  ssize_t n = read_full(fds[0], &child_rc, sizeof child_rc);
-  close(fds[0]);
-  if (n == (ssize_t)sizeof child_rc && child_rc != 0) {
-    /* The child could not set itself up and is exiting: reap it. */
-    waitpid_eintr(pid, NULL, 0);
-    if (p->pidfd >= 0) close(p->pidfd);
-    pthread_mutex_destroy(&p->mutex);
-    mh__free(p);
-    return child_rc < 0 ? child_rc : MH_EINVAL;
+  if (req.fds[0] >= 0) {
+    close(req.fds[1]);
+    int child_rc = 0;
+    ssize_t n = read_full(req.fds[0], &child_rc, sizeof child_rc);
+    close(req.fds[0]);
+    if (n == (ssize_t)sizeof child_rc && child_rc != 0) {
+      /* The child could not set itself up and is exiting: reap it. */
+      waitpid_eintr(pid, NULL, 0);
+      if (p->pidfd >= 0) close(p->pidfd);
+      pthread_mutex_destroy(&p->mutex);
+      mh__free(p);
+      return child_rc < 0 ? child_rc : MH_EINVAL;
+    }
+    /* A short read means the child died before reporting (killed from
+     * outside); it was started all the same, and join reports how it
+     * ended. */
   }
-  /* A short read means the child died before reporting (killed from
-   * outside); it was started all the same, and join reports how it ended. */
   *process = p;
   return 0;
-
-fail_pipe:
-  close(fds[0]);
-  close(fds[1]);
-fail_mutex:
-  pthread_mutex_destroy(&p->mutex);
-  mh__free(p);
-  return rc;
 }
 
 pid_t mh_process_pid(const mh_process_t *process) {
@@ -378,11 +462,44 @@ static int wait_exit(mh_process_t *p, const mh__deadline_t *dl, double *backoff)
   return 0;
 }
 
+/* 1 until waitid(P_PIDFD) turned out to be missing (Linux before 5.4). */
+static atomic_int have_waitid_pidfd = 1;
+
+/* Join without a timeout: block in waitid() until the child is a zombie,
+ * without reaping it (WNOWAIT), then reap it under the mutex.  Returns 0
+ * once it is reaped, or 1 when waitid(P_PIDFD) is not available. */
+static int join_forever(mh_process_t *p) {
+  for (;;) {
+    pthread_mutex_lock(&p->mutex);
+    int running = p->state == MH__PROC_RUNNING;
+    pthread_mutex_unlock(&p->mutex);
+    if (!running) return 0;
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int r = waitid((idtype_t)MH__P_PIDFD, (id_t)p->pidfd, &info, WEXITED | WNOWAIT);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EINVAL) {
+      atomic_store(&have_waitid_pidfd, 0);
+      return 1;
+    }
+    /* Ended (or reaped by another thread, or elsewhere: ECHILD). */
+    pthread_mutex_lock(&p->mutex);
+    try_reap_locked(p);
+    running = p->state == MH__PROC_RUNNING;
+    pthread_mutex_unlock(&p->mutex);
+    if (!running) return 0;
+    if (r < 0) mh__sleep(0.001); /* should not happen: do not spin */
+  }
+}
+
 int mh_process_join(mh_process_t *process, double timeout) {
   if (!process) return MH_EINVAL;
   mh__deadline_t dl;
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
+  if (dl.kind == 2 && process->pidfd >= 0 && atomic_load(&have_waitid_pidfd) &&
+      join_forever(process) == 0)
+    return 0;
   double backoff = 50e-6;
   for (;;) {
     pthread_mutex_lock(&process->mutex);

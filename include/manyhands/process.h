@@ -51,19 +51,31 @@ typedef struct mh_process_options_s {
 } mh_process_options_t;
 
 /** Start a child process that runs fn(arg) and exits with its return value
- * (after flushing all stdio streams, with _exit(): the parent's atexit
- * handlers do not run in the child).  The parent's stdio buffers are flushed
- * before the fork, so nothing is printed twice.  `arg` is copied with the
- * rest of the address space; it is not shared afterwards (see shared.h).
- * `opts` may be NULL.  On success *process is a new handle; on failure it
- * is set to NULL (when `process` is not NULL).
+ * (with _exit(): the parent's atexit handlers do not run in the child).
+ * stdout and stderr are flushed when fn returns, as Python's child flushes
+ * sys.stdout and sys.stderr; streams the program opened itself are not (as
+ * with Python's files): fclose or fflush them in fn.  The parent's stdio
+ * buffers are all flushed before the fork, so nothing is printed twice.
+ * `arg` is copied with the rest of the address space; it is not shared
+ * afterwards (see shared.h).  `opts` may be NULL.  On success *process is a
+ * new handle; on failure it is set to NULL (when `process` is not NULL).
+ *
+ * The call returns as soon as the child exists: it does not wait for the
+ * child to run.  The child's set-up (the parent-death signal; SIGINT ignored
+ * with MH_PROCESS_IGNORE_SIGINT, which holds from the moment this returns)
+ * cannot fail unless a seccomp filter denies it; so only when the calling
+ * thread runs under a seccomp filter does the child report its set-up back
+ * over a pipe, and this call wait for that report.
  * Returns 0, or
  * - MH_EINVAL: `process` or `fn` is NULL, or unknown option flags;
  * - MH_ENOMEM: no memory for the handle (nothing was started);
  * - MH_EAGAIN / MH_ENOMEM: fork() failed (process limit, memory);
- * - MH_EMFILE / MH_ENFILE: no file descriptor for the start pipe;
- * - another negative code: the child failed to set itself up (reported back
- *   over a pipe), and was reaped. */
+ * - MH_EMFILE / MH_ENFILE: under a seccomp filter, no file descriptor for
+ *   the report pipe;
+ * - another negative code (MH_EPERM, typically): under a seccomp filter, the
+ *   child failed to set itself up; it was reaped, nothing is left running.
+ *   (Without a filter the set-up cannot fail; should it all the same, the
+ *   child says so on stderr and exits with status 127 before running fn.) */
 MH_EXTERN int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
                                const mh_process_options_t *opts);
 
