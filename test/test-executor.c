@@ -2,6 +2,7 @@
  * map / imap, wait, as_completed, shutdown, callbacks, races, bad input and
  * allocation failure. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "test.h"
@@ -470,6 +471,7 @@ typedef struct {
   mh_future_t **fs;
   size_t n;
   int backwards;
+  atomic_int *started; /* counts the cancellers that have begun */
 } sweep_t;
 
 static void *canceller(void *arg) {
@@ -477,6 +479,10 @@ static void *canceller(void *arg) {
   for (size_t k = 0; k < s->n; k++) {
     size_t i = s->backwards ? s->n - 1 - k : k;
     if (mht_rand() & 1) (void)mh_future_cancel(s->fs[i]);
+    /* Say so once a few futures have been tried: the gate opens only then,
+     * so the sweep and the workers overlap however the threads are
+     * scheduled. */
+    if (k == (s->n > 32 ? 32 : s->n - 1)) atomic_fetch_add(s->started, 1);
     if ((mht_rand() & 255) == 0) mht_jitter(20);
   }
   return NULL;
@@ -503,9 +509,11 @@ TEST(cancel_races_start) {
   pthread_t th[2];
   /* Two cancellers sweep the futures, one from each end, while the workers
    * start them. */
-  sweep_t sw[2] = {{fs, n, 0}, {fs, n, 1}};
+  atomic_int started = 0;
+  sweep_t sw[2] = {{fs, n, 0, &started}, {fs, n, 1, &started}};
   pthread_create(&th[0], NULL, canceller, &sw[0]);
   pthread_create(&th[1], NULL, canceller, &sw[1]);
+  while (atomic_load(&started) < 2) sched_yield();
   mht_jitter(2000);
   atomic_store(&gate, 1);
   pthread_join(th[0], NULL);
