@@ -1102,6 +1102,15 @@ int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
   int rc = map_check(ex, fn, in, in_size, out, out_size, n);
   if (rc) return rc;
   if (n == 0) return 0;
+  if (ex->ops->map) {
+    /* The backend may run the whole map itself (the process backend's
+     * claim-based map); it says MH__MAP_GENERIC when it does not. */
+    if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
+      return MH_ESHUTDOWN;
+    rc = ex->ops->map(ex, fn, ctx, in, in_size, out, out_size, n, chunksize,
+                      status);
+    if (rc != MH__MAP_GENERIC) return rc;
+  }
   size_t chunk = chunksize ? chunksize : auto_chunksize(n, ex->opts.workers);
   size_t nchunks = n / chunk + (n % chunk != 0);
   size_t w = window_of(ex, nchunks);
