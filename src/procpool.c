@@ -154,9 +154,9 @@ typedef struct pp_ctl {
  * nothing to claim spin, then sleep on `ready_seq`; the parent sleeps on
  * `done_seq` until `ndone` reaches `wake_at`.  Both are Dekker-style (own
  * flag, seq_cst, re-check the other side). */
-#define PP_MAP_DATA (1u << 20) /* bytes of the window */
+#define PP_MAP_DATA (1u << 21) /* bytes of the window */
 #define PP_MAP_SLOTS 4096u     /* most chunk slots in the window */
-#define PP_MAP_CHUNK_CAP 8192u /* automatic chunks have at most this many items */
+#define PP_MAP_CHUNK_CAP 16384u /* automatic chunks have at most this many items */
 #define MS_READY 0xFFFFu
 #define MS_DONE 0xFFFEu
 #define MS_PARENT 0xFFFDu /* the map's own thread settles it */
