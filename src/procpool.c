@@ -39,8 +39,17 @@
  * fails with MH_EWORKERDIED or is re-run when retries allow) and which were
  * never started (re-queued).
  *
+ * Maps (mh__pp_map) bypass jobs: the calling thread fills a shared window,
+ * the dispatcher gives each live worker one K_MAP entry, and workers claim
+ * chunks from the window themselves (see "shared layout of the claim-based
+ * map" below).  The dispatcher only settles the chunk of a worker that dies.
+ *
  * Locking: `mu` guards the submission queue (qh/qt/nq), the record free list
- * and the shutdown flags (`shut` is also readable atomically).  Everything
+ * and the shutdown flags (`shut` is also readable atomically), and map_busy,
+ * map_on and map_attached (the last two also read atomically).  The map's
+ * parameters in msh are written by the map's thread only while no worker is
+ * attached (map_attached == 0); its window slots belong to the map's thread
+ * while not READY/owned, to their owner while owned.  Everything
  * else of the parent side (wk[], the private queue, timers) belongs to the
  * dispatcher thread alone.  Hooks are called on the dispatcher thread with
  * no lock held.  `join_mu` serialises joining the dispatcher.
