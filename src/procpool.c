@@ -937,7 +937,9 @@ static void pp_map_detach(mh__pp_t *pp, pp_wk_t *w) {
 
 /* While a map is on, every live worker gets a K_MAP entry (once). */
 static int pp_map_post(mh__pp_t *pp) {
-  if (!atomic_load_explicit(&pp->map_on, memory_order_relaxed)) return 0;
+  if (!atomic_load_explicit(&pp->map_on, memory_order_relaxed) ||
+      pp->cancelling)
+    return 0; /* (a cancelled map's thread settles what is left itself) */
   int did = 0;
   pthread_mutex_lock(&pp->mu);
   if (atomic_load(&pp->map_on)) {
