@@ -267,7 +267,9 @@ struct mh__pp {
   pp_map_sh_t *msh;
   char *mdata;
   size_t msh_len;
-  int map_busy;              /* a thread runs a claim-based map */
+  /* A thread runs a claim-based map (from before it fills the window, so
+   * that a shutdown arriving meanwhile waits for it). */
+  _Atomic int map_busy;
   _Atomic int map_on;        /* workers should join the map */
   _Atomic uint32_t map_attached; /* K_MAP entries in rings (futex word) */
   _Atomic int broken_flag;   /* pp->broken, for the map's thread */
@@ -1407,7 +1409,9 @@ static void pp_cancel_all(mh__pp_t *pp) {
 }
 
 static int pp_in_flight(mh__pp_t *pp) {
-  if (atomic_load(&pp->map_on) || atomic_load(&pp->map_attached)) return 1;
+  if (atomic_load(&pp->map_busy) || atomic_load(&pp->map_on) ||
+      atomic_load(&pp->map_attached))
+    return 1;
   for (int i = 0; i < pp->n; i++) {
     const pp_wk_t *w = &pp->wk[i];
     for (uint32_t k = w->coll; k != w->head; k++)
@@ -1833,12 +1837,12 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
     pthread_mutex_unlock(&pp->mu);
     return MH_ESHUTDOWN;
   }
-  if (pp->map_busy || atomic_load(&pp->broken_flag)) {
+  if (atomic_load(&pp->map_busy) || atomic_load(&pp->broken_flag)) {
     /* Another thread maps (or the pool is broken): chunk futures do it. */
     pthread_mutex_unlock(&pp->mu);
     return MH__MAP_GENERIC;
   }
-  pp->map_busy = 1;
+  atomic_store(&pp->map_busy, 1);
   pthread_mutex_unlock(&pp->mu);
 
   pp_map_sh_t *m = pp->msh;
@@ -1969,8 +1973,9 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   while ((a = atomic_load(&pp->map_attached)) != 0)
     pp_futex_wait_for(&pp->map_attached, a, 0.1);
   pthread_mutex_lock(&pp->mu);
-  pp->map_busy = 0;
+  atomic_store(&pp->map_busy, 0);
   pthread_mutex_unlock(&pp->mu);
+  pp_wake(pp, 1); /* a shutdown may wait for this map */
   return c.first;
 }
 
