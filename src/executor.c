@@ -48,7 +48,8 @@
  * Map.  mh_executor_map / imap cut the n items into chunks; each chunk is
  * one future (mh__task_t with count > 1).  At most `window` chunks (a few per
  * worker) are in flight: when one is consumed the next is submitted into its
- * slot, so memory stays bounded for any n.
+ * slot, so memory stays bounded for any n.  A backend with a `map` op (the
+ * process backend) may run a whole mh_executor_map itself instead.
  */
 #include <errno.h>
 #include <limits.h>
