@@ -310,6 +310,35 @@ static void pp_fd_close(int fd) {
   close(fd);
 }
 
+/* The same for shared mappings: a new server unmaps other pools' control
+ * arenas and map windows, so its workers do not keep them alive after their
+ * pool is freed.  An entry's length is stored before its address (1 marks
+ * an entry being filled). */
+#define PP_MAX_MAPS 1024
+static struct {
+  _Atomic uintptr_t addr;
+  _Atomic size_t len;
+} pp_maps[PP_MAX_MAPS];
+
+static void pp_maps_add(void *p, size_t len) {
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t z = 0;
+    if (atomic_compare_exchange_strong(&pp_maps[i].addr, &z, 1)) {
+      atomic_store(&pp_maps[i].len, len);
+      atomic_store(&pp_maps[i].addr, (uintptr_t)p);
+      return;
+    }
+  }
+  /* Full: the mapping is only inherited needlessly. */
+}
+
+static void pp_maps_del(void *p) {
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t v = (uintptr_t)p;
+    if (atomic_compare_exchange_strong(&pp_maps[i].addr, &v, 0)) return;
+  }
+}
+
 /* ---- small system helpers ---------------------------------------------- */
 
 static void pp_wake_fd(int fd) {
@@ -437,6 +466,11 @@ static void pp_server(mh__pp_t *pp, int sock, pid_t parent) {
   for (int i = 0; i < PP_MAX_FDS; i++) {
     int fd = atomic_load(&pp_fds[i]) - 1;
     if (fd >= 0 && fd != pp->evfd && fd != sock) close(fd);
+  }
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t a = atomic_load(&pp_maps[i].addr);
+    if (a > 1 && a != (uintptr_t)pp->ctl && a != (uintptr_t)pp->msh)
+      munmap((void *)a, atomic_load(&pp_maps[i].len));
   }
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) _exit(127);
@@ -1568,8 +1602,14 @@ static void pp_free_mem(mh__pp_t *pp) {
       if (pp->wk[i].data) munmap(pp->wk[i].data, pp->wk[i].cap);
       pp_fd_close(pp->wk[i].data_fd);
     }
-  if (pp->ctl) munmap(pp->ctl, pp->ctl_len);
-  if (pp->msh) munmap(pp->msh, pp->msh_len);
+  if (pp->ctl) {
+    pp_maps_del(pp->ctl);
+    munmap(pp->ctl, pp->ctl_len);
+  }
+  if (pp->msh) {
+    pp_maps_del(pp->msh);
+    munmap(pp->msh, pp->msh_len);
+  }
   mh__free(pp->mtries);
   pp_fd_close(pp->evfd);
   mh__free(pp->wk);
@@ -1604,6 +1644,7 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (ctl == MAP_FAILED) goto fail;
   pp->ctl = ctl;
+  pp_maps_add(ctl, pp->ctl_len);
   /* The map's shared state and window, inherited by every worker. */
   size_t head_len = (sizeof(pp_map_sh_t) + page - 1) & ~(page - 1);
   pp->msh_len = head_len + PP_MAP_DATA;
@@ -1611,6 +1652,7 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (msh == MAP_FAILED) goto fail;
   pp->msh = msh;
+  pp_maps_add(msh, pp->msh_len);
   pp->mdata = (char *)msh + head_len;
   pp->mtries = mh__calloc(PP_MAP_SLOTS, sizeof *pp->mtries);
   if (!pp->mtries) goto fail;
