@@ -49,7 +49,8 @@
  * Map.  mh_executor_map / imap cut the n items into chunks; each chunk is
  * one future (mh__task_t with count > 1).  At most `window` chunks (a few per
  * worker) are in flight: when one is consumed the next is submitted into its
- * slot, so memory stays bounded for any n.
+ * slot, so memory stays bounded for any n.  A backend with a `map` op (the
+ * process backend) may run a whole mh_executor_map itself instead.
  */
 #include <errno.h>
 #include <limits.h>
@@ -1243,6 +1244,15 @@ int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
   int rc = map_check(ex, fn, in, in_size, out, out_size, n);
   if (rc) return rc;
   if (n == 0) return 0;
+  if (ex->ops->map) {
+    /* The backend may run the whole map itself (the process backend's
+     * claim-based map); it says MH__MAP_GENERIC when it does not. */
+    if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
+      return MH_ESHUTDOWN;
+    rc = ex->ops->map(ex, fn, ctx, in, in_size, out, out_size, n, chunksize,
+                      status);
+    if (rc != MH__MAP_GENERIC) return rc;
+  }
   size_t chunk = chunksize ? chunksize : auto_chunksize(n, ex->opts.workers);
   size_t nchunks = n / chunk + (n % chunk != 0);
   size_t w = window_of(ex, nchunks);

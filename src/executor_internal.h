@@ -43,7 +43,17 @@ typedef struct mh__backend_ops {
   int (*shutdown)(mh_executor_t *ex, unsigned flags);
   /* Free the backend's state (after a waiting shutdown). */
   void (*destroy)(mh_executor_t *ex);
+  /* Optional (may be NULL): run a whole mh_executor_map itself, with the
+   * arguments already checked and n > 0.  Returns what mh_executor_map
+   * returns, or MH__MAP_GENERIC to let the generic chunk-future path run it
+   * (nothing was started then). */
+  int (*map)(mh_executor_t *ex, mh_task_fn fn, void *ctx, const void *in,
+             size_t in_size, void *out, size_t out_size, size_t n,
+             size_t chunksize, int *status);
 } mh__backend_ops_t;
+
+/* The map op's "not handled here" answer (positive: never an error code). */
+#define MH__MAP_GENERIC 1
 
 extern const mh__backend_ops_t mh__backend_threads;
 extern const mh__backend_ops_t mh__backend_processes; /* executor_procs.c */

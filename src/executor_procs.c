@@ -105,5 +105,15 @@ static void ps_destroy(mh_executor_t *ex) {
   mh__executor_set_impl(ex, NULL);
 }
 
+/* The whole map runs on the engine's claim-based protocol: workers take
+ * chunks from shared memory themselves, no future per chunk. */
+static int ps_map(mh_executor_t *ex, mh_task_fn fn, void *ctx, const void *in,
+                  size_t in_size, void *out, size_t out_size, size_t n,
+                  size_t chunksize, int *status) {
+  return mh__pp_map(mh__executor_impl(ex), fn, ctx, in, in_size, out, out_size,
+                    n, chunksize, status);
+}
+
 const mh__backend_ops_t mh__backend_processes = {
-    "processes", ps_start, ps_submit, ps_submit_many, ps_shutdown, ps_destroy};
+    "processes", ps_start,   ps_submit, ps_submit_many,
+    ps_shutdown, ps_destroy, ps_map};

@@ -337,4 +337,4 @@ static void tp_destroy(mh_executor_t *ex) {
 }
 
 const mh__backend_ops_t mh__backend_threads = {
-    "threads", tp_start, tp_submit, NULL, tp_shutdown, tp_destroy};
+    "threads", tp_start, tp_submit, NULL, tp_shutdown, tp_destroy, NULL};

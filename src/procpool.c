@@ -39,8 +39,17 @@
  * fails with MH_EWORKERDIED or is re-run when retries allow) and which were
  * never started (re-queued).
  *
+ * Maps (mh__pp_map) bypass jobs: the calling thread fills a shared window,
+ * the dispatcher gives each live worker one K_MAP entry, and workers claim
+ * chunks from the window themselves (see "shared layout of the claim-based
+ * map" below).  The dispatcher only settles the chunk of a worker that dies.
+ *
  * Locking: `mu` guards the submission queue (qh/qt/nq), the record free list
- * and the shutdown flags (`shut` is also readable atomically).  Everything
+ * and the shutdown flags (`shut` is also readable atomically), and map_busy,
+ * map_on and map_attached (the last two also read atomically).  The map's
+ * parameters in msh are written by the map's thread only while no worker is
+ * attached (map_attached == 0); its window slots belong to the map's thread
+ * while not READY/owned, to their owner while owned.  Everything
  * else of the parent side (wk[], the private queue, timers) belongs to the
  * dispatcher thread alone.  Hooks are called on the dispatcher thread with
  * no lock held.  `join_mu` serialises joining the dispatcher.
@@ -102,7 +111,7 @@
 /* ---- shared layout ------------------------------------------------------ */
 
 enum { E_QUEUED = 0, E_TAKEN = 1, E_REVOKED = 2 };
-enum { K_RUN = 1, K_EXIT = 2 };
+enum { K_RUN = 1, K_EXIT = 2, K_MAP = 3 };
 
 typedef struct pp_entry {
   _Atomic uint32_t claim; /* QUEUED -> TAKEN (worker) or REVOKED (parent) */
@@ -120,6 +129,10 @@ typedef struct pp_slot {
   _Atomic uint32_t wsleep;                        /* worker sleeps on head */
   _Atomic uint64_t data_size;                     /* size of the memfd */
   _Alignas(MH__CACHE_LINE) _Atomic uint32_t tail; /* worker: finished */
+  /* Claim-based map: the worker stores i + 1 in m_started before it runs
+   * item i of its chunk and in m_done after; the dispatcher reads them when
+   * the worker died (the dispatcher resets both before each spawn). */
+  _Atomic uint64_t m_started, m_done;
   _Alignas(MH__CACHE_LINE) pp_entry_t ring[PP_RING];
 } pp_slot_t;
 
@@ -127,6 +140,56 @@ typedef struct pp_ctl {
   _Alignas(MH__CACHE_LINE) _Atomic uint32_t parent_sleeping;
   _Alignas(MH__CACHE_LINE) pp_slot_t slots[];
 } pp_ctl_t;
+
+/* ---- shared layout of the claim-based map ------------------------------- *
+ *
+ * A map's items are cut into chunks on a fixed grid (chunk j is items
+ * [j*chunk, min(n, (j+1)*chunk))).  The parent copies the inputs of chunks
+ * j .. j+wc-1 into a window of wc chunk slots (slot j % wc) in `pp_mdata`,
+ * a shared mapping made with the pool and reused by every map, so its pages
+ * fault once.  Each slot has a state word: the chunk's tag (j + 1) in the
+ * high bits, and in the low 16 bits READY, DONE, or the number of the
+ * worker slot that owns it.  A worker claims a chunk with one
+ * compare-and-swap READY -> owner, so the owner is recorded in the same
+ * atomic step that takes the chunk: a worker killed at any instant either
+ * owns the chunk (the dispatcher settles it) or does not (it stays READY).
+ * `hint` is only where to look first: workers advance it past chunks they
+ * see taken, and the dispatcher lowers it when it puts a chunk back.
+ *
+ * The worker writes outputs, item statuses (when the caller wants them) and
+ * the chunk's first failing code straight into the window, then stores DONE
+ * (release).  The parent collects DONE chunks in order, copies the results
+ * out and refills the slot with chunk j + wc.  Wake-ups: workers that find
+ * nothing to claim spin, then sleep on `ready_seq`; the parent sleeps on
+ * `done_seq` until `ndone` reaches `wake_at`.  Both are Dekker-style (own
+ * flag, seq_cst, re-check the other side). */
+#define PP_MAP_DATA (1u << 21) /* bytes of the window */
+#define PP_MAP_SLOTS 4096u     /* most chunk slots in the window */
+#define PP_MAP_CHUNK_CAP 16384u /* automatic chunks have at most this many items */
+#define MS_READY 0xFFFFu
+#define MS_DONE 0xFFFEu
+#define MS_PARENT 0xFFFDu /* the map's own thread settles it */
+#define MS_TAG(j, k) ((((uint64_t)(j) + 1) << 16) | (k))
+
+typedef struct pp_map_sh {
+  _Alignas(MH__CACHE_LINE) _Atomic uint64_t hint;
+  _Alignas(MH__CACHE_LINE) _Atomic uint32_t ready_seq;
+  _Atomic uint32_t wwait; /* workers sleeping on ready_seq */
+  _Alignas(MH__CACHE_LINE) _Atomic uint64_t ndone;
+  _Alignas(MH__CACHE_LINE) _Atomic uint32_t done_seq;
+  _Atomic uint32_t pwait;    /* the parent sleeps on done_seq */
+  _Atomic uint64_t wake_at;  /* ... until ndone reaches this */
+  _Alignas(MH__CACHE_LINE) _Atomic uint32_t stop; /* 1 = over, 2 = cancelled */
+  _Atomic uint32_t gen;                            /* map number */
+  /* Parameters: written before the workers are told (K_MAP entries). */
+  mh_task_fn fn;
+  void *ctx;
+  uint64_t n, chunk, nchunks, wc, in_size, out_size, want_st;
+  uint64_t out_off, st_off; /* in the window; inputs at 0 */
+  _Alignas(MH__CACHE_LINE) _Atomic uint64_t state[PP_MAP_SLOTS];
+  uint64_t start[PP_MAP_SLOTS]; /* first item still to run */
+  int32_t code[PP_MAP_SLOTS];   /* code of the chunk's lowest failing item */
+} pp_map_sh_t;
 
 /* Messages on the parent <-> server socket (SOCK_SEQPACKET). */
 enum { M_SPAWN = 1, M_KILL, M_QUIT, M_SPAWNED, M_EXITED };
@@ -161,6 +224,8 @@ typedef struct pp_wk {
   pp_job_t *job[PP_RING];
   size_t off[PP_RING], len[PP_RING];
   unsigned assigned; /* chunks given to this process */
+  int in_map;        /* a K_MAP entry of the current map is in its ring */
+  unsigned char kmap[PP_RING]; /* the entry is a K_MAP */
   int exit_sent;
   double kill_at;    /* SIGKILL after SIGTERM, 0 = none */
   double respawn_at; /* retry a failed spawn, 0 = none */
@@ -194,6 +259,22 @@ struct mh__pp {
   int cancelling, exits_sent, broken;
   int bad_starts; /* workers in a row that died before doing anything */
   double exit_deadline;
+
+  /* Claim-based map.  map_on, map_busy and map_attached are changed under
+   * mu (map_on and map_attached also read atomically); msh/mdata are
+   * shared with the workers; mtries is the dispatcher's, per window slot,
+   * reset by the map's thread before the slot is READY. */
+  pp_map_sh_t *msh;
+  char *mdata;
+  size_t msh_len;
+  /* A thread runs a claim-based map (from before it fills the window, so
+   * that a shutdown arriving meanwhile waits for it). */
+  _Atomic int map_busy;
+  _Atomic int map_on;        /* workers should join the map */
+  _Atomic uint32_t map_attached; /* K_MAP entries in rings (futex word) */
+  _Atomic int broken_flag;   /* pp->broken, for the map's thread */
+  int *mtries;
+  int mpopulated; /* the parent faulted the window in */
 };
 
 static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server)
@@ -227,6 +308,35 @@ static void pp_fd_close(int fd) {
     if (atomic_compare_exchange_strong(&pp_fds[i], &v, 0)) break;
   }
   close(fd);
+}
+
+/* The same for shared mappings: a new server unmaps other pools' control
+ * arenas and map windows, so its workers do not keep them alive after their
+ * pool is freed.  An entry's length is stored before its address (1 marks
+ * an entry being filled). */
+#define PP_MAX_MAPS 1024
+static struct {
+  _Atomic uintptr_t addr;
+  _Atomic size_t len;
+} pp_maps[PP_MAX_MAPS];
+
+static void pp_maps_add(void *p, size_t len) {
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t z = 0;
+    if (atomic_compare_exchange_strong(&pp_maps[i].addr, &z, 1)) {
+      atomic_store(&pp_maps[i].len, len);
+      atomic_store(&pp_maps[i].addr, (uintptr_t)p);
+      return;
+    }
+  }
+  /* Full: the mapping is only inherited needlessly. */
+}
+
+static void pp_maps_del(void *p) {
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t v = (uintptr_t)p;
+    if (atomic_compare_exchange_strong(&pp_maps[i].addr, &v, 0)) return;
+  }
 }
 
 /* ---- small system helpers ---------------------------------------------- */
@@ -357,6 +467,11 @@ static void pp_server(mh__pp_t *pp, int sock, pid_t parent) {
     int fd = atomic_load(&pp_fds[i]) - 1;
     if (fd >= 0 && fd != pp->evfd && fd != sock) close(fd);
   }
+  for (int i = 0; i < PP_MAX_MAPS; i++) {
+    uintptr_t a = atomic_load(&pp_maps[i].addr);
+    if (a > 1 && a != (uintptr_t)pp->ctl && a != (uintptr_t)pp->msh)
+      munmap((void *)a, atomic_load(&pp_maps[i].len));
+  }
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) _exit(127);
   int *pids = pp->srv_pids;
@@ -431,6 +546,131 @@ static void pp_worker_exit(int status) {
   _exit(status);
 }
 
+static void pp_futex_wake_all(_Atomic uint32_t *addr) {
+  syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAKE, INT32_MAX, NULL,
+          NULL, 0);
+}
+
+/* Tell the parent a chunk is done when it sleeps and waits for this many. */
+static void pp_map_done_one(pp_map_sh_t *m) {
+  uint64_t nd = atomic_fetch_add(&m->ndone, 1) + 1;
+  if (atomic_load(&m->pwait) && nd >= atomic_load(&m->wake_at)) {
+    atomic_fetch_add(&m->done_seq, 1);
+    pp_futex_wake_all(&m->done_seq);
+  }
+}
+
+/* Run chunk j (window slot k) from its first unfinished item. */
+static void pp_map_run(const pp_map_sh_t *mc, pp_map_sh_t *m, char *data,
+                       pp_slot_t *s, uint64_t j, uint64_t k, int init) {
+  uint64_t chunk = mc->chunk, lo = j * chunk;
+  uint64_t hi = lo + chunk < mc->n ? lo + chunk : mc->n;
+  uint64_t first = m->start[k];
+  atomic_store_explicit(&s->m_done, first, memory_order_relaxed);
+  atomic_store_explicit(&s->m_started, first, memory_order_relaxed);
+  size_t isz = (size_t)mc->in_size, osz = (size_t)mc->out_size;
+  uint64_t base = k * chunk - lo; /* window item of item i: base + i */
+  const char *in = data;
+  char *out = data + mc->out_off;
+  int *st = mc->want_st ? (int *)(void *)(data + mc->st_off) : NULL;
+  mh_task_fn fn = mc->fn;
+  void *ctx = mc->ctx;
+  for (uint64_t i = first; i < hi; i++) {
+    atomic_store_explicit(&s->m_started, i + 1, memory_order_relaxed);
+    size_t w = (size_t)(base + i);
+    int rc = init ? init
+                  : fn(isz ? in + w * isz : NULL, isz, osz ? out + w * osz : NULL,
+                       osz, ctx);
+    if (st) st[w] = rc;
+    if (rc && !m->code[k]) m->code[k] = rc;
+    atomic_store_explicit(&s->m_done, i + 1, memory_order_release);
+  }
+}
+
+/* A worker's part of a claim-based map: claim chunks until the parent says
+ * the map is over.  Returns 1 when max_tasks_per_child says to exit. */
+static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
+                         unsigned max, unsigned *done, int *populated) {
+  pp_map_sh_t *m = pp->msh;
+  pp_slot_t *s = &pp->ctl->slots[slot];
+  if (atomic_load(&m->gen) != gen) return 0; /* a stale entry */
+  if (!*populated) {
+    /* Fault the whole window in with one call instead of one fault per
+     * page (page faults are what costs most in a VM). */
+    *populated = 1;
+    madvise(pp->mdata, PP_MAP_DATA, MADV_POPULATE_WRITE);
+  }
+  pp_map_sh_t mc; /* the parameters, read once */
+  mc.fn = m->fn;
+  mc.ctx = m->ctx;
+  mc.n = m->n;
+  mc.chunk = m->chunk;
+  mc.nchunks = m->nchunks;
+  mc.wc = m->wc;
+  mc.in_size = m->in_size;
+  mc.out_size = m->out_size;
+  mc.want_st = m->want_st;
+  mc.out_off = m->out_off;
+  mc.st_off = m->st_off;
+  uint64_t me = (uint64_t)slot;
+  double idle_since = 0;
+  unsigned spins = 0;
+  for (;;) {
+    if (atomic_load_explicit(&m->stop, memory_order_acquire)) return 0;
+    uint64_t j = atomic_load(&m->hint);
+    if (j < mc.nchunks) {
+      uint64_t k = j % mc.wc;
+      uint64_t sv = atomic_load_explicit(&m->state[k], memory_order_acquire);
+      uint64_t tj = sv >> 16, kind = sv & 0xFFFF;
+      if (tj == j + 1 && kind == MS_READY) {
+        if (!atomic_compare_exchange_strong(&m->state[k], &sv, MS_TAG(j, me)))
+          continue;
+        uint64_t h = j; /* (a failed exchange overwrites h, not j) */
+        atomic_compare_exchange_strong(&m->hint, &h, j + 1);
+        pp_map_run(&mc, m, pp->mdata, s, j, k, init);
+        atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
+                              memory_order_release);
+        pp_map_done_one(m);
+        idle_since = 0;
+        spins = 0;
+        if (max && ++*done >= max) return 1;
+        continue;
+      }
+      if (tj > j + 1 || (tj == j + 1 && kind != MS_READY)) {
+        /* Taken (or long done): look further. */
+        uint64_t h = j;
+        atomic_compare_exchange_strong(&m->hint, &h, j + 1);
+        continue;
+      }
+    }
+    /* Nothing to claim: the parent has not refilled yet, or every chunk is
+     * taken.  Spin a little, then sleep until the parent or the dispatcher
+     * bumps ready_seq. */
+    if (++spins < 64) {
+      PP_RELAX();
+      continue;
+    }
+    double now = mh__now();
+    if (idle_since == 0) idle_since = now;
+    if (now - idle_since < PP_SPIN_WORKER) {
+      sched_yield();
+      continue;
+    }
+    atomic_fetch_add(&m->wwait, 1);
+    uint32_t seq = atomic_load(&m->ready_seq);
+    uint64_t j2 = atomic_load(&m->hint);
+    int changed = j2 != j || atomic_load(&m->stop);
+    if (!changed && j2 < mc.nchunks) {
+      uint64_t sv = atomic_load(&m->state[j2 % mc.wc]);
+      changed = (sv >> 16) >= j2 + 1;
+    }
+    if (!changed) pp_futex_wait(&m->ready_seq, seq);
+    atomic_fetch_sub(&m->wwait, 1);
+    idle_since = 0;
+    spins = 0;
+  }
+}
+
 static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != server) _exit(0);
@@ -446,7 +686,7 @@ static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
   int evfd = pp->evfd;
   char *data = NULL;
   size_t mapped = 0;
-  int init = 0;
+  int init = 0, populated = 0;
   if (pp->cfg.initializer) init = pp->cfg.initializer(pp->cfg.initarg);
   unsigned max = (unsigned)pp->cfg.max_tasks_per_child, done = 0;
   uint32_t tail = atomic_load(&s->tail);
@@ -473,7 +713,12 @@ static void pp_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
     if (e->kind == K_EXIT) pp_worker_exit(0);
     uint32_t q = E_QUEUED;
     int took = atomic_compare_exchange_strong(&e->claim, &q, E_TAKEN);
-    if (took) {
+    if (took && e->kind == K_MAP) {
+      if (pp_worker_map(pp, slot, (uint32_t)e->first, init, max, &done,
+                        &populated))
+        pp_worker_exit(0); /* max_tasks_per_child reached inside the map */
+      took = 0;           /* counted per chunk already */
+    } else if (took) {
       uint64_t n = e->count - e->first;
       uint64_t need = e->st_off + n * sizeof(int);
       if (need > mapped) {
@@ -543,7 +788,13 @@ static void pp_finish(mh__pp_t *pp, pp_job_t *j) {
 }
 
 /* Release the data of the oldest entry of w (it was just collected). */
-static void pp_release(pp_wk_t *w) {
+static void pp_map_detach(mh__pp_t *pp, pp_wk_t *w);
+
+static void pp_release(mh__pp_t *pp, pp_wk_t *w) {
+  if (w->kmap[w->coll % PP_RING]) {
+    w->kmap[w->coll % PP_RING] = 0;
+    pp_map_detach(pp, w);
+  }
   w->job[w->coll % PP_RING] = NULL;
   w->coll++;
   if (w->coll == w->head)
@@ -565,7 +816,7 @@ static int pp_collect(mh__pp_t *pp, int slot) {
       pp_take(w, e, j, e->count);
       pp_finish(pp, j);
     }
-    pp_release(w);
+    pp_release(pp, w);
     did++;
   }
   return did;
@@ -710,6 +961,119 @@ static int pp_assign(mh__pp_t *pp) {
   return did;
 }
 
+/* ---- dispatcher: the claim-based map ----------------------------------- */
+
+/* The K_MAP entry of w was collected, or w died holding it. */
+static void pp_map_detach(mh__pp_t *pp, pp_wk_t *w) {
+  if (!w->in_map) return;
+  w->in_map = 0;
+  if (atomic_fetch_sub(&pp->map_attached, 1) == 1)
+    pp_futex_wake_all(&pp->map_attached);
+}
+
+/* While a map is on, every live worker gets a K_MAP entry (once). */
+static int pp_map_post(mh__pp_t *pp) {
+  if (!atomic_load_explicit(&pp->map_on, memory_order_relaxed) ||
+      pp->cancelling)
+    return 0; /* (a cancelled map's thread settles what is left itself) */
+  int did = 0;
+  pthread_mutex_lock(&pp->mu);
+  if (atomic_load(&pp->map_on)) {
+    for (int i = 0; i < pp->n; i++) {
+      pp_wk_t *w = &pp->wk[i];
+      if (w->state != W_LIVE || w->exit_sent || w->in_map ||
+          w->head - w->coll >= PP_RING)
+        continue;
+      unsigned idx = w->head % PP_RING;
+      pp_entry_t *e = &pp->ctl->slots[i].ring[idx];
+      e->kind = K_MAP;
+      e->first = atomic_load(&pp->msh->gen);
+      e->count = 0;
+      atomic_store_explicit(&e->claim, E_QUEUED, memory_order_relaxed);
+      w->job[idx] = NULL;
+      w->kmap[idx] = 1;
+      w->off[idx] = w->dhead;
+      w->len[idx] = 0;
+      w->head++;
+      w->in_map = 1;
+      atomic_fetch_add(&pp->map_attached, 1);
+      pp_publish(pp, i);
+      did++;
+    }
+  }
+  pthread_mutex_unlock(&pp->mu);
+  return did;
+}
+
+/* Wake workers sleeping for chunks to claim. */
+static void pp_map_wake_workers(pp_map_sh_t *m) {
+  if (atomic_load(&m->wwait)) {
+    atomic_fetch_add(&m->ready_seq, 1);
+    pp_futex_wake_all(&m->ready_seq);
+  }
+}
+
+static void pp_map_wake_parent(pp_map_sh_t *m) {
+  atomic_fetch_add(&m->done_seq, 1);
+  pp_futex_wake_all(&m->done_seq);
+}
+
+/* The worker of `slot` died during a map: settle the chunk it owned.  Items
+ * it finished keep their results; the item it was running fails with
+ * MH_EWORKERDIED (or runs again, within the retries), or is cancelled when a
+ * cancelling shutdown is on; the items it had not begun go back to be
+ * claimed by any worker. */
+static void pp_map_dead(mh__pp_t *pp, int slot) {
+  pp_map_sh_t *m = pp->msh;
+  pp_slot_t *s = &pp->ctl->slots[slot];
+  uint64_t wc = m->wc;
+  for (uint64_t k = 0; k < wc; k++) {
+    uint64_t sv = atomic_load_explicit(&m->state[k], memory_order_acquire);
+    if ((sv & 0xFFFF) != (uint64_t)slot || (sv >> 16) == 0) continue;
+    uint64_t j = (sv >> 16) - 1, lo = j * m->chunk;
+    uint64_t hi = lo + m->chunk < m->n ? lo + m->chunk : m->n;
+    uint64_t first = m->start[k];
+    uint64_t d = atomic_load(&s->m_done), st = atomic_load(&s->m_started);
+    uint64_t upto = d >= first && d <= hi ? d : first;
+    int running = upto < hi && st == upto + 1;
+    int *sts = m->want_st ? (int *)(void *)(pp->mdata + m->st_off) : NULL;
+    size_t base = (size_t)(k * m->chunk - lo);
+    uint64_t next = upto;
+    int done = 0;
+    if (pp->cancelling || pp->broken) {
+      int code = pp->cancelling ? MH_ECANCELED : MH_EWORKERDIED;
+      for (uint64_t i = upto; i < hi; i++)
+        if (sts) sts[base + i] = code;
+      if (upto < hi && !m->code[k]) m->code[k] = code;
+      done = 1;
+    } else if (running) {
+      if (pp->mtries[k] < pp->cfg.retries) {
+        pp->mtries[k]++;
+      } else {
+        if (sts) sts[base + upto] = MH_EWORKERDIED;
+        if (!m->code[k]) m->code[k] = MH_EWORKERDIED;
+        pp->mtries[k] = 0;
+        next = upto + 1;
+      }
+    }
+    if (next >= hi) done = 1;
+    if (done) {
+      atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
+                            memory_order_release);
+      atomic_fetch_add(&m->ndone, 1);
+      pp_map_wake_parent(m);
+    } else {
+      m->start[k] = next;
+      atomic_store(&m->state[k], MS_TAG(j, MS_READY));
+      uint64_t h = atomic_load(&m->hint);
+      while (h > j && !atomic_compare_exchange_weak(&m->hint, &h, j)) {
+      }
+      atomic_fetch_add(&m->ready_seq, 1);
+      pp_futex_wake_all(&m->ready_seq);
+    }
+  }
+}
+
 /* ---- dispatcher: workers ------------------------------------------------ */
 
 static int pp_spawn(mh__pp_t *pp, int slot) {
@@ -737,6 +1101,10 @@ static int pp_spawn(mh__pp_t *pp, int slot) {
   atomic_store(&s->head, 0);
   atomic_store(&s->tail, 0);
   atomic_store(&s->wsleep, 0);
+  atomic_store(&s->m_started, UINT64_MAX);
+  atomic_store(&s->m_done, UINT64_MAX);
+  memset(w->kmap, 0, sizeof w->kmap);
+  w->in_map = 0;
   w->head = w->coll = 0;
   w->dhead = w->dtail = 0;
   w->assigned = 0;
@@ -765,6 +1133,7 @@ static void pp_send_exit(mh__pp_t *pp, int slot) {
   pp_entry_t *e = &pp->ctl->slots[slot].ring[idx];
   e->kind = K_EXIT;
   w->job[idx] = NULL;
+  w->kmap[idx] = 0;
   w->off[idx] = w->dhead;
   w->len[idx] = 0;
   w->head++;
@@ -854,6 +1223,11 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
     }
   }
   if (rh) pp_push_front(pp, rh, rt);
+  if (w->in_map) {
+    pp_map_dead(pp, slot);
+    pp_map_detach(pp, w);
+  }
+  memset(w->kmap, 0, sizeof w->kmap);
   w->coll = w->head;
   w->dhead = w->dtail = 0;
   w->state = W_DEAD;
@@ -871,6 +1245,7 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
  * everything, now and later, rather than hang. */
 static void pp_broken(mh__pp_t *pp) {
   pp->broken = 1;
+  atomic_store(&pp->broken_flag, 1);
   for (int i = 0; i < pp->n; i++) {
     pp_wk_t *w = &pp->wk[i];
     int pid = atomic_load(&w->pid);
@@ -885,6 +1260,7 @@ static void pp_broken(mh__pp_t *pp) {
   }
   pp_fd_close(pp->srv);
   pp->srv = -1;
+  pp_map_wake_parent(pp->msh); /* the map's thread sees broken_flag */
 }
 
 static void pp_fail_queue(mh__pp_t *pp) {
@@ -1027,6 +1403,12 @@ static int pp_take_queue(mh__pp_t *pp, int *shut) {
  * waits in rings, SIGTERM what runs. */
 static void pp_cancel_all(mh__pp_t *pp) {
   pp->cancelling = 1;
+  /* A claim-based map stops handing out chunks; its thread cancels what
+   * was not claimed. */
+  atomic_store(&pp->msh->stop, 2);
+  atomic_fetch_add(&pp->msh->ready_seq, 1);
+  pp_futex_wake_all(&pp->msh->ready_seq);
+  pp_map_wake_parent(pp->msh);
   while (pp->ph) {
     pp_job_t *j = pp->ph;
     pp->ph = j->next;
@@ -1052,6 +1434,7 @@ static void pp_cancel_all(mh__pp_t *pp) {
         running = 1;
       }
     }
+    if (w->in_map) running = 1;
     if (running && w->state == W_LIVE) {
       pp_kill(pp, i, SIGTERM);
       w->kill_at = now + pp->cfg.grace;
@@ -1059,7 +1442,10 @@ static void pp_cancel_all(mh__pp_t *pp) {
   }
 }
 
-static int pp_in_flight(const mh__pp_t *pp) {
+static int pp_in_flight(mh__pp_t *pp) {
+  if (atomic_load(&pp->map_busy) || atomic_load(&pp->map_on) ||
+      atomic_load(&pp->map_attached))
+    return 1;
   for (int i = 0; i < pp->n; i++) {
     const pp_wk_t *w = &pp->wk[i];
     for (uint32_t k = w->coll; k != w->head; k++)
@@ -1138,6 +1524,7 @@ static void pp_loop(mh__pp_t *pp) {
     if (shut == 3 && !pp->cancelling) pp_cancel_all(pp);
     if (pp->broken) pp_fail_queue(pp);
     did += pp_assign(pp);
+    did += pp_map_post(pp);
     int timeout = pp_timers(pp);
     if (shut && !pp->ph && !atomic_load(&pp->nq) && !pp_in_flight(pp)) {
       if (!pp->exits_sent) {
@@ -1215,7 +1602,15 @@ static void pp_free_mem(mh__pp_t *pp) {
       if (pp->wk[i].data) munmap(pp->wk[i].data, pp->wk[i].cap);
       pp_fd_close(pp->wk[i].data_fd);
     }
-  if (pp->ctl) munmap(pp->ctl, pp->ctl_len);
+  if (pp->ctl) {
+    pp_maps_del(pp->ctl);
+    munmap(pp->ctl, pp->ctl_len);
+  }
+  if (pp->msh) {
+    pp_maps_del(pp->msh);
+    munmap(pp->msh, pp->msh_len);
+  }
+  mh__free(pp->mtries);
   pp_fd_close(pp->evfd);
   mh__free(pp->wk);
   mh__free(pp->srv_pids);
@@ -1249,6 +1644,18 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (ctl == MAP_FAILED) goto fail;
   pp->ctl = ctl;
+  pp_maps_add(ctl, pp->ctl_len);
+  /* The map's shared state and window, inherited by every worker. */
+  size_t head_len = (sizeof(pp_map_sh_t) + page - 1) & ~(page - 1);
+  pp->msh_len = head_len + PP_MAP_DATA;
+  void *msh = mmap(NULL, pp->msh_len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (msh == MAP_FAILED) goto fail;
+  pp->msh = msh;
+  pp_maps_add(msh, pp->msh_len);
+  pp->mdata = (char *)msh + head_len;
+  pp->mtries = mh__calloc(PP_MAP_SLOTS, sizeof *pp->mtries);
+  if (!pp->mtries) goto fail;
   pp->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (pp->evfd < 0) {
     rc = -errno;
@@ -1380,6 +1787,238 @@ void mh__pp_free(mh__pp_t *pp) {
   pthread_mutex_destroy(&pp->join_mu);
   pthread_mutex_destroy(&pp->mu);
   pp_free_mem(pp);
+}
+
+/* ---- the claim-based map (runs on the caller's thread) ------------------ */
+
+static void pp_futex_wait_for(_Atomic uint32_t *addr, uint32_t val,
+                              double secs) {
+  struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
+  syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+typedef struct pp_mapcall {
+  const char *in;
+  char *out;
+  int *status;
+  size_t in_size, out_size, n, chunk, nchunks, wc;
+  int first; /* code of the lowest failing item collected so far */
+} pp_mapcall_t;
+
+/* Copy the inputs of chunk j into its window slot and make it READY. */
+static void pp_map_fill(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
+  pp_map_sh_t *m = pp->msh;
+  size_t k = j % c->wc, lo = j * c->chunk;
+  size_t cnt = c->n - lo < c->chunk ? c->n - lo : c->chunk;
+  if (c->in_size)
+    memcpy(pp->mdata + k * c->chunk * c->in_size, c->in + lo * c->in_size,
+           cnt * c->in_size);
+  m->start[k] = lo;
+  m->code[k] = 0;
+  pp->mtries[k] = 0;
+  atomic_store_explicit(&m->state[k], MS_TAG(j, MS_READY),
+                        memory_order_release);
+}
+
+/* Copy the results of the DONE chunk j out of the window. */
+static void pp_map_take(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
+  pp_map_sh_t *m = pp->msh;
+  size_t k = j % c->wc, lo = j * c->chunk;
+  size_t cnt = c->n - lo < c->chunk ? c->n - lo : c->chunk;
+  if (c->out_size)
+    memcpy(c->out + lo * c->out_size,
+           pp->mdata + m->out_off + k * c->chunk * c->out_size,
+           cnt * c->out_size);
+  if (c->status)
+    memcpy(c->status + lo,
+           pp->mdata + m->st_off + k * c->chunk * sizeof(int),
+           cnt * sizeof(int));
+  if (!c->first && m->code[k]) c->first = m->code[k];
+}
+
+/* Settle chunk j (window slot k, items from `from`) with `code` here. */
+static void pp_map_settle(pp_mapcall_t *c, pp_map_sh_t *m, char *data,
+                          size_t j, size_t from, int code) {
+  size_t k = j % c->wc, lo = j * c->chunk;
+  size_t hi = lo + c->chunk < c->n ? lo + c->chunk : c->n;
+  if (c->status)
+    for (size_t i = from; i < hi; i++)
+      ((int *)(void *)(data + m->st_off))[k * c->chunk + i - lo] = code;
+  if (from < hi && !m->code[k]) m->code[k] = code;
+}
+
+int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
+               size_t in_size, void *out, size_t out_size, size_t n,
+               size_t chunksize, int *status) {
+  if (!pp || !fn || (n && ((!in && in_size) || (!out && out_size))))
+    return MH_EINVAL;
+  if (n == 0) return 0;
+  if (in_size > PP_MAP_DATA || out_size > PP_MAP_DATA) return MH__MAP_GENERIC;
+  size_t per = in_size + out_size + (status ? sizeof(int) : 0);
+  size_t items = per ? (PP_MAP_DATA - 4 * PP_ALIGN) / per : SIZE_MAX;
+  size_t w4 = (size_t)pp->n * 4, chunk = chunksize;
+  if (!chunk) {
+    /* Pool.map's rule (about four chunks per worker), but no bigger than
+     * lets the window hold four chunks per worker: claims are cheap, and
+     * the parent copies results out while workers run the next chunks. */
+    chunk = n / w4 + (n % w4 != 0);
+    size_t cap = items / w4;
+    if (chunk > cap) chunk = cap;
+    if (chunk > PP_MAP_CHUNK_CAP) chunk = PP_MAP_CHUNK_CAP;
+    if (chunk < 1) chunk = 1;
+  }
+  if (chunk > n) chunk = n;
+  size_t nchunks = n / chunk + (n % chunk != 0);
+  size_t wc = per ? items / chunk : PP_MAP_SLOTS;
+  if (wc > PP_MAP_SLOTS) wc = PP_MAP_SLOTS;
+  if (wc > nchunks) wc = nchunks;
+  if (wc < 2 && nchunks > 1) return MH__MAP_GENERIC; /* chunks too big */
+  if (wc < 1) return MH__MAP_GENERIC;
+  pthread_mutex_lock(&pp->mu);
+  if (atomic_load(&pp->shut)) {
+    pthread_mutex_unlock(&pp->mu);
+    return MH_ESHUTDOWN;
+  }
+  if (atomic_load(&pp->map_busy) || atomic_load(&pp->broken_flag)) {
+    /* Another thread maps (or the pool is broken): chunk futures do it. */
+    pthread_mutex_unlock(&pp->mu);
+    return MH__MAP_GENERIC;
+  }
+  atomic_store(&pp->map_busy, 1);
+  pthread_mutex_unlock(&pp->mu);
+
+  pp_map_sh_t *m = pp->msh;
+  pp_mapcall_t c = {in, out, status, in_size, out_size, n, chunk, nchunks, wc, 0};
+  atomic_fetch_add(&m->gen, 1);
+  m->fn = fn;
+  m->ctx = ctx;
+  m->n = n;
+  m->chunk = chunk;
+  m->nchunks = nchunks;
+  m->wc = wc;
+  m->in_size = in_size;
+  m->out_size = out_size;
+  m->want_st = status != NULL;
+  m->out_off = pp_round(wc * chunk * in_size);
+  m->st_off = m->out_off + pp_round(wc * chunk * out_size);
+  atomic_store(&m->hint, 0);
+  atomic_store(&m->ndone, 0);
+  atomic_store(&m->wake_at, 0);
+  atomic_store(&m->pwait, 0);
+  atomic_store(&m->stop, 0);
+  for (size_t k = 0; k < wc; k++) atomic_store(&m->state[k], 0);
+  if (!pp->mpopulated) {
+    /* One call faults the window in instead of one fault per page. */
+    pp->mpopulated = 1;
+    madvise(pp->mdata, PP_MAP_DATA, MADV_POPULATE_WRITE);
+  }
+  size_t filled = 0, next = 0;
+  for (; filled < wc; filled++) pp_map_fill(pp, &c, filled);
+  pthread_mutex_lock(&pp->mu);
+  atomic_store(&pp->map_on, 1);
+  pthread_mutex_unlock(&pp->mu);
+  pp_wake(pp, 1); /* the dispatcher hands K_MAP entries to the workers */
+
+  int stopping = 0; /* the code the rest gets: cancelled, or broken */
+  double idle_since = 0;
+  unsigned spins = 0;
+  while (next < filled) {
+    int did = 0, refilled = 0;
+    while (next < filled) {
+      size_t k = next % wc;
+      if (atomic_load_explicit(&m->state[k], memory_order_acquire) !=
+          MS_TAG(next, MS_DONE))
+        break;
+      pp_map_take(pp, &c, next);
+      if (filled < nchunks && !stopping) {
+        pp_map_fill(pp, &c, filled++);
+        refilled = 1;
+      }
+      next++;
+      did = 1;
+    }
+    if (refilled) pp_map_wake_workers(m);
+    if (!stopping) {
+      if (atomic_load(&pp->shut) & 2)
+        stopping = MH_ECANCELED;
+      else if (atomic_load(&pp->broken_flag))
+        stopping = MH_EWORKERDIED;
+      if (stopping) {
+        atomic_store(&m->stop, 2);
+        atomic_fetch_add(&m->ready_seq, 1);
+        pp_futex_wake_all(&m->ready_seq);
+      }
+    }
+    if (stopping) {
+      /* Nobody claims any more: settle what is still READY here.  Chunks
+       * owned by workers end when they finish or their death is settled. */
+      for (size_t j = next; j < filled; j++) {
+        size_t k = j % wc;
+        uint64_t sv = MS_TAG(j, MS_READY);
+        if (atomic_compare_exchange_strong(&m->state[k], &sv,
+                                           MS_TAG(j, MS_PARENT))) {
+          pp_map_settle(&c, m, pp->mdata, j, (size_t)m->start[k], stopping);
+          atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
+                                memory_order_release);
+          did = 1;
+        }
+      }
+    }
+    if (did) {
+      idle_since = 0;
+      spins = 0;
+      continue;
+    }
+    if (next >= filled) break;
+    if (++spins < 64) {
+      PP_RELAX();
+      continue;
+    }
+    double now = mh__now();
+    if (idle_since == 0) idle_since = now;
+    if (now - idle_since < PP_SPIN_WORKER) {
+      sched_yield();
+      continue;
+    }
+    /* Sleep until about half of the chunks in the window are done (or the
+     * next one, when fewer remain), or the dispatcher says something. */
+    uint64_t nd = atomic_load(&m->ndone);
+    uint64_t want = next + (filled - next + 1) / 2;
+    atomic_store(&m->wake_at, want > nd + 1 ? want : nd + 1);
+    uint32_t seq = atomic_load(&m->done_seq);
+    atomic_store(&m->pwait, 1);
+    if (atomic_load(&m->ndone) < atomic_load(&m->wake_at) &&
+        atomic_load(&m->state[next % wc]) != MS_TAG(next, MS_DONE) &&
+        !(atomic_load(&pp->shut) & 2) && !atomic_load(&pp->broken_flag))
+      pp_futex_wait_for(&m->done_seq, seq, 0.1);
+    atomic_store(&m->pwait, 0);
+    idle_since = 0;
+    spins = 0;
+  }
+  /* Chunks never copied in (a cancelling shutdown or a broken pool). */
+  for (size_t j = filled; j < nchunks; j++) {
+    size_t lo = j * chunk, cnt = n - lo < chunk ? n - lo : chunk;
+    if (status)
+      for (size_t i = 0; i < cnt; i++) status[lo + i] = stopping;
+    if (!c.first) c.first = stopping;
+  }
+  /* Tell the workers the map is over and wait until every one has left it
+   * (or died), so that the next map can reuse the window. */
+  atomic_store(&m->stop, 1);
+  atomic_fetch_add(&m->ready_seq, 1);
+  pp_futex_wake_all(&m->ready_seq);
+  pthread_mutex_lock(&pp->mu);
+  atomic_store(&pp->map_on, 0);
+  pthread_mutex_unlock(&pp->mu);
+  pp_wake(pp, 1);
+  uint32_t a;
+  while ((a = atomic_load(&pp->map_attached)) != 0)
+    pp_futex_wait_for(&pp->map_attached, a, 0.1);
+  pthread_mutex_lock(&pp->mu);
+  atomic_store(&pp->map_busy, 0);
+  pthread_mutex_unlock(&pp->mu);
+  pp_wake(pp, 1); /* a shutdown may wait for this map */
+  return c.first;
 }
 
 int mh__pp_worker_pids(mh__pp_t *pp, int *pids, int n) {

@@ -53,6 +53,15 @@ int mh__pp_submit(mh__pp_t *pp, void *user, const mh__task_t *t);
 int mh__pp_submit_many(mh__pp_t *pp, void *const *users,
                        const mh__task_t *const *ts, size_t n);
 
+/* Run a whole map with the claim-based protocol (see procpool.c): the
+ * arguments and results of mh_executor_map.  Returns MH__MAP_GENERIC,
+ * having started nothing, when it cannot (chunks too big for the window,
+ * another thread's map running, a broken pool): the caller then uses job
+ * futures.  MH_ESHUTDOWN after shutdown began. */
+int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
+               size_t in_size, void *out, size_t out_size, size_t n,
+               size_t chunksize, int *status);
+
 /* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES as in executor.h. */
 int mh__pp_shutdown(mh__pp_t *pp, unsigned flags);
 

@@ -1071,3 +1071,244 @@ TEST(initializer_crashes) {
              MH_EWORKERDIED);
   pool_free(ex);
 }
+
+/* ---- the claim-based map under stress ------------------------------------- */
+
+typedef struct rkill {
+  mh_executor_t *ex;
+  _Atomic int stop;
+  int kills, max_kills;
+} rkill_t;
+
+/* SIGKILL a random live worker at random moments until told to stop. */
+static void *random_killer(void *arg) {
+  rkill_t *k = arg;
+  while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
+    mht_jitter(30000);
+    int pids[8];
+    int n = mh__pp_worker_pids(mh__executor_impl(k->ex), pids, 8);
+    if (n <= 0 || atomic_load(&k->stop)) continue;
+    if (kill(pids[mht_rand() % (unsigned)n], SIGKILL) == 0) k->kills++;
+  }
+  return NULL;
+}
+
+/* Workers killed at random instants of claim-based maps (while claiming,
+ * running, idle or starting): without retries at most one item per kill
+ * fails, with MH_EWORKERDIED, and every other result is right; with enough
+ * retries every item succeeds.  The pool then maps correctly again. */
+static void map_kill_random(int retries) {
+  mh_executor_t *ex = pool_new(2, retries);
+  enum { N = 6000 };
+  static long in[N], out[N];
+  static int st[N];
+  static double delay = 30e-6;
+  size_t chunks[] = {1, 0, 7};
+  int total_kills = 0;
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+    rkill_t k = {.ex = ex, .max_kills = 4};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, random_killer, &k), 0);
+    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+                             sizeof(long), N, chunks[round], st);
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    int died = 0, first = 0;
+    for (int i = 0; i < N; i++) {
+      if (st[i] == MH_EWORKERDIED) {
+        died++;
+        if (!first) first = st[i];
+      } else {
+        ASSERT_ERR(st[i], 0);
+        ASSERT_EQ(out[i], (long)i * i);
+      }
+    }
+    ASSERT_LE(died, k.kills);
+    total_kills += k.kills;
+    if (retries) ASSERT_EQ(died, 0);
+    ASSERT_ERR(rc, died ? MH_EWORKERDIED : 0);
+    check_map(ex, 2000, chunks[round]);
+  }
+  ASSERT_GT(total_kills, 0); /* (each map lasts ~0.1 s, kills come <= 30 ms) */
+  pool_free(ex);
+}
+
+TEST(map_kill_random) { map_kill_random(0); }
+TEST(map_kill_random_retry) { map_kill_random(100); }
+
+static int t_add(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  long v = 0;
+  if (isz) memcpy(&v, in, sizeof v);
+  v += (long)(intptr_t)ctx;
+  if (osz) memcpy(out, &v, sizeof v);
+  return v % 97 == 0 ? MH_EUSER - 1 : 0;
+}
+
+/* Many maps in a row of every shape: tiny and large, chunksize 1, automatic
+ * and odd, with and without statuses and inputs, chunks too big for the
+ * window (the generic path), all on the same pool. */
+TEST(map_many_in_a_row) {
+  mh_executor_t *ex = pool_new(2, 0);
+  enum { N = 70000 };
+  long *in = malloc(N * sizeof *in), *out = malloc(N * sizeof *out);
+  int *st = malloc(N * sizeof *st);
+  ASSERT(in && out && st);
+  for (int i = 0; i < N; i++) in[i] = i;
+  int rounds = (int)mht_scaled(200);
+  for (int r = 0; r < rounds; r++) {
+    size_t n = 1 + mht_rand() % (r % 10 == 0 ? N : 3000);
+    size_t sizes[] = {0, 1, 2, 3, 7, 64, 1000, 40000};
+    size_t chunk = sizes[mht_rand() % 8];
+    long add = (long)(mht_rand() % 50);
+    int want_st = (int)(mht_rand() % 2), no_in = r % 7 == 3;
+    for (size_t i = 0; i < n; i++) out[i] = -1, st[i] = 99;
+    int rc = mh_executor_map(ex, t_add, (void *)(intptr_t)add,
+                             no_in ? NULL : in, no_in ? 0 : sizeof(long), out,
+                             sizeof(long), n, chunk, want_st ? st : NULL);
+    int first = 0;
+    for (size_t i = 0; i < n; i++) {
+      long v = (no_in ? 0 : (long)i) + add;
+      int code = v % 97 == 0 ? MH_EUSER - 1 : 0;
+      if (code && !first) first = code;
+      ASSERT_EQ(out[i], v);
+      if (want_st) ASSERT_ERR(st[i], code);
+    }
+    ASSERT_ERR(rc, first);
+  }
+  free(in);
+  free(out);
+  free(st);
+  pool_free(ex);
+}
+
+typedef struct mapper {
+  mh_executor_t *ex;
+  long *in, *out;
+  int *st;
+  size_t n, chunk;
+  double *delay;
+  int rc;
+} mapper_t;
+
+static void *run_map(void *arg) {
+  mapper_t *m = arg;
+  m->rc = mh_executor_map(m->ex, t_slow, m->delay, m->in, sizeof(long), m->out,
+                          sizeof(long), m->n, m->chunk, m->st);
+  return NULL;
+}
+
+/* A shutdown races with a map running on another thread: a waiting one
+ * lets every item finish; a cancelling one ends it in bounded time, each
+ * item right or MH_ECANCELED.  Nothing is left behind. */
+TEST(map_shutdown_race) {
+  enum { N = 20000 };
+  static long in[N], out[N];
+  static int st[N];
+  static double delay = 20e-6;
+  for (int i = 0; i < N; i++) in[i] = i;
+  for (int round = 0; round < (int)mht_scaled(6); round++) {
+    int cancel = round % 2;
+    mh_executor_t *ex = pool_new(2, 0);
+    for (int i = 0; i < N; i++) out[i] = -1, st[i] = 99;
+    mapper_t m = {ex, in, out, st, N, round % 3 == 0 ? 1 : 0, &delay, 99};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, run_map, &m), 0);
+    mht_jitter(50000);
+    double t0 = mht_now();
+    ASSERT_OK(mh_executor_shutdown(
+        ex, MH_SHUTDOWN_WAIT | (cancel ? MH_SHUTDOWN_CANCEL_FUTURES : 0)));
+    pthread_join(th, NULL);
+    ASSERT_LT(mht_now() - t0, 20.0);
+    if (m.rc == MH_ESHUTDOWN) {
+      /* The shutdown came first: nothing ran, nothing was written. */
+      for (int i = 0; i < N; i++) ASSERT_EQ(st[i], 99);
+    } else {
+      int first = 0;
+      for (int i = 0; i < N; i++) {
+        if (st[i] == 0) {
+          ASSERT_EQ(out[i], (long)i * i);
+        } else {
+          ASSERT(cancel);
+          ASSERT_ERR(st[i], MH_ECANCELED);
+          if (!first) first = st[i];
+        }
+      }
+      ASSERT_ERR(m.rc, first);
+    }
+    pool_free(ex);
+  }
+}
+
+typedef struct hang_map {
+  mh_executor_t *ex;
+  shm_t *s;
+  long *in, *out;
+  int *st;
+  int rc;
+} hang_map_t;
+
+static void *hang_map_thread(void *arg) {
+  hang_map_t *h = arg;
+  h->rc = mh_executor_map(h->ex, t_sq, h->s, h->in, sizeof(long), h->out,
+                          sizeof(long), 1000, 1, h->st);
+  return NULL;
+}
+
+/* A map whose item 300 never returns, ended by a cancelling shutdown in
+ * bounded time; the items that ran are right, the rest cancelled. */
+TEST(map_hang_cancel) {
+  shm_t *s = shm_new();
+  s->hang_item = 300;
+  mh_executor_t *ex = pool_new(2, 0);
+  static long in[1000], out[1000];
+  static int st[1000];
+  for (int i = 0; i < 1000; i++) in[i] = i, out[i] = -1, st[i] = 99;
+  hang_map_t h = {ex, s, in, out, st, 99};
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, hang_map_thread, &h), 0);
+  while (!atomic_load(&s->hang_pid)) mht_sleep(0.001);
+  mht_sleep(0.05);
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  pthread_join(th, NULL);
+  ASSERT_LT(mht_now() - t0, 5.0);
+  ASSERT_ERR(st[300], MH_ECANCELED);
+  for (int i = 0; i < 1000; i++) {
+    if (st[i] == 0)
+      ASSERT_EQ(out[i], (long)i * i);
+    else
+      ASSERT_ERR(st[i], MH_ECANCELED);
+  }
+  ASSERT_ERR(h.rc, MH_ECANCELED);
+  pool_free(ex);
+  munmap(s, sizeof *s);
+}
+
+/* Two threads map on one pool at once (one of them through chunk futures):
+ * both right. */
+TEST(map_concurrent) {
+  mh_executor_t *ex = pool_new(2, 0);
+  enum { N = 30000 };
+  static long in[2][N], out[2][N];
+  static int st[2][N];
+  mapper_t m[2];
+  pthread_t th[2];
+  for (int r = 0; r < (int)mht_scaled(5); r++) {
+    for (int k = 0; k < 2; k++) {
+      for (int i = 0; i < N; i++) in[k][i] = i, out[k][i] = -1, st[k][i] = 99;
+      m[k] = (mapper_t){ex, in[k], out[k], st[k], N, k ? 1 : 0, NULL, 99};
+      ASSERT_EQ(pthread_create(&th[k], NULL, run_map, &m[k]), 0);
+    }
+    for (int k = 0; k < 2; k++) {
+      pthread_join(th[k], NULL);
+      ASSERT_OK(m[k].rc);
+      for (int i = 0; i < N; i++) {
+        ASSERT_EQ(out[k][i], (long)i * i);
+        ASSERT_EQ(st[k][i], 0);
+      }
+    }
+  }
+  pool_free(ex);
+}

@@ -666,4 +666,4 @@ static void mpool_destroy(mh_executor_t *ex) {
 }
 
 const mh__backend_ops_t mh__backend_mpi = {
-    "mpi", mpool_start, mpool_submit, NULL, mpool_shutdown, mpool_destroy};
+    "mpi", mpool_start, mpool_submit, NULL, mpool_shutdown, mpool_destroy, NULL};
