@@ -4,7 +4,9 @@
  * which the caller must use before any other manyhands call (as libuv's
  * uv_replace_allocator); they are read without locking afterwards.
  */
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -55,4 +57,19 @@ void mh__free(void *ptr) {
 int mh_cpu_count(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : (n > 4096 ? 4096 : (int)n);
+}
+
+void mh__prefault(void *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  /* Below a few pages the faults cost less than deciding. */
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  if (!p || len < 16 * page) return;
+  uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+  uintptr_t hi = ((uintptr_t)p + len) & ~(page - 1);
+  /* Failure (an old kernel, a read-only mapping) only loses the saving. */
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)len;
+#endif
 }

@@ -24,6 +24,12 @@ void mh__free(void *ptr);
  * hook): caches that keep memory outside the hook may be used only then. */
 bool mh__allocator_is_default(void);
 
+/* Fault in, in one system call, the whole pages inside [p, p + len) that a
+ * caller is about to write: a page fault is dear (on some virtual machines
+ * tens of microseconds), the kernel's own loop far less.  Contents are left
+ * as they are; a no-op where the kernel cannot do it or the range is small. */
+void mh__prefault(void *p, size_t len);
+
 /* ---- time (time.c) --------------------------------------------------- */
 
 /* Seconds on the monotonic clock. */

@@ -1803,7 +1803,23 @@ typedef struct pp_mapcall {
   int *status;
   size_t in_size, out_size, n, chunk, nchunks, wc;
   int first; /* code of the lowest failing item collected so far */
+  size_t pf_out, pf_st; /* bytes of out / status faulted in ahead so far */
 } pp_mapcall_t;
+
+/* The caller's output buffers are faulted in ahead of the copies into them,
+ * a slice at a time: a fresh buffer would otherwise cost a page fault per
+ * page, which on some virtual machines is dearer than the whole copy. */
+#define PP_PREFAULT_SLICE ((size_t)4 << 20)
+
+static void pp_map_prefault(char *base, size_t *done, size_t upto,
+                            size_t total) {
+  if (upto <= *done) return;
+  size_t to = *done + PP_PREFAULT_SLICE;
+  if (to < upto) to = upto;
+  if (to > total) to = total;
+  mh__prefault(base + *done, to - *done);
+  *done = to;
+}
 
 /* Copy the inputs of chunk j into its window slot and make it READY. */
 static void pp_map_fill(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
@@ -1825,14 +1841,20 @@ static void pp_map_take(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
   pp_map_sh_t *m = pp->msh;
   size_t k = j % c->wc, lo = j * c->chunk;
   size_t cnt = c->n - lo < c->chunk ? c->n - lo : c->chunk;
-  if (c->out_size)
+  if (c->out_size) {
+    pp_map_prefault(c->out, &c->pf_out, (lo + cnt) * c->out_size,
+                    c->n * c->out_size);
     memcpy(c->out + lo * c->out_size,
            pp->mdata + m->out_off + k * c->chunk * c->out_size,
            cnt * c->out_size);
-  if (c->status)
+  }
+  if (c->status) {
+    pp_map_prefault((char *)c->status, &c->pf_st, (lo + cnt) * sizeof(int),
+                    c->n * sizeof(int));
     memcpy(c->status + lo,
            pp->mdata + m->st_off + k * c->chunk * sizeof(int),
            cnt * sizeof(int));
+  }
   if (!c->first && m->code[k]) c->first = m->code[k];
 }
 
@@ -1888,7 +1910,7 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   pthread_mutex_unlock(&pp->mu);
 
   pp_map_sh_t *m = pp->msh;
-  pp_mapcall_t c = {in, out, status, in_size, out_size, n, chunk, nchunks, wc, 0};
+  pp_mapcall_t c = {in, out, status, in_size, out_size, n, chunk, nchunks, wc, 0, 0, 0};
   atomic_fetch_add(&m->gen, 1);
   m->fn = fn;
   m->ctx = ctx;
