@@ -228,8 +228,8 @@ TEST(rank_hangs) {
   mht_proc_free(&r);
 }
 
-/* Processes whose command line holds `mark`. */
-static int count_marked(const char *mark) {
+/* Processes whose command line holds `prog` and `mark`. */
+static int count_marked_prog(const char *prog, const char *mark) {
   DIR *d = opendir("/proc");
   int count = 0;
   struct dirent *e;
@@ -244,17 +244,35 @@ static int count_marked(const char *mark) {
     for (size_t i = 0; i < len; i++)
       if (buf[i] == '\0') buf[i] = ' ';
     buf[len] = '\0';
-    if (strstr(buf, "manyhands-mpi") && strstr(buf, mark)) count++;
+    if (strstr(buf, prog) && strstr(buf, mark)) count++;
   }
   if (d) closedir(d);
   return count;
+}
+
+static int count_marked(const char *mark) {
+  return count_marked_prog("manyhands-mpi", mark);
+}
+
+/* A mark for the command lines of one test's processes. */
+static void make_mark(char *buf, size_t len) {
+  snprintf(buf, len, "%d", 900000 + (int)getpid() % 99999);
+}
+
+/* After a failed job: every process of it (ranks, sentinels) is gone within
+ * a few seconds. */
+static void assert_none_left(const char *prog, const char *mark) {
+  double t0 = mht_now();
+  while (count_marked_prog(prog, mark) > 0 && mht_now() - t0 < 5)
+    mht_sleep(0.05);
+  ASSERT_EQ(count_marked_prog(prog, mark), 0);
 }
 
 /* Ctrl-C on mpiexec (SIGINT to its process group) stops every rank. */
 TEST(interrupt_stops_every_rank) {
   need_mpi();
   char mark[32];
-  snprintf(mark, sizeof mark, "%d", 900000 + (int)getpid() % 99999);
+  make_mark(mark, sizeof mark);
   const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark, NULL};
   char *v[32];
   mpiexec_argv(v, "2", CLI, args);
@@ -454,6 +472,111 @@ TEST(map_over_two_ranks) {
   ASSERT_EQ(r.status, 0);
   ASSERT(strstr(r.out, "map ok 0"));
   mht_proc_free(&r);
+}
+
+/* ---- a map whose rank stops answering ----------------------------------- */
+
+#if MHT_HAVE_MPI
+/* 10 ms per item; on rank 1 the item 50 stops the whole process (as
+ * SIGSTOP from outside would) or never returns, as argv asks. */
+static const char *g_hang_mode = "";
+
+static int slow_item(const void *in, size_t in_size, void *out,
+                     size_t out_size, void *ctx) {
+  (void)in_size, (void)out_size, (void)ctx;
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  if (mh_mpi_rank() == 1 && x >= 50) {
+    if (strcmp(g_hang_mode, "stop") == 0) raise(SIGSTOP);
+    if (strcmp(g_hang_mode, "forever") == 0)
+      for (;;) mht_sleep(1);
+  }
+  mht_sleep(0.01);
+  memcpy(out, &x, sizeof x);
+  return 0;
+}
+
+/* argv: "map" or "executor", "stop" or "forever", a mark (unused). */
+HELPER(map_hang) {
+  if (argc < 2 || mh_mpi_init(&argc, &argv) != 0) return 3;
+  g_hang_mode = argv[1];
+  if (mh_task_register("slow", slow_item) != 0) return 4;
+  if (mh_mpi_rank() != 0) {
+    mh_mpi_serve();
+    mh_mpi_finalize();
+    return 0;
+  }
+  enum { N = 400 };
+  static int64_t in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  int rc;
+  if (strcmp(argv[0], "map") == 0) {
+    rc = mh_mpi_map("slow", NULL, in, sizeof in[0], out, sizeof out[0], N, 10,
+                    NULL);
+  } else {
+    mh_executor_options_t eo;
+    mh_executor_options_init(&eo);
+    eo.backend = MH_BACKEND_MPI;
+    mh_executor_t *ex;
+    if (mh_executor_new(&ex, &eo) != 0) return 5;
+    rc = mh_executor_map(ex, slow_item, NULL, in, sizeof in[0], out,
+                         sizeof out[0], N, 10, NULL);
+    mh_executor_free(ex);
+  }
+  /* Not reached: rank 0 ends the job when rank 1 stops answering. */
+  printf("map returned %d\n", rc);
+  mh_mpi_finalize();
+  return 6;
+}
+#endif
+
+/* Run map_hang in `how`/`mode` and check that the job ends within the
+ * timeout, with our message naming rank 1, and leaves nothing running. */
+static void check_map_hang(const char *how, const char *mode,
+                           const char *want) {
+  char mark[32];
+  make_mark(mark, sizeof mark);
+  setenv("MH_MPI_TIMEOUT", "2", 1);
+  setenv("MH_MPI_TASK_TIMEOUT", "3", 1);
+  const char *args[] = {"--helper", "map_hang", how, mode, mark, NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_MPI_TIMEOUT");
+  unsetenv("MH_MPI_TASK_TIMEOUT");
+  ASSERT(!(r.exited && r.status == 0));
+  ASSERT(!strstr(r.out, "map returned"));
+  if (!strstr(r.err, "manyhands: ") || !strstr(r.err, "MPI rank 1 (pid") ||
+      !strstr(r.err, want))
+    mht_fail(__FILE__, __LINE__, "no message naming rank 1 (%s):\n%s", want,
+             r.err);
+  /* Rank 0's deliberate abort is not reported as a death. */
+  ASSERT(!strstr(r.err, "died"));
+  ASSERT(r.seconds < 30);
+  mht_proc_free(&r);
+  assert_none_left("test-mpi", mark);
+}
+
+/* A rank stopped mid-map (SIGSTOP): no heartbeat for MH_MPI_TIMEOUT. */
+TEST(map_rank_stopped) {
+  need_mpi();
+  check_map_hang("map", "stop", "stopped responding");
+}
+
+/* A task that never returns (the rank still beats): MH_MPI_TASK_TIMEOUT. */
+TEST(map_task_never_returns) {
+  need_mpi();
+  check_map_hang("map", "forever", "has not returned");
+}
+
+/* The same two through the executor's map on MH_BACKEND_MPI. */
+TEST(executor_rank_stopped) {
+  need_mpi();
+  check_map_hang("executor", "stop", "stopped responding");
+}
+
+TEST(executor_task_never_returns) {
+  need_mpi();
+  check_map_hang("executor", "forever", "has not returned");
 }
 
 /* Calls before mh_mpi_init, and the registry's argument checks, need no

@@ -205,14 +205,15 @@ static void *watchdog_main(void *arg) {
   }
 }
 
-static double env_timeout(void) {
-  const char *s = getenv("MH_MPI_TIMEOUT");
+/* A positive number of seconds from the environment, or `dflt`. */
+static double env_seconds(const char *name, double dflt) {
+  const char *s = getenv(name);
   if (s && *s) {
     char *end;
     double v = strtod(s, &end);
     if (*end == '\0' && v > 0) return v;
   }
-  return 30.0;
+  return dflt;
 }
 
 int mh_mpi_init(int *argc, char ***argv) {
@@ -242,7 +243,8 @@ int mh_mpi_init(int *argc, char ***argv) {
   MPI_Comm_set_errhandler(mh__mpi.comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(mh__mpi.comm, &mh__mpi.rank);
   MPI_Comm_size(mh__mpi.comm, &mh__mpi.size);
-  mh__mpi.timeout = env_timeout();
+  mh__mpi.timeout = env_seconds("MH_MPI_TIMEOUT", 30.0);
+  mh__mpi.task_timeout = env_seconds("MH_MPI_TASK_TIMEOUT", 0.0);
 
   size_t n = (size_t)mh__mpi.size;
   mh__mpi.pids = mh__calloc(n, sizeof *mh__mpi.pids);

@@ -37,6 +37,8 @@ typedef struct mh__mpi_state {
   char *hosts;           /* size * MH__MPI_HOST_MAX host names */
   double timeout;        /* seconds without a heartbeat before a rank is
                             declared stuck (MH_MPI_TIMEOUT) */
+  double task_timeout;   /* seconds a map's chunk may run, 0 = no limit
+                            (MH_MPI_TASK_TIMEOUT) */
   int serve_stopped;     /* rank 0: mh_mpi_serve_stop was sent */
 } mh__mpi_state_t;
 
