@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,6 +73,8 @@ static void run_mpi(const char *ranks, const char *prog,
   ASSERT_EQ(rc, 0);
   ASSERT(!res->timed_out);
 }
+
+static int count_our_files(const char *dir);
 
 /* The number in `"key":<n>` of a JSON line. */
 static uint64_t json_u64(const char *s, const char *key) {
@@ -195,11 +198,15 @@ TEST(pi_slow_rank_takes_fewer_blocks) {
  * hangs, and mpiexec's status is non-zero. */
 TEST(rank_dies) {
   need_mpi();
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
   setenv("MH_MPI_TEST_DIE", "1", 1);
   const char *args[] = {"pi", "2e9", "1", "--backend", "mpi", NULL};
   mht_proc_result_t r;
   run_mpi("2", CLI, args, 60, &r);
   unsetenv("MH_MPI_TEST_DIE");
+  /* Nothing of ours is left on disk (no marker files any more). */
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
   ASSERT(!(r.exited && r.status == 0));
   if (!strstr(r.err, "manyhands: MPI rank 1 (pid"))
     mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
@@ -212,6 +219,7 @@ TEST(rank_dies) {
  * heartbeat timeout and the job is aborted. */
 TEST(rank_hangs) {
   need_mpi();
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
   setenv("MH_MPI_TEST_HANG", "1", 1);
   setenv("MH_MPI_TIMEOUT", "2", 1);
   const char *args[] = {"pi", "1e10", "1", "--backend", "mpi", NULL};
@@ -219,6 +227,9 @@ TEST(rank_hangs) {
   run_mpi("2", CLI, args, 60, &r);
   unsetenv("MH_MPI_TEST_HANG");
   unsetenv("MH_MPI_TIMEOUT");
+  /* A deliberate abort leaves no marker file behind. */
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
   ASSERT(!(r.exited && r.status == 0));
   if (!strstr(r.err, "MPI rank 1 (pid") || !strstr(r.err, "stopped responding"))
     mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
@@ -306,6 +317,135 @@ TEST(interrupt_stops_every_rank) {
   t0 = mht_now();
   while (count_marked(mark) > 0 && mht_now() - t0 < 5) mht_sleep(0.05);
   ASSERT_EQ(count_marked(mark), 0);
+}
+
+/* The pid of rank `rank` of the job whose command line holds `mark` (not
+ * its sentinel), or 0. */
+static pid_t find_rank(const char *mark, int rank) {
+  DIR *d = opendir("/proc");
+  pid_t found = 0;
+  struct dirent *e;
+  char want[48];
+  snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+  while (d && !found && (e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    char path[300], buf[1 << 15];
+    snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t len = fread(buf, 1, 64, f);
+    fclose(f);
+    buf[len] = '\0';
+    if (strncmp(buf, "manyhands-mpi", 13) != 0) continue; /* sentinels too */
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    if (!(f = fopen(path, "r"))) continue;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (buf[i] == '\0') buf[i] = ' ';
+    buf[len] = '\0';
+    if (!strstr(buf, mark)) continue;
+    snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
+    if (!(f = fopen(path, "r"))) continue;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    for (size_t i = 0; i < len;) {
+      if (strcmp(buf + i, want) == 0) found = (pid_t)atoi(e->d_name);
+      i += strlen(buf + i) + 1;
+    }
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* Entries of `dir` whose name holds "manyhands". */
+static int count_our_files(const char *dir) {
+  DIR *d = opendir(dir);
+  int count = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (strstr(e->d_name, "manyhands")) count++;
+  if (d) closedir(d);
+  return count;
+}
+
+typedef struct bg_job {
+  const char *ranks;
+  const char *const *args;
+  mht_proc_result_t res;
+} bg_job_t;
+
+static void *bg_main(void *arg) {
+  bg_job_t *j = arg;
+  run_mpi(j->ranks, CLI, j->args, 60, &j->res);
+  return NULL;
+}
+
+/* Start a long pi job on `ranks` ranks, send `sig` to rank `victim` from
+ * here (not the launcher), and check the job ends with a message naming
+ * that rank with its pid and host, non-zero, leaving no process and no file
+ * of ours in /dev/shm or /tmp. */
+static void kill_rank_from_outside(const char *ranks, int victim, int sig,
+                                   const char *want) {
+  char mark[32];
+  make_mark(mark, sizeof mark);
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
+  const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark,
+                        NULL};
+  bg_job_t job = {ranks, args, {0}};
+  pthread_t tid;
+  ASSERT_EQ(pthread_create(&tid, NULL, bg_main, &job), 0);
+  pid_t pid = 0;
+  double t0 = mht_now();
+  while (!(pid = find_rank(mark, victim)) && mht_now() - t0 < 20)
+    mht_sleep(0.05);
+  ASSERT(pid > 0);
+  /* Well into the run: the victim has counted for a while (its CPU time,
+   * fields 14 and 15 of /proc/<pid>/stat, in clock ticks). */
+  long ticks = 0, hz = sysconf(_SC_CLK_TCK);
+  while (ticks < hz / 2 && mht_now() - t0 < 20) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) break;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                    &ut, &st) == 2)
+      ticks = (long)(ut + st);
+    mht_sleep(0.05);
+  }
+  ASSERT_EQ(kill(pid, sig), 0);
+  pthread_join(tid, NULL);
+  mht_proc_result_t *r = &job.res;
+  ASSERT(!(r->exited && r->status == 0));
+  char host[64] = {0}, name[160];
+  gethostname(host, sizeof host - 1);
+  snprintf(name, sizeof name, "manyhands: MPI rank %d (pid %d on %s) %s",
+           victim, (int)pid, host, want);
+  if (!strstr(r->err, name))
+    mht_fail(__FILE__, __LINE__, "no \"%s\" in:\n%s", name, r->err);
+  ASSERT(r->seconds < 30);
+  mht_proc_free(r);
+  assert_none_left("manyhands-mpi", mark);
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
+}
+
+/* SIGKILL (OOM killer, a crash): the rank's sentinel names it. */
+TEST(rank_killed_named) {
+  need_mpi();
+  kill_rank_from_outside("2", 1, SIGKILL, "died");
+}
+
+/* SIGTERM to one rank of three from outside the launcher: it names itself. */
+TEST(rank_terminated_named) {
+  need_mpi();
+  kill_rank_from_outside("3", 2, SIGTERM, "was sent signal 15");
 }
 
 /* ---- map over ranks ---------------------------------------------------- */

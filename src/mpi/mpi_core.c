@@ -23,8 +23,10 @@
  * rank dies, or when a rank calls MPI_Abort, the launcher sends SIGTERM to the
  * surviving ranks and SIGKILL a second later.  mh_mpi_init blocks SIGTERM in
  * the calling thread (so every thread started afterwards, MPI's included,
- * inherits the block) and a watchdog thread takes it with sigwait(), quiets
- * the sentinel, lets rank 0 say why the job ends, and exits.
+ * inherits the block) and a watchdog thread takes it with sigwaitinfo(),
+ * quiets the sentinel, and exits: rank 0 says that the launcher ends the job,
+ * and a rank sent SIGTERM by anyone but the launcher (its parent) names
+ * itself, since a SIGTERM is handled here and never reaches the sentinel.
  *
  * mh__mpi is written only on the main thread while the watchdog does not run
  * (see mpi_internal.h); the watchdog reads it.  sentinel_fd is written by
@@ -142,6 +144,22 @@ static int sentinel_start(void) {
   }
   close(p[0]);
   sentinel_fd = p[1];
+  /* A first notice, for a death while MPI starts: the launchers tell each
+   * process its rank in the environment. */
+  static const char *const rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+                                          "PMI_RANK", "SLURM_PROCID"};
+  const char *rank = NULL;
+  for (size_t i = 0; i < sizeof rank_vars / sizeof rank_vars[0] && !rank; i++)
+    rank = getenv(rank_vars[i]);
+  char host[MH__MPI_HOST_MAX] = {0}, msg[SENTINEL_MSG_MAX];
+  gethostname(host, sizeof host - 1);
+  int len = snprintf(msg, sizeof msg,
+                     "Mmanyhands: MPI rank %s (pid %d on %s) died while MPI "
+                     "was starting; the launcher stops the other ranks\n",
+                     rank ? rank : "?", (int)getpid(), host);
+  if (len > 0 && len < (int)sizeof msg &&
+      write(sentinel_fd, msg, (size_t)len) < 0) { /* it is gone: fine */
+  }
   return 0;
 }
 
@@ -186,20 +204,35 @@ void mh__mpi_fatal(const char *fmt, ...) {
 static void *watchdog_main(void *arg) {
   MH__UNUSED(arg);
   for (;;) {
-    int sig = 0;
-    if (sigwait(&watched, &sig) != 0) continue;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int sig = sigwaitinfo(&watched, &si);
+    if (sig < 0) continue;
     if (watchdog_stop) return NULL;
-    /* The launcher stops us: whoever caused it (a dead rank's sentinel, a
-     * rank's own fatal message, mpirun's Ctrl-C) has spoken already. */
+    /* We end now, and our end is explained here or elsewhere: the
+     * sentinel stays quiet. */
     sentinel_quiet();
-    if (mh__mpi.rank == 0 && !aborting) {
-      char msg[200];
-      int len = snprintf(msg, sizeof msg,
-                         "manyhands: rank 0 stopped by the launcher (signal "
-                         "%d): mpirun was interrupted, or another rank died "
-                         "or ended the job; every rank ends\n", sig);
-      if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
-      }
+    char msg[300];
+    int len = 0;
+    if (si.si_code == SI_USER && si.si_pid != getppid() &&
+        si.si_pid != getpid()) {
+      /* Not the launcher (our parent: mpirun's daemon, slurmstepd): someone
+       * signalled this rank alone, and only it can say so. */
+      len = snprintf(msg, sizeof msg,
+                     "manyhands: MPI rank %d (pid %d on %s) was sent signal "
+                     "%d by pid %d; the launcher stops the other ranks\n",
+                     mh__mpi.rank, (int)getpid(), mh__mpi_host(mh__mpi.rank),
+                     sig, (int)si.si_pid);
+    } else if (mh__mpi.rank == 0 && !aborting) {
+      /* The launcher stops every rank: whoever caused it (a dead rank's
+       * sentinel, a rank's own fatal message, Ctrl-C on mpirun) has spoken
+       * already; rank 0 alone says that the job ends. */
+      len = snprintf(msg, sizeof msg,
+                     "manyhands: rank 0 stopped by the launcher (signal %d): "
+                     "mpirun was interrupted, or another rank died or ended "
+                     "the job; every rank ends\n", sig);
+    }
+    if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
     }
     _exit(128 + sig);
   }
