@@ -141,9 +141,82 @@ TEST(pi_repeat_output) {
   ASSERT_GE(lines, 6);
   /* The four estimates are the same lines in both runs. */
   ASSERT_EQ(strncmp(a.out, b.out, 4 * 10), 0);
-  ASSERT(strstr(a.out, "10000000 total iterations with"));
+  /* The layout in words: ranks x threads, not threads called ranks. */
+  if (!strstr(a.out, "10000000 total iterations with 2 MPI ranks x 1 thread\n") ||
+      !strstr(b.out, "10000000 total iterations with 1 MPI rank x 2 threads\n"))
+    mht_fail(__FILE__, __LINE__, "layout wording:\n%s\n%s", a.out, b.out);
   mht_proc_free(&a);
   mht_proc_free(&b);
+}
+
+/* --sweep with --backend mpi varies the ranks taking part (1..2) as well as
+ * the threads per rank: one JSON line per ranks x threads pair, ordered by
+ * workers = ranks x threads, the same count inside everywhere, speed-up
+ * measured against 1 rank x 1 thread.  The table shows both columns. */
+TEST(sweep_over_ranks_and_threads) {
+  need_mpi();
+  const char *args[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
+                        "--json", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", CLI, args, 60, &r);
+  if (r.status != 0) fprintf(stderr, "%s", r.err);
+  ASSERT_EQ(r.status, 0);
+  static const int want[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}};
+  char *line = r.out;
+  uint64_t inside = 0;
+  for (int i = 0; i < 4; i++) {
+    ASSERT(line && *line);
+    char *nl = strchr(line, '\n');
+    ASSERT(nl);
+    *nl = '\0';
+    ASSERT_UEQ(json_u64(line, "ranks"), want[i][0]);
+    ASSERT_UEQ(json_u64(line, "threads_per_rank"), want[i][1]);
+    ASSERT_UEQ(json_u64(line, "workers"), want[i][0] * want[i][1]);
+    if (i == 0) {
+      inside = json_u64(line, "inside");
+      ASSERT(strstr(line, "\"speedup\":1,") || strstr(line, "\"speedup\":1}"));
+    }
+    ASSERT_UEQ(json_u64(line, "inside"), inside);
+    ASSERT(strstr(line, "\"karp_flatt\":"));
+    line = nl + 1;
+  }
+  ASSERT_EQ(*line, '\0');
+  ASSERT_UEQ(inside, reference_inside(30000000, MH_PI_DEFAULT_SEED));
+  mht_proc_free(&r);
+
+  const char *targs[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
+                         NULL};
+  run_mpi("2", CLI, targs, 60, &r);
+  ASSERT_EQ(r.status, 0);
+  if (!strstr(r.out, "ranks threads workers") ||
+      !strstr(r.out, "    1       1       1 ") ||
+      !strstr(r.out, "    2       2       4 ") ||
+      !strstr(r.out, "measured at 1 rank x 1 thread") ||
+      !strstr(r.out, "Amdahl fit (least squares"))
+    mht_fail(__FILE__, __LINE__, "sweep table:\n%s", r.out);
+  mht_proc_free(&r);
+}
+
+/* The plain command (built without MPI) refuses --backend mpi as a usage
+ * error and says where MPI runs are made; nothing on stdout. */
+TEST(plain_cli_refuses_mpi) {
+  char cli[] = MHT_BUILD_DIR "/manyhands", pi[] = "pi", n[] = "1e6",
+       p[] = "2", opt[] = "--backend", mpi[] = "mpi";
+  char *v[] = {cli, pi, n, p, opt, mpi, NULL};
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run(v, 30, &r), 0);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 2);
+  ASSERT_EQ(r.out_len, 0);
+  if (strncmp(r.err, "manyhands: --backend mpi runs ", 30) != 0 ||
+      !strstr(r.err, "manyhands-mpi") || !strstr(r.err, "mpirun -np RANKS") ||
+      strstr(r.err, "built without") || strchr(r.err, '\n') != r.err + r.err_len - 1)
+    mht_fail(__FILE__, __LINE__, "refusal:\n%s", r.err);
+#if MHT_HAVE_MPI
+  /* This build has the MPI command: the message gives its path. */
+  ASSERT(strstr(r.err, MHT_BUILD_DIR "/manyhands-mpi pi N [P] --backend mpi"));
+#endif
+  mht_proc_free(&r);
 }
 
 #if MHT_HAVE_MPI
@@ -676,8 +749,11 @@ static void check_map_hang(const char *how, const char *mode,
                            const char *want) {
   char mark[32];
   make_mark(mark, sizeof mark);
-  setenv("MH_MPI_TIMEOUT", "2", 1);
-  setenv("MH_MPI_TASK_TIMEOUT", "3", 1);
+  /* One limit short, the other long enough that a loaded machine (a late
+   * heartbeat) cannot trip it first. */
+  int stop = strcmp(mode, "stop") == 0;
+  setenv("MH_MPI_TIMEOUT", stop ? "2" : "25", 1);
+  setenv("MH_MPI_TASK_TIMEOUT", stop ? "40" : "3", 1);
   const char *args[] = {"--helper", "map_hang", how, mode, mark, NULL};
   mht_proc_result_t r;
   run_mpi("2", mht_self(), args, 60, &r);

@@ -46,7 +46,7 @@ MH_EXTERN int mh_mpi_size(void);
 
 /** Per-run figures of mh_mpi_pi_run beyond mh_pi_result_t. */
 typedef struct mh_mpi_pi_stats_s {
-  int ranks;                /**< ranks that took part */
+  int ranks;                /**< ranks that took part (threads > 0) */
   int threads;              /**< threads of this rank */
   uint64_t blocks;          /**< blocks counted by this rank */
   /** On rank 0: blocks counted by each rank, if the caller set this to an
@@ -55,14 +55,17 @@ typedef struct mh_mpi_pi_stats_s {
 } mh_mpi_pi_stats_t;
 
 /** Estimate pi over every rank, each running `threads` threads (1..4096)
- * over the blocks it is handed.  Collective; rank 0's `opts` decide n, seed
+ * over the blocks it is handed; a rank other than 0 passing threads = 0
+ * sits the run out (it still makes the collective call), so a program can
+ * measure 1..R ranks within one job of R, as `manyhands pi --sweep` does.  Collective; rank 0's `opts` decide n, seed
  * and kernel, and rank 0 hands blocks out on demand in shrinking ranges, so a
  * slow rank takes fewer.  A block is defined by (seed, block index) only, so
  * `inside` is identical to mh_pi_run's for the same n and seed, for any ranks
  * and threads.  Every rank gets rank 0's whole result in `res` (workers = the
  * total thread count, backend MH_BACKEND_MPI) and rank 0's return code, so
  * all ranks take the same branches afterwards.  `stats` may be NULL.
- * Errors: MH_EINVAL (NULL opts/res, threads out of range, n == 0 or
+ * Errors: MH_EINVAL (NULL opts/res, threads out of range or 0 on rank 0,
+ * n == 0 or
  * > 2^63-1, not initialised), MH_ENOTSUP (kernel not supported on a rank),
  * MH_ECANCELED (rank 0's opts->cancel was set; `res` holds the partial
  * result), MH_ENOMEM, MH_EAGAIN, MH_EMPI. */

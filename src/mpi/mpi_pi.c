@@ -322,7 +322,8 @@ static int run_worker(local_t *l, int threads, int hang) {
 
 int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
                   mh_pi_result_t *res, mh_mpi_pi_stats_t *stats) {
-  if (!mh__mpi.inited || !opts || !res || threads < 1 || threads > 4096)
+  if (!mh__mpi.inited || !opts || !res || threads < 0 || threads > 4096 ||
+      (threads == 0 && mh__mpi.rank == 0))
     return MH_EINVAL;
   /* Rank 0's options decide; every rank learns them here. */
   uint64_t params[3] = {opts->n, opts->seed, (uint64_t)opts->kernel};
@@ -339,7 +340,11 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     mh__free(per_rank);
     return MH_EMPI;
   }
-  for (int r = 0; r < mh__mpi.size; r++) all_threads += per_rank[r];
+  int taking_part = 0;
+  for (int r = 0; r < mh__mpi.size; r++) {
+    all_threads += per_rank[r];
+    taking_part += per_rank[r] > 0;
+  }
 
   double t0 = mh__now();
   int rc = 0, hang = 0;
@@ -357,11 +362,13 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   if (mh__mpi.rank == 0) l.shared_next = &counter;
   server_t sv;
   memset(&sv, 0, sizeof sv);
-  pthread_t *tids = mh__calloc((size_t)threads, sizeof *tids);
-  thread_arg_t *args = mh__calloc((size_t)threads, sizeof *args);
+  /* A rank with no threads sits this run out: it only reports zeros. */
+  size_t nthr = threads > 0 ? (size_t)threads : 1;
+  pthread_t *tids = mh__calloc(nthr, sizeof *tids);
+  thread_arg_t *args = mh__calloc(nthr, sizeof *args);
   /* One spare counter's room to align the array on a cache line (calloc
    * guarantees only 16 bytes). */
-  void *counters_raw = mh__calloc((size_t)threads + 1, sizeof *l.counters);
+  void *counters_raw = mh__calloc(nthr + 1, sizeof *l.counters);
   if (counters_raw)
     l.counters = (counter_t *)(((uintptr_t)counters_raw + MH__CACHE_LINE - 1) &
                                ~(uintptr_t)(MH__CACHE_LINE - 1));
@@ -385,7 +392,8 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
       break;
   }
   if (started < threads) {
-    /* Count with the threads we have; the answer does not change. */
+    /* Count with the threads we have; the answer does not change.  (A rank
+     * with threads == 0 starts none and never asks for blocks.) */
     if (started == 0) mh__mpi_fatal("rank %d could not start a thread",
                                     mh__mpi.rank);
     threads = started;
@@ -395,7 +403,7 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     sv.total_threads = all_threads;
     for (int r = 0; r < mh__mpi.size; r++) sv.last_seen[r] = mh__now();
     rc = run_rank0(&l, threads, &sv, opts->cancel);
-  } else {
+  } else if (threads > 0) {
     rc = run_worker(&l, threads, hang);
   }
   if (rc != 0 && rc != MH_ECANCELED) drop_all(&l);
@@ -447,7 +455,7 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   res->workers = all_threads;
   res->backend = MH_BACKEND_MPI;
   if (stats) {
-    stats->ranks = mh__mpi.size;
+    stats->ranks = taking_part;
     stats->threads = threads;
     stats->blocks = blocks;
   }
