@@ -106,9 +106,19 @@ static void sentinel_main(int rfd) {
   _exit(0);
 }
 
+/* A child the rank forks (a process pool, say) must not hold the pipe
+ * open: the rank's death would then go unnoticed while the child lives. */
+static void sentinel_forget_in_child(void) {
+  if (sentinel_fd >= 0) close(sentinel_fd);
+  sentinel_fd = -1;
+}
+
 /* Fork the sentinel (before MPI starts, when the process is normally still
  * single-threaded).  0, or -1 (the job then runs without one). */
 static int sentinel_start(void) {
+  static int atfork_done;
+  if (!atfork_done && pthread_atfork(NULL, NULL, sentinel_forget_in_child) == 0)
+    atfork_done = 1;
   int p[2];
   if (pipe2(p, O_CLOEXEC) != 0) return -1;
   pid_t pid = fork();
