@@ -47,8 +47,8 @@ extern mh__mpi_state_t mh__mpi;
 /* Host name of rank r. */
 const char *mh__mpi_host(int r);
 
-/* Print "manyhands: <msg>" on stderr, mark the job as aborted by us (so the
- * watchdogs of the other ranks stay quiet), and MPI_Abort.  Never returns. */
+/* Quiet this rank's sentinel and watchdog (our message explains the end),
+ * print "manyhands: <msg>" on stderr, and MPI_Abort.  Never returns. */
 void mh__mpi_fatal(const char *fmt, ...)
     __attribute__((noreturn, format(printf, 1, 2)));
 
