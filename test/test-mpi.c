@@ -27,6 +27,10 @@ static void need_mpi(void) {
   printf("MPI not found: skipped\n");
   exit(77);
 #endif
+  /* A bound on every job a test starts (Open MPI's mpirun and MPICH's
+   * mpiexec both honour it): a test that dies half-way (a failed check, the
+   * CTest timeout) must not leave a 10^13-point job spinning behind it. */
+  setenv("MPIEXEC_TIMEOUT", "150", 1);
   /* Open MPI refuses to run as root without these. */
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
