@@ -66,6 +66,8 @@ typedef struct local {
   _Atomic uint64_t *shared_next;
   _Atomic int stop;
   _Atomic int exited;
+  _Atomic int nthreads;           /* rank 0: threads started (the last to
+                                     exit signals cv) */
 } local_t;
 
 typedef struct thread_arg {
@@ -119,7 +121,12 @@ static void *count_main(void *arg) {
     if (l->slow_us > 0) mh__sleep((double)l->slow_us * 1e-6);
     if (l->die_after_first) raise(SIGKILL);
   }
-  atomic_fetch_add(&l->exited, 1);
+  /* Rank 0's main thread may be asleep waiting for the last of us. */
+  if (atomic_fetch_add(&l->exited, 1) + 1 == atomic_load(&l->nthreads)) {
+    pthread_mutex_lock(&l->mu);
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+  }
   return NULL;
 }
 
@@ -252,6 +259,20 @@ static int run_rank0(local_t *l, int threads, server_t *sv,
     /* Our own threads take blocks from the counter themselves. */
     int local_done = atomic_load(&l->exited) == threads;
     if (local_done && pending == 0) break;
+    if (pending == 0) {
+      /* Only our own threads are left: sleep until the last one exits (it
+       * signals cv), waking every 20 ms for the cancel flag.  A 1 ms nap
+       * here would wake this thread a thousand times a second, each time
+       * taking a core from a counting thread on a busy machine. */
+      mh__deadline_t dl;
+      mh__deadline_init(&dl, 0.02);
+      pthread_mutex_lock(&l->mu);
+      while (atomic_load(&l->exited) != threads &&
+             mh__cond_wait(&l->cv, &l->mu, &dl) == 0) {
+      }
+      pthread_mutex_unlock(&l->mu);
+      continue;
+    }
     double now = mh__now();
     for (int r = 1; r < mh__mpi.size; r++) {
       if (!sv->done[r] && now - sv->last_seen[r] > mh__mpi.timeout)
@@ -383,7 +404,9 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     mh__mpi_fatal("rank %d is out of memory", mh__mpi.rank);
   }
   pthread_mutex_init(&l.mu, NULL);
-  pthread_cond_init(&l.cv, NULL);
+  if (mh__cond_init(&l.cv, false) != 0)
+    mh__mpi_fatal("rank %d cannot make a condition variable", mh__mpi.rank);
+  atomic_store(&l.nthreads, threads);
   int started = 0;
   for (; started < threads; started++) {
     args[started].l = &l;
@@ -397,6 +420,9 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     if (started == 0) mh__mpi_fatal("rank %d could not start a thread",
                                     mh__mpi.rank);
     threads = started;
+    /* A thread may already have exited unnoticed: rank 0's wait below
+     * re-checks the count every 20 ms anyway. */
+    atomic_store(&l.nthreads, started);
   }
   if (mh__mpi.rank == 0) {
     sv.threads = per_rank;
