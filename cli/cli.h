@@ -72,7 +72,9 @@ double mhc_karp_flatt(double speedup, int p);
 
 /* One line of the sweep table. */
 typedef struct mhc_sweep_row {
-  int workers;
+  int workers;       /* ranks x threads */
+  int ranks;         /* MPI ranks taking part (1 off MPI) */
+  int threads;       /* threads of each rank (= workers off MPI) */
   double seconds;    /* median over the repetitions */
   double points_per_second;
   double speedup;    /* t_base / seconds */
@@ -111,7 +113,10 @@ int mhc_cmd_pi(int argc, char **argv);
 /* ---- pi_mpi.c: --backend mpi in manyhands-mpi (MH_WITH_MPI only) ---- */
 #ifdef MH_WITH_MPI
 int mhc_mpi_start(void);                /* 0 or an exit code */
-void mhc_mpi_set_threads(int threads);  /* threads of each rank */
+/* The next runs use ranks 0 .. ranks-1 (all when ranks <= 0) with `threads`
+ * threads each; the other ranks sit them out. */
+void mhc_mpi_set_layout(int ranks, int threads);
+int mhc_mpi_size(void);                 /* ranks in the job */
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res);
 #endif
 

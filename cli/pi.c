@@ -76,9 +76,28 @@ static const char *worker_noun(mh_backend_t b, int count) {
   switch (b) {
     case MH_BACKEND_THREADS: return count == 1 ? "thread" : "threads";
     case MH_BACKEND_PROCESSES: return count == 1 ? "process" : "processes";
-    case MH_BACKEND_MPI: return count == 1 ? "MPI rank" : "MPI ranks";
+    case MH_BACKEND_MPI: return count == 1 ? "thread" : "threads";
   }
   return "workers";
+}
+
+/* The layout of the MPI runs being printed: ranks taking part and threads
+ * of each (0 off MPI).  Set before each run; read by the printers. */
+static int g_lay_ranks, g_lay_threads;
+
+/* "4 threads", or for MPI "2 MPI ranks x 2 threads (4 threads)". */
+static void describe_workers(mh_backend_t b, int workers, int with_total,
+                             char *buf, size_t len) {
+  if (b == MH_BACKEND_MPI && g_lay_ranks > 0) {
+    int n = snprintf(buf, len, "%d MPI rank%s x %d thread%s", g_lay_ranks,
+                     g_lay_ranks == 1 ? "" : "s", g_lay_threads,
+                     g_lay_threads == 1 ? "" : "s");
+    if (with_total && g_lay_ranks > 1 && g_lay_threads > 1 && n > 0 &&
+        (size_t)n < len)
+      snprintf(buf + n, len - (size_t)n, " (%d threads)", workers);
+  } else {
+    snprintf(buf, len, "%d %s", workers, worker_noun(b, workers));
+  }
 }
 
 static void pi_help(void) {
@@ -95,7 +114,8 @@ static void pi_help(void) {
       "  P   workers, 1..4096 (default: the online CPUs)\n"
       "\n"
       "options:\n"
-      "  -b, --backend B  threads (default), processes, or mpi (MPI builds)\n"
+      "  -b, --backend B  threads (default), processes, or mpi (only in\n"
+      "                   manyhands-mpi under mpirun: P threads per rank)\n"
       "  -r, --repeat K   K estimates from K independent streams, one per\n"
       "                   line, then the total time (like timeit(number=K))\n"
       "  -s, --seed S     stream seed, decimal or 0x-hex (default 20260101,\n"
@@ -103,7 +123,9 @@ static void pi_help(void) {
       "                   from the kernel and prints it\n"
       "      --sweep LIST run at each worker count of LIST ('1,2,4', '1-8',\n"
       "                   '1-4,8'): speedup table and fitted Amdahl fraction;\n"
-      "                   with --repeat K each count runs K times (median)\n"
+      "                   with --repeat K each count runs K times (median);\n"
+      "                   with --backend mpi LIST is threads per rank and\n"
+      "                   the sweep also runs on 1..R of the job's R ranks\n"
       "      --plot FILE  with --sweep: speedup chart, FILE.svg or FILE.png,\n"
       "                   drawn by gnuplot if it is on PATH\n"
       "      --json       one JSON object per run on stdout\n"
@@ -426,6 +448,9 @@ static void print_json(const pi_args_t *a, const mh_pi_result_t *r,
          backend_name(r->backend), (unsigned long long)seed,
          (unsigned long long)rep, kn ? kn : "?",
          (unsigned long long)r->inside);
+  if (r->backend == MH_BACKEND_MPI && g_lay_ranks > 0)
+    printf(",\"ranks\":%d,\"threads_per_rank\":%d", g_lay_ranks,
+           g_lay_threads);
   json_num("pi", r->done ? r->pi : NAN);
   json_num("stderr", r->done ? r->stderr_pi : NAN);
   json_num("abs_error", r->done ? r->abs_error : NAN);
@@ -457,7 +482,13 @@ static void print_human(const mh_pi_result_t *r, uint64_t seed) {
   }
   printf("inside      %llu\n", (unsigned long long)r->inside);
   printf("N           %llu\n", (unsigned long long)r->done);
-  printf("workers     %d\n", r->workers);
+  if (r->backend == MH_BACKEND_MPI && g_lay_ranks > 0) {
+    char who[96];
+    describe_workers(r->backend, r->workers, 0, who, sizeof who);
+    printf("workers     %d (%s)\n", r->workers, who);
+  } else {
+    printf("workers     %d\n", r->workers);
+  }
   printf("backend     %s\n", backend_name(r->backend));
   printf("kernel      %s\n", mh_pi_kernel_name(r->kernel));
   printf("seed        %llu\n", (unsigned long long)seed);
@@ -468,13 +499,23 @@ static void print_human(const mh_pi_result_t *r, uint64_t seed) {
 
 /* ---- running ------------------------------------------------------------ */
 
-static int make_executor(const pi_args_t *a, int workers, mh_executor_t **ex) {
+/* An executor for `workers` workers; for MPI no executor, but the layout
+ * of the next runs: `ranks` ranks (0: all of the job's) x `workers` threads
+ * each. */
+static int make_executor(const pi_args_t *a, int ranks, int workers,
+                         mh_executor_t **ex) {
+  g_lay_ranks = g_lay_threads = 0;
 #ifdef MH_WITH_MPI
   if (a->backend == MH_BACKEND_MPI) { /* ranks x threads: see pi_mpi.c */
-    mhc_mpi_set_threads(workers);
+    if (ranks <= 0) ranks = mhc_mpi_size();
+    mhc_mpi_set_layout(ranks, workers);
+    g_lay_ranks = ranks;
+    g_lay_threads = workers;
     *ex = NULL;
     return 0;
   }
+#else
+  (void)ranks;
 #endif
   mh_executor_options_t eo;
   mh_executor_options_init(&eo);
@@ -482,11 +523,7 @@ static int make_executor(const pi_args_t *a, int workers, mh_executor_t **ex) {
   eo.workers = workers;
   int rc = mh_executor_new(ex, &eo);
   if (rc == 0) return 0;
-  if (rc == MH_ENOTSUP && a->backend == MH_BACKEND_MPI)
-    mhc_error("this manyhands was built without MPI, so --backend mpi is not "
-              "available; rebuild with an MPI library installed, or use "
-              "--backend threads or processes");
-  else if (rc == MH_ENOTSUP)
+  if (rc == MH_ENOTSUP)
     mhc_error("the %s backend is not available in this build",
               backend_name(a->backend));
   else
@@ -530,7 +567,7 @@ static int run_plain(const pi_args_t *a, progress_t *pg) {
   int workers = a->workers ? a->workers : mh_cpu_count();
   if (workers > MHC_MAX_WORKERS) workers = MHC_MAX_WORKERS;
   mh_executor_t *ex;
-  int code = make_executor(a, workers, &ex);
+  int code = make_executor(a, 0, workers, &ex);
   if (code) return code;
   code = MHC_EXIT_OK;
   int tutorial = a->repeat > 1 && !a->json;
@@ -570,9 +607,11 @@ static int run_plain(const pi_args_t *a, progress_t *pg) {
   if (tutorial && code == MHC_EXIT_OK) {
     double mean = sum / (double)reps;
     double var = (sumsq - sum * mean) / (double)(reps - 1);
+    char who[96];
+    describe_workers(a->backend, workers * (g_lay_ranks > 0 ? g_lay_ranks : 1),
+                     1, who, sizeof who);
     printf("%.6f\n", total);
-    printf("%llu total iterations with %d %s\n", (unsigned long long)a->n,
-           workers, worker_noun(a->backend, workers));
+    printf("%llu total iterations with %s\n", (unsigned long long)a->n, who);
     printf("mean %.9f, standard error of the mean %.9f; kernel %s, seed %llu, "
            "%.4g points/s\n", mean, var > 0 ? sqrt(var / (double)reps) : 0.0,
            mh_pi_kernel_name(used), (unsigned long long)a->seed,
@@ -595,6 +634,11 @@ static void print_table(const pi_args_t *a, const mhc_sweep_row_t *rows,
          "the same for every worker count\n\n",
          first->pi, first->stderr_pi, first->abs_error,
          (unsigned long long)first->inside);
+  int mpi = a->backend == MH_BACKEND_MPI;
+  if (mpi)
+    printf("workers = ranks x threads per rank; at each point the job's other "
+           "ranks sit the run out\n");
+  if (mpi) printf("%5s %7s ", "ranks", "threads");
   printf("%7s %11s %12s %8s %10s %10s\n", "workers", "seconds", "points/s",
          "speedup", "efficiency", "Karp-Flatt");
   for (size_t i = 0; i < n; i++) {
@@ -604,6 +648,7 @@ static void print_table(const pi_args_t *a, const mhc_sweep_row_t *rows,
       snprintf(kf, sizeof kf, "%.4f", r->karp_flatt);
     else
       snprintf(kf, sizeof kf, "-");
+    if (mpi) printf("%5d %7d ", r->ranks, r->threads);
     printf("%7d %11.6f %12.4g %8.3f %9.1f%% %10s\n", r->workers, r->seconds,
            r->points_per_second, r->speedup, 100.0 * r->efficiency, kf);
   }
@@ -623,16 +668,51 @@ static void print_table(const pi_args_t *a, const mhc_sweep_row_t *rows,
     printf("Amdahl fit: needs at least two worker counts\n");
   }
   printf("speedup = T1 / T(p) with T1 = %.6f s (%s)\n", base,
-         rows[0].workers == 1 ? "measured at 1 worker"
+         rows[0].workers == 1 ? (mpi ? "measured at 1 rank x 1 thread"
+                                     : "measured at 1 worker")
          : fit->ok            ? "the fit's one-worker time"
                               : "assuming perfect scaling up to the first count");
   fflush(stdout);
 }
 
+/* The points of a sweep: worker counts of LIST on one machine; on MPI every
+ * ranks x threads pair for 1..R ranks of the job and LIST threads per rank,
+ * ordered by total workers, then by ranks.  Returns the count, or 0 when out
+ * of memory. */
+static size_t sweep_layout(const pi_args_t *a, mhc_sweep_row_t **out) {
+  int ranks = 1;
+#ifdef MH_WITH_MPI
+  if (a->backend == MH_BACKEND_MPI) ranks = mhc_mpi_size();
+#endif
+  size_t n = (size_t)ranks * a->nsweep, k = 0;
+  mhc_sweep_row_t *rows = calloc(n, sizeof *rows);
+  if (!rows) return 0;
+  for (int r = 1; r <= ranks; r++)
+    for (size_t i = 0; i < a->nsweep; i++, k++) {
+      rows[k].ranks = r;
+      rows[k].threads = a->sweep[i];
+      rows[k].workers = r * a->sweep[i];
+    }
+  /* Insertion sort: stable, and n is small. */
+  for (size_t i = 1; i < n; i++) {
+    mhc_sweep_row_t t = rows[i];
+    size_t j = i;
+    while (j > 0 && (rows[j - 1].workers > t.workers ||
+                     (rows[j - 1].workers == t.workers &&
+                      rows[j - 1].ranks > t.ranks))) {
+      rows[j] = rows[j - 1];
+      j--;
+    }
+    rows[j] = t;
+  }
+  *out = rows;
+  return n;
+}
+
 /* --sweep: K runs at each worker count, a table, the fit, the chart. */
 static int run_sweep(const pi_args_t *a, progress_t *pg) {
-  size_t n = a->nsweep;
-  mhc_sweep_row_t *rows = calloc(n, sizeof *rows);
+  mhc_sweep_row_t *rows = NULL;
+  size_t n = sweep_layout(a, &rows);
   mh_pi_result_t *results = calloc(n * a->repeat, sizeof *results);
   double *times = calloc(a->repeat, sizeof *times);
   int *ps = calloc(n, sizeof *ps);
@@ -642,14 +722,14 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
   mh_pi_result_t partial;
   uint64_t partial_rep = 0;
   int interrupted = 0;
-  if (!rows || !results || !times || !ps || !ts) {
+  if (!n || !rows || !results || !times || !ps || !ts) {
     mhc_error("out of memory");
     code = MHC_EXIT_FAIL;
     goto out;
   }
   for (size_t i = 0; i < n && code == MHC_EXIT_OK; i++) {
     mh_executor_t *ex;
-    code = make_executor(a, a->sweep[i], &ex);
+    code = make_executor(a, rows[i].ranks, rows[i].threads, &ex);
     if (code) break;
     for (uint64_t rep = 0; rep < a->repeat; rep++) {
       mh_pi_result_t *res = &results[i * a->repeat + rep];
@@ -669,7 +749,8 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
        * promise, checked here where it is cheap. */
       if (res->inside != results[rep].inside) {
         mhc_error("the count inside differs between %d and %d workers (%llu "
-                  "vs %llu): please report this bug", a->sweep[0], a->sweep[i],
+                  "vs %llu): please report this bug", rows[0].workers,
+                  rows[i].workers,
                   (unsigned long long)results[rep].inside,
                   (unsigned long long)res->inside);
         code = MHC_EXIT_FAIL;
@@ -679,7 +760,6 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
     }
     mh_executor_free(ex);
     if (code) break;
-    rows[i].workers = a->sweep[i];
     rows[i].seconds = mhc_median(times, a->repeat);
     rows[i].points_per_second =
         rows[i].seconds > 0 ? (double)a->n / rows[i].seconds : 0;
@@ -705,9 +785,14 @@ static int run_sweep(const pi_args_t *a, progress_t *pg) {
   double base = mhc_sweep_fill(rows, done_rows, &fit);
   if (a->json) {
     for (size_t i = 0; i < done_rows; i++)
-      for (uint64_t rep = 0; rep < a->repeat; rep++)
+      for (uint64_t rep = 0; rep < a->repeat; rep++) {
+        if (a->backend == MH_BACKEND_MPI) {
+          g_lay_ranks = rows[i].ranks;
+          g_lay_threads = rows[i].threads;
+        }
         print_json(a, &results[i * a->repeat + rep],
                    mh_pi_repeat_seed(a->seed, rep), rep, 0, &rows[i], &fit);
+      }
   } else {
     print_table(a, rows, done_rows, &fit, base, &results[0], results[0].kernel);
   }
@@ -745,6 +830,36 @@ out:
   return code;
 }
 
+#ifndef MH_WITH_MPI
+/* --backend mpi given to the plain command: say where MPI runs are made.
+ * Returns the usage exit code. */
+static int refuse_mpi(void) {
+  char self[4096], mpi[4200];
+  ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+  const char *found = NULL;
+  if (len > 0) {
+    self[len] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash) {
+      *slash = '\0';
+      snprintf(mpi, sizeof mpi, "%s/manyhands-mpi", self);
+      if (access(mpi, X_OK) == 0) found = mpi;
+    }
+  }
+  if (found)
+    mhc_error("--backend mpi runs in the MPI build of the command, under an "
+              "MPI launcher: mpirun -np RANKS %s pi N [P] --backend mpi "
+              "(P threads per rank)", found);
+  else
+    mhc_error("--backend mpi runs in manyhands-mpi under an MPI launcher "
+              "(mpirun -np RANKS manyhands-mpi pi N [P] --backend mpi), and "
+              "this build has no manyhands-mpi: CMake did not find MPI (install "
+              "Open MPI or MPICH and rebuild), or use --backend threads or "
+              "processes");
+  return MHC_EXIT_USAGE;
+}
+#endif
+
 int mhc_cmd_pi(int argc, char **argv) {
   pi_args_t *a = calloc(1, sizeof *a);
   if (!a) {
@@ -758,6 +873,11 @@ int mhc_cmd_pi(int argc, char **argv) {
   }
 #ifdef MH_WITH_MPI
   if (a->backend == MH_BACKEND_MPI && (code = mhc_mpi_start()) != 0) goto out;
+#else
+  if (a->backend == MH_BACKEND_MPI) {
+    code = refuse_mpi();
+    goto out;
+  }
 #endif
   code = resolve_kernel(a);
   if (code) goto out;

@@ -15,7 +15,9 @@
 
 #include <manyhands/mpi.h>
 
-static int g_threads = 1;
+/* The layout of the next runs: ranks 0 .. g_ranks-1 take part with
+ * g_threads threads each, the others sit out (a --sweep over ranks). */
+static int g_threads = 1, g_ranks = 0;
 
 static void finalize_at_exit(void) { mh_mpi_finalize(); }
 
@@ -33,10 +35,16 @@ int mhc_mpi_start(void) {
   return 0;
 }
 
-void mhc_mpi_set_threads(int threads) { g_threads = threads; }
+void mhc_mpi_set_layout(int ranks, int threads) {
+  g_ranks = ranks;
+  g_threads = threads;
+}
+
+int mhc_mpi_size(void) { return mh_mpi_size(); }
 
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res) {
-  return mh_mpi_pi_run(opts, g_threads, res, NULL);
+  int mine = g_ranks <= 0 || mh_mpi_rank() < g_ranks ? g_threads : 0;
+  return mh_mpi_pi_run(opts, mine, res, NULL);
 }
 #else
 typedef int mhc_no_mpi_t; /* ISO C wants something in a translation unit */

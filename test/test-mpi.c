@@ -7,6 +7,7 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +27,10 @@ static void need_mpi(void) {
   printf("MPI not found: skipped\n");
   exit(77);
 #endif
+  /* A bound on every job a test starts (Open MPI's mpirun and MPICH's
+   * mpiexec both honour it): a test that dies half-way (a failed check, the
+   * CTest timeout) must not leave a 10^13-point job spinning behind it. */
+  setenv("MPIEXEC_TIMEOUT", "150", 1);
   /* Open MPI refuses to run as root without these. */
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
@@ -72,6 +77,8 @@ static void run_mpi(const char *ranks, const char *prog,
   ASSERT_EQ(rc, 0);
   ASSERT(!res->timed_out);
 }
+
+static int count_our_files(const char *dir);
 
 /* The number in `"key":<n>` of a JSON line. */
 static uint64_t json_u64(const char *s, const char *key) {
@@ -138,9 +145,82 @@ TEST(pi_repeat_output) {
   ASSERT_GE(lines, 6);
   /* The four estimates are the same lines in both runs. */
   ASSERT_EQ(strncmp(a.out, b.out, 4 * 10), 0);
-  ASSERT(strstr(a.out, "10000000 total iterations with"));
+  /* The layout in words: ranks x threads, not threads called ranks. */
+  if (!strstr(a.out, "10000000 total iterations with 2 MPI ranks x 1 thread\n") ||
+      !strstr(b.out, "10000000 total iterations with 1 MPI rank x 2 threads\n"))
+    mht_fail(__FILE__, __LINE__, "layout wording:\n%s\n%s", a.out, b.out);
   mht_proc_free(&a);
   mht_proc_free(&b);
+}
+
+/* --sweep with --backend mpi varies the ranks taking part (1..2) as well as
+ * the threads per rank: one JSON line per ranks x threads pair, ordered by
+ * workers = ranks x threads, the same count inside everywhere, speed-up
+ * measured against 1 rank x 1 thread.  The table shows both columns. */
+TEST(sweep_over_ranks_and_threads) {
+  need_mpi();
+  const char *args[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
+                        "--json", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", CLI, args, 60, &r);
+  if (r.status != 0) fprintf(stderr, "%s", r.err);
+  ASSERT_EQ(r.status, 0);
+  static const int want[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}};
+  char *line = r.out;
+  uint64_t inside = 0;
+  for (int i = 0; i < 4; i++) {
+    ASSERT(line && *line);
+    char *nl = strchr(line, '\n');
+    ASSERT(nl);
+    *nl = '\0';
+    ASSERT_UEQ(json_u64(line, "ranks"), want[i][0]);
+    ASSERT_UEQ(json_u64(line, "threads_per_rank"), want[i][1]);
+    ASSERT_UEQ(json_u64(line, "workers"), want[i][0] * want[i][1]);
+    if (i == 0) {
+      inside = json_u64(line, "inside");
+      ASSERT(strstr(line, "\"speedup\":1,") || strstr(line, "\"speedup\":1}"));
+    }
+    ASSERT_UEQ(json_u64(line, "inside"), inside);
+    ASSERT(strstr(line, "\"karp_flatt\":"));
+    line = nl + 1;
+  }
+  ASSERT_EQ(*line, '\0');
+  ASSERT_UEQ(inside, reference_inside(30000000, MH_PI_DEFAULT_SEED));
+  mht_proc_free(&r);
+
+  const char *targs[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
+                         NULL};
+  run_mpi("2", CLI, targs, 60, &r);
+  ASSERT_EQ(r.status, 0);
+  if (!strstr(r.out, "ranks threads workers") ||
+      !strstr(r.out, "    1       1       1 ") ||
+      !strstr(r.out, "    2       2       4 ") ||
+      !strstr(r.out, "measured at 1 rank x 1 thread") ||
+      !strstr(r.out, "Amdahl fit (least squares"))
+    mht_fail(__FILE__, __LINE__, "sweep table:\n%s", r.out);
+  mht_proc_free(&r);
+}
+
+/* The plain command (built without MPI) refuses --backend mpi as a usage
+ * error and says where MPI runs are made; nothing on stdout. */
+TEST(plain_cli_refuses_mpi) {
+  char cli[] = MHT_BUILD_DIR "/manyhands", pi[] = "pi", n[] = "1e6",
+       p[] = "2", opt[] = "--backend", mpi[] = "mpi";
+  char *v[] = {cli, pi, n, p, opt, mpi, NULL};
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run(v, 30, &r), 0);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 2);
+  ASSERT_EQ(r.out_len, 0);
+  if (strncmp(r.err, "manyhands: --backend mpi runs ", 30) != 0 ||
+      !strstr(r.err, "manyhands-mpi") || !strstr(r.err, "mpirun -np RANKS") ||
+      strstr(r.err, "built without") || strchr(r.err, '\n') != r.err + r.err_len - 1)
+    mht_fail(__FILE__, __LINE__, "refusal:\n%s", r.err);
+#if MHT_HAVE_MPI
+  /* This build has the MPI command: the message gives its path. */
+  ASSERT(strstr(r.err, MHT_BUILD_DIR "/manyhands-mpi pi N [P] --backend mpi"));
+#endif
+  mht_proc_free(&r);
 }
 
 #if MHT_HAVE_MPI
@@ -195,11 +275,15 @@ TEST(pi_slow_rank_takes_fewer_blocks) {
  * hangs, and mpiexec's status is non-zero. */
 TEST(rank_dies) {
   need_mpi();
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
   setenv("MH_MPI_TEST_DIE", "1", 1);
   const char *args[] = {"pi", "2e9", "1", "--backend", "mpi", NULL};
   mht_proc_result_t r;
   run_mpi("2", CLI, args, 60, &r);
   unsetenv("MH_MPI_TEST_DIE");
+  /* Nothing of ours is left on disk (no marker files any more). */
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
   ASSERT(!(r.exited && r.status == 0));
   if (!strstr(r.err, "manyhands: MPI rank 1 (pid"))
     mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
@@ -212,6 +296,7 @@ TEST(rank_dies) {
  * heartbeat timeout and the job is aborted. */
 TEST(rank_hangs) {
   need_mpi();
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
   setenv("MH_MPI_TEST_HANG", "1", 1);
   setenv("MH_MPI_TIMEOUT", "2", 1);
   const char *args[] = {"pi", "1e10", "1", "--backend", "mpi", NULL};
@@ -219,6 +304,9 @@ TEST(rank_hangs) {
   run_mpi("2", CLI, args, 60, &r);
   unsetenv("MH_MPI_TEST_HANG");
   unsetenv("MH_MPI_TIMEOUT");
+  /* A deliberate abort leaves no marker file behind. */
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
   ASSERT(!(r.exited && r.status == 0));
   if (!strstr(r.err, "MPI rank 1 (pid") || !strstr(r.err, "stopped responding"))
     mht_fail(__FILE__, __LINE__, "no message naming rank 1:\n%s", r.err);
@@ -228,8 +316,8 @@ TEST(rank_hangs) {
   mht_proc_free(&r);
 }
 
-/* Processes whose command line holds `mark`. */
-static int count_marked(const char *mark) {
+/* Processes whose command line holds `prog` and `mark`. */
+static int count_marked_prog(const char *prog, const char *mark) {
   DIR *d = opendir("/proc");
   int count = 0;
   struct dirent *e;
@@ -244,17 +332,35 @@ static int count_marked(const char *mark) {
     for (size_t i = 0; i < len; i++)
       if (buf[i] == '\0') buf[i] = ' ';
     buf[len] = '\0';
-    if (strstr(buf, "manyhands-mpi") && strstr(buf, mark)) count++;
+    if (strstr(buf, prog) && strstr(buf, mark)) count++;
   }
   if (d) closedir(d);
   return count;
+}
+
+static int count_marked(const char *mark) {
+  return count_marked_prog("manyhands-mpi", mark);
+}
+
+/* A mark for the command lines of one test's processes. */
+static void make_mark(char *buf, size_t len) {
+  snprintf(buf, len, "%d", 900000 + (int)getpid() % 99999);
+}
+
+/* After a failed job: every process of it (ranks, sentinels) is gone within
+ * a few seconds. */
+static void assert_none_left(const char *prog, const char *mark) {
+  double t0 = mht_now();
+  while (count_marked_prog(prog, mark) > 0 && mht_now() - t0 < 5)
+    mht_sleep(0.05);
+  ASSERT_EQ(count_marked_prog(prog, mark), 0);
 }
 
 /* Ctrl-C on mpiexec (SIGINT to its process group) stops every rank. */
 TEST(interrupt_stops_every_rank) {
   need_mpi();
   char mark[32];
-  snprintf(mark, sizeof mark, "%d", 900000 + (int)getpid() % 99999);
+  make_mark(mark, sizeof mark);
   const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark, NULL};
   char *v[32];
   mpiexec_argv(v, "2", CLI, args);
@@ -288,6 +394,135 @@ TEST(interrupt_stops_every_rank) {
   t0 = mht_now();
   while (count_marked(mark) > 0 && mht_now() - t0 < 5) mht_sleep(0.05);
   ASSERT_EQ(count_marked(mark), 0);
+}
+
+/* The pid of rank `rank` of the job whose command line holds `mark` (not
+ * its sentinel), or 0. */
+static pid_t find_rank(const char *mark, int rank) {
+  DIR *d = opendir("/proc");
+  pid_t found = 0;
+  struct dirent *e;
+  char want[48];
+  snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+  while (d && !found && (e = readdir(d))) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    char path[300], buf[1 << 15];
+    snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t len = fread(buf, 1, 64, f);
+    fclose(f);
+    buf[len] = '\0';
+    if (strncmp(buf, "manyhands-mpi", 13) != 0) continue; /* sentinels too */
+    snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    if (!(f = fopen(path, "r"))) continue;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (buf[i] == '\0') buf[i] = ' ';
+    buf[len] = '\0';
+    if (!strstr(buf, mark)) continue;
+    snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
+    if (!(f = fopen(path, "r"))) continue;
+    len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    for (size_t i = 0; i < len;) {
+      if (strcmp(buf + i, want) == 0) found = (pid_t)atoi(e->d_name);
+      i += strlen(buf + i) + 1;
+    }
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* Entries of `dir` whose name holds "manyhands". */
+static int count_our_files(const char *dir) {
+  DIR *d = opendir(dir);
+  int count = 0;
+  struct dirent *e;
+  while (d && (e = readdir(d)))
+    if (strstr(e->d_name, "manyhands")) count++;
+  if (d) closedir(d);
+  return count;
+}
+
+typedef struct bg_job {
+  const char *ranks;
+  const char *const *args;
+  mht_proc_result_t res;
+} bg_job_t;
+
+static void *bg_main(void *arg) {
+  bg_job_t *j = arg;
+  run_mpi(j->ranks, CLI, j->args, 60, &j->res);
+  return NULL;
+}
+
+/* Start a long pi job on `ranks` ranks, send `sig` to rank `victim` from
+ * here (not the launcher), and check the job ends with a message naming
+ * that rank with its pid and host, non-zero, leaving no process and no file
+ * of ours in /dev/shm or /tmp. */
+static void kill_rank_from_outside(const char *ranks, int victim, int sig,
+                                   const char *want) {
+  char mark[32];
+  make_mark(mark, sizeof mark);
+  int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
+  const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark,
+                        NULL};
+  bg_job_t job = {ranks, args, {0}};
+  pthread_t tid;
+  ASSERT_EQ(pthread_create(&tid, NULL, bg_main, &job), 0);
+  pid_t pid = 0;
+  double t0 = mht_now();
+  while (!(pid = find_rank(mark, victim)) && mht_now() - t0 < 20)
+    mht_sleep(0.05);
+  ASSERT(pid > 0);
+  /* Well into the run: the victim has counted for a while (its CPU time,
+   * fields 14 and 15 of /proc/<pid>/stat, in clock ticks). */
+  long ticks = 0, hz = sysconf(_SC_CLK_TCK);
+  while (ticks < hz / 2 && mht_now() - t0 < 20) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) break;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                    &ut, &st) == 2)
+      ticks = (long)(ut + st);
+    mht_sleep(0.05);
+  }
+  ASSERT_EQ(kill(pid, sig), 0);
+  pthread_join(tid, NULL);
+  mht_proc_result_t *r = &job.res;
+  ASSERT(!(r->exited && r->status == 0));
+  char host[64] = {0}, name[160];
+  gethostname(host, sizeof host - 1);
+  snprintf(name, sizeof name, "manyhands: MPI rank %d (pid %d on %s) %s",
+           victim, (int)pid, host, want);
+  if (!strstr(r->err, name))
+    mht_fail(__FILE__, __LINE__, "no \"%s\" in:\n%s", name, r->err);
+  ASSERT(r->seconds < 30);
+  mht_proc_free(r);
+  assert_none_left("manyhands-mpi", mark);
+  ASSERT_EQ(count_our_files("/dev/shm"), shm0);
+  ASSERT_EQ(count_our_files("/tmp"), tmp0);
+}
+
+/* SIGKILL (OOM killer, a crash): the rank's sentinel names it. */
+TEST(rank_killed_named) {
+  need_mpi();
+  kill_rank_from_outside("2", 1, SIGKILL, "died");
+}
+
+/* SIGTERM to one rank of three from outside the launcher: it names itself. */
+TEST(rank_terminated_named) {
+  need_mpi();
+  kill_rank_from_outside("3", 2, SIGTERM, "was sent signal 15");
 }
 
 /* ---- map over ranks ---------------------------------------------------- */
@@ -454,6 +689,114 @@ TEST(map_over_two_ranks) {
   ASSERT_EQ(r.status, 0);
   ASSERT(strstr(r.out, "map ok 0"));
   mht_proc_free(&r);
+}
+
+/* ---- a map whose rank stops answering ----------------------------------- */
+
+#if MHT_HAVE_MPI
+/* 10 ms per item; on rank 1 the item 50 stops the whole process (as
+ * SIGSTOP from outside would) or never returns, as argv asks. */
+static const char *g_hang_mode = "";
+
+static int slow_item(const void *in, size_t in_size, void *out,
+                     size_t out_size, void *ctx) {
+  (void)in_size, (void)out_size, (void)ctx;
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  if (mh_mpi_rank() == 1 && x >= 50) {
+    if (strcmp(g_hang_mode, "stop") == 0) raise(SIGSTOP);
+    if (strcmp(g_hang_mode, "forever") == 0)
+      for (;;) mht_sleep(1);
+  }
+  mht_sleep(0.01);
+  memcpy(out, &x, sizeof x);
+  return 0;
+}
+
+/* argv: "map" or "executor", "stop" or "forever", a mark (unused). */
+HELPER(map_hang) {
+  if (argc < 2 || mh_mpi_init(&argc, &argv) != 0) return 3;
+  g_hang_mode = argv[1];
+  if (mh_task_register("slow", slow_item) != 0) return 4;
+  if (mh_mpi_rank() != 0) {
+    mh_mpi_serve();
+    mh_mpi_finalize();
+    return 0;
+  }
+  enum { N = 400 };
+  static int64_t in[N], out[N];
+  for (int i = 0; i < N; i++) in[i] = i;
+  int rc;
+  if (strcmp(argv[0], "map") == 0) {
+    rc = mh_mpi_map("slow", NULL, in, sizeof in[0], out, sizeof out[0], N, 10,
+                    NULL);
+  } else {
+    mh_executor_options_t eo;
+    mh_executor_options_init(&eo);
+    eo.backend = MH_BACKEND_MPI;
+    mh_executor_t *ex;
+    if (mh_executor_new(&ex, &eo) != 0) return 5;
+    rc = mh_executor_map(ex, slow_item, NULL, in, sizeof in[0], out,
+                         sizeof out[0], N, 10, NULL);
+    mh_executor_free(ex);
+  }
+  /* Not reached: rank 0 ends the job when rank 1 stops answering. */
+  printf("map returned %d\n", rc);
+  mh_mpi_finalize();
+  return 6;
+}
+#endif
+
+/* Run map_hang in `how`/`mode` and check that the job ends within the
+ * timeout, with our message naming rank 1, and leaves nothing running. */
+static void check_map_hang(const char *how, const char *mode,
+                           const char *want) {
+  char mark[32];
+  make_mark(mark, sizeof mark);
+  /* One limit short, the other long enough that a loaded machine (a late
+   * heartbeat) cannot trip it first. */
+  int stop = strcmp(mode, "stop") == 0;
+  setenv("MH_MPI_TIMEOUT", stop ? "2" : "25", 1);
+  setenv("MH_MPI_TASK_TIMEOUT", stop ? "40" : "3", 1);
+  const char *args[] = {"--helper", "map_hang", how, mode, mark, NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_MPI_TIMEOUT");
+  unsetenv("MH_MPI_TASK_TIMEOUT");
+  ASSERT(!(r.exited && r.status == 0));
+  ASSERT(!strstr(r.out, "map returned"));
+  if (!strstr(r.err, "manyhands: ") || !strstr(r.err, "MPI rank 1 (pid") ||
+      !strstr(r.err, want))
+    mht_fail(__FILE__, __LINE__, "no message naming rank 1 (%s):\n%s", want,
+             r.err);
+  /* Rank 0's deliberate abort is not reported as a death. */
+  ASSERT(!strstr(r.err, "died"));
+  ASSERT(r.seconds < 30);
+  mht_proc_free(&r);
+  assert_none_left("test-mpi", mark);
+}
+
+/* A rank stopped mid-map (SIGSTOP): no heartbeat for MH_MPI_TIMEOUT. */
+TEST(map_rank_stopped) {
+  need_mpi();
+  check_map_hang("map", "stop", "stopped responding");
+}
+
+/* A task that never returns (the rank still beats): MH_MPI_TASK_TIMEOUT. */
+TEST(map_task_never_returns) {
+  need_mpi();
+  check_map_hang("map", "forever", "has not returned");
+}
+
+/* The same two through the executor's map on MH_BACKEND_MPI. */
+TEST(executor_rank_stopped) {
+  need_mpi();
+  check_map_hang("executor", "stop", "stopped responding");
+}
+
+TEST(executor_task_never_returns) {
+  need_mpi();
+  check_map_hang("executor", "forever", "has not returned");
 }
 
 /* Calls before mh_mpi_init, and the registry's argument checks, need no

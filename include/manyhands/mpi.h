@@ -7,11 +7,16 @@
  * before returning.  Functions marked "collective" must be called by every
  * rank, in the same order.
  *
- * Failure: a watchdog in every rank turns a dead rank into our own message on
- * stderr naming it ("manyhands: MPI rank 1 (pid 123 on node7) died"), and a
- * rank that stops answering (no heartbeat for MH_MPI_TIMEOUT seconds, default
- * 30) into "rank 1 ... stopped responding" followed by MPI_Abort, so no rank
- * waits forever and mpirun exits non-zero.
+ * Failure: a sentinel process beside every rank (forked by mh_mpi_init,
+ * `mh-sentinel` in ps) turns the rank's death into our own message on its
+ * stderr naming it ("manyhands: MPI rank 1 (pid 123 on node7) died ..."),
+ * from whatever node it ran on; a rank that stops answering (no heartbeat
+ * for MH_MPI_TIMEOUT seconds, default 30, in pi and in a map) is named by
+ * rank 0 ("rank 1 ... stopped responding") followed by MPI_Abort; with
+ * MH_MPI_TASK_TIMEOUT=seconds set, a map's task running longer ends the job
+ * the same way ("task 'name' on MPI rank 1 ... has not returned").  No rank
+ * waits forever on a stopped peer during a run or a map, and mpirun exits
+ * non-zero.  Nothing is written to any file system.
  */
 #ifndef MANYHANDS_MPI_H
 #define MANYHANDS_MPI_H
@@ -46,7 +51,7 @@ MH_EXTERN int mh_mpi_size(void);
 
 /** Per-run figures of mh_mpi_pi_run beyond mh_pi_result_t. */
 typedef struct mh_mpi_pi_stats_s {
-  int ranks;                /**< ranks that took part */
+  int ranks;                /**< ranks that took part (threads > 0) */
   int threads;              /**< threads of this rank */
   uint64_t blocks;          /**< blocks counted by this rank */
   /** On rank 0: blocks counted by each rank, if the caller set this to an
@@ -55,15 +60,17 @@ typedef struct mh_mpi_pi_stats_s {
 } mh_mpi_pi_stats_t;
 
 /** Estimate pi over every rank, each running `threads` threads (1..4096)
- * over the blocks it is handed.  Collective; rank 0's `opts` decide n, seed
+ * over the blocks it is handed; a rank other than 0 passing threads = 0
+ * sits the run out (it still makes the collective call), so a program can
+ * measure 1..R ranks within one job of R, as `manyhands pi --sweep` does.  Collective; rank 0's `opts` decide n, seed
  * and kernel, and rank 0 hands blocks out on demand in shrinking ranges, so a
  * slow rank takes fewer.  A block is defined by (seed, block index) only, so
  * `inside` is identical to mh_pi_run's for the same n and seed, for any ranks
  * and threads.  Every rank gets rank 0's whole result in `res` (workers = the
  * total thread count, backend MH_BACKEND_MPI) and rank 0's return code, so
  * all ranks take the same branches afterwards.  `stats` may be NULL.
- * Errors: MH_EINVAL (NULL opts/res, threads out of range, n == 0 or
- * > 2^63-1, not initialised), MH_ENOTSUP (kernel not supported on a rank),
+ * Errors: MH_EINVAL (NULL opts/res, threads out of range or 0 on rank 0,
+ * n == 0 or > 2^63-1, not initialised), MH_ENOTSUP (kernel not supported on a rank),
  * MH_ECANCELED (rank 0's opts->cancel was set; `res` holds the partial
  * result), MH_ENOMEM, MH_EAGAIN, MH_EMPI. */
 MH_EXTERN int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
@@ -111,7 +118,9 @@ MH_EXTERN int mh_mpi_serve_stop(void);
  * rank count) go to the ranks in mh_mpi_serve() and to a thread of rank 0
  * (which runs them with `ctx`).  `status`, if not NULL, gets each item's
  * code.  Returns 0, or the code of the lowest-indexed failing item (every
- * item still runs).  Errors also: MH_EINVAL (NULL, unknown name, not rank 0,
+ * item still runs).  A busy rank silent for MH_MPI_TIMEOUT seconds, or a
+ * chunk running over MH_MPI_TASK_TIMEOUT (when set), ends the job with a
+ * message naming the rank (MPI_Abort): it does not return.  Errors also: MH_EINVAL (NULL, unknown name, not rank 0,
  * a chunk over 1 GiB), MH_ENOMEM, MH_EMPI. */
 MH_EXTERN int mh_mpi_map(const char *name, void *ctx, const void *in,
                          size_t in_size, void *out, size_t out_size,

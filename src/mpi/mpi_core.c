@@ -1,21 +1,37 @@
-/* mpi_core.c - MPI start-up, the rank table and the watchdog that names a
- * dead rank.
+/* mpi_core.c - MPI start-up, the rank table, the sentinel that names a dead
+ * rank and the watchdog that ends a rank stopped by the launcher.
+ *
+ * A rank cannot report its own death, and the launcher (mpirun, or Slurm's
+ * srun) tears the job down within milliseconds, so mh_mpi_init forks, before
+ * MPI starts, a small sentinel process beside each rank.  It holds the read
+ * end of a pipe whose write end only the rank holds: when the pipe reaches
+ * end-of-file without a "quiet" byte first, the rank is gone without our
+ * say-so (killed, crashed, out of memory), and the sentinel writes the message
+ * the rank prepared for it at start-up ("manyhands: MPI rank 1 (pid 123 on
+ * node7) died ...") to the rank's own stderr, which the launcher forwards to
+ * the user from any node, then exits.  The rank sends the quiet byte when it
+ * ends normally (mh_mpi_finalize), when it ends the job on purpose
+ * (mh__mpi_fatal, which prints its own message) and when the launcher stops
+ * it (the watchdog), so a sentinel speaks only for a real death, and nothing
+ * is left on disk: the pipe and the sentinel vanish with the rank.  The
+ * sentinel ignores SIGTERM/SIGINT/SIGHUP (the launcher signals the rank's
+ * whole process group) so that it can still speak; the launcher's SIGKILL, a
+ * second later, finds it already gone.
  *
  * Open MPI (like the other launchers) puts every rank in its own process
  * group, so Ctrl-C reaches only mpirun; when mpirun is interrupted, when a
  * rank dies, or when a rank calls MPI_Abort, the launcher sends SIGTERM to the
  * surviving ranks and SIGKILL a second later.  mh_mpi_init blocks SIGTERM in
  * the calling thread (so every thread started afterwards, MPI's included,
- * inherits the block) and a watchdog thread takes it with sigwait().  It then
- * looks at the ranks on its own host: a rank whose pid is gone is the one that
- * died (the launcher reaps it before it tears the job down), and the lowest
- * living rank on that host prints our message naming it.  The others wait a
- * moment before exiting, so that their own exit is not mistaken for a death.
- * A rank that ends the job on purpose (mh__mpi_fatal) first leaves a marker
- * file, so the watchdogs stay quiet about its exit.
+ * inherits the block) and a watchdog thread takes it with sigwaitinfo(),
+ * quiets the sentinel, and exits: rank 0 says that the launcher ends the job,
+ * and a rank sent SIGTERM by anyone but the launcher (its parent) names
+ * itself, since a SIGTERM is handled here and never reaches the sentinel.
  *
  * mh__mpi is written only on the main thread while the watchdog does not run
- * (see mpi_internal.h); the watchdog reads it.
+ * (see mpi_internal.h); the watchdog reads it.  sentinel_fd is written by
+ * mh_mpi_init/finalize only; the quiet byte may be written by two threads at
+ * once (fatal and the watchdog), which is harmless: it is one byte.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,11 +71,128 @@ void mh__mpi_nap(long microseconds) {
   nanosleep(&ts, NULL);
 }
 
-/* The marker a deliberate abort leaves, named after rank 0's host and pid so
- * that it belongs to this job only. */
-static void marker_path(char *buf, size_t len) {
-  snprintf(buf, len, "/dev/shm/manyhands-%s-%d.abort", mh__mpi_host(0),
-           (int)mh__mpi.pids[0]);
+/* ---- the sentinel ----------------------------------------------------- */
+
+static int sentinel_fd = -1;  /* write end of the pipe to our sentinel */
+static _Atomic int aborting;  /* this rank ends the job on purpose */
+
+enum { SENTINEL_MSG_MAX = 512 };
+
+/* Tell the sentinel to exit without a word: this rank's end is known. */
+static void sentinel_quiet(void) {
+  int fd = sentinel_fd;
+  if (fd >= 0 && write(fd, "Q", 1) < 0) { /* it is gone already: fine */
+  }
+}
+
+/* The sentinel's life: read what the rank sends; at end-of-file, if the rank
+ * neither said "quiet" nor is unknown, write its death notice.  Only
+ * async-signal-safe calls: the rank may already run other threads. */
+static void sentinel_main(int rfd) {
+  static char notice[SENTINEL_MSG_MAX];
+  size_t len = 0;
+  for (;;) {
+    char buf[SENTINEL_MSG_MAX + 1];
+    ssize_t got = read(rfd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    if (buf[0] == 'Q') _exit(0);
+    if (buf[0] == 'M' && got > 1) { /* the notice, sent in one write */
+      len = (size_t)got - 1;
+      memcpy(notice, buf + 1, len);
+    }
+  }
+  if (len > 0 && write(STDERR_FILENO, notice, len) < 0) _exit(1);
+  _exit(0);
+}
+
+/* A child the rank forks (a process pool, say) must not hold the pipe
+ * open: the rank's death would then go unnoticed while the child lives. */
+static void sentinel_forget_in_child(void) {
+  if (sentinel_fd >= 0) close(sentinel_fd);
+  sentinel_fd = -1;
+}
+
+/* Fork the sentinel (before MPI starts, when the process is normally still
+ * single-threaded).  0, or -1 (the job then runs without one). */
+static int sentinel_start(void) {
+  static int atfork_done;
+  if (!atfork_done && pthread_atfork(NULL, NULL, sentinel_forget_in_child) == 0)
+    atfork_done = 1;
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return -1;
+  }
+  if (pid == 0) {
+    /* Keep stderr and the pipe only: holding the rank's stdout or its
+     * sockets would keep them open after the rank's death. */
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      dup2(null, STDIN_FILENO);
+      dup2(null, STDOUT_FILENO);
+    }
+    for (int fd = 3; fd < 1024; fd++)
+      if (fd != p[0]) close(fd);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGPIPE, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    prctl(PR_SET_NAME, "mh-sentinel", 0, 0, 0);
+    /* If the rank died before we got here, the pipe is already at EOF and
+     * we leave without a word (no notice yet). */
+    sentinel_main(p[0]);
+  }
+  close(p[0]);
+  sentinel_fd = p[1];
+  /* A first notice, for a death while MPI starts: the launchers tell each
+   * process its rank in the environment. */
+  static const char *const rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+                                          "PMI_RANK", "SLURM_PROCID"};
+  const char *rank = NULL;
+  for (size_t i = 0; i < sizeof rank_vars / sizeof rank_vars[0] && !rank; i++)
+    rank = getenv(rank_vars[i]);
+  char host[MH__MPI_HOST_MAX] = {0}, msg[SENTINEL_MSG_MAX];
+  gethostname(host, sizeof host - 1);
+  int len = snprintf(msg, sizeof msg,
+                     "Mmanyhands: MPI rank %s (pid %d on %s) died while MPI "
+                     "was starting; the launcher stops the other ranks\n",
+                     rank ? rank : "?", (int)getpid(), host);
+  if (len > 0 && len < (int)sizeof msg &&
+      write(sentinel_fd, msg, (size_t)len) < 0) { /* it is gone: fine */
+  }
+  return 0;
+}
+
+/* Hand the sentinel the notice to print if this rank dies. */
+static void sentinel_arm(void) {
+  if (sentinel_fd < 0) return;
+  char msg[SENTINEL_MSG_MAX];
+  int len = snprintf(msg, sizeof msg,
+                     "Mmanyhands: MPI rank %d (pid %d on %s) died (killed or "
+                     "crashed); the launcher stops the other ranks\n",
+                     mh__mpi.rank, (int)mh__mpi.pids[mh__mpi.rank],
+                     mh__mpi_host(mh__mpi.rank));
+  if (len > 0 && len < (int)sizeof msg &&
+      write(sentinel_fd, msg, (size_t)len) < 0) { /* no sentinel: fine */
+  }
+}
+
+/* Quiet the sentinel and close our end (it then exits). */
+static void sentinel_stop(void) {
+  if (sentinel_fd < 0) return;
+  sentinel_quiet();
+  close(sentinel_fd);
+  sentinel_fd = -1;
 }
 
 void mh__mpi_fatal(const char *fmt, ...) {
@@ -67,83 +201,62 @@ void mh__mpi_fatal(const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  /* Our own message says what happened: the sentinel stays quiet, and so
+   * does our watchdog when the launcher's SIGTERM reaches us too. */
+  aborting = 1;
+  sentinel_quiet();
   fprintf(stderr, "manyhands: %s\n", msg);
   fflush(stderr);
-  char path[160];
-  marker_path(path, sizeof path);
-  int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-  if (fd >= 0) close(fd);
   MPI_Abort(mh__mpi.comm, 1);
   _exit(1); /* not reached: MPI_Abort does not return */
-}
-
-/* The rank of a dead peer on this host, or -1. */
-static int find_dead_local(void) {
-  const char *me = mh__mpi_host(mh__mpi.rank);
-  for (int r = 0; r < mh__mpi.size; r++) {
-    if (r == mh__mpi.rank || strcmp(mh__mpi_host(r), me) != 0) continue;
-    if (kill(mh__mpi.pids[r], 0) != 0 && errno == ESRCH) return r;
-  }
-  return -1;
-}
-
-/* The lowest rank on this host that is still alive (maybe this one). */
-static int lowest_living_local(void) {
-  const char *me = mh__mpi_host(mh__mpi.rank);
-  for (int r = 0; r < mh__mpi.size; r++) {
-    if (strcmp(mh__mpi_host(r), me) != 0) continue;
-    if (r == mh__mpi.rank || kill(mh__mpi.pids[r], 0) == 0) return r;
-  }
-  return mh__mpi.rank;
 }
 
 static void *watchdog_main(void *arg) {
   MH__UNUSED(arg);
   for (;;) {
-    int sig = 0;
-    if (sigwait(&watched, &sig) != 0) continue;
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    int sig = sigwaitinfo(&watched, &si);
+    if (sig < 0) continue;
     if (watchdog_stop) return NULL;
-    /* Take stock at once: the other ranks are being stopped too. */
-    int dead = find_dead_local();
-    char path[160];
-    marker_path(path, sizeof path);
-    int deliberate = access(path, F_OK) == 0;
-    char msg[320];
+    /* We end now, and our end is explained here or elsewhere: the
+     * sentinel stays quiet. */
+    sentinel_quiet();
+    char msg[300];
     int len = 0;
-    if (dead >= 0 && !deliberate && lowest_living_local() == mh__mpi.rank) {
+    if (si.si_code == SI_USER && si.si_pid != getppid() &&
+        si.si_pid != getpid()) {
+      /* Not the launcher (our parent: mpirun's daemon, slurmstepd): someone
+       * signalled this rank alone, and only it can say so. */
       len = snprintf(msg, sizeof msg,
-                     "manyhands: MPI rank %d (pid %d on %s) died; stopping "
-                     "the other ranks\n",
-                     dead, (int)mh__mpi.pids[dead], mh__mpi_host(dead));
-    } else if (dead < 0 && !deliberate && mh__mpi.rank == 0) {
+                     "manyhands: MPI rank %d (pid %d on %s) was sent signal "
+                     "%d by pid %d; the launcher stops the other ranks\n",
+                     mh__mpi.rank, (int)getpid(), mh__mpi_host(mh__mpi.rank),
+                     sig, (int)si.si_pid);
+    } else if (mh__mpi.rank == 0 && !aborting) {
+      /* The launcher stops every rank: whoever caused it (a dead rank's
+       * sentinel, a rank's own fatal message, Ctrl-C on mpirun) has spoken
+       * already; rank 0 alone says that the job ends. */
       len = snprintf(msg, sizeof msg,
-                     "manyhands: stopped by signal %d (mpirun interrupted, "
-                     "or a rank on another node died); every rank ends\n",
-                     sig);
+                     "manyhands: rank 0 stopped by the launcher (signal %d): "
+                     "mpirun was interrupted, or another rank died or ended "
+                     "the job; every rank ends\n", sig);
     }
-    if (len > 0) {
-      if (write(STDERR_FILENO, msg, (size_t)len) < 0) { /* nothing to do */
-      }
-    } else {
-      /* Stay alive a little so that a rank taking stock does not take our
-       * exit for a death. */
-      struct timespec ts = {0, 300000000};
-      nanosleep(&ts, NULL);
+    if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
     }
-    /* By now every rank here has looked for the marker. */
-    if (deliberate) unlink(path);
     _exit(128 + sig);
   }
 }
 
-static double env_timeout(void) {
-  const char *s = getenv("MH_MPI_TIMEOUT");
+/* A positive number of seconds from the environment, or `dflt`. */
+static double env_seconds(const char *name, double dflt) {
+  const char *s = getenv(name);
   if (s && *s) {
     char *end;
     double v = strtod(s, &end);
     if (*end == '\0' && v > 0) return v;
   }
-  return 30.0;
+  return dflt;
 }
 
 int mh_mpi_init(int *argc, char ***argv) {
@@ -153,6 +266,9 @@ int mh_mpi_init(int *argc, char ***argv) {
   pthread_sigmask(SIG_BLOCK, &watched, &old_mask);
 
   int flag = 0, provided = 0, rc;
+  aborting = 0;
+  /* Without a sentinel a death is still reported, by the launcher only. */
+  sentinel_start();
   MPI_Initialized(&flag);
   if (!flag) {
     if (MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided) !=
@@ -170,7 +286,8 @@ int mh_mpi_init(int *argc, char ***argv) {
   MPI_Comm_set_errhandler(mh__mpi.comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(mh__mpi.comm, &mh__mpi.rank);
   MPI_Comm_size(mh__mpi.comm, &mh__mpi.size);
-  mh__mpi.timeout = env_timeout();
+  mh__mpi.timeout = env_seconds("MH_MPI_TIMEOUT", 30.0);
+  mh__mpi.task_timeout = env_seconds("MH_MPI_TASK_TIMEOUT", 0.0);
 
   size_t n = (size_t)mh__mpi.size;
   mh__mpi.pids = mh__calloc(n, sizeof *mh__mpi.pids);
@@ -197,11 +314,7 @@ int mh_mpi_init(int *argc, char ***argv) {
   }
   for (size_t i = 0; i < n; i++) mh__mpi.pids[i] = (pid_t)pids[i];
   mh__free(pids);
-  if (mh__mpi.rank == 0) {
-    char path[160];
-    marker_path(path, sizeof path);
-    unlink(path); /* a stale one from an earlier job with our pid */
-  }
+  sentinel_arm();
 
   watchdog_stop = 0;
   if (pthread_create(&watchdog, NULL, watchdog_main, NULL) != 0) {
@@ -221,12 +334,14 @@ fail_comm:
   if (mh__mpi.we_init_mpi) MPI_Finalize();
   mh__mpi.we_init_mpi = 0;
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  sentinel_stop();
   return rc;
 fail_mpi:
   if (mh__mpi.we_init_mpi) MPI_Finalize();
   mh__mpi.we_init_mpi = 0;
 fail_mask:
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  sentinel_stop();
   return MH_EMPI;
 }
 
@@ -242,6 +357,9 @@ int mh_mpi_finalize(void) {
   watchdog_stop = 1;
   pthread_kill(watchdog, SIGTERM);
   pthread_join(watchdog, NULL);
+  /* From here on the rank ends normally, or fails in MPI_Finalize, which
+   * reports itself. */
+  sentinel_stop();
   MPI_Comm_free(&mh__mpi.comm);
   if (mh__mpi.we_init_mpi) MPI_Finalize();
   mh__free(mh__mpi.pids);

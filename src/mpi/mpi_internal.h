@@ -37,6 +37,8 @@ typedef struct mh__mpi_state {
   char *hosts;           /* size * MH__MPI_HOST_MAX host names */
   double timeout;        /* seconds without a heartbeat before a rank is
                             declared stuck (MH_MPI_TIMEOUT) */
+  double task_timeout;   /* seconds a map's chunk may run, 0 = no limit
+                            (MH_MPI_TASK_TIMEOUT) */
   int serve_stopped;     /* rank 0: mh_mpi_serve_stop was sent */
 } mh__mpi_state_t;
 
@@ -45,8 +47,8 @@ extern mh__mpi_state_t mh__mpi;
 /* Host name of rank r. */
 const char *mh__mpi_host(int r);
 
-/* Print "manyhands: <msg>" on stderr, mark the job as aborted by us (so the
- * watchdogs of the other ranks stay quiet), and MPI_Abort.  Never returns. */
+/* Quiet this rank's sentinel and watchdog (our message explains the end),
+ * print "manyhands: <msg>" on stderr, and MPI_Abort.  Never returns. */
 void mh__mpi_fatal(const char *fmt, ...)
     __attribute__((noreturn, format(printf, 1, 2)));
 

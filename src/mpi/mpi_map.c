@@ -7,7 +7,20 @@
  * chunk's output bytes and item codes, which land straight in the caller's
  * arrays.  Messages of one chunk, in order on the same communicator:
  *   rank 0 -> r: CMD (header), IN (count * in_size bytes, when non-empty)
- *   r -> rank 0: HDR (header with the chunk's code), OUT (bytes), STATUS
+ *   r -> rank 0: HDR beat ... HDR done (with the chunk's code), OUT, STATUS
+ *
+ * Hang detection.  A server runs the chunk on a thread of its own while its
+ * main thread sends a heartbeat (a HDR marked as a beat) every second, or a
+ * quarter of the timeout when that is shorter.  Beats and the final HDR share
+ * one tag, so they arrive in order and none is left over after a chunk.  Rank
+ * 0 ends the job with our message naming the rank (mh__mpi_fatal) when a busy
+ * rank sends nothing for MH_MPI_TIMEOUT seconds (stopped, hung in the
+ * kernel, or cut off), and, when MH_MPI_TASK_TIMEOUT is set, when a chunk
+ * (its own thread's included) runs longer than that: a task that never
+ * returns.  Rank 0's sends and receives of a chunk's data poll under the
+ * same heartbeat timeout, so a large message to a stopped rank cannot block
+ * it either.  An idle server waits for rank 0 without limit: rank 0 may do
+ * other work between maps.
  *
  * The registry is a small array guarded by reg_mu; entries are never
  * removed, only replaced.  The local worker's slot (local_slot_t) is guarded
@@ -33,6 +46,7 @@ typedef struct map_cmd {
 typedef struct map_hdr {
   uint64_t first, count;
   int64_t code;
+  uint64_t beat; /* 1: a heartbeat while the chunk runs; 0: the chunk is done */
 } map_hdr_t;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -95,6 +109,71 @@ static int run_items(mh_task_fn fn, void *ctx, const char *in, size_t in_size,
 
 /* ---- ranks > 0 ------------------------------------------------------------ */
 
+/* A chunk a server runs on a thread while its main thread sends beats.
+ * mu guards done. */
+typedef struct chunk_run {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  int code;
+  mh_task_fn fn;
+  const char *in;
+  size_t in_size;
+  char *out;
+  size_t out_size;
+  size_t count;
+  int *st;
+} chunk_run_t;
+
+static void *chunk_main(void *arg) {
+  chunk_run_t *cr = arg;
+  int code = run_items(cr->fn, NULL, cr->in, cr->in_size, cr->out,
+                       cr->out_size, cr->count, cr->st);
+  pthread_mutex_lock(&cr->mu);
+  cr->code = code;
+  cr->done = 1;
+  pthread_cond_signal(&cr->cv);
+  pthread_mutex_unlock(&cr->mu);
+  return NULL;
+}
+
+/* Seconds between heartbeats: a quarter of the timeout, at most one. */
+static double beat_interval(void) {
+  return mh__mpi.timeout / 4 < 1.0 ? mh__mpi.timeout / 4 : 1.0;
+}
+
+/* Run the chunk on a thread; beat to rank 0 until it is done.  0 or
+ * MH_EMPI. */
+static int run_with_beats(chunk_run_t *cr, const map_hdr_t *h) {
+  pthread_t tid;
+  int rc = 0;
+  pthread_mutex_init(&cr->mu, NULL);
+  if (mh__cond_init(&cr->cv, false) != 0 ||
+      pthread_create(&tid, NULL, chunk_main, cr) != 0)
+    mh__mpi_fatal("rank %d cannot start a thread for its chunk", mh__mpi.rank);
+  map_hdr_t beat = *h;
+  beat.beat = 1;
+  pthread_mutex_lock(&cr->mu);
+  while (!cr->done) {
+    mh__deadline_t dl;
+    mh__deadline_init(&dl, beat_interval());
+    while (!cr->done && mh__cond_wait(&cr->cv, &cr->mu, &dl) == 0) {
+    }
+    if (cr->done) break;
+    pthread_mutex_unlock(&cr->mu);
+    /* Only this thread calls MPI in this rank. */
+    if (rc == 0 && MPI_Send(&beat, (int)sizeof beat, MPI_BYTE, 0,
+                            MH__TAG_MAP_HDR, mh__mpi.comm) != MPI_SUCCESS)
+      rc = MH_EMPI;
+    pthread_mutex_lock(&cr->mu);
+  }
+  pthread_mutex_unlock(&cr->mu);
+  pthread_join(tid, NULL);
+  pthread_cond_destroy(&cr->cv);
+  pthread_mutex_destroy(&cr->mu);
+  return rc;
+}
+
 static int serve_one(const map_cmd_t *cmd, char **inb, size_t *incap,
                      char **outb, size_t *outcap, int **stb, size_t *stcap) {
   size_t count = (size_t)cmd->count;
@@ -118,21 +197,32 @@ static int serve_one(const map_cmd_t *cmd, char **inb, size_t *incap,
                MPI_STATUS_IGNORE) != MPI_SUCCESS)
     return MH_EMPI;
   mh_task_fn fn = mh_task_lookup(cmd->name);
-  map_hdr_t h = {cmd->first, cmd->count, 0};
+  map_hdr_t h = {cmd->first, cmd->count, 0, 0};
   if (!fn) {
     /* Not registered here: every item fails with the same clear code. */
     for (size_t i = 0; i < count; i++) (*stb)[i] = MH_ENOSYS;
     h.code = MH_ENOSYS;
   } else {
-    h.code = run_items(fn, NULL, *inb, (size_t)cmd->in_size, *outb,
-                       (size_t)cmd->out_size, count, *stb);
+    chunk_run_t cr;
+    memset(&cr, 0, sizeof cr);
+    cr.fn = fn;
+    cr.in = *inb;
+    cr.in_size = (size_t)cmd->in_size;
+    cr.out = *outb;
+    cr.out_size = (size_t)cmd->out_size;
+    cr.count = count;
+    cr.st = *stb;
+    int rc = run_with_beats(&cr, &h);
+    if (rc != 0) return rc;
+    h.code = cr.code;
   }
+  h.beat = 0;
   if (MPI_Send(&h, (int)sizeof h, MPI_BYTE, 0, MH__TAG_MAP_HDR,
                mh__mpi.comm) != MPI_SUCCESS ||
       (out_bytes && MPI_Send(*outb, (int)out_bytes, MPI_BYTE, 0,
                              MH__TAG_MAP_OUT, mh__mpi.comm) != MPI_SUCCESS) ||
-      MPI_Send(*stb, (int)count, MPI_INT, 0, TAG_MAP_STATUS, mh__mpi.comm) !=
-          MPI_SUCCESS)
+      MPI_Send(*stb, (int)(count * sizeof(int)), MPI_BYTE, 0, TAG_MAP_STATUS,
+               mh__mpi.comm) != MPI_SUCCESS)
     return MH_EMPI;
   return 0;
 }
@@ -204,6 +294,91 @@ int mh_mpi_serve_stop(void) {
 
 /* ---- rank 0 --------------------------------------------------------------- */
 
+/* A busy rank r has been silent too long: end the job, naming it. */
+static void __attribute__((noreturn)) rank_stuck(int r) {
+  mh__mpi_fatal("MPI rank %d (pid %d on %s) stopped responding: no heartbeat "
+                "for %.0f s during a map (MH_MPI_TIMEOUT); stopping the job",
+                r, (int)mh__mpi.pids[r], mh__mpi_host(r), mh__mpi.timeout);
+}
+
+/* A chunk on rank r has run longer than MH_MPI_TASK_TIMEOUT. */
+static void __attribute__((noreturn)) task_overdue(int r, const char *name,
+                                                   double seconds) {
+  mh__mpi_fatal("task '%s' on MPI rank %d (pid %d on %s) has not returned "
+                "after %.0f s (MH_MPI_TASK_TIMEOUT=%g); stopping the job",
+                name ? name : "?", r, (int)mh__mpi.pids[r], mh__mpi_host(r),
+                seconds, mh__mpi.task_timeout);
+}
+
+/* Complete `req` (a transfer with rank r), giving up on r after the
+ * heartbeat timeout.  0 or MH_EMPI. */
+static int wait_timed(MPI_Request *req, int r) {
+  double t0 = mh__now();
+  long nap = 20;
+  for (;;) {
+    int got = 0;
+    if (MPI_Test(req, &got, MPI_STATUS_IGNORE) != MPI_SUCCESS) return MH_EMPI;
+    if (got) return 0;
+    if (mh__now() - t0 > mh__mpi.timeout) rank_stuck(r);
+    mh__mpi_nap(nap);
+    if (nap < 1000) nap *= 2;
+  }
+}
+
+static int send_timed(const void *buf, size_t bytes, int r, int tag) {
+  MPI_Request req;
+  if (MPI_Isend(buf, (int)bytes, MPI_BYTE, r, tag, mh__mpi.comm, &req) !=
+      MPI_SUCCESS)
+    return MH_EMPI;
+  return wait_timed(&req, r);
+}
+
+static int recv_timed(void *buf, size_t bytes, int r, int tag) {
+  MPI_Request req;
+  if (MPI_Irecv(buf, (int)bytes, MPI_BYTE, r, tag, mh__mpi.comm, &req) !=
+      MPI_SUCCESS)
+    return MH_EMPI;
+  return wait_timed(&req, r);
+}
+
+/* Send chunk [first, first+count) of `name` to rank r and post the receive
+ * of its first HDR.  0 or MH_EMPI. */
+static int send_chunk(int r, const char *name, size_t first, size_t count,
+                      const void *in, size_t in_size, size_t out_size,
+                      map_hdr_t *hdr, MPI_Request *req) {
+  map_cmd_t cmd;
+  memset(&cmd, 0, sizeof cmd);
+  cmd.kind = CMD_CHUNK;
+  cmd.first = first;
+  cmd.count = count;
+  cmd.in_size = in_size;
+  cmd.out_size = out_size;
+  strcpy(cmd.name, name);
+  if (send_timed(&cmd, sizeof cmd, r, MH__TAG_MAP_CMD) != 0 ||
+      (count * in_size != 0 &&
+       send_timed(in, count * in_size, r, MH__TAG_MAP_IN) != 0) ||
+      MPI_Irecv(hdr, (int)sizeof *hdr, MPI_BYTE, r, MH__TAG_MAP_HDR,
+                mh__mpi.comm, req) != MPI_SUCCESS)
+    return MH_EMPI;
+  return 0;
+}
+
+/* Has rank r's pending HDR come in?  A beat is taken (last_seen updated,
+ * the receive posted again) and reported as "not yet".  1, 0, or MH_EMPI. */
+static int hdr_done(int r, map_hdr_t *hdr, MPI_Request *req,
+                    double *last_seen) {
+  for (;;) {
+    int got = 0;
+    if (MPI_Test(req, &got, MPI_STATUS_IGNORE) != MPI_SUCCESS) return MH_EMPI;
+    if (!got) return 0;
+    *last_seen = mh__now();
+    if (!hdr->beat) return 1;
+    if (MPI_Irecv(hdr, (int)sizeof *hdr, MPI_BYTE, r, MH__TAG_MAP_HDR,
+                  mh__mpi.comm, req) != MPI_SUCCESS)
+      return MH_EMPI;
+  }
+}
+
 /* The chunk rank 0 runs on its own thread. */
 typedef struct local_slot {
   pthread_mutex_t mu;
@@ -266,11 +441,14 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
   int *busy = mh__calloc((size_t)ranks, sizeof *busy);
   MPI_Request *reqs = mh__calloc((size_t)ranks, sizeof *reqs);
   map_hdr_t *hdrs = mh__calloc((size_t)ranks, sizeof *hdrs);
+  double *sent_at = mh__calloc((size_t)ranks, sizeof *sent_at);
+  double *last_seen = mh__calloc((size_t)ranks, sizeof *last_seen);
   local_slot_t slot;
   memset(&slot, 0, sizeof slot);
   pthread_t tid;
   int rc = 0, have_thread = 0;
-  if (!st || !busy_first || !busy || !reqs || !hdrs) {
+  if (!st || !busy_first || !busy || !reqs || !hdrs || !sent_at ||
+      !last_seen) {
     rc = MH_ENOMEM;
     goto out;
   }
@@ -287,32 +465,21 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
 
   size_t next = 0, done = 0;
   int local_busy = 0;
+  double local_sent = 0;
   while (done < n) {
     int progress = 0;
     /* Keep every idle rank busy. */
     for (int r = 1; r < ranks && next < n; r++) {
       if (busy[r]) continue;
       size_t count = n - next < chunksize ? n - next : chunksize;
-      map_cmd_t cmd;
-      memset(&cmd, 0, sizeof cmd);
-      cmd.kind = CMD_CHUNK;
-      cmd.first = next;
-      cmd.count = count;
-      cmd.in_size = in_size;
-      cmd.out_size = out_size;
-      strcpy(cmd.name, name);
-      if (MPI_Send(&cmd, (int)sizeof cmd, MPI_BYTE, r, MH__TAG_MAP_CMD,
-                   mh__mpi.comm) != MPI_SUCCESS ||
-          (count * in_size != 0 &&
-           MPI_Send((const char *)in + next * in_size, (int)(count * in_size),
-                    MPI_BYTE, r, MH__TAG_MAP_IN, mh__mpi.comm) != MPI_SUCCESS) ||
-          MPI_Irecv(&hdrs[r], (int)sizeof hdrs[r], MPI_BYTE, r,
-                    MH__TAG_MAP_HDR, mh__mpi.comm, &reqs[r]) != MPI_SUCCESS) {
+      if (send_chunk(r, name, next, count, (const char *)in + next * in_size,
+                     in_size, out_size, &hdrs[r], &reqs[r]) != 0) {
         rc = MH_EMPI;
         goto stop;
       }
       busy[r] = 1;
       busy_first[r] = next;
+      sent_at[r] = last_seen[r] = mh__now();
       next += count;
       progress = 1;
     }
@@ -326,6 +493,7 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
       pthread_cond_signal(&slot.cv);
       pthread_mutex_unlock(&slot.mu);
       local_busy = 1;
+      local_sent = mh__now();
       next += count;
       progress = 1;
     }
@@ -338,26 +506,30 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
       done += count;
       continue;
     }
-    /* Collect what has finished. */
+    /* Collect what has finished; take the beats of what has not. */
+    double now = mh__now();
     for (int r = 1; r < ranks; r++) {
       if (!busy[r]) continue;
-      int got = 0;
-      if (MPI_Test(&reqs[r], &got, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+      int got = hdr_done(r, &hdrs[r], &reqs[r], &last_seen[r]);
+      if (got < 0) {
         rc = MH_EMPI;
         goto stop;
       }
-      if (!got) continue;
+      if (!got) {
+        if (now - last_seen[r] > mh__mpi.timeout) rank_stuck(r);
+        if (mh__mpi.task_timeout > 0 && now - sent_at[r] > mh__mpi.task_timeout)
+          task_overdue(r, name, now - sent_at[r]);
+        continue;
+      }
       size_t first = (size_t)hdrs[r].first, count = (size_t)hdrs[r].count;
       if (first != busy_first[r] || first + count > n) {
         rc = MH_EMPI;
         goto stop;
       }
       if ((count * out_size != 0 &&
-           MPI_Recv((char *)out + first * out_size, (int)(count * out_size),
-                    MPI_BYTE, r, MH__TAG_MAP_OUT, mh__mpi.comm,
-                    MPI_STATUS_IGNORE) != MPI_SUCCESS) ||
-          MPI_Recv(st + first, (int)count, MPI_INT, r, TAG_MAP_STATUS,
-                   mh__mpi.comm, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+           recv_timed((char *)out + first * out_size, count * out_size, r,
+                      MH__TAG_MAP_OUT) != 0) ||
+          recv_timed(st + first, count * sizeof *st, r, TAG_MAP_STATUS) != 0) {
         rc = MH_EMPI;
         goto stop;
       }
@@ -373,6 +545,9 @@ int mh_mpi_map(const char *name, void *ctx, const void *in, size_t in_size,
         progress = 1;
       }
       pthread_mutex_unlock(&slot.mu);
+      if (local_busy && mh__mpi.task_timeout > 0 &&
+          now - local_sent > mh__mpi.task_timeout)
+        task_overdue(0, name, now - local_sent);
     }
     if (!progress) mh__mpi_nap(50);
   }
@@ -395,6 +570,8 @@ out:
   mh__free(busy);
   mh__free(reqs);
   mh__free(hdrs);
+  mh__free(sent_at);
+  mh__free(last_seen);
   return rc;
 }
 
@@ -419,10 +596,12 @@ typedef struct mpool {
   int stopping;                 /* guarded by mu */
   mh_future_t *local_job;       /* guarded by mu: rank 0's thread's future */
   int local_busy;               /* guarded by mu */
+  double local_started;         /* guarded by mu: when local_job began */
   int joined;
   pthread_t dispatcher, local;
   int ranks;
   mh_future_t **remote;         /* dispatcher only: future on each rank */
+  double *sent_at, *last_seen;  /* dispatcher only: per rank */
   map_hdr_t *hdrs;
   MPI_Request *reqs;
   int *stbuf;                   /* dispatcher only: statuses of a chunk */
@@ -458,21 +637,11 @@ static int mpool_send(mpool_t *p, int r, mh_future_t *f) {
   if (t->count > INT32_MAX || t->count * t->in_size > MAX_CHUNK_BYTES ||
       t->count * t->out_size > MAX_CHUNK_BYTES)
     return MH_EINVAL;
-  map_cmd_t cmd;
-  memset(&cmd, 0, sizeof cmd);
-  cmd.kind = CMD_CHUNK;
-  cmd.count = t->count;
-  cmd.in_size = t->in_size;
-  cmd.out_size = t->out_size;
-  strcpy(cmd.name, name);
-  if (MPI_Send(&cmd, (int)sizeof cmd, MPI_BYTE, r, MH__TAG_MAP_CMD,
-               mh__mpi.comm) != MPI_SUCCESS ||
-      (t->count * t->in_size != 0 &&
-       MPI_Send(t->in, (int)(t->count * t->in_size), MPI_BYTE, r,
-                MH__TAG_MAP_IN, mh__mpi.comm) != MPI_SUCCESS) ||
-      MPI_Irecv(&p->hdrs[r], (int)sizeof p->hdrs[r], MPI_BYTE, r,
-                MH__TAG_MAP_HDR, mh__mpi.comm, &p->reqs[r]) != MPI_SUCCESS)
-    mh__mpi_fatal("sending a task to rank %d failed", r);
+  if (send_chunk(r, name, 0, t->count, t->in, t->in_size, t->out_size,
+                 &p->hdrs[r], &p->reqs[r]) != 0)
+    mh__mpi_fatal("sending a task to MPI rank %d (pid %d on %s) failed", r,
+                  (int)mh__mpi.pids[r], mh__mpi_host(r));
+  p->sent_at[r] = p->last_seen[r] = mh__now();
   return 0;
 }
 
@@ -491,11 +660,8 @@ static void mpool_collect(mpool_t *p, int r) {
     st = p->stbuf;
   }
   if ((t->count * t->out_size != 0 &&
-       MPI_Recv(t->out, (int)(t->count * t->out_size), MPI_BYTE, r,
-                MH__TAG_MAP_OUT, mh__mpi.comm, MPI_STATUS_IGNORE) !=
-           MPI_SUCCESS) ||
-      MPI_Recv(st, (int)t->count, MPI_INT, r, TAG_MAP_STATUS, mh__mpi.comm,
-               MPI_STATUS_IGNORE) != MPI_SUCCESS)
+       recv_timed(t->out, t->count * t->out_size, r, MH__TAG_MAP_OUT) != 0) ||
+      recv_timed(st, t->count * sizeof *st, r, TAG_MAP_STATUS) != 0)
     mh__mpi_fatal("receiving a result from rank %d failed", r);
   p->remote[r] = NULL;
   mh__future_finish(f, (int)p->hdrs[r].code);
@@ -522,6 +688,7 @@ static void *mpool_dispatch_main(void *arg) {
       if (r == 0) {
         p->local_job = f;
         p->local_busy = 1;
+        p->local_started = mh__now();
         pthread_cond_broadcast(&p->cv);
         continue;
       }
@@ -542,21 +709,43 @@ static void *mpool_dispatch_main(void *arg) {
         break;
       }
       /* Nothing in flight remotely (what is queued waits for the local
-       * thread): sleep until a submit, a local finish or shutdown. */
-      pthread_cond_wait(&p->cv, &p->mu);
+       * thread): sleep until a submit, a local finish or shutdown, or
+       * until the local task's time is up. */
+      if (p->local_busy && mh__mpi.task_timeout > 0) {
+        double ran = mh__now() - p->local_started;
+        if (ran > mh__mpi.task_timeout)
+          task_overdue(0, mh_task_name(mh__future_task(p->local_job)->fn),
+                       ran);
+        mh__deadline_t dl;
+        mh__deadline_init(&dl, mh__mpi.task_timeout - ran + 0.01);
+        mh__cond_wait(&p->cv, &p->mu, &dl);
+      } else {
+        pthread_cond_wait(&p->cv, &p->mu);
+      }
       pthread_mutex_unlock(&p->mu);
       continue;
     }
+    if (p->local_busy && mh__mpi.task_timeout > 0 &&
+        mh__now() - p->local_started > mh__mpi.task_timeout)
+      task_overdue(0, mh_task_name(mh__future_task(p->local_job)->fn),
+                   mh__now() - p->local_started);
     pthread_mutex_unlock(&p->mu);
+    double now = mh__now();
     for (int r = 1; r < p->ranks; r++) {
       if (!p->remote[r]) continue;
-      int got = 0;
-      if (MPI_Test(&p->reqs[r], &got, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-        mh__mpi_fatal("waiting for rank %d failed", r);
+      int got = hdr_done(r, &p->hdrs[r], &p->reqs[r], &p->last_seen[r]);
+      if (got < 0)
+        mh__mpi_fatal("waiting for MPI rank %d (pid %d on %s) failed", r,
+                      (int)mh__mpi.pids[r], mh__mpi_host(r));
       if (got) {
         mpool_collect(p, r);
         progress = 1;
+        continue;
       }
+      if (now - p->last_seen[r] > mh__mpi.timeout) rank_stuck(r);
+      if (mh__mpi.task_timeout > 0 && now - p->sent_at[r] > mh__mpi.task_timeout)
+        task_overdue(r, mh_task_name(mh__future_task(p->remote[r])->fn),
+                     now - p->sent_at[r]);
     }
     if (!progress) mh__mpi_nap(50);
   }
@@ -574,8 +763,11 @@ static int mpool_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   p->remote = mh__calloc(n, sizeof *p->remote);
   p->hdrs = mh__calloc(n, sizeof *p->hdrs);
   p->reqs = mh__calloc(n, sizeof *p->reqs);
+  p->sent_at = mh__calloc(n, sizeof *p->sent_at);
+  p->last_seen = mh__calloc(n, sizeof *p->last_seen);
   int rc = MH_ENOMEM;
-  if (!p->remote || !p->hdrs || !p->reqs) goto fail;
+  if (!p->remote || !p->hdrs || !p->reqs || !p->sent_at || !p->last_seen)
+    goto fail;
   rc = -pthread_mutex_init(&p->mu, NULL);
   if (rc) goto fail;
   rc = mh__cond_init(&p->cv, false);
@@ -601,6 +793,8 @@ fail:
   mh__free(p->remote);
   mh__free(p->hdrs);
   mh__free(p->reqs);
+  mh__free(p->sent_at);
+  mh__free(p->last_seen);
   mh__free(p);
   return rc;
 }
@@ -661,6 +855,8 @@ static void mpool_destroy(mh_executor_t *ex) {
   mh__free(p->remote);
   mh__free(p->hdrs);
   mh__free(p->reqs);
+  mh__free(p->sent_at);
+  mh__free(p->last_seen);
   mh__free(p->stbuf);
   mh__free(p);
 }

@@ -66,6 +66,8 @@ typedef struct local {
   _Atomic uint64_t *shared_next;
   _Atomic int stop;
   _Atomic int exited;
+  _Atomic int nthreads;           /* rank 0: threads started (the last to
+                                     exit signals cv) */
 } local_t;
 
 typedef struct thread_arg {
@@ -119,7 +121,12 @@ static void *count_main(void *arg) {
     if (l->slow_us > 0) mh__sleep((double)l->slow_us * 1e-6);
     if (l->die_after_first) raise(SIGKILL);
   }
-  atomic_fetch_add(&l->exited, 1);
+  /* Rank 0's main thread may be asleep waiting for the last of us. */
+  if (atomic_fetch_add(&l->exited, 1) + 1 == atomic_load(&l->nthreads)) {
+    pthread_mutex_lock(&l->mu);
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+  }
   return NULL;
 }
 
@@ -252,6 +259,20 @@ static int run_rank0(local_t *l, int threads, server_t *sv,
     /* Our own threads take blocks from the counter themselves. */
     int local_done = atomic_load(&l->exited) == threads;
     if (local_done && pending == 0) break;
+    if (pending == 0) {
+      /* Only our own threads are left: sleep until the last one exits (it
+       * signals cv), waking every 20 ms for the cancel flag.  A 1 ms nap
+       * here would wake this thread a thousand times a second, each time
+       * taking a core from a counting thread on a busy machine. */
+      mh__deadline_t dl;
+      mh__deadline_init(&dl, 0.02);
+      pthread_mutex_lock(&l->mu);
+      while (atomic_load(&l->exited) != threads &&
+             mh__cond_wait(&l->cv, &l->mu, &dl) == 0) {
+      }
+      pthread_mutex_unlock(&l->mu);
+      continue;
+    }
     double now = mh__now();
     for (int r = 1; r < mh__mpi.size; r++) {
       if (!sv->done[r] && now - sv->last_seen[r] > mh__mpi.timeout)
@@ -322,7 +343,8 @@ static int run_worker(local_t *l, int threads, int hang) {
 
 int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
                   mh_pi_result_t *res, mh_mpi_pi_stats_t *stats) {
-  if (!mh__mpi.inited || !opts || !res || threads < 1 || threads > 4096)
+  if (!mh__mpi.inited || !opts || !res || threads < 0 || threads > 4096 ||
+      (threads == 0 && mh__mpi.rank == 0))
     return MH_EINVAL;
   /* Rank 0's options decide; every rank learns them here. */
   uint64_t params[3] = {opts->n, opts->seed, (uint64_t)opts->kernel};
@@ -339,7 +361,11 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     mh__free(per_rank);
     return MH_EMPI;
   }
-  for (int r = 0; r < mh__mpi.size; r++) all_threads += per_rank[r];
+  int taking_part = 0;
+  for (int r = 0; r < mh__mpi.size; r++) {
+    all_threads += per_rank[r];
+    taking_part += per_rank[r] > 0;
+  }
 
   double t0 = mh__now();
   int rc = 0, hang = 0;
@@ -357,11 +383,13 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   if (mh__mpi.rank == 0) l.shared_next = &counter;
   server_t sv;
   memset(&sv, 0, sizeof sv);
-  pthread_t *tids = mh__calloc((size_t)threads, sizeof *tids);
-  thread_arg_t *args = mh__calloc((size_t)threads, sizeof *args);
+  /* A rank with no threads sits this run out: it only reports zeros. */
+  size_t nthr = threads > 0 ? (size_t)threads : 1;
+  pthread_t *tids = mh__calloc(nthr, sizeof *tids);
+  thread_arg_t *args = mh__calloc(nthr, sizeof *args);
   /* One spare counter's room to align the array on a cache line (calloc
    * guarantees only 16 bytes). */
-  void *counters_raw = mh__calloc((size_t)threads + 1, sizeof *l.counters);
+  void *counters_raw = mh__calloc(nthr + 1, sizeof *l.counters);
   if (counters_raw)
     l.counters = (counter_t *)(((uintptr_t)counters_raw + MH__CACHE_LINE - 1) &
                                ~(uintptr_t)(MH__CACHE_LINE - 1));
@@ -376,7 +404,9 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     mh__mpi_fatal("rank %d is out of memory", mh__mpi.rank);
   }
   pthread_mutex_init(&l.mu, NULL);
-  pthread_cond_init(&l.cv, NULL);
+  if (mh__cond_init(&l.cv, false) != 0)
+    mh__mpi_fatal("rank %d cannot make a condition variable", mh__mpi.rank);
+  atomic_store(&l.nthreads, threads);
   int started = 0;
   for (; started < threads; started++) {
     args[started].l = &l;
@@ -385,17 +415,21 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
       break;
   }
   if (started < threads) {
-    /* Count with the threads we have; the answer does not change. */
+    /* Count with the threads we have; the answer does not change.  (A rank
+     * with threads == 0 starts none and never asks for blocks.) */
     if (started == 0) mh__mpi_fatal("rank %d could not start a thread",
                                     mh__mpi.rank);
     threads = started;
+    /* A thread may already have exited unnoticed: rank 0's wait below
+     * re-checks the count every 20 ms anyway. */
+    atomic_store(&l.nthreads, started);
   }
   if (mh__mpi.rank == 0) {
     sv.threads = per_rank;
     sv.total_threads = all_threads;
     for (int r = 0; r < mh__mpi.size; r++) sv.last_seen[r] = mh__now();
     rc = run_rank0(&l, threads, &sv, opts->cancel);
-  } else {
+  } else if (threads > 0) {
     rc = run_worker(&l, threads, hang);
   }
   if (rc != 0 && rc != MH_ECANCELED) drop_all(&l);
@@ -447,7 +481,7 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   res->workers = all_threads;
   res->backend = MH_BACKEND_MPI;
   if (stats) {
-    stats->ranks = mh__mpi.size;
+    stats->ranks = taking_part;
     stats->threads = threads;
     stats->blocks = blocks;
   }
