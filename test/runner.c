@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -194,14 +195,23 @@ static int mht_read_into(int fd, char **buf, size_t *len, size_t *cap) {
   return 1;
 }
 
+void mht_child_dies_with_parent(pid_t parent) {
+  /* The signal is kept across execve; the check covers a parent that died
+   * before the request took effect. */
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0 || getppid() != parent)
+    _exit(125);
+}
+
 int mht_run(char *const argv[], double timeout, mht_proc_result_t *res) {
   memset(res, 0, sizeof *res);
   int po[2], pe[2];
   if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) return -1;
   double start = mht_now();
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
+    mht_child_dies_with_parent(parent);
     setpgid(0, 0);
     int nul = open("/dev/null", O_RDONLY);
     dup2(nul, 0);

@@ -364,9 +364,11 @@ TEST(interrupt_stops_every_rank) {
   const char *args[] = {"pi", "1e13", "1", "--backend", "mpi", "--seed", mark, NULL};
   char *v[32];
   mpiexec_argv(v, "2", CLI, args);
+  pid_t parent = getpid();
   pid_t pid = fork();
   ASSERT(pid >= 0);
   if (pid == 0) {
+    mht_child_dies_with_parent(parent);
     setpgid(0, 0);
     int fd = open("/dev/null", 0);
     dup2(fd, 1);

@@ -104,9 +104,15 @@ typedef struct mht_proc_result {
   size_t err_len;
 } mht_proc_result_t;
 
+/* In a child the test forked, before it execs: SIGTERM it when the test
+ * process dies (a failed assertion, CTest's timeout), so that no program a
+ * test started, an mpiexec with its ranks say, runs on after the test. */
+void mht_child_dies_with_parent(pid_t parent);
+
 /* Run argv[0] (a path) with argv, stdin from /dev/null, capturing stdout and
- * stderr; kill it (and its process group) after `timeout` seconds.  Returns 0
- * or -1 if it could not be started. */
+ * stderr; kill it (and its process group) after `timeout` seconds, or with
+ * SIGTERM if the test process dies first.  Returns 0 or -1 if it could not
+ * be started. */
 int mht_run(char *const argv[], double timeout, mht_proc_result_t *res);
 
 /* Run this test binary's HELPER(name) with extra arguments (NULL-ended). */
