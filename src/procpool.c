@@ -1007,6 +1007,11 @@ static int pp_map_post(mh__pp_t *pp) {
 
 /* Wake workers sleeping for chunks to claim. */
 static void pp_map_wake_workers(pp_map_sh_t *m) {
+  /* Dekker with the worker's sleep (wwait++, then look at the slots): the
+   * slots were made READY with release stores, which a later load may pass
+   * (a store buffer); the fence keeps our look at wwait after them, or a
+   * worker could miss both the slot and the wake-up and sleep for good. */
+  atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load(&m->wwait)) {
     atomic_fetch_add(&m->ready_seq, 1);
     pp_futex_wake_all(&m->ready_seq);
