@@ -16,7 +16,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 extra=""
 # Open MPI binds each rank to one core by default (np <= 2): a rank with P
 # threads must not be, or its threads share a core.
-mpiexec --version 2>/dev/null | grep -q "Open MPI" && extra="--oversubscribe --bind-to none"
+# (Open MPI 4's mpiexec calls itself OpenRTE.)
+version=$(mpiexec --version 2>/dev/null || true)
+case $version in *"Open MPI"* | *OpenRTE*) extra="--oversubscribe --bind-to none" ;; esac
 
 # Points/s of one run, from the JSON line (rank 0's).
 pps() { "$@" --json --quiet | sed -n 's/.*"points_per_second":\([0-9.e+]*\).*/\1/p' | head -1; }

@@ -10,6 +10,7 @@
 #include "cli.h"
 
 #ifdef MH_WITH_MPI
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -42,8 +43,26 @@ void mhc_mpi_set_layout(int ranks, int threads) {
 
 int mhc_mpi_size(void) { return mh_mpi_size(); }
 
+/* Launchers bind ranks to CPUs by default (Open MPI binds each of up to two
+ * ranks to one core), and then a rank's threads share that core: the run is
+ * right but P times slower, without a word.  Say so once per rank, on its
+ * stderr (the launcher forwards it), and carry on. */
+static void note_binding(int threads) {
+  static int said;
+  cpu_set_t set;
+  if (said || threads <= 1 || sched_getaffinity(0, sizeof set, &set) != 0) return;
+  int cpus = CPU_COUNT(&set);
+  if (cpus >= threads) return;
+  said = 1;
+  mhc_error("note: MPI rank %d runs %d threads on %d CPU%s it is bound to; "
+            "to give it more, ask the launcher (Open MPI: --bind-to none, or "
+            "--map-by slot:PE=%d; Slurm: --cpus-per-task=%d)",
+            mh_mpi_rank(), threads, cpus, cpus == 1 ? "" : "s", threads, threads);
+}
+
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res) {
   int mine = g_ranks <= 0 || mh_mpi_rank() < g_ranks ? g_threads : 0;
+  note_binding(mine);
   return mh_mpi_pi_run(opts, mine, res, NULL);
 }
 #else

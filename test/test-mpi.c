@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -151,6 +152,47 @@ TEST(pi_repeat_output) {
     mht_fail(__FILE__, __LINE__, "layout wording:\n%s\n%s", a.out, b.out);
   mht_proc_free(&a);
   mht_proc_free(&b);
+}
+
+/* A rank bound to fewer CPUs than it runs threads (here: the whole job is
+ * confined to one CPU) says so on stderr, still exits 0 with the right
+ * answer; a rank with one thread, or with CPUs enough, says nothing. */
+TEST(bound_rank_is_noted) {
+  need_mpi();
+  cpu_set_t all, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof all, &all), 0);
+  CPU_ZERO(&one);
+  for (int c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &one);
+      break;
+    }
+  const char *two[] = {"pi", "1e6", "2", "--backend", "mpi", "--json", NULL};
+  const char *single[] = {"pi", "1e6", "1", "--backend", "mpi", "--json", NULL};
+  mht_proc_result_t a, b;
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0); /* children inherit it */
+  run_mpi("1", CLI, two, 60, &a);
+  run_mpi("1", CLI, single, 60, &b);
+  ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
+  if (a.status || b.status) fprintf(stderr, "%s%s", a.err, b.err);
+  ASSERT_EQ(a.status, 0);
+  ASSERT_EQ(b.status, 0);
+  if (!strstr(a.err, "manyhands: note: MPI rank 0 runs 2 threads on 1 CPU it is bound to"))
+    mht_fail(__FILE__, __LINE__, "no note on stderr:\n%s", a.err);
+  ASSERT(strstr(b.err, "bound to") == NULL);
+  ASSERT_UEQ(json_u64(a.out, "inside"), json_u64(b.out, "inside"));
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+  if (CPU_COUNT(&all) >= 2 && MHT_MPIEXEC_EXTRA[0]) {
+    /* Open MPI, both CPUs, no binding: the same run is silent. */
+    const char *free2[] = {"--bind-to", "none", CLI, "pi", "1e6", "2",
+                           "--backend", "mpi", NULL};
+    mht_proc_result_t c;
+    run_mpi("1", free2[0], free2 + 1, 60, &c);
+    ASSERT_EQ(c.status, 0);
+    ASSERT(strstr(c.err, "bound to") == NULL);
+    mht_proc_free(&c);
+  }
 }
 
 /* --sweep with --backend mpi varies the ranks taking part (1..2) as well as
