@@ -144,8 +144,15 @@ static int child_setup(pid_t parent, unsigned flags, const sigset_t *mask) {
     sa.sa_handler = SIG_IGN;
     if (sigaction(SIGINT, &sa, NULL) != 0) return -errno;
     /* SIGINT was blocked across the fork (see fork_child): one that came
-     * in the meantime was pending, and SIG_IGN has discarded it. */
-    if (pthread_sigmask(SIG_SETMASK, mask, NULL) != 0) return MH_EINVAL;
+     * in the meantime was pending, and SIG_IGN has discarded it.  Undo only
+     * that block: a whole-mask restore would also undo what the fork
+     * handlers changed in the child (mpi_core.c unblocks SIGTERM there). */
+    if (!sigismember(mask, SIGINT)) {
+      sigset_t intr;
+      sigemptyset(&intr);
+      sigaddset(&intr, SIGINT);
+      if (pthread_sigmask(SIG_UNBLOCK, &intr, NULL) != 0) return MH_EINVAL;
+    }
   }
   return 0;
 }

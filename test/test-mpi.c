@@ -872,3 +872,60 @@ TEST(api_errors) {
   ASSERT_STREQ(mh_task_name(square), "sq");
 #endif
 }
+
+/* ---- children of a rank ------------------------------------------------- */
+
+#if MHT_HAVE_MPI
+static int sleep_child(void *arg) {
+  (void)arg;
+  for (;;) pause();
+  return 0;
+}
+
+/* A child started with mh_process_start on a rank (after mh_mpi_init has
+ * blocked SIGTERM for its watchdog) must still end on mh_process_terminate:
+ * no watchdog runs in the child to take the signal. */
+HELPER(rank_child_terminate) {
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  int code = 0;
+  /* Plain, and with SIGINT ignored (its own mask handling in the child). */
+  for (int k = 0; k < 2 && code == 0; k++) {
+    mh_process_options_t po;
+    memset(&po, 0, sizeof po);
+    po.flags = k ? MH_PROCESS_IGNORE_SIGINT : 0u;
+    mh_process_t *p = NULL;
+    if (mh_process_start(&p, sleep_child, NULL, &po) != 0) {
+      code = 4;
+      break;
+    }
+    /* Past its set-up: a SIGTERM pending from before it would hide a
+     * block that the set-up puts back. */
+    mht_sleep(0.2);
+    mh_process_terminate(p);
+    if (mh_process_join(p, 10.0) != 0) {
+      code = 5 + 10 * k;
+      mh_process_kill(p);
+      mh_process_join(p, MH_FOREVER);
+    } else {
+      int ec = 0;
+      if (mh_process_exitcode(p, &ec) != 0 || ec != -SIGTERM) code = 6 + 10 * k;
+    }
+    mh_process_free(p);
+  }
+  printf("child terminate %d\n", code);
+  mh_mpi_finalize();
+  return code;
+}
+#endif
+
+TEST(rank_child_terminate) {
+  need_mpi();
+  const char *args[] = {"--helper", "rank_child_terminate", NULL};
+  mht_proc_result_t r;
+  run_mpi("1", mht_self(), args, 60, &r);
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "child terminate 0"));
+  mht_proc_free(&r);
+}

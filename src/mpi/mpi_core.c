@@ -59,6 +59,9 @@ __attribute__((used)) static const mh__backend_ops_t *const keep_backend =
 static pthread_t watchdog;
 static _Atomic int watchdog_stop; /* set by mh_mpi_finalize */
 static sigset_t watched, old_mask;
+/* 1 while SIGTERM is blocked by mh_mpi_init (it was not before): a child
+ * forked meanwhile unblocks it again (see sentinel_forget_in_child). */
+static volatile sig_atomic_t term_blocked_by_us;
 
 const char *mh__mpi_host(int r) {
   return mh__mpi.hosts + (size_t)r * MH__MPI_HOST_MAX;
@@ -111,6 +114,16 @@ static void sentinel_main(int rfd) {
 static void sentinel_forget_in_child(void) {
   if (sentinel_fd >= 0) close(sentinel_fd);
   sentinel_fd = -1;
+  /* SIGTERM is blocked in the rank's threads only so that its watchdog can
+   * take it; no watchdog runs in the child, and with the block inherited a
+   * SIGTERM (mh_process_terminate, a pool's shutdown) would never end it. */
+  if (term_blocked_by_us) {
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
+    term_blocked_by_us = 0;
+  }
 }
 
 /* Fork the sentinel (before MPI starts, when the process is normally still
@@ -264,6 +277,7 @@ int mh_mpi_init(int *argc, char ***argv) {
   sigemptyset(&watched);
   sigaddset(&watched, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &watched, &old_mask);
+  term_blocked_by_us = !sigismember(&old_mask, SIGTERM);
 
   int flag = 0, provided = 0, rc;
   aborting = 0;
@@ -334,6 +348,7 @@ fail_comm:
   if (mh__mpi.we_init_mpi) MPI_Finalize();
   mh__mpi.we_init_mpi = 0;
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  term_blocked_by_us = 0;
   sentinel_stop();
   return rc;
 fail_mpi:
@@ -341,6 +356,7 @@ fail_mpi:
   mh__mpi.we_init_mpi = 0;
 fail_mask:
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  term_blocked_by_us = 0;
   sentinel_stop();
   return MH_EMPI;
 }
@@ -368,6 +384,7 @@ int mh_mpi_finalize(void) {
   /* SIGTERM may be pending for the process (sent to it as a whole while
    * we stop); it would then be taken by the restored default action. */
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+  term_blocked_by_us = 0;
   return 0;
 }
 
