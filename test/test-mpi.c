@@ -929,3 +929,74 @@ TEST(rank_child_terminate) {
   ASSERT(strstr(r.out, "child terminate 0"));
   mht_proc_free(&r);
 }
+
+/* ---- the sentinel reads a byte stream ----------------------------------- */
+
+#if MHT_HAVE_MPI
+static _Atomic pid_t g_stopped_sentinel;
+
+/* Stop our first child (the sentinel mh_mpi_init forks) as soon as it
+ * appears, before it reads what the rank sends it. */
+static void *stop_sentinel_main(void *arg) {
+  (void)arg;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)getpid(),
+           (int)getpid());
+  double t0 = mht_now();
+  while (mht_now() - t0 < 20) {
+    FILE *f = fopen(path, "r");
+    int pid = 0;
+    if (f) {
+      if (fscanf(f, "%d", &pid) != 1) pid = 0;
+      fclose(f);
+    }
+    if (pid > 0) {
+      kill(pid, SIGSTOP);
+      g_stopped_sentinel = pid;
+      return NULL;
+    }
+    mht_sleep(0.0005);
+  }
+  return NULL;
+}
+
+/* A rank that ends normally while its sentinel was slow to read: the
+ * notices and the quiet byte then reach the sentinel in one read(), and it
+ * must still stay quiet. */
+HELPER(slow_sentinel_quiet) {
+  pthread_t tid;
+  if (pthread_create(&tid, NULL, stop_sentinel_main, NULL) != 0) return 2;
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  pthread_join(tid, NULL);
+  pid_t s = g_stopped_sentinel;
+  mh_mpi_finalize();
+  if (s <= 0) return 4;
+  kill(s, SIGCONT);
+  int code = 5;
+  double t0 = mht_now();
+  while (mht_now() - t0 < 10) {
+    int st = 0;
+    if (waitpid(s, &st, WNOHANG) == s) {
+      code = WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 6;
+      break;
+    }
+    mht_sleep(0.01);
+  }
+  printf("slow sentinel %d\n", code);
+  return code;
+}
+#endif
+
+TEST(slow_sentinel_quiet) {
+  need_mpi();
+  const char *args[] = {"--helper", "slow_sentinel_quiet", NULL};
+  mht_proc_result_t r;
+  run_mpi("1", mht_self(), args, 60, &r);
+  if (r.status != 0 || strstr(r.err, "died"))
+    fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "slow sentinel 0"));
+  ASSERT(!strstr(r.err, "died"));
+  mht_proc_free(&r);
+}

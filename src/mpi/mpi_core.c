@@ -90,19 +90,34 @@ static void sentinel_quiet(void) {
 
 /* The sentinel's life: read what the rank sends; at end-of-file, if the rank
  * neither said "quiet" nor is unknown, write its death notice.  Only
- * async-signal-safe calls: the rank may already run other threads. */
+ * async-signal-safe calls: the rank may already run other threads.
+ *
+ * A pipe is a byte stream: a sentinel slow to read (a busy machine) gets
+ * several messages in one read(), "M<notice>\nM<notice>\nQ" say.  So the
+ * bytes are parsed one by one: outside a notice, 'Q' means quiet and 'M'
+ * starts a notice, which runs up to and including its one '\n'. */
 static void sentinel_main(int rfd) {
-  static char notice[SENTINEL_MSG_MAX];
-  size_t len = 0;
+  static char notice[SENTINEL_MSG_MAX], next[SENTINEL_MSG_MAX];
+  size_t len = 0, nlen = 0;
+  int in_notice = 0;
   for (;;) {
-    char buf[SENTINEL_MSG_MAX + 1];
+    char buf[SENTINEL_MSG_MAX];
     ssize_t got = read(rfd, buf, sizeof buf);
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;
-    if (buf[0] == 'Q') _exit(0);
-    if (buf[0] == 'M' && got > 1) { /* the notice, sent in one write */
-      len = (size_t)got - 1;
-      memcpy(notice, buf + 1, len);
+    for (ssize_t i = 0; i < got; i++) {
+      char c = buf[i];
+      if (!in_notice) {
+        if (c == 'Q') _exit(0);
+        if (c == 'M') in_notice = 1, nlen = 0;
+        continue;
+      }
+      if (nlen < sizeof next) next[nlen++] = c;
+      if (c == '\n') { /* complete: it replaces the previous one */
+        memcpy(notice, next, nlen);
+        len = nlen;
+        in_notice = 0;
+      }
     }
   }
   if (len > 0 && write(STDERR_FILENO, notice, len) < 0) _exit(1);
