@@ -254,6 +254,10 @@ static pid_t fork_child(fork_req_t *r) {
    * only under a filter can its set-up fail, and need a report pipe. */
   r->fds[0] = r->fds[1] = -1;
   if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) > 0 && pipe2(r->fds, O_CLOEXEC) != 0) return -1;
+  /* Anything still buffered would otherwise be printed by both processes.
+   * Flushed before SIGINT is blocked below: a write to a full pipe (output
+   * paged by `less`, say) can block for good, and Ctrl-C must still end us. */
+  fflush(NULL);
   /* mh_process_start() does not wait for the child to ignore SIGINT, so
    * SIGINT is blocked across the fork: one sent to the child before it
    * ignores the signal waits, and is then discarded, instead of killing it. */
@@ -270,8 +274,6 @@ static pid_t fork_child(fork_req_t *r) {
       goto fail;
     }
   }
-  /* Anything still buffered would otherwise be printed by both processes. */
-  fflush(NULL);
   pid_t pid = fork();
   if (pid == 0) {
     if (r->fds[0] >= 0) child_close(r->fds[0]);

@@ -2,6 +2,7 @@
  * parent death, bad input and allocation failure. */
 #define _GNU_SOURCE 1
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -959,4 +960,59 @@ TEST(enomem) {
   ASSERT_EQ(mht_alloc_live(), 0);
   mht_alloc_reset();
   assert_no_children();
+}
+
+/* Ctrl-C while mh_process_start() flushes a stream into a full pipe (output
+ * paged and not read): the flush blocks, and SIGINT must still end us. */
+static void *sigint_later(void *arg) {
+  (void)arg;
+  mht_sleep(0.3);
+  kill(getpid(), SIGINT); /* this thread blocks it: the main thread takes it */
+  return NULL;
+}
+
+static int do_nothing(void *arg) {
+  (void)arg;
+  return 0;
+}
+
+HELPER(start_flush_interruptible) {
+  (void)argc, (void)argv;
+  int p[2];
+  if (pipe(p) != 0) return 2;
+  /* Fill the pipe, then make it stdout: nobody ever reads it. */
+  int fl = fcntl(p[1], F_GETFL);
+  fcntl(p[1], F_SETFL, fl | O_NONBLOCK);
+  char buf[4096];
+  memset(buf, 'x', sizeof buf);
+  while (write(p[1], buf, sizeof buf) > 0) {
+  }
+  fcntl(p[1], F_SETFL, fl);
+  FILE *f = fdopen(p[1], "w"); /* fully buffered: fflush(NULL) flushes it */
+  if (!f) return 5;
+  fputs("held in the buffer until the flush\n", f);
+  signal(SIGINT, SIG_DFL); /* a test runner may have had it ignored */
+  sigset_t intr, old;
+  sigemptyset(&intr);
+  sigaddset(&intr, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &intr, &old);
+  pthread_t tid;
+  if (pthread_create(&tid, NULL, sigint_later, NULL) != 0) return 3;
+  (void)old;
+  pthread_sigmask(SIG_UNBLOCK, &intr, NULL);
+  mh_process_options_t o;
+  memset(&o, 0, sizeof o);
+  o.flags = MH_PROCESS_IGNORE_SIGINT;
+  mh_process_t *c = NULL;
+  mh_process_start(&c, do_nothing, NULL, &o); /* blocks in the flush */
+  return 4; /* not reached: SIGINT ends us */
+}
+
+TEST(start_flush_interruptible) {
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run_helper("start_flush_interruptible", NULL, 5, &r), 0);
+  ASSERT(!r.timed_out);
+  ASSERT_EQ(r.exited, 0);
+  ASSERT_EQ(r.status, SIGINT);
+  mht_proc_free(&r);
 }
