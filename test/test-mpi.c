@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -998,5 +999,54 @@ TEST(slow_sentinel_quiet) {
   ASSERT_EQ(r.status, 0);
   ASSERT(strstr(r.out, "slow sentinel 0"));
   ASSERT(!strstr(r.err, "died"));
+  mht_proc_free(&r);
+}
+
+/* ---- a rank that sits a run out does not spin --------------------------- */
+
+#if MHT_HAVE_MPI
+/* Rank 1 sits the run out (0 threads) while rank 0 counts 8 blocks at 100 ms
+ * each (MH_MPI_TEST_SLOW): rank 1 must wait for the result without taking
+ * a core (Open MPI's blocking calls spin). */
+HELPER(idle_rank_sleeps) {
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.n = 8 * (uint64_t)BLOCK;
+  mh_pi_result_t res;
+  struct rusage u0, u1;
+  getrusage(RUSAGE_SELF, &u0);
+  double t0 = mht_now();
+  int rc = mh_mpi_pi_run(&o, mh_mpi_rank() == 0 ? 1 : 0, &res, NULL);
+  double wall = mht_now() - t0;
+  getrusage(RUSAGE_SELF, &u1);
+  double cpu = (double)(u1.ru_utime.tv_sec - u0.ru_utime.tv_sec) +
+               (double)(u1.ru_stime.tv_sec - u0.ru_stime.tv_sec) +
+               1e-6 * (double)(u1.ru_utime.tv_usec - u0.ru_utime.tv_usec +
+                               u1.ru_stime.tv_usec - u0.ru_stime.tv_usec);
+  int code = 0;
+  if (rc != 0 || res.done != o.n) code = 4;
+  if (mh_mpi_rank() == 1) {
+    printf("idle rank cpu %.3f s of %.3f s\n", cpu, wall);
+    if (wall < 0.5) code = 5;         /* the hook did not slow rank 0 */
+    if (cpu > 0.3 * wall) code = 6;   /* it spun */
+  }
+  fflush(stdout);
+  mh_mpi_finalize();
+  return code;
+}
+#endif
+
+TEST(idle_rank_sleeps) {
+  need_mpi();
+  setenv("MH_MPI_TEST_SLOW", "0:100000", 1);
+  const char *args[] = {"--helper", "idle_rank_sleeps", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_MPI_TEST_SLOW");
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "idle rank cpu"));
   mht_proc_free(&r);
 }

@@ -463,8 +463,21 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   double seconds = mh__now() - t0;
   uint64_t fin[4] = {(uint64_t)(int64_t)rc, inside, points, 0};
   memcpy(&fin[3], &seconds, sizeof seconds);
-  if (MPI_Bcast(fin, 4, MPI_UINT64_T, 0, mh__mpi.comm) != MPI_SUCCESS)
+  /* Polled with naps, not a blocking MPI_Bcast: Open MPI's blocking calls
+   * spin, and a rank that sits a run out (0 threads) or is done early would
+   * otherwise spin here for the rest of the run, taking a core from the
+   * ranks still counting. */
+  MPI_Request breq;
+  if (MPI_Ibcast(fin, 4, MPI_UINT64_T, 0, mh__mpi.comm, &breq) != MPI_SUCCESS)
     mh__mpi_fatal("rank %d lost rank 0 at the end of a run", mh__mpi.rank);
+  for (long nap = 20;;) {
+    int got = 0;
+    if (MPI_Test(&breq, &got, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+      mh__mpi_fatal("rank %d lost rank 0 at the end of a run", mh__mpi.rank);
+    if (got) break;
+    mh__mpi_nap(nap);
+    if (nap < 1000) nap *= 2;
+  }
   rc = (int)(int64_t)fin[0];
   inside = fin[1];
   points = fin[2];
