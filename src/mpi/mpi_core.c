@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +78,7 @@ void mh__mpi_nap(long microseconds) {
 /* ---- the sentinel ----------------------------------------------------- */
 
 static int sentinel_fd = -1;  /* write end of the pipe to our sentinel */
+static pid_t sentinel_pid = -1; /* our child: reaped by sentinel_stop */
 static _Atomic int aborting;  /* this rank ends the job on purpose */
 
 enum { SENTINEL_MSG_MAX = 512 };
@@ -129,6 +131,7 @@ static void sentinel_main(int rfd) {
 static void sentinel_forget_in_child(void) {
   if (sentinel_fd >= 0) close(sentinel_fd);
   sentinel_fd = -1;
+  sentinel_pid = -1; /* the sentinel is not the child's child */
   /* SIGTERM is blocked in the rank's threads only so that its watchdog can
    * take it; no watchdog runs in the child, and with the block inherited a
    * SIGTERM (mh_process_terminate, a pool's shutdown) would never end it. */
@@ -182,6 +185,7 @@ static int sentinel_start(void) {
   }
   close(p[0]);
   sentinel_fd = p[1];
+  sentinel_pid = pid;
   /* A first notice, for a death while MPI starts: the launchers tell each
    * process its rank in the environment. */
   static const char *const rank_vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK",
@@ -221,6 +225,15 @@ static void sentinel_stop(void) {
   sentinel_quiet();
   close(sentinel_fd);
   sentinel_fd = -1;
+  /* It exits at once on the quiet byte: reap it, or it stays a zombie
+   * child of the rank for the rest of the program.  Bounded, in case it is
+   * stopped; then it is left to the rank's end, as before. */
+  for (int i = 0; i < 200 && sentinel_pid > 0; i++) {
+    pid_t r = waitpid(sentinel_pid, NULL, WNOHANG);
+    if (r == sentinel_pid || (r < 0 && errno != EINTR)) break;
+    if (r == 0) mh__mpi_nap(1000);
+  }
+  sentinel_pid = -1;
 }
 
 void mh__mpi_fatal(const char *fmt, ...) {
