@@ -62,7 +62,7 @@ static _Atomic int watchdog_stop; /* set by mh_mpi_finalize */
 static sigset_t watched, old_mask;
 /* 1 while SIGTERM is blocked by mh_mpi_init (it was not before): a child
  * forked meanwhile unblocks it again (see sentinel_forget_in_child). */
-static volatile sig_atomic_t term_blocked_by_us;
+static _Atomic int term_blocked_by_us;
 
 const char *mh__mpi_host(int r) {
   return mh__mpi.hosts + (size_t)r * MH__MPI_HOST_MAX;
