@@ -623,6 +623,12 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
       uint64_t sv = atomic_load_explicit(&m->state[k], memory_order_acquire);
       uint64_t tj = sv >> 16, kind = sv & 0xFFFF;
       if (tj == j + 1 && kind == MS_READY) {
+        /* Forget the last chunk's progress first: killed right after the
+         * exchange, we would otherwise leave m_done of a chunk of an earlier
+         * map, which may fall inside this chunk, and pp_map_dead would take
+         * items never run for finished (stale outputs, status 0). */
+        atomic_store_explicit(&s->m_done, UINT64_MAX, memory_order_relaxed);
+        atomic_store_explicit(&s->m_started, UINT64_MAX, memory_order_relaxed);
         if (!atomic_compare_exchange_strong(&m->state[k], &sv, MS_TAG(j, me)))
           continue;
         uint64_t h = j; /* (a failed exchange overwrites h, not j) */
@@ -639,7 +645,19 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
       if (tj > j + 1 || (tj == j + 1 && kind != MS_READY)) {
         /* Taken (or long done): look further. */
         uint64_t h = j;
-        atomic_compare_exchange_strong(&m->hint, &h, j + 1);
+        if (atomic_compare_exchange_strong(&m->hint, &h, j + 1) &&
+            tj == j + 1) {
+          /* Its owner may have died and pp_map_dead put it back between our
+           * look and the exchange, while the hint was still j (so it did
+           * not lower it): chunk j would stay READY behind the hint and the
+           * map never end.  Dekker with pp_map_dead (it stores READY, then
+           * reads the hint): look again and lower the hint back. */
+          if (atomic_load(&m->state[k]) == MS_TAG(j, MS_READY)) {
+            h = j + 1;
+            while (h > j && !atomic_compare_exchange_weak(&m->hint, &h, j)) {
+            }
+          }
+        }
         continue;
       }
     }

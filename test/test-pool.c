@@ -1312,3 +1312,51 @@ TEST(map_concurrent) {
   }
   pool_free(ex);
 }
+
+/* Workers SIGKILLed often while many tiny chunks are claimed (chunksize 1,
+ * items that take no time), so that deaths land while other workers scan the
+ * window.  A chunk put back by the dispatcher must be claimed again: a worker
+ * that saw it owned just before, and moves the hint past it just after, once
+ * left it READY behind the hint, and the map then never ended.  With
+ * retries every item succeeds. */
+static void *fast_killer(void *arg) {
+  rkill_t *k = arg;
+  while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
+    mht_jitter(8000);
+    int pids[8];
+    int n = mh__pp_worker_pids(mh__executor_impl(k->ex), pids, 8);
+    if (n <= 0 || atomic_load(&k->stop)) continue;
+    if (kill(pids[mht_rand() % (unsigned)n], SIGKILL) == 0) k->kills++;
+  }
+  return NULL;
+}
+
+TEST(map_kill_claims) {
+  mh_executor_t *ex = pool_new(4, 1000000);
+  enum { N = 20000 };
+  static long in[N], out[N];
+  static int st[N];
+  static double delay = 5e-6;
+  int rounds = (int)mht_scaled(10), total_kills = 0;
+  if (rounds < 2) rounds = 2;
+  alarm(120); /* a lost chunk hangs the map: fail rather than wait */
+  for (int round = 0; round < rounds; round++) {
+    for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+    rkill_t k = {.ex = ex, .max_kills = 100};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, fast_killer, &k), 0);
+    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+                             sizeof(long), N, 1 + (size_t)(round % 3), st);
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    ASSERT_OK(rc);
+    for (int i = 0; i < N; i++) {
+      ASSERT_EQ(st[i], 0);
+      ASSERT_EQ(out[i], (long)i * i);
+    }
+    total_kills += k.kills;
+  }
+  alarm(0);
+  ASSERT_GT(total_kills, 0);
+  pool_free(ex);
+}
