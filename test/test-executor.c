@@ -1309,6 +1309,13 @@ static void *churn(void *arg) {
  * the allocator whole (the lock free, the slab being carved consistent) and
  * run an executor of its own with many futures. */
 TEST(fork_while_allocating) {
+#if defined(__SANITIZE_THREAD__)
+  return; /* ThreadSanitizer cannot start threads after a threaded fork */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  return;
+#endif
+#endif
   mh_executor_t *ex = threads(2);
   atomic_int stop = 0;
   void *arg[2] = {ex, &stop};
