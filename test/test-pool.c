@@ -1324,17 +1324,25 @@ static void *fast_killer(void *arg) {
   /* Only workers seen alive a while ago are killed: killing fresh ones
    * before they take anything would (rightly) break the pool. */
   int old[8] = {0};
+  double since[8] = {0};
   int nold = 0;
   while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
     mht_jitter(8000);
     int pids[8];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double seen[8], now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     int n = mh__pp_worker_pids(mh__executor_impl(k->ex), pids, 8);
     if (n <= 0 || atomic_load(&k->stop)) continue;
-    int victim = pids[mht_rand() % (unsigned)n], known = 0;
-    for (int i = 0; i < nold; i++) known |= old[i] == victim;
-    for (int i = 0; i < n; i++) old[i] = pids[i];
+    for (int i = 0; i < n; i++) {
+      seen[i] = now;
+      for (int o = 0; o < nold; o++)
+        if (old[o] == pids[i]) seen[i] = since[o];
+    }
+    for (int i = 0; i < n; i++) old[i] = pids[i], since[i] = seen[i];
     nold = n;
-    if (known && kill(victim, SIGKILL) == 0) k->kills++;
+    int v = (int)(mht_rand() % (unsigned)n);
+    if (now - seen[v] > 0.1 && kill(pids[v], SIGKILL) == 0) k->kills++;
   }
   return NULL;
 }
