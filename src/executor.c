@@ -410,7 +410,15 @@ static void fa_thread_exit(void *unused) {
 }
 
 /* A child of fork has only the forking thread: the lock may have been held
- * by another, and a spare may have been half made. */
+ * by another, and a spare may have been half made.  The lock is taken
+ * around fork (it is never held across anything that forks or waits): a
+ * thread forked in the middle of an update (fa_bump set to a new slab but
+ * fa_end still the old one's end, say) would leave the child carving
+ * memory that is not a slab. */
+static void fa_atfork_prepare(void) { pthread_mutex_lock(&fa_lock); }
+
+static void fa_atfork_parent(void) { pthread_mutex_unlock(&fa_lock); }
+
 static void fa_atfork_child(void) {
   pthread_mutex_init(&fa_lock, NULL);
   if (atomic_load(&fa_spare_state) == SPARE_MAKING)
@@ -419,7 +427,7 @@ static void fa_atfork_child(void) {
 
 static void fa_init(void) {
   pthread_key_create(&fa_key, fa_thread_exit);
-  pthread_atfork(NULL, NULL, fa_atfork_child);
+  pthread_atfork(fa_atfork_prepare, fa_atfork_parent, fa_atfork_child);
 }
 
 /* Make sure this thread's cache is given back when the thread ends. */

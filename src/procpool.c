@@ -623,14 +623,27 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
       uint64_t sv = atomic_load_explicit(&m->state[k], memory_order_acquire);
       uint64_t tj = sv >> 16, kind = sv & 0xFFFF;
       if (tj == j + 1 && kind == MS_READY) {
+        /* Forget the last chunk's progress first: killed right after the
+         * exchange, we would otherwise leave m_done of a chunk of an earlier
+         * map, which may fall inside this chunk, and pp_map_dead would take
+         * items never run for finished (stale outputs, status 0). */
+        atomic_store_explicit(&s->m_done, UINT64_MAX, memory_order_relaxed);
+        atomic_store_explicit(&s->m_started, UINT64_MAX, memory_order_relaxed);
         if (!atomic_compare_exchange_strong(&m->state[k], &sv, MS_TAG(j, me)))
           continue;
         uint64_t h = j; /* (a failed exchange overwrites h, not j) */
         atomic_compare_exchange_strong(&m->hint, &h, j + 1);
         pp_map_run(&mc, m, pp->mdata, s, j, k, init);
-        atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
-                              memory_order_release);
-        pp_map_done_one(m);
+        /* An exchange, not a store: a broken pool gives its live workers up
+         * for dead and settles their chunks (pp_broken) before they are
+         * killed, and the parent may already have refilled the slot with
+         * chunk j + wc; a plain store would mark that one DONE unrun, or
+         * hide it from every claim and hang the map. */
+        uint64_t mine = MS_TAG(j, me);
+        if (atomic_compare_exchange_strong_explicit(
+                &m->state[k], &mine, MS_TAG(j, MS_DONE), memory_order_acq_rel,
+                memory_order_relaxed))
+          pp_map_done_one(m);
         idle_since = 0;
         spins = 0;
         if (max && ++*done >= max) return 1;
@@ -639,7 +652,19 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
       if (tj > j + 1 || (tj == j + 1 && kind != MS_READY)) {
         /* Taken (or long done): look further. */
         uint64_t h = j;
-        atomic_compare_exchange_strong(&m->hint, &h, j + 1);
+        if (atomic_compare_exchange_strong(&m->hint, &h, j + 1) &&
+            tj == j + 1) {
+          /* Its owner may have died and pp_map_dead put it back between our
+           * look and the exchange, while the hint was still j (so it did
+           * not lower it): chunk j would stay READY behind the hint and the
+           * map never end.  Dekker with pp_map_dead (it stores READY, then
+           * reads the hint): look again and lower the hint back. */
+          if (atomic_load(&m->state[k]) == MS_TAG(j, MS_READY)) {
+            h = j + 1;
+            while (h > j && !atomic_compare_exchange_weak(&m->hint, &h, j)) {
+            }
+          }
+        }
         continue;
       }
     }
@@ -1988,6 +2013,25 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
           atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
                                 memory_order_release);
           did = 1;
+        }
+      }
+      /* A broken pool gives its live workers up for dead (pp_broken) before
+       * the server's end kills them, so one may still claim a chunk after
+       * pp_map_dead settled its slot; nobody would settle that chunk and
+       * the map would never end.  Once no worker is attached, every chunk
+       * still owned is such a one: it fails here. */
+      if (stopping == MH_EWORKERDIED && !atomic_load(&pp->map_attached)) {
+        for (size_t j = next; j < filled; j++) {
+          size_t k = j % wc;
+          uint64_t sv = atomic_load(&m->state[k]);
+          if ((sv >> 16) != j + 1 || (sv & 0xFFFF) >= MS_PARENT) continue;
+          if (atomic_compare_exchange_strong(&m->state[k], &sv,
+                                             MS_TAG(j, MS_PARENT))) {
+            pp_map_settle(&c, m, pp->mdata, j, (size_t)m->start[k], stopping);
+            atomic_store_explicit(&m->state[k], MS_TAG(j, MS_DONE),
+                                  memory_order_release);
+            did = 1;
+          }
         }
       }
     }

@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -1278,5 +1280,84 @@ TEST(alloc_failure) {
   mht_alloc_reset();
   mh_future_release(blocker);
   mh_future_release(done);
+  mh_executor_free(ex);
+}
+
+/* ---- fork while futures are allocated ---------------------------------- */
+
+/* Submit and release tiny tasks until told to stop: keeps the future
+ * allocator's lock busy (thread caches refilled from fresh slabs). */
+static void *churn(void *arg) {
+  void **a = arg;
+  mh_executor_t *ex = a[0];
+  atomic_int *stop = a[1];
+  mh_future_t *fs[512];
+  while (!atomic_load(stop)) {
+    size_t n = 0;
+    for (; n < 512; n++)
+      if (mh_executor_submit(ex, t_noop, NULL, 0, NULL, 0, NULL, &fs[n]))
+        break;
+    for (size_t i = 0; i < n; i++) {
+      (void)mh_future_result(fs[i], MH_FOREVER);
+      mh_future_release(fs[i]);
+    }
+  }
+  return NULL;
+}
+
+/* Other threads allocate futures while this one forks: each child must find
+ * the allocator whole (the lock free, the slab being carved consistent) and
+ * run an executor of its own with many futures. */
+TEST(fork_while_allocating) {
+#if defined(__SANITIZE_THREAD__)
+  return; /* ThreadSanitizer cannot start threads after a threaded fork */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  return;
+#endif
+#endif
+  mh_executor_t *ex = threads(2);
+  atomic_int stop = 0;
+  void *arg[2] = {ex, &stop};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_EQ(pthread_create(&th[i], NULL, churn, arg), 0);
+  int forks = (int)mht_scaled(40);
+  if (forks < 5) forks = 5;
+  for (int r = 0; r < forks; r++) {
+    mht_jitter(2000);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+      alarm(20);
+      mh_executor_t *cx = threads(2);
+      enum { N = 3000 };
+      static long in[N], out[N];
+      static mh_future_t *fs[N];
+      int bad = 0;
+      for (long i = 0; i < N; i++) {
+        in[i] = i;
+        bad |= mh_executor_submit(cx, t_double, &in[i], sizeof(long), &out[i],
+                                  sizeof(long), NULL, &fs[i]) != 0;
+        if (bad) _exit(2);
+      }
+      for (long i = 0; i < N; i++) {
+        int rc = mh_future_result(fs[i], MH_FOREVER);
+        bad |= rc != (i % 1000 == 13 ? MH_EUSER - (int)(i % 7) : 0);
+        bad |= out[i] != 2 * i;
+        mh_future_release(fs[i]);
+      }
+      mh_executor_shutdown(cx, MH_SHUTDOWN_WAIT);
+      mh_executor_free(cx);
+      _exit(bad ? 3 : 0);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT(WIFEXITED(st));
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+  }
+  atomic_store(&stop, 1);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
   mh_executor_free(ex);
 }

@@ -1312,3 +1312,111 @@ TEST(map_concurrent) {
   }
   pool_free(ex);
 }
+
+/* Workers SIGKILLed often while many tiny chunks are claimed (chunksize 1,
+ * items that take no time), so that deaths land while other workers scan the
+ * window.  A chunk put back by the dispatcher must be claimed again: a worker
+ * that saw it owned just before, and moves the hint past it just after, once
+ * left it READY behind the hint, and the map then never ended.  With
+ * retries every item succeeds. */
+static void *fast_killer(void *arg) {
+  rkill_t *k = arg;
+  /* Only workers seen alive a while ago are killed: killing fresh ones
+   * before they take anything would (rightly) break the pool. */
+  int old[8] = {0};
+  double since[8] = {0};
+  int nold = 0;
+  while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
+    mht_jitter(8000);
+    int pids[8];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double seen[8], now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    int n = mh__pp_worker_pids(mh__executor_impl(k->ex), pids, 8);
+    if (n <= 0 || atomic_load(&k->stop)) continue;
+    for (int i = 0; i < n; i++) {
+      seen[i] = now;
+      for (int o = 0; o < nold; o++)
+        if (old[o] == pids[i]) seen[i] = since[o];
+    }
+    for (int i = 0; i < n; i++) old[i] = pids[i], since[i] = seen[i];
+    nold = n;
+    int v = (int)(mht_rand() % (unsigned)n);
+    if (now - seen[v] > 0.1 && kill(pids[v], SIGKILL) == 0) k->kills++;
+  }
+  return NULL;
+}
+
+TEST(map_kill_claims) {
+  mh_executor_t *ex = pool_new(4, 1000000);
+  enum { N = 20000 };
+  static long in[N], out[N];
+  static int st[N];
+  static double delay = 5e-6;
+  int rounds = (int)mht_scaled(10), total_kills = 0;
+  if (rounds < 2) rounds = 2;
+  alarm(120); /* a lost chunk hangs the map: fail rather than wait */
+  for (int round = 0; round < rounds; round++) {
+    for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+    rkill_t k = {.ex = ex, .max_kills = 100};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, fast_killer, &k), 0);
+    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+                             sizeof(long), N, 1 + (size_t)(round % 3), st);
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    ASSERT_OK(rc);
+    for (int i = 0; i < N; i++) {
+      ASSERT_EQ(st[i], 0);
+      ASSERT_EQ(out[i], (long)i * i);
+    }
+    total_kills += k.kills;
+  }
+  alarm(0);
+  ASSERT_GT(total_kills, 0);
+  pool_free(ex);
+}
+
+/* Workers killed so fast that the pool gives up (too many deaths in a row of
+ * workers that did nothing) in the middle of a claim-based map: the map must
+ * still end, with MH_EWORKERDIED, and every item said to succeed must have
+ * its right result. */
+static void *faster_killer(void *arg) {
+  rkill_t *k = arg;
+  while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
+    mht_jitter(1500);
+    int pids[8];
+    int n = mh__pp_worker_pids(mh__executor_impl(k->ex), pids, 8);
+    if (n <= 0 || atomic_load(&k->stop)) continue;
+    if (kill(pids[mht_rand() % (unsigned)n], SIGKILL) == 0) k->kills++;
+  }
+  return NULL;
+}
+
+TEST(map_broken_by_kills) {
+  enum { N = 20000 };
+  static long in[N], out[N];
+  static int st[N];
+  static double delay = 5e-6;
+  int rounds = (int)mht_scaled(8);
+  if (rounds < 2) rounds = 2;
+  alarm(100); /* a chunk left to a worker given up for dead hangs the map */
+  for (int round = 0; round < rounds; round++) {
+    mh_executor_t *ex = pool_new(4, 1000000);
+    for (int i = 0; i < N; i++) in[i] = i, out[i] = -1, st[i] = 99;
+    rkill_t k = {.ex = ex, .max_kills = 1000};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, faster_killer, &k), 0);
+    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+                             sizeof(long), N, 1 + (size_t)(round % 2), st);
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    if (rc) ASSERT_ERR(rc, MH_EWORKERDIED);
+    for (int i = 0; i < N; i++) {
+      if (st[i] == 0) ASSERT_EQ(out[i], (long)i * i);
+      else ASSERT_ERR(st[i], MH_EWORKERDIED);
+    }
+    pool_free(ex);
+  }
+  alarm(0);
+}
