@@ -459,9 +459,7 @@ static char *slab_map(void) {
    * faults per slab, and a fault is far dearer than the kernel's own loop
    * (on a virtual machine, very much so).  Linux 5.14+; elsewhere carving
    * faults the pages in as it goes. */
-#ifdef MADV_POPULATE_WRITE
-  madvise(a, SLAB_BYTES, MADV_POPULATE_WRITE);
-#endif
+  mh__prefault(a, SLAB_BYTES);
   return a;
 }
 

@@ -560,6 +560,30 @@ static void pp_map_done_one(pp_map_sh_t *m) {
   }
 }
 
+/* The spin-then-yield ladder of a side of the claim-based map that found
+ * nothing to do: a few pauses, then yields until it has been idle for
+ * PP_SPIN_WORKER, before it sleeps on a futex.  Reset it to {0, 0} after
+ * any progress or sleep. */
+typedef struct pp_idle {
+  double since; /* when this idle spell began, or 0 */
+  unsigned spins;
+} pp_idle_t;
+
+/* 1: paused or yielded, look again; 0: idle long enough, go to sleep. */
+static int pp_idle_look_again(pp_idle_t *w) {
+  if (++w->spins < 64) {
+    PP_RELAX();
+    return 1;
+  }
+  double now = mh__now();
+  if (w->since == 0) w->since = now;
+  if (now - w->since < PP_SPIN_WORKER) {
+    sched_yield();
+    return 1;
+  }
+  return 0;
+}
+
 /* Run chunk j (window slot k) from its first unfinished item. */
 static void pp_map_run(const pp_map_sh_t *mc, pp_map_sh_t *m, char *data,
                        pp_slot_t *s, uint64_t j, uint64_t k, int init) {
@@ -598,7 +622,7 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
     /* Fault the whole window in with one call instead of one fault per
      * page (page faults are what costs most in a VM). */
     *populated = 1;
-    madvise(pp->mdata, PP_MAP_DATA, MADV_POPULATE_WRITE);
+    mh__prefault(pp->mdata, PP_MAP_DATA);
   }
   pp_map_sh_t mc; /* the parameters, read once */
   mc.fn = m->fn;
@@ -613,8 +637,7 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
   mc.out_off = m->out_off;
   mc.st_off = m->st_off;
   uint64_t me = (uint64_t)slot;
-  double idle_since = 0;
-  unsigned spins = 0;
+  pp_idle_t idle = {0, 0};
   for (;;) {
     if (atomic_load_explicit(&m->stop, memory_order_acquire)) return 0;
     uint64_t j = atomic_load(&m->hint);
@@ -644,8 +667,7 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
                 &m->state[k], &mine, MS_TAG(j, MS_DONE), memory_order_acq_rel,
                 memory_order_relaxed))
           pp_map_done_one(m);
-        idle_since = 0;
-        spins = 0;
+        idle = (pp_idle_t){0, 0};
         if (max && ++*done >= max) return 1;
         continue;
       }
@@ -671,16 +693,7 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
     /* Nothing to claim: the parent has not refilled yet, or every chunk is
      * taken.  Spin a little, then sleep until the parent or the dispatcher
      * bumps ready_seq. */
-    if (++spins < 64) {
-      PP_RELAX();
-      continue;
-    }
-    double now = mh__now();
-    if (idle_since == 0) idle_since = now;
-    if (now - idle_since < PP_SPIN_WORKER) {
-      sched_yield();
-      continue;
-    }
+    if (pp_idle_look_again(&idle)) continue;
     atomic_fetch_add(&m->wwait, 1);
     uint32_t seq = atomic_load(&m->ready_seq);
     uint64_t j2 = atomic_load(&m->hint);
@@ -691,8 +704,7 @@ static int pp_worker_map(mh__pp_t *pp, int slot, uint32_t gen, int init,
     }
     if (!changed) pp_futex_wait(&m->ready_seq, seq);
     atomic_fetch_sub(&m->wwait, 1);
-    idle_since = 0;
-    spins = 0;
+    idle = (pp_idle_t){0, 0};
   }
 }
 
@@ -1962,7 +1974,7 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   if (!pp->mpopulated) {
     /* One call faults the window in instead of one fault per page. */
     pp->mpopulated = 1;
-    madvise(pp->mdata, PP_MAP_DATA, MADV_POPULATE_WRITE);
+    mh__prefault(pp->mdata, PP_MAP_DATA);
   }
   size_t filled = 0, next = 0;
   for (; filled < wc; filled++) pp_map_fill(pp, &c, filled);
@@ -1972,8 +1984,7 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   pp_wake(pp, 1); /* the dispatcher hands K_MAP entries to the workers */
 
   int stopping = 0; /* the code the rest gets: cancelled, or broken */
-  double idle_since = 0;
-  unsigned spins = 0;
+  pp_idle_t idle = {0, 0};
   while (next < filled) {
     int did = 0, refilled = 0;
     while (next < filled) {
@@ -2036,21 +2047,11 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
       }
     }
     if (did) {
-      idle_since = 0;
-      spins = 0;
+      idle = (pp_idle_t){0, 0};
       continue;
     }
     if (next >= filled) break;
-    if (++spins < 64) {
-      PP_RELAX();
-      continue;
-    }
-    double now = mh__now();
-    if (idle_since == 0) idle_since = now;
-    if (now - idle_since < PP_SPIN_WORKER) {
-      sched_yield();
-      continue;
-    }
+    if (pp_idle_look_again(&idle)) continue;
     /* Sleep until about half of the chunks in the window are done (or the
      * next one, when fewer remain), or the dispatcher says something. */
     uint64_t nd = atomic_load(&m->ndone);
@@ -2063,8 +2064,7 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
         !(atomic_load(&pp->shut) & 2) && !atomic_load(&pp->broken_flag))
       pp_futex_wait_for(&m->done_seq, seq, 0.1);
     atomic_store(&m->pwait, 0);
-    idle_since = 0;
-    spins = 0;
+    idle = (pp_idle_t){0, 0};
   }
   /* Chunks never copied in (a cancelling shutdown or a broken pool). */
   for (size_t j = filled; j < nchunks; j++) {
