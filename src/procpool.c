@@ -1285,6 +1285,33 @@ static void pp_exited(mh__pp_t *pp, int slot, int pid, int st) {
 
 /* The server is gone (killed from outside): the workers die with it.  Fail
  * everything, now and later, rather than hang. */
+/* Kill a worker of ours that is given up for dead, and wait (boundedly)
+ * until it has exited.  It is the server's child, not ours, so we cannot
+ * reap it; a pidfd still tells when it is gone.  A worker still running
+ * after its chunk was settled could write into a window slot the map has
+ * refilled since, and an item of another chunk would come back "done" with
+ * its output.  (A pid already reaped by the server and reused is the one
+ * risk left; the server reaps only after it reports, so the window is the
+ * report's time in flight.) */
+static void pp_kill_and_wait(int pid) {
+  if (pid <= 0) return;
+#if defined(SYS_pidfd_open) && defined(SYS_pidfd_send_signal)
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) {
+    syscall(SYS_pidfd_send_signal, fd, SIGKILL, NULL, 0);
+    struct pollfd p = {fd, POLLIN, 0};
+    for (int i = 0; i < 200; i++) { /* at most about 2 s */
+      int r = poll(&p, 1, 10);
+      if (r > 0 || (r < 0 && errno != EINTR)) break;
+    }
+    close(fd);
+    return;
+  }
+  if (errno == ESRCH) return; /* gone already */
+#endif
+  kill(pid, SIGKILL); /* no pidfds: best effort, without the wait */
+}
+
 static void pp_broken(mh__pp_t *pp) {
   pp->broken = 1;
   atomic_store(&pp->broken_flag, 1);
@@ -1292,6 +1319,7 @@ static void pp_broken(mh__pp_t *pp) {
     pp_wk_t *w = &pp->wk[i];
     int pid = atomic_load(&w->pid);
     if (w->state == W_LIVE) {
+      pp_kill_and_wait(pid); /* before its chunk is settled below */
       int saved = pp->cfg.retries;
       pp->cfg.retries = 0;
       pp_exited(pp, i, pid, SIGKILL); /* wait status of "killed by SIGKILL" */
