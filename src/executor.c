@@ -157,8 +157,8 @@ static inline void *st_addr(mh_future_t *f) {
 static int futex_wait(void *addr, uint32_t val,
                       const mh__deadline_t *dl) {
   long rc;
-  if (dl->kind == 0) return MH_ETIMEDOUT;
-  if (dl->kind == 2) {
+  if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
+  if (dl->kind == MH__DL_FOREVER) {
     rc = syscall(SYS_futex, (void *)(uintptr_t)addr, FUTEX_WAIT_PRIVATE, val, NULL,
                  NULL, 0);
   } else {
@@ -752,7 +752,7 @@ static inline void cpu_relax(void) {
 
 static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
   uint32_t s = st_load(f, memory_order_acquire);
-  if (!IS_DONE(s) && dl->kind != 0) {
+  if (!IS_DONE(s) && dl->kind != MH__DL_NOW) {
     /* Then yield a few times: with more threads than cores the worker
      * that will finish f may be waiting for this very core. */
     for (int i = 0; i < WAIT_SPINS + WAIT_YIELDS && !IS_DONE(s); i++) {
@@ -764,7 +764,7 @@ static int wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
     }
   }
   while (!IS_DONE(s)) {
-    if (dl->kind == 0) return MH_ETIMEDOUT;
+    if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
     if (!(s & F_WAITERS)) {
       if (!st_cas(f, &s, s | F_WAITERS)) continue;
       s |= F_WAITERS;
@@ -906,7 +906,7 @@ int mh_futures_wait(mh_future_t *const *fs, size_t n, mh_wait_mode_t mode,
     }
   }
   int rc = 0;
-  if (wait_satisfied(mode, done, n, failed) || dl.kind == 0) {
+  if (wait_satisfied(mode, done, n, failed) || dl.kind == MH__DL_NOW) {
     rc = wait_satisfied(mode, done, n, failed) ? 0 : MH_ETIMEDOUT;
   } else if (mode == MH_ALL_COMPLETED) {
     /* Waiting for all needs no registration: wait for each in turn. */

@@ -37,9 +37,15 @@ double mh__now(void);
 
 /* An absolute monotonic deadline made once from a relative timeout, so that
  * spurious wake-ups retry against the same point in time. */
+typedef enum mh__deadline_kind {
+  MH__DL_NOW = 0,     /* never block: a timeout of 0 */
+  MH__DL_AT = 1,      /* block until `at` */
+  MH__DL_FOREVER = 2  /* block without a time limit (MH_FOREVER) */
+} mh__deadline_kind_t;
+
 typedef struct mh__deadline {
-  int kind; /* 0 = never block, 1 = at `at`, 2 = forever */
-  struct timespec at;
+  mh__deadline_kind_t kind;
+  struct timespec at; /* CLOCK_MONOTONIC; meaningful for MH__DL_AT only */
 } mh__deadline_t;
 
 /* MH_EINVAL for NaN and negative values other than MH_FOREVER, else 0. */

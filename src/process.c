@@ -447,8 +447,8 @@ pid_t mh_process_pid(const mh_process_t *process) {
  * Returns 0 when it may have ended (the caller re-checks) or MH_ETIMEDOUT. */
 static int wait_exit(mh_process_t *p, const mh__deadline_t *dl, double *backoff) {
   double left = -1; /* forever */
-  if (dl->kind == 0) return MH_ETIMEDOUT;
-  if (dl->kind == 1) {
+  if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
+  if (dl->kind == MH__DL_AT) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     left = (double)(dl->at.tv_sec - now.tv_sec) +
@@ -506,7 +506,7 @@ int mh_process_join(mh_process_t *process, double timeout) {
   mh__deadline_t dl;
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
-  if (dl.kind == 2 && process->pidfd >= 0 && atomic_load(&have_waitid_pidfd) &&
+  if (dl.kind == MH__DL_FOREVER && process->pidfd >= 0 && atomic_load(&have_waitid_pidfd) &&
       join_forever(process) == 0)
     return 0;
   double backoff = 50e-6;

@@ -294,7 +294,7 @@ static bool has_room(mh_queue_t *q) {
 }
 
 static bool deadline_passed(const mh__deadline_t *dl) {
-  if (dl->kind != 1) return false;
+  if (dl->kind != MH__DL_AT) return false;
   struct timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
   return now.tv_sec > dl->at.tv_sec ||

@@ -88,7 +88,7 @@ static int mutex_take(pthread_mutex_t *m, double timeout) {
     /* taken, or an owner-died / unrecoverable answer */
   } else if (timeout == 0) {
     return MH_ETIMEDOUT;
-  } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == 2) {
+  } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == MH__DL_FOREVER) {
     rc = pthread_mutex_lock(m); /* beyond ~30 years: forever */
   } else {
 #ifdef MH__TSAN
@@ -342,7 +342,7 @@ int mh_cond_release(mh_cond_t *cond) {
 
 /* One wait against an absolute deadline; the caller checked ownership. */
 static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
-  if (dl->kind == 0) return MH_ETIMEDOUT;
+  if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
   mh_lock_t *lock = cond_lock(cond);
   cond->waiters++;
   owner_set(&lock->owner, 0);

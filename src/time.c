@@ -19,18 +19,18 @@ int mh__deadline_init(mh__deadline_t *dl, double timeout) {
   if (isnan(timeout)) return MH_EINVAL;
   if (timeout == MH_FOREVER || isinf(timeout)) {
     if (timeout < 0 && timeout != MH_FOREVER) return MH_EINVAL;
-    dl->kind = 2;
+    dl->kind = MH__DL_FOREVER;
     return 0;
   }
   if (timeout < 0) return MH_EINVAL;
   if (timeout == 0) {
-    dl->kind = 0;
+    dl->kind = MH__DL_NOW;
     return 0;
   }
   /* Beyond ~30 years a deadline is as good as forever, and this keeps the
    * tv_sec arithmetic far from overflow. */
   if (timeout > 1e9) {
-    dl->kind = 2;
+    dl->kind = MH__DL_FOREVER;
     return 0;
   }
   struct timespec now;
@@ -39,7 +39,7 @@ int mh__deadline_init(mh__deadline_t *dl, double timeout) {
   long nsec = now.tv_nsec + (long)((timeout - whole) * 1e9);
   dl->at.tv_sec = now.tv_sec + (time_t)whole + nsec / 1000000000L;
   dl->at.tv_nsec = nsec % 1000000000L;
-  dl->kind = 1;
+  dl->kind = MH__DL_AT;
   return 0;
 }
 
@@ -59,11 +59,12 @@ int mh__cond_wait(pthread_cond_t *cond, pthread_mutex_t *mutex,
                   const mh__deadline_t *dl) {
   int rc;
   switch (dl->kind) {
-  case 0:
+  case MH__DL_NOW:
     return MH_ETIMEDOUT;
-  case 2:
+  case MH__DL_FOREVER:
     rc = pthread_cond_wait(cond, mutex);
     return rc == EOWNERDEAD ? MH_EOWNERDEAD : 0;
+  case MH__DL_AT:
   default:
     rc = pthread_cond_timedwait(cond, mutex, &dl->at);
     if (rc == ETIMEDOUT) return MH_ETIMEDOUT;

@@ -1,0 +1,166 @@
+/* spin.h - the one way to wait: a pause, a spin-then-yield ladder, a futex.
+ *
+ * Every waiter in the library that looks again before it sleeps goes through
+ * this module, so that the pause instruction, the order of the rungs (pause,
+ * then yield, then sleep) and the tuning numbers are written once.  A waiter
+ * keeps an mh__spin_t on its stack, calls mh__spin_again() each time it found
+ * nothing, and sleeps (futex, condition variable, poll) when that says 0.
+ *
+ * The ladder of a policy:
+ *   1. `pauses` rounds of mh__cpu_relax(): the peer on another core usually
+ *      answers within a microsecond, and then nobody makes a system call;
+ *   2. then sched_yield(), `yields` times, or for as long as the spell has
+ *      lasted less than `yield_for` seconds: with more runnable threads than
+ *      cores the thread we wait for may be waiting for this very core;
+ *   3. then give up: the caller sleeps.
+ * A policy is plain data passed in, so a caller may adapt it (the process
+ * pool's dispatcher shortens its busy poll when polls end in sleep).
+ *
+ * Futexes: 32-bit words, private (one process) or shared (a word in memory
+ * mapped by several processes).  A wait returns 0 when woken, when the word no
+ * longer holds `val`, or spuriously: callers re-check their condition.
+ * Linux-only, like the rest of the library's waiting.
+ *
+ * Everything here is stateless; an mh__spin_t belongs to one thread.
+ */
+#ifndef MH_SPIN_H
+#define MH_SPIN_H
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ---- the pause ------------------------------------------------------------ */
+
+/* Tell the core this is a spin-wait: on x86 `pause` lets the sibling
+ * hyperthread run and avoids a memory-order flush on exit from the loop. */
+static inline void mh__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* ---- the ladder ----------------------------------------------------------- */
+
+typedef struct mh__spin_policy {
+  unsigned pauses;  /* rung 1: rounds of mh__cpu_relax() */
+  unsigned yields;  /* rung 2 by count: sched_yield() this many times ... */
+  double yield_for; /* ... or, when yields == 0, until the spell is this old */
+} mh__spin_policy_t;
+
+typedef struct mh__spin {
+  unsigned rounds; /* looks so far in this spell */
+  double since;    /* when rung 2 began (time-bounded policies), or 0 */
+} mh__spin_t;
+
+#define MH__SPIN_INIT {0, 0.0}
+
+/* Start a new spell (after progress, or after a sleep). */
+static inline void mh__spin_reset(mh__spin_t *s) {
+  s->rounds = 0;
+  s->since = 0.0;
+}
+
+/* One rung: pause or yield and return 1 (look again), or return 0 (the
+ * budget of `p` is spent: sleep).  The clock is read only on the time-bounded
+ * rung, and there only every eighth round. */
+static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
+  unsigned r = s->rounds++;
+  if (r < p->pauses) {
+    mh__cpu_relax();
+    return 1;
+  }
+  if (p->yields) {
+    if (r - p->pauses >= p->yields) return 0;
+    sched_yield();
+    return 1;
+  }
+  if (p->yield_for <= 0) return 0;
+  if (s->since == 0.0) {
+    s->since = mh__now();
+  } else if (((r - p->pauses) & 7u) == 0 && mh__now() - s->since >= p->yield_for) {
+    return 0;
+  }
+  sched_yield();
+  return 1;
+}
+
+/* The named policies.  Each number was measured on the workloads of its user
+ * (the benchmarks under bench/); change one only with a before/after run. */
+
+/* A thread waiting for a future: a tiny task is often done within a
+ * microsecond; a few yields help when threads outnumber cores. */
+#define MH__SPIN_FUTURE_WAIT ((mh__spin_policy_t){100, 8, 0.0})
+/* An idle thread-pool worker looking for new work: a submitter that sees a
+ * spinning worker need not wake anybody (a system call saved on each side). */
+#define MH__SPIN_WORKER_IDLE ((mh__spin_policy_t){400, 4, 0.0})
+/* A queue user that found the queue full (empty): on an idle machine the peer
+ * on the other core answers within the pauses. */
+#define MH__SPIN_QUEUE ((mh__spin_policy_t){64, 4, 0.0})
+/* A process-pool worker waiting for a job or a chunk, and the map's caller
+ * waiting for chunks: a few pauses, then yields for up to 200 us. */
+#define MH__SPIN_PP_WORKER_SECONDS 200e-6
+#define MH__SPIN_PP_WORKER ((mh__spin_policy_t){64, 0, MH__SPIN_PP_WORKER_SECONDS})
+/* The process pool's dispatcher: poll for up to MH__SPIN_PP_BUSY seconds
+ * while entries are in flight (halved down to MH__SPIN_PP_MIN each time a
+ * poll ends in sleep, doubled back when work shows up while polling), and
+ * MH__SPIN_PP_IDLE seconds when nothing is in flight. */
+#define MH__SPIN_PP_BUSY 1e-3
+#define MH__SPIN_PP_MIN 20e-6
+#define MH__SPIN_PP_IDLE 50e-6
+
+/* ---- futexes -------------------------------------------------------------- */
+
+#define MH__FUTEX_PRIVATE 0
+#define MH__FUTEX_SHARED 1
+
+static inline int mh__futex_op(int op, int shared) {
+  return shared ? op : (op | FUTEX_PRIVATE_FLAG);
+}
+
+/* Sleep while *addr == val, until woken or the deadline passes: 0 (woken, the
+ * value changed, or spurious) or MH_ETIMEDOUT.  A deadline that never blocks
+ * gives MH_ETIMEDOUT at once. */
+static inline int mh__futex_wait(void *addr, uint32_t val, const mh__deadline_t *dl,
+                                 int shared) {
+  long rc;
+  if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
+  if (dl->kind == MH__DL_FOREVER) {
+    rc = syscall(SYS_futex, addr, mh__futex_op(FUTEX_WAIT, shared), val, NULL, NULL, 0);
+  } else {
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, the clock of
+     * mh__deadline_t. */
+    rc = syscall(SYS_futex, addr, mh__futex_op(FUTEX_WAIT_BITSET, shared), val, &dl->at,
+                 NULL, FUTEX_BITSET_MATCH_ANY);
+  }
+  if (rc == -1 && errno == ETIMEDOUT) return MH_ETIMEDOUT;
+  return 0;
+}
+
+/* Sleep while *addr == val, at most `seconds` (relative; <= 0: do not
+ * sleep).  Returns as mh__futex_wait does. */
+static inline int mh__futex_wait_for(void *addr, uint32_t val, double seconds, int shared) {
+  if (!(seconds > 0)) return MH_ETIMEDOUT;
+  struct timespec ts;
+  ts.tv_sec = (time_t)seconds;
+  ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+  long rc = syscall(SYS_futex, addr, mh__futex_op(FUTEX_WAIT, shared), val, &ts, NULL, 0);
+  if (rc == -1 && errno == ETIMEDOUT) return MH_ETIMEDOUT;
+  return 0;
+}
+
+/* Wake up to `n` sleepers on addr (INT_MAX: all). */
+static inline void mh__futex_wake(void *addr, int n, int shared) {
+  syscall(SYS_futex, addr, mh__futex_op(FUTEX_WAKE, shared), n, NULL, NULL, 0);
+}
+
+#endif /* MH_SPIN_H */
