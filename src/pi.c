@@ -207,6 +207,7 @@ typedef struct pi_slot {
   pi_task_out_t out; /* written by the worker */
   _Alignas(MH__CACHE_LINE) pi_task_in_t in;
   mh_future_t *fut; /* NULL when free */
+  unsigned reruns;  /* times this task was submitted again */
 } pi_slot_t;
 
 _Static_assert(sizeof(pi_task_out_t) == MH__CACHE_LINE &&
@@ -250,6 +251,22 @@ static void fill_result(mh_pi_result_t *res, uint64_t inside, uint64_t done) {
 /* How often progress is reported and the cancel flag polled (seconds). */
 #define MH__PI_TICK 0.05
 #define MH__PI_CANCEL_POLL 0.01
+
+/* A task whose worker died (a process worker killed, say by the OOM killer
+ * or a user's kill -9) is submitted again: a task is a pure function of
+ * (seed, blocks), so its re-run counts exactly what the first run would have.
+ * The bound only keeps a task that kills every worker it meets (a broken
+ * kernel, a machine out of memory) from looping for ever. */
+#define MH__PI_RERUNS 64u
+
+static int pi_submit(mh_executor_t *ex, pi_slot_t *s) {
+  s->out.inside = 0;
+  s->out.points = 0;
+  int rc = mh_executor_submit(ex, pi_task, &s->in, sizeof s->in, &s->out,
+                              sizeof s->out, NULL, &s->fut);
+  if (rc) s->fut = NULL;
+  return rc;
+}
 
 /* The cancel flag is written by another thread or a signal handler: read it
  * atomically (a plain volatile read is a data race for C11 and TSan). */
@@ -320,12 +337,9 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
       s->in.last_points = first + nb == plan.nblocks ? plan.last_points
                                                      : MH_PI_BLOCK_POINTS;
       s->in.kernel = (int32_t)kernel;
-      s->out.inside = 0;
-      s->out.points = 0;
-      rc = mh_executor_submit(ex, pi_task, &s->in, sizeof s->in, &s->out,
-                              sizeof s->out, NULL, &s->fut);
+      s->reruns = 0;
+      rc = pi_submit(ex, s);
       if (rc) {
-        s->fut = NULL;
         status = rc;
         break;
       }
@@ -348,6 +362,20 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
     rc = mh_future_wait(s->fut, timeout);
     if (rc == 0) {
       int code = mh_future_result(s->fut, 0);
+      if (code == MH_EWORKERDIED && status == 0 && s->reruns < MH__PI_RERUNS) {
+        /* Run it again in its place, so results are still taken in order. */
+        mh_future_release(s->fut);
+        s->reruns++;
+        res->reruns++;
+        rc = pi_submit(ex, s);
+        if (rc == 0) continue;
+        status = rc;
+        head = (head + 1) % plan.window;
+        inflight--;
+        for (size_t i = 0; i < inflight; i++)
+          (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+        continue;
+      }
       if (code == 0) {
         inside += s->out.inside;
         done += s->out.points;

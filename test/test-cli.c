@@ -5,6 +5,7 @@
  * this binary and checked directly on synthetic data; everything else runs
  * the real binary at MHT_BUILD_DIR "/manyhands" through mht_run.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -1114,4 +1115,145 @@ TEST(example_montecarlo) {
   ASSERT_EQ(mht_run(argv3, 10, &r), 0);
   ASSERT(r.exited && r.status == 2 && r.out_len == 0);
   mht_proc_free(&r);
+}
+
+/* ---- a worker killed mid-task ---------------------------------------------------- */
+
+/* CPU ticks (utime + stime) and parent of every process in process group
+ * `pgid` other than `skip`: up to `cap` of them into the arrays. */
+static int group_members(pid_t pgid, pid_t skip, pid_t *pids, pid_t *ppids,
+                         unsigned long long *ticks, int cap) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < cap) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    char path[300], buf[1024];
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0) continue;
+    buf[len] = 0;
+    /* After the command name in parentheses: state ppid pgrp ... with
+     * utime and stime the 12th and 13th fields from there. */
+    char *p = strrchr(buf, ')');
+    if (!p) continue;
+    char state;
+    int ppid, pg;
+    unsigned long long f[13];
+    if (sscanf(p + 2, "%c %d %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &state,
+               &ppid, &pg, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8],
+               &f[9]) != 13)
+      continue;
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pg != pgid || pid == skip || state == 'Z') continue;
+    pids[n] = pid;
+    ppids[n] = ppid;
+    ticks[n] = f[8] + f[9];
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* The busiest worker now: of the command's grandchildren (its pool's
+ * workers; its children are fork servers), the one that used the most CPU
+ * since the last look, else any.  0 when there is none. */
+static pid_t busiest_worker(pid_t cmd, pid_t *seen, unsigned long long *seen_ticks,
+                            int *nseen) {
+  pid_t pids[64], ppids[64];
+  unsigned long long ticks[64];
+  int n = group_members(cmd, cmd, pids, ppids, ticks, 64);
+  pid_t best = 0;
+  long long best_delta = -1;
+  for (int i = 0; i < n; i++) {
+    if (ppids[i] == cmd) continue; /* the fork server */
+    unsigned long long before = 0;
+    for (int j = 0; j < *nseen; j++)
+      if (seen[j] == pids[i]) before = seen_ticks[j];
+    long long delta = (long long)(ticks[i] - before);
+    if (delta > best_delta) {
+      best_delta = delta;
+      best = pids[i];
+    }
+  }
+  *nseen = n < 64 ? n : 64;
+  memcpy(seen, pids, (size_t)*nseen * sizeof *seen);
+  memcpy(seen_ticks, ticks, (size_t)*nseen * sizeof *seen_ticks);
+  return best;
+}
+
+/* The pi command on processes gets the same count when its busiest worker is
+ * SIGKILLed at random moments, 20 times in one run: a task whose worker died
+ * is run again (the pi job re-runs pure tasks; the executor's own retries stay
+ * off), so the run neither fails nor miscounts. */
+TEST(pi_processes_survive_killed_workers) {
+  const char *n = "1e10";
+  mht_proc_result_t ref;
+  cli(&ref, 240, "pi", n, "2", "--backend", "threads", "--json", NULL);
+  assert_ok(&ref, "undisturbed run");
+  uint64_t want = json_u64(ref.out, "inside");
+  mht_proc_free(&ref);
+
+  char out[64], err[64];
+  snprintf(out, sizeof out, "/tmp/mht-cli-kill-%d.out", (int)getpid());
+  snprintf(err, sizeof err, "/tmp/mht-cli-kill-%d.err", (int)getpid());
+  pid_t me = getpid();
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    mht_child_dies_with_parent(me);
+    int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (o < 0 || e < 0) _exit(126);
+    dup2(o, 1);
+    dup2(e, 2);
+    execl(CLI, CLI, "pi", n, "2", "--backend", "processes", "--json", (char *)NULL);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  pid_t seen[64];
+  unsigned long long seen_ticks[64];
+  int nseen = 0, kills = 0, st = 0;
+  double t0 = mht_now();
+  pid_t w = 0;
+  while (kills < 20) {
+    w = waitpid(pid, &st, WNOHANG);
+    if (w == pid) break;
+    if (mht_now() - t0 > 200) break;
+    mht_sleep((double)(10 + mht_rand() % 70) * 1e-3);
+    pid_t victim = busiest_worker(pid, seen, seen_ticks, &nseen);
+    if (victim > 0 && kill(victim, SIGKILL) == 0) kills++;
+  }
+  if (w != pid) {
+    while ((w = waitpid(pid, &st, WNOHANG)) == 0 && mht_now() - t0 < 240) mht_sleep(0.01);
+    if (w != pid) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      mht_fail(__FILE__, __LINE__, "the command did not finish after %d kills", kills);
+    }
+  }
+  static char buf[65536];
+  FILE *f = fopen(err, "r");
+  ASSERT(f != NULL);
+  size_t len = fread(buf, 1, sizeof buf - 1, f);
+  buf[len] = 0;
+  fclose(f);
+  fprintf(stderr, "%d workers killed in %.2f s; stderr: %s\n", kills, mht_now() - t0, buf);
+  if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+    mht_fail(__FILE__, __LINE__, "exit status %#x after %d kills: %s", st, kills, buf);
+  ASSERT_EQ(kills, 20);
+  f = fopen(out, "r");
+  ASSERT(f != NULL);
+  len = fread(buf, 1, sizeof buf - 1, f);
+  buf[len] = 0;
+  fclose(f);
+  ASSERT_UEQ(json_u64(buf, "inside"), want);
+  ASSERT_UEQ(json_u64(buf, "done"), UINT64_C(10000000000));
+  unlink(out);
+  unlink(err);
 }

@@ -437,13 +437,14 @@ TEST(run_processes) {
 }
 
 /* A process worker killed in the middle of a run: its task is re-run on a
- * replacement worker (retries = 1) and the count is unchanged. */
-TEST(run_worker_killed) {
+ * replacement worker and the count is unchanged, with the executor's own
+ * retries (retries = 1) or without them (retries = 0: mh_pi_run re-runs it). */
+static void run_worker_killed(int retries) {
   mh_executor_options_t eo;
   mh_executor_options_init(&eo);
   eo.backend = MH_BACKEND_PROCESSES;
   eo.workers = 2;
-  eo.retries = 1;
+  eo.retries = retries;
   /* The flag lives in shared memory made before the workers are forked. */
   int *armed = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -465,9 +466,14 @@ TEST(run_worker_killed) {
   ASSERT_EQ(*armed, 0); /* the worker did die */
   mh__pi_test_kill_armed = NULL;
   ASSERT_UEQ(r.inside, serial_count(3, n, MH_PI_KERNEL_AUTO));
+  /* The pool re-ran the task itself, or the pi job did. */
+  ASSERT_UEQ(r.reruns, retries ? 0 : 1);
   mh_executor_free(ex);
   munmap(armed, 4096);
 }
+
+TEST(run_worker_killed) { run_worker_killed(1); }
+TEST(run_worker_killed_without_retries) { run_worker_killed(0); }
 
 typedef struct {
   pthread_t caller;

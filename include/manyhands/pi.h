@@ -82,6 +82,7 @@ typedef struct mh_pi_result_s {
   mh_pi_kernel_t kernel; /**< the kernel actually used */
   int workers;
   mh_backend_t backend;
+  uint64_t reruns;     /**< tasks run again because their worker died */
 } mh_pi_result_t;
 
 /** Run the estimate on `ex` (any backend) and fill `res`.  Memory use does not
@@ -90,6 +91,10 @@ typedef struct mh_pi_result_s {
  * the calling thread (a hand-off would cost more than the work); its count is
  * the same.  opts->progress is called from the calling thread about every
  * 50 ms and once at the end; opts->cancel is polled every 10 ms.
+ * A task whose worker died (MH_EWORKERDIED: a process worker killed or
+ * crashed) is run again on another worker, up to 64 times per task, whatever
+ * the executor's own `retries`: a task is a pure function of (seed, blocks),
+ * so the count is the same as an undisturbed run's.  res->reruns counts them.
  * Errors: MH_EINVAL (NULL, n == 0 or > 2^63-1, flags != 0, unknown kernel),
  * MH_ENOTSUP (kernel not supported here), MH_ECANCELED (stopped through
  * opts->cancel; `res` holds the partial result: whole blocks only), MH_ENOMEM,
