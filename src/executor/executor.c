@@ -1030,15 +1030,10 @@ void mh_as_completed_free(mh_as_completed_t *ac) {
 
 /* ---- the executor shell ------------------------------------------------ */
 
-/* The backends.  The process backend is compiled in when its source exists
- * (CMake defines MH_HAVE_EXECUTOR_PROCS), MPI when found.  Without the define
- * the symbol is a weak reference: a shared library that contains it still
- * finds it, and a build without it links and says MH_ENOTSUP.  (A weak
- * reference alone would not pull the object out of a static archive, hence
- * the define.) */
-#ifndef MH_HAVE_EXECUTOR_PROCS
-extern const mh__backend_ops_t mh__backend_processes __attribute__((weak));
-#endif
+/* The backends.  Threads and processes are always part of the library and
+ * referred to directly.  MPI lives in the optional manyhands_mpi library: its
+ * symbol is a weak reference, so a build without MPI links and says
+ * MH_ENOTSUP. */
 #ifndef MH_HAVE_EXECUTOR_MPI
 extern const mh__backend_ops_t mh__backend_mpi __attribute__((weak));
 #endif
