@@ -42,7 +42,7 @@
 #include "future.h"
 #include "internal.h"
 
-/* ---- the executor record ------------------------------------------------ */
+/* ---- the executor record ----------------------------------------------- */
 
 struct mh_executor_s {
   const mh__backend_ops_t *ops; /* I */
@@ -57,7 +57,7 @@ struct mh_executor_s {
   unsigned first_flags; /* L */
 };
 
-/* ---- the backend table -------------------------------------------------- */
+/* ---- the backend table ------------------------------------------------- */
 
 /* The backends.  Threads and processes are always part of the library and
  * referred to directly.  MPI lives in the optional manyhands_mpi library: its
@@ -79,7 +79,7 @@ static const mh__backend_ops_t *backend_ops(mh_backend_t b) {
   return NULL;
 }
 
-/* ---- the shell: life, submit, shutdown ---------------------------------- */
+/* ---- the shell: life, submit, shutdown --------------------------------- */
 
 void mh__executor_set_impl(mh_executor_t *ex, void *impl) { ex->impl = impl; }
 void *mh__executor_impl(const mh_executor_t *ex) { return ex->impl; }

@@ -65,6 +65,8 @@
 #include "internal.h"
 #include "spin.h"
 
+/* ---- the pool record --------------------------------------------------- */
+
 #define BATCH_MAX 32
 
 typedef struct tpool {
@@ -92,6 +94,8 @@ typedef struct tpool {
   mh_worker_init_fn init; /* I */
   void *initarg;          /* I */
 } tpool_t;
+
+/* ---- the inbox and the FIFO -------------------------------------------- */
 
 #define CLOSED ((uintptr_t)1)
 
@@ -124,6 +128,8 @@ static void absorb(tpool_t *p) {
   atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) + n,
                         memory_order_relaxed);
 }
+
+/* ---- the workers (W: a batch is its worker's) -------------------------- */
 
 static void run_batch(mh_future_t *f, int broken) {
   while (f) {
@@ -210,6 +216,8 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&p->lock);
   return NULL;
 }
+
+/* ---- the backend ops (any thread) -------------------------------------- */
 
 static void pool_free(tpool_t *p) {
   pthread_cond_destroy(&p->cond);

@@ -49,7 +49,7 @@
 #include "internal.h"
 #include "spin.h"
 
-/* ---- the state word ------------------------------------------------------ */
+/* ---- the state word ---------------------------------------------------- */
 
 static inline uint32_t st_load(const mh_future_t *f, memory_order mo) {
   return (uint32_t)atomic_load_explicit(&f->word, mo);
@@ -237,7 +237,7 @@ void mh__cq_disarm(mh__cq_t *cq, size_t index) {
   if (found) mh__cq_unref(cq);
 }
 
-/* ---- futures: life, references, transitions ------------------------------ */
+/* ---- futures: life, references, transitions ---------------------------- */
 
 mh_future_t *mh__future_new(const mh__task_t *t) {
   uint32_t flags;
@@ -381,7 +381,7 @@ int mh__task_run(const mh__task_t *t) {
   return first;
 }
 
-/* ---- waiting on one future ---------------------------------------------- */
+/* ---- waiting on one future --------------------------------------------- */
 
 int mh__future_wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
   uint32_t s = st_load(f, memory_order_acquire);

@@ -51,7 +51,7 @@
 #include "executor_internal.h"
 #include "internal.h"
 
-/* ---- the state word -------------------------------------------------------- */
+/* ---- the state word ---------------------------------------------------- */
 
 enum {
   S_PENDING = 0,
@@ -74,7 +74,7 @@ enum {
 #define REF_ONE ((uint64_t)1 << 32)
 #define REFS(w) ((uint32_t)((w) >> 32))
 
-/* ---- the records ----------------------------------------------------------- */
+/* ---- the records ------------------------------------------------------- */
 
 typedef struct mh__cb mh__cb_t;
 typedef struct mh__cq mh__cq_t; /* a completion queue; private to future.c */
@@ -106,7 +106,7 @@ struct mh_future_s {
   mh__task_t task;   /* I */
 };
 
-/* ---- future.c: futures and completion queues for the shell -------------- */
+/* ---- future.c: futures and completion queues for the shell ------------- */
 
 /* A new PENDING future with one reference (the caller's) that will run `t`;
  * NULL when out of memory. */
@@ -131,7 +131,7 @@ int mh__cq_pop(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index);
 /* Take node `index` off its future's list if it is still on it. */
 void mh__cq_disarm(mh__cq_t *cq, size_t index);
 
-/* ---- future_alloc.c: the memory of futures ------------------------------ */
+/* ---- future_alloc.c: the memory of futures ----------------------------- */
 
 /* Memory for one future; *flags gets F_SLAB when it comes from a slab.  NULL
  * when out of memory.  Any thread. */

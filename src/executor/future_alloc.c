@@ -44,7 +44,7 @@
 #include "future.h"
 #include "internal.h"
 
-/* ---- the sanitizer switch ----------------------------------------------- */
+/* ---- the sanitizer switch ---------------------------------------------- */
 
 /* Until src/internal.h names the sanitizers (MH__ASAN), this is the one place
  * in src/executor/ that looks for them. */
@@ -59,7 +59,7 @@
 #ifndef MH__NO_SLAB
 #include <sys/mman.h>
 
-/* ---- the global pool (fa_lock) ------------------------------------------ */
+/* ---- the global pool (fa_lock) ----------------------------------------- */
 
 #define SLAB_BYTES ((size_t)2 << 20)
 #define TC_MOVE 256 /* futures moved between a thread and the global list */
@@ -81,7 +81,7 @@ static _Atomic int fa_spare_state; /* A */
 static pthread_key_t fa_key;       /* I */
 static pthread_once_t fa_once = PTHREAD_ONCE_INIT;
 
-/* ---- the per-thread caches (T) ------------------------------------------ */
+/* ---- the per-thread caches (T) ----------------------------------------- */
 
 /* This thread's cache: a hot list of at most TC_MOVE futures and, behind
  * it, one full list spilled from it.  Both lists know their tails, so
@@ -111,7 +111,7 @@ static void fa_thread_exit(void *unused) {
   fa_give(&tc_spill);
 }
 
-/* ---- fork and thread exit ------------------------------------------------ */
+/* ---- fork and thread exit ---------------------------------------------- */
 
 /* A child of fork has only the forking thread: the lock may have been held
  * by another, and a spare may have been half made.  The lock is taken
@@ -141,7 +141,7 @@ static void fa_register(void) {
   pthread_setspecific(fa_key, &tc_registered);
 }
 
-/* ---- slabs ---------------------------------------------------------------- */
+/* ---- slabs ------------------------------------------------------------- */
 
 /* Map one slab on a 2 MiB boundary and fault it in; NULL if out of memory.
  * Called without fa_lock: faulting 2 MiB in takes a while. */
@@ -187,7 +187,7 @@ int mh__futures_prepare(void) {
   return 1;
 }
 
-/* ---- allocation and release --------------------------------------------- */
+/* ---- allocation and release -------------------------------------------- */
 
 /* Refill this thread's hot list (empty) with TC_MOVE futures; 0 or
  * MH_ENOMEM. */
