@@ -39,13 +39,14 @@
  * taken only by a node firing (no stripe held then) and by the cq's owner.
  * No lock of this file is held while a callback runs.  Backends' locks are
  * never held when futures complete (see executor_threads.c).  This file
- * calls future_alloc.c and spin.h, never the shell (executor.c).
+ * calls the allocator (future_alloc.h) and spin.h, never the shell (executor.c).
  */
 #include <limits.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
 #include "future.h"
+#include "future_alloc.h"
 #include "internal.h"
 #include "spin.h"
 

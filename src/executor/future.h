@@ -38,8 +38,9 @@
  *      cancels it); while the future is free, future_alloc.c's free lists.
  *
  * Lock order: see future.c (stripe -> nothing) and future_alloc.c (fa_lock is
- * a leaf).  This header calls nothing; future.c calls future_alloc.c, the
- * shell (executor.c) calls future.c, never the other way round.
+ * a leaf).  This header calls nothing; future.c calls the allocator
+ * (future_alloc.h, future_alloc.c), the shell (executor.c) calls future.c,
+ * never the other way round.
  */
 #ifndef MH_EXECUTOR_FUTURE_H
 #define MH_EXECUTOR_FUTURE_H
@@ -130,14 +131,5 @@ void mh__cq_push(mh__cq_t *cq, size_t index);
 int mh__cq_pop(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index);
 /* Take node `index` off its future's list if it is still on it. */
 void mh__cq_disarm(mh__cq_t *cq, size_t index);
-
-/* ---- future_alloc.c: the memory of futures ----------------------------- */
-
-/* Memory for one future; *flags gets F_SLAB when it comes from a slab.  NULL
- * when out of memory.  Any thread. */
-mh_future_t *mh__fa_alloc(uint32_t *flags);
-/* Give back the memory of a dead future; `state` is its last state word
- * (only F_SLAB is looked at). */
-void mh__fa_release(mh_future_t *f, uint32_t state);
 
 #endif /* MH_EXECUTOR_FUTURE_H */

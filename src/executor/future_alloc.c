@@ -1,12 +1,14 @@
-/* future_alloc.c - the memory of futures: slabs, per-thread caches, and the
- * fork handlers that keep them sound in a child.
+/* future_alloc.c - the memory of futures: slabs, the slow paths of the
+ * per-thread caches, and the fork handlers that keep them sound in a child.
+ * The fast path (take from / give to this thread's hot list) is inline in
+ * future_alloc.h.
  *
  * Submitting a task must not cost a trip through malloc, and a million
  * pending futures should not cost a million fresh 4 KiB page faults.  So
  * futures come from slabs of SLAB_BYTES, mapped on a 2 MiB boundary and
  * offered to transparent huge pages, and freed futures are recycled: each
- * thread keeps a small cache (tc_*, no locking), and overflow goes to one
- * global list guarded by fa_lock.  Slab memory is kept for reuse, never
+ * thread keeps a small cache (mh__fa_tc, no locking), and overflow goes to
+ * one global list guarded by fa_lock.  Slab memory is kept for reuse, never
  * returned: the footprint is the peak number of futures alive at once, plus
  * a few spare slabs (SPARE_MAX at most).  Fresh memory is the dearest part
  * of a burst of submits (the kernel clears every page), so while a slab is
@@ -19,10 +21,10 @@
  * Under AddressSanitizer the cache is off, so it still catches misuse.
  *
  * Invariants:
- *   - every future on a list (fa_free, tc_hot, tc_spill) is dead (count 0),
- *     came from a slab, and is linked through its `link` field;
- *   - a tc_list holds exactly n futures from head to tail, and
- *     tail->link == NULL (fa_give relinks it onto fa_free);
+ *   - every future on a list (fa_free, a cache's hot and spill) is dead
+ *     (count 0), came from a slab, and is linked through its `link` field;
+ *   - a list of a thread's cache holds exactly n futures from head to tail,
+ *     and tail->link == NULL (fa_give relinks it onto fa_free);
  *   - [fa_bump, fa_end) is the uncarved rest of the current slab;
  *   - fa_nspare <= SPARE_MAX, fa_depth <= SPARE_MAX; at most one thread is
  *     SPARE_MAKING at a time (it won the CAS from SPARE_WANTED).
@@ -36,25 +38,14 @@
  * Lock order: fa_lock is a leaf: nothing else is taken while it is held, and
  * it is never held across a slab's mmap/fault-in, a fork or a wait.  The fork
  * handlers take it around fork.  Calls nothing in future.c or the shell.
+ * Under AddressSanitizer (future_alloc.h) only mh__futures_prepare is left.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "future.h"
+#include "future_alloc.h"
 #include "internal.h"
-
-/* ---- the sanitizer switch ---------------------------------------------- */
-
-/* Until src/internal.h names the sanitizers (MH__ASAN), this is the one place
- * in src/executor/ that looks for them. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MH__NO_SLAB 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MH__NO_SLAB 1
-#endif
-#endif
 
 #ifndef MH__NO_SLAB
 #include <sys/mman.h>
@@ -62,7 +53,6 @@
 /* ---- the global pool (fa_lock) ----------------------------------------- */
 
 #define SLAB_BYTES ((size_t)2 << 20)
-#define TC_MOVE 256 /* futures moved between a thread and the global list */
 
 static pthread_mutex_t fa_lock = PTHREAD_MUTEX_INITIALIZER;
 static mh_future_t *fa_free;   /* L: dead futures, linked by `link` */
@@ -83,32 +73,23 @@ static pthread_once_t fa_once = PTHREAD_ONCE_INIT;
 
 /* ---- the per-thread caches (T) ----------------------------------------- */
 
-/* This thread's cache: a hot list of at most TC_MOVE futures and, behind
- * it, one full list spilled from it.  Both lists know their tails, so
- * moving a whole list to or from the global one costs O(1): no walk over
- * cold futures. */
-typedef struct tc_list {
-  mh_future_t *head, *tail;
-  size_t n;
-} tc_list_t;
-static _Thread_local tc_list_t tc_hot, tc_spill; /* T */
-static _Thread_local int tc_registered;         /* T */
+_Thread_local mh__fa_cache_t mh__fa_tc; /* T */
 
 /* Give a whole list to the global one. */
-static void fa_give(tc_list_t *l) {
+static void fa_give(mh__fa_list_t *l) {
   if (!l->n) return;
   pthread_mutex_lock(&fa_lock);
   l->tail->link = fa_free;
   fa_free = l->head;
   pthread_mutex_unlock(&fa_lock);
-  *l = (tc_list_t){NULL, NULL, 0};
+  *l = (mh__fa_list_t){NULL, NULL, 0};
 }
 
 /* At thread exit the thread's cache goes back to the global list. */
 static void fa_thread_exit(void *unused) {
   (void)unused;
-  fa_give(&tc_hot);
-  fa_give(&tc_spill);
+  fa_give(&mh__fa_tc.hot);
+  fa_give(&mh__fa_tc.spill);
 }
 
 /* ---- fork and thread exit ---------------------------------------------- */
@@ -135,10 +116,10 @@ static void fa_init(void) {
 }
 
 /* Make sure this thread's cache is given back when the thread ends. */
-static void fa_register(void) {
+void mh__fa_register(void) {
   pthread_once(&fa_once, fa_init);
-  tc_registered = 1;
-  pthread_setspecific(fa_key, &tc_registered);
+  mh__fa_tc.registered = 1;
+  pthread_setspecific(fa_key, &mh__fa_tc.registered);
 }
 
 /* ---- slabs ------------------------------------------------------------- */
@@ -189,13 +170,13 @@ int mh__futures_prepare(void) {
 
 /* ---- allocation and release -------------------------------------------- */
 
-/* Refill this thread's hot list (empty) with TC_MOVE futures; 0 or
+/* Refill this thread's hot list (empty) with MH__FA_MOVE futures; 0 or
  * MH_ENOMEM. */
-static int fa_refill(void) {
-  if (!tc_registered) fa_register();
-  tc_list_t l = {NULL, NULL, 0};
+int mh__fa_refill(void) {
+  if (!mh__fa_tc.registered) mh__fa_register();
+  mh__fa_list_t l = {NULL, NULL, 0};
   pthread_mutex_lock(&fa_lock);
-  while (l.n < TC_MOVE && fa_free) {
+  while (l.n < MH__FA_MOVE && fa_free) {
     mh_future_t *f = fa_free;
     fa_free = f->link;
     f->link = l.head;
@@ -203,7 +184,7 @@ static int fa_refill(void) {
     if (!l.tail) l.tail = f;
     l.n++;
   }
-  while (l.n < TC_MOVE) {
+  while (l.n < MH__FA_MOVE) {
     if ((size_t)(fa_end - fa_bump) < sizeof(mh_future_t)) {
       char *a = fa_nspare ? fa_spare[--fa_nspare] : NULL;
       if (!a) {
@@ -243,64 +224,16 @@ static int fa_refill(void) {
     l.n++;
   }
   pthread_mutex_unlock(&fa_lock);
-  tc_hot = l;
+  mh__fa_tc.hot = l;
   return l.n ? 0 : MH_ENOMEM;
 }
 
-mh_future_t *mh__fa_alloc(uint32_t *flags) {
-  if (mh__allocator_is_default()) {
-    if (!tc_hot.head) {
-      tc_hot = tc_spill;
-      tc_spill = (tc_list_t){NULL, NULL, 0};
-    }
-    if (tc_hot.head || fa_refill() == 0) {
-      mh_future_t *f = tc_hot.head;
-      tc_hot.head = f->link;
-      if (!tc_hot.head) {
-        tc_hot.tail = NULL;
-      } else {
-        /* The next submit's future is likely cold (fresh, or last touched
-         * by a worker): start fetching both its lines now. */
-        __builtin_prefetch(tc_hot.head, 1);
-        __builtin_prefetch((char *)tc_hot.head + sizeof(mh_future_t) - 1, 1);
-      }
-      tc_hot.n--;
-      *flags = F_SLAB;
-      return f;
-    }
-  }
-  *flags = 0;
-  return mh__malloc(sizeof(mh_future_t));
+void mh__fa_spill(void) {
+  fa_give(&mh__fa_tc.spill);
+  mh__fa_tc.spill = mh__fa_tc.hot;
+  mh__fa_tc.hot = (mh__fa_list_t){NULL, NULL, 0};
 }
 
-void mh__fa_release(mh_future_t *f, uint32_t state) {
-  if (!(state & F_SLAB)) {
-    mh__free(f);
-    return;
-  }
-  if (!tc_registered) fa_register();
-  if (tc_hot.n == TC_MOVE) {
-    /* The hot list is full: it becomes the spilled one, and what was
-     * spilled before goes to the global list. */
-    fa_give(&tc_spill);
-    tc_spill = tc_hot;
-    tc_hot = (tc_list_t){NULL, NULL, 0};
-  }
-  f->link = tc_hot.head;
-  tc_hot.head = f;
-  if (!tc_hot.tail) tc_hot.tail = f;
-  tc_hot.n++;
-}
 #else /* MH__NO_SLAB: every future from mh__malloc */
 int mh__futures_prepare(void) { return 0; }
-
-mh_future_t *mh__fa_alloc(uint32_t *flags) {
-  *flags = 0;
-  return mh__malloc(sizeof(mh_future_t));
-}
-
-void mh__fa_release(mh_future_t *f, uint32_t state) {
-  (void)state;
-  mh__free(f);
-}
 #endif /* MH__NO_SLAB */
