@@ -10,7 +10,7 @@
 #ifndef MH_PROCPOOL_H
 #define MH_PROCPOOL_H
 
-#include "executor_internal.h"
+#include "executor/executor_internal.h"
 
 typedef struct mh__pp mh__pp_t;
 

@@ -46,7 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../executor_internal.h"
+#include "../executor/executor_internal.h"
 #include "mpi_internal.h"
 
 mh__mpi_state_t mh__mpi;

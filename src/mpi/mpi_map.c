@@ -28,7 +28,7 @@
  */
 #include <string.h>
 
-#include "../executor_internal.h"
+#include "../executor/executor_internal.h"
 #include "mpi_internal.h"
 
 #define NAME_MAX_LEN 63

@@ -3,7 +3,7 @@
  *
  * A thin adapter: the work is done by the engine in procpool.c (fork server,
  * workers, shared memory, crash accounting).  Here the engine's job hooks
- * drive the future state machine of executor.c.  The backend holds one
+ * drive the future state machine of future.c.  The backend holds one
  * reference on every future it was given, from submit until the future is
  * finished, cancelled or dropped; the hooks run on the engine's dispatcher
  * thread and are the only places that release it.  No lock of its own.

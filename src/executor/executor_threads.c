@@ -41,12 +41,31 @@
  *
  * No backend lock is held while a task runs or a future completes, so
  * callbacks may submit, cancel or wait freely.
+ *
+ * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
+ * holding the queue's reference; the inbox holds futures not yet counted in
+ * len; `idle` counts the workers inside worker_main's sleep loop; alive <=
+ * nthreads.
+ *
+ * Who may touch what (the tags on tpool_t):
+ *   I: set by tp_start before the pool is published, read-only after.
+ *   A: atomic; any thread.
+ *   L: p->lock.  "A, L": changed only under p->lock, read without it.
+ *   W: the worker running the batch (a batch taken off the FIFO is linked
+ *      through the futures' `link` fields and is that worker's alone).
+ *
+ * Lock order: p->lock is taken alone, never with another lock of the library
+ * held under it, and never held while a task runs or a future completes.
+ * The executor shell may hold its slock when it calls tp_shutdown
+ * (slock -> p->lock).
  */
-#include <sched.h>
 #include <stdatomic.h>
 
 #include "executor_internal.h"
 #include "internal.h"
+#include "spin.h"
+
+/* ---- the pool record --------------------------------------------------- */
 
 #define BATCH_MAX 32
 
@@ -55,26 +74,28 @@ typedef struct tpool {
    * workers: the only line a submit writes.  Futures are pushed newest
    * first; the low bit is CLOSED once shutdown began, so the push itself
    * tells a submitter whether it was in time. */
-  _Alignas(64) _Atomic uintptr_t inbox;
+  _Alignas(64) _Atomic uintptr_t inbox; /* A */
   /* Read by a submitter that found the inbox empty; written rarely (when a
    * worker starts or stops looking for work), so it stays shared in the
    * submitter's cache. */
-  _Alignas(64) _Atomic int idle; /* workers waiting on cond; written under lock */
-  _Atomic int spinning;          /* workers looking for work without sleeping */
-  _Atomic int stopping;          /* no more submits; set after CLOSED */
+  _Alignas(64) _Atomic int idle; /* A, L: workers waiting on cond; changed under lock */
+  _Atomic int spinning;          /* A: workers looking for work without sleeping */
+  _Atomic int stopping;          /* A: no more submits; set after CLOSED */
   /* The workers' side. */
-  _Alignas(64) pthread_mutex_t lock;
-  pthread_cond_t cond;
-  mh_future_t *head, *tail; /* guarded by lock */
-  /* Written under lock; read without it by spinning workers, which then
-   * re-check under the lock. */
+  _Alignas(64) pthread_mutex_t lock; /* I */
+  pthread_cond_t cond;               /* I */
+  mh_future_t *head, *tail;          /* L: the FIFO */
+  /* A, L: written under lock; read without it by spinning workers, which
+   * then re-check under the lock. */
   _Atomic size_t len;
-  int alive; /* workers not yet ended; guarded by lock */
-  int nthreads;
-  pthread_t *threads;
-  mh_worker_init_fn init;
-  void *initarg;
+  int alive;          /* L: workers not yet ended */
+  int nthreads;       /* I */
+  pthread_t *threads; /* I: filled by tp_start; read by tp_shutdown */
+  mh_worker_init_fn init; /* I */
+  void *initarg;          /* I */
 } tpool_t;
+
+/* ---- the inbox and the FIFO -------------------------------------------- */
 
 #define CLOSED ((uintptr_t)1)
 
@@ -108,6 +129,8 @@ static void absorb(tpool_t *p) {
                         memory_order_relaxed);
 }
 
+/* ---- the workers (W: a batch is its worker's) -------------------------- */
+
 static void run_batch(mh_future_t *f, int broken) {
   while (f) {
     mh_future_t *next = *mh__future_link(f);
@@ -121,35 +144,23 @@ static void run_batch(mh_future_t *f, int broken) {
   }
 }
 
-/* How long an idle worker looks for new work before it sleeps: a submitter
- * that sees a spinning worker need not wake anybody, which saves a system
- * call on each side per task when tasks come a little slower than workers
- * take them. */
-#define SPIN_PAUSES 400
-#define SPIN_YIELDS 4
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-/* Spin for new work; 1 if some may be there. */
+/* Spin for new work, by the MH__SPIN_WORKER_IDLE ladder; 1 if some may be
+ * there.  A submitter that sees a spinning worker need not wake anybody,
+ * which saves a system call on each side per task when tasks come a little
+ * slower than workers take them. */
 static int spin_for_work(tpool_t *p) {
   /* Idle time is the right time to get the futures' next slab ready. */
   mh__futures_prepare();
   atomic_fetch_add(&p->spinning, 1);
+  const mh__spin_policy_t pol = MH__SPIN_WORKER_IDLE;
+  mh__spin_t sp = MH__SPIN_INIT;
   int found = 0;
-  for (int i = 0; i < SPIN_PAUSES + SPIN_YIELDS && !found; i++) {
+  do {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed))
       found = 1;
-    else if (i < SPIN_PAUSES)
-      cpu_relax();
-    else
-      sched_yield();
-  }
+  } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
   return found;
 }
@@ -205,6 +216,8 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&p->lock);
   return NULL;
 }
+
+/* ---- the backend ops (any thread) -------------------------------------- */
 
 static void pool_free(tpool_t *p) {
   pthread_cond_destroy(&p->cond);

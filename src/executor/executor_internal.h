@@ -1,12 +1,22 @@
-/* executor_internal.h - the contract between the generic executor and its
+/* executor_internal.h - the contract between the executor shell and its
  * backends.  Never installed.
  *
- * executor.c owns the mh_executor_t shell, futures, map/imap, wait and
- * as_completed.  A backend (executor_threads.c, executor_procs.c,
- * executor_mpi.c) only runs work: it receives futures through `submit`, and
- * for each one calls mh__future_set_running() before it starts and
- * mh__future_finish() when it ends.  A future handed to a backend is a chunk
- * of `count` items (count == 1 for plain submit; map hands out larger chunks).
+ * executor.c owns the mh_executor_t shell and map/imap; future.c the futures,
+ * wait and as_completed; future_alloc.c their memory.  A backend
+ * (executor_threads.c, executor_procs.c, src/mpi/) only runs work: it
+ * receives futures through `submit`, and for each one calls
+ * mh__future_set_running() before it starts and mh__future_finish() when it
+ * ends.  A future handed to a backend is a chunk of `count` items (count == 1
+ * for plain submit; map hands out larger chunks).
+ *
+ * Invariants a backend keeps: it holds one reference on every future it was
+ * given, from submit until it finishes, cancels or drops it; only it touches
+ * the future's link meanwhile; a future's task runs at most once per
+ * set_running.
+ *
+ * Lock order: a backend never holds a lock of its own while it completes a
+ * future (finish, cancel_queued, release): callbacks run there and may call
+ * back into the executor.  The shell may call `shutdown` with its slock held.
  */
 #ifndef MH_EXECUTOR_INTERNAL_H
 #define MH_EXECUTOR_INTERNAL_H
