@@ -262,6 +262,22 @@ static void pp_disp_map_detach(mh__pp_t *pp, pp_wk_t *w) {
     mh__futex_wake(&pp->map_attached, INT_MAX, MH__FUTEX_PRIVATE);
 }
 
+/* Take the next entry of slot's ring for a control entry (K_MAP, K_EXIT):
+ * no job, no data.  The caller fills the rest and publishes (the ring has
+ * room: checked by the caller). */
+static pp_entry_t *pp_disp_ctl_entry(mh__pp_t *pp, int slot, uint32_t kind) {
+  pp_wk_t *w = &pp->wk[slot];
+  unsigned idx = w->head % PP_RING;
+  pp_entry_t *e = &pp->ctl->slots[slot].ring[idx];
+  e->kind = kind;
+  w->job[idx] = NULL;
+  w->kmap[idx] = kind == K_MAP;
+  w->off[idx] = w->dhead;
+  w->len[idx] = 0;
+  w->head++;
+  return e;
+}
+
 /* While a map is on, every live worker gets a K_MAP entry (once). */
 static int pp_disp_map_post(mh__pp_t *pp) {
   if (!atomic_load_explicit(&pp->map_on, memory_order_relaxed) ||
@@ -275,17 +291,10 @@ static int pp_disp_map_post(mh__pp_t *pp) {
       if (w->state != W_LIVE || w->exit_sent || w->in_map ||
           w->head - w->coll >= PP_RING)
         continue;
-      unsigned idx = w->head % PP_RING;
-      pp_entry_t *e = &pp->ctl->slots[i].ring[idx];
-      e->kind = K_MAP;
+      pp_entry_t *e = pp_disp_ctl_entry(pp, i, K_MAP);
       e->first = atomic_load(&pp->msh->gen);
       e->count = 0;
       atomic_store_explicit(&e->claim, E_QUEUED, memory_order_relaxed);
-      w->job[idx] = NULL;
-      w->kmap[idx] = 1;
-      w->off[idx] = w->dhead;
-      w->len[idx] = 0;
-      w->head++;
       w->in_map = 1;
       atomic_fetch_add(&pp->map_attached, 1);
       mh__pp_io_publish(pp, i);
@@ -406,14 +415,7 @@ static void pp_disp_kill(mh__pp_t *pp, int slot, int sig) {
 static void pp_disp_send_exit(mh__pp_t *pp, int slot) {
   pp_wk_t *w = &pp->wk[slot];
   if (w->exit_sent || w->head - w->coll >= PP_RING) return;
-  unsigned idx = w->head % PP_RING;
-  pp_entry_t *e = &pp->ctl->slots[slot].ring[idx];
-  e->kind = K_EXIT;
-  w->job[idx] = NULL;
-  w->kmap[idx] = 0;
-  w->off[idx] = w->dhead;
-  w->len[idx] = 0;
-  w->head++;
+  pp_disp_ctl_entry(pp, slot, K_EXIT);
   w->exit_sent = 1;
   mh__pp_io_publish(pp, slot);
 }

@@ -96,28 +96,41 @@ void mh__pp_io_drop_others(int keep1, int keep2, const void *keep_a,
 
 /* ==== messages on the server socket ======================================= */
 
-int mh__pp_io_send(int sock, const pp_msg_t *m, int fd) {
-  struct iovec iov = {.iov_base = (void *)(uintptr_t)m, .iov_len = sizeof *m};
-  union {
+/* One message and room for one descriptor, as sendmsg/recvmsg want them.
+ * (Filled in place: msg_iov and msg_control point into the record.) */
+typedef struct pp_io_pkt {
+  struct iovec iov;
+  struct msghdr mh;
+  union { /* last: clang folds CMSG_SPACE only as an extension */
     char buf[CMSG_SPACE(sizeof(int))];
     struct cmsghdr align;
   } u;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
+} pp_io_pkt_t;
+
+static void pp_io_pkt_init(pp_io_pkt_t *p, pp_msg_t *m, int with_fd) {
+  memset(p, 0, sizeof *p);
+  p->iov.iov_base = m;
+  p->iov.iov_len = sizeof *m;
+  p->mh.msg_iov = &p->iov;
+  p->mh.msg_iovlen = 1;
+  if (with_fd) {
+    p->mh.msg_control = p->u.buf;
+    p->mh.msg_controllen = sizeof p->u.buf;
+  }
+}
+
+int mh__pp_io_send(int sock, const pp_msg_t *m, int fd) {
+  pp_io_pkt_t p;
+  pp_io_pkt_init(&p, (pp_msg_t *)(uintptr_t)m, fd >= 0);
   if (fd >= 0) {
-    memset(&u, 0, sizeof u);
-    mh.msg_control = u.buf;
-    mh.msg_controllen = sizeof u.buf;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&p.mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    ssize_t r = sendmsg(sock, &mh, MSG_NOSIGNAL);
+    ssize_t r = sendmsg(sock, &p.mh, MSG_NOSIGNAL);
     if (r == (ssize_t)sizeof *m) return 0;
     if (r < 0 && errno == EINTR) continue;
     return r < 0 ? -errno : MH_EIO;
@@ -125,24 +138,15 @@ int mh__pp_io_send(int sock, const pp_msg_t *m, int fd) {
 }
 
 int mh__pp_io_recv(int sock, pp_msg_t *m, int *fd, int flags) {
-  struct iovec iov = {.iov_base = m, .iov_len = sizeof *m};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = u.buf;
-  mh.msg_controllen = sizeof u.buf;
+  pp_io_pkt_t p;
+  pp_io_pkt_init(&p, m, 1);
   if (fd) *fd = -1;
   for (;;) {
-    ssize_t r = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
+    ssize_t r = recvmsg(sock, &p.mh, flags | MSG_CMSG_CLOEXEC);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) return errno == EWOULDBLOCK ? MH_EAGAIN : -errno;
     if (r == 0) return 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&p.mh); c; c = CMSG_NXTHDR(&p.mh, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
         int got;
         memcpy(&got, CMSG_DATA(c), sizeof got);
