@@ -851,6 +851,9 @@ static void pp_disp_loop(mh__pp_t *pp) {
     }
     int busy = pp_disp_in_flight(pp) != 0;
     mh__spin_policy_t pol = MH__SPIN_PP_POLL(busy ? spin_busy : MH__SPIN_PP_IDLE);
+    /* The poll's budget counts from the spell's start, pauses included (one
+     * clock read per spell: this loop's rounds do real work). */
+    if (!spell.rounds) spell.since = mh__now();
     if (mh__spin_again(&spell, &pol)) continue;
     if (busy && spin_busy > MH__SPIN_PP_MIN) spin_busy /= 2;
     /* Sleep until a worker, a submitter or the server wakes us. */
