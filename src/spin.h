@@ -10,8 +10,10 @@
  *   1. `pauses` rounds of mh__cpu_relax(): the peer on another core usually
  *      answers within a microsecond, and then nobody makes a system call;
  *   2. then sched_yield(), `yields` times, or for as long as the spell has
- *      lasted less than `yield_for` seconds: with more runnable threads than
- *      cores the thread we wait for may be waiting for this very core;
+ *      lasted less than `yield_for` seconds (counted from the start of this
+ *      rung, or from `since` when the caller set it): with more runnable
+ *      threads than cores the thread we wait for may be waiting for this
+ *      very core;
  *   3. then give up: the caller sleeps.
  * A policy is plain data passed in, so a caller may adapt it (the process
  * pool's dispatcher shortens its busy poll when polls end in sleep).
@@ -59,7 +61,10 @@ typedef struct mh__spin_policy {
 
 typedef struct mh__spin {
   unsigned rounds; /* looks so far in this spell */
-  double since;    /* when rung 2 began (time-bounded policies), or 0 */
+  double since;    /* when the time bound began (time-bounded policies), or
+                      0: set at the start of rung 2.  A caller that already
+                      read the clock when its spell began may set it, so that
+                      the bound counts the pauses too. */
 } mh__spin_t;
 
 #define MH__SPIN_INIT {0, 0.0}
@@ -72,7 +77,9 @@ static inline void mh__spin_reset(mh__spin_t *s) {
 
 /* One rung: pause or yield and return 1 (look again), or return 0 (the
  * budget of `p` is spent: sleep).  The clock is read only on the time-bounded
- * rung, and there only every eighth round. */
+ * rung, and there only every eighth round: most waits end within the pauses,
+ * and a clock read (tens of ns) costs as much as a short item of a
+ * chunksize-1 map. */
 static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
   unsigned r = s->rounds++;
   if (r < p->pauses) {
@@ -106,10 +113,12 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
 /* A queue user that found the queue full (empty): on an idle machine the peer
  * on the other core answers within the pauses. */
 #define MH__SPIN_QUEUE ((mh__spin_policy_t){64, 4, 0.0})
-/* A process-pool worker waiting for a job or a chunk, and the map's caller
- * waiting for chunks: a few pauses, then yields for up to 200 us. */
+/* The process pool's waits: a few pauses, then yields for `seconds`.  A
+ * worker waiting for a job or a chunk, and the map's caller waiting for
+ * chunks, yield for up to 200 us. */
+#define MH__SPIN_PP_POLL(seconds) ((mh__spin_policy_t){64, 0, (seconds)})
 #define MH__SPIN_PP_WORKER_SECONDS 200e-6
-#define MH__SPIN_PP_WORKER ((mh__spin_policy_t){64, 0, MH__SPIN_PP_WORKER_SECONDS})
+#define MH__SPIN_PP_WORKER MH__SPIN_PP_POLL(MH__SPIN_PP_WORKER_SECONDS)
 /* The process pool's dispatcher: poll for up to MH__SPIN_PP_BUSY seconds
  * while entries are in flight (halved down to MH__SPIN_PP_MIN each time a
  * poll ends in sleep, doubled back when work shows up while polling), and

@@ -6,7 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "procpool.h"
+#include "executor/procpool.h"
 #include "test.h"
 
 #if defined(__SANITIZE_ADDRESS__)

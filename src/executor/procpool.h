@@ -53,7 +53,7 @@ int mh__pp_submit(mh__pp_t *pp, void *user, const mh__task_t *t);
 int mh__pp_submit_many(mh__pp_t *pp, void *const *users,
                        const mh__task_t *const *ts, size_t n);
 
-/* Run a whole map with the claim-based protocol (see procpool.c): the
+/* Run a whole map with the claim-based protocol (procpool_map.c): the
  * arguments and results of mh_executor_map.  Returns MH__MAP_GENERIC,
  * having started nothing, when it cannot (chunks too big for the window,
  * another thread's map running, a broken pool): the caller then uses job
