@@ -12,7 +12,7 @@
 
 #include "internal.h"
 #include "executor_internal.h"
-#include "executor/procpool.h"
+#include "procpool.h"
 
 static int ps_begin(void *arg, void *user) {
   mh_future_t *f = user;
