@@ -106,7 +106,32 @@ const char *mhc_find_on_path(const char *prog, char *buf, size_t size);
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
                    const mhc_amdahl_t *fit, const char *title);
 
-/* ---- pi.c / main.c ------------------------------------------------------ */
+/* ---- pi_args.c: the command line of `manyhands pi` ------------------- */
+
+/* What `manyhands pi` was asked to do.  Filled by mhc_pi_parse, read-only
+ * after it (pi.c may only resolve the kernel and draw a random seed). */
+typedef struct mhc_pi_args {
+  uint64_t n;
+  int have_n;
+  int workers; /* 0 until given */
+  mh_backend_t backend;
+  uint64_t repeat;
+  int have_repeat;
+  uint64_t seed;
+  int seed_random;
+  int sweep[MHC_MAX_WORKERS];
+  size_t nsweep;
+  const char *plot;
+  int json;
+  int quiet;
+  mh_pi_kernel_t kernel;
+} mhc_pi_args_t;
+
+/* Parse argv[1 .. argc) of `manyhands pi`.  Returns 0 to run, 1 when help
+ * or the version was printed, -1 on a usage error (already reported). */
+int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a);
+
+/* ---- pi.c: running ------------------------------------------------------ */
 
 int mhc_cmd_pi(int argc, char **argv);
 
@@ -120,7 +145,66 @@ int mhc_mpi_size(void);                 /* ranks in the job */
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res);
 #endif
 
+/* ---- report.c: everything the command writes ------------------------------
+ * Every other file reports through here and report.c calls no other file of
+ * the command, so the graph of calls has no circle.  A new kind of report
+ * (a trace, a timeline) adds a printer here taking mhc_run_info_t. */
+
 /* Print "manyhands: <message>" on stderr. */
 void mhc_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "manyhands X (libmanyhands Y)" on stdout. */
+void mhc_print_version(void);
+
+double mhc_now(void); /* monotonic seconds */
+const char *mhc_backend_name(mh_backend_t b);
+/* What `count` workers of a backend are called: "thread", "processes"... */
+const char *mhc_worker_noun(mh_backend_t b, int count);
+
+/* How the workers of a run are laid out over MPI ranks: `ranks` ranks
+ * taking part with `threads` threads each; ranks = 0 off MPI. */
+typedef struct mhc_layout {
+  int ranks;
+  int threads;
+} mhc_layout_t;
+
+/* "4 threads", or for MPI "2 MPI ranks x 2 threads" (with_total adds
+ * " (4 threads)"). */
+void mhc_describe_workers(mh_backend_t b, int workers, const mhc_layout_t *lay,
+                          int with_total, char *buf, size_t len);
+
+/* What a printer needs to know about one run besides its result. */
+typedef struct mhc_run_info {
+  uint64_t seed;               /* the seed this run used */
+  uint64_t rep;                /* its repetition (--repeat) */
+  uint64_t repeat;             /* runs asked for */
+  int interrupted;             /* stopped by Ctrl-C */
+  mhc_layout_t layout;         /* ranks x threads (ranks 0 off MPI) */
+  const mhc_sweep_row_t *row;  /* a sweep's row, or NULL */
+  const mhc_amdahl_t *fit;     /* a sweep's fit, or NULL */
+} mhc_run_info_t;
+
+/* One run as one JSON object on one line of stdout. */
+void mhc_print_json(const mhc_run_info_t *info, const mh_pi_result_t *r);
+/* One run as labelled lines on stdout. */
+void mhc_print_human(const mhc_run_info_t *info, const mh_pi_result_t *r);
+
+/* The progress bar on stderr.  Shown only when enabled (a terminal, not
+ * --quiet) and the run has lasted a second. */
+typedef struct mhc_progress {
+  int enabled; /* stderr is a terminal and not --quiet */
+  int shown;   /* a bar is on the screen and must be cleared */
+  double start, last;
+} mhc_progress_t;
+
+void mhc_progress_start(mhc_progress_t *pg); /* a run begins now */
+void mhc_progress_cb(uint64_t done, uint64_t total, void *pg); /* mh_pi_options_t.progress */
+void mhc_progress_clear(mhc_progress_t *pg); /* wipe the bar, if shown */
+
+/* The table of a sweep: rows[0 .. n), measured against `base` seconds,
+ * `first` the result of a run (they all count the same points). */
+void mhc_print_table(const mhc_pi_args_t *a, const mhc_sweep_row_t *rows,
+                     size_t n, const mhc_amdahl_t *fit, double base,
+                     const mh_pi_result_t *first);
 
 #endif /* MHC_CLI_H */

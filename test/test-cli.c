@@ -1,7 +1,8 @@
 /* test-cli.c - the manyhands command: parsing, output, sweep maths, chart,
  * Ctrl-C, exit codes, and the tutorial's montecarlo example.
  *
- * The pure parts of the command (cli/parse.c, cli/sweep.c) are compiled into
+ * The pure parts of the command (cli/parse.c, cli/sweep.c, and plot.c and
+ * report.c, whose messages and printers need no state) are compiled into
  * this binary and checked directly on synthetic data; everything else runs
  * the real binary at MHT_BUILD_DIR "/manyhands" through mht_run.
  */
@@ -21,16 +22,7 @@
 #include "../cli/parse.c"
 #include "../cli/sweep.c"
 #include "../cli/plot.c"
-
-/* plot.c reports through this (in the command it is in main.c). */
-void mhc_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("manyhands: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
+#include "../cli/report.c"
 
 #define CLI MHT_BUILD_DIR "/manyhands"
 #define MONTECARLO MHT_BUILD_DIR "/examples/montecarlo"
