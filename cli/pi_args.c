@@ -5,6 +5,7 @@
  * leaves stdout empty.  Every check that needs no work is made here, so a
  * wrong command line fails at once with exit 2, never after a long run.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -65,139 +66,200 @@ static int usage_error_n(const char *s) {
   return -1;
 }
 
-/* The value of option `opt`: "--opt=value", "-xVALUE" or the next argument. */
-static const char *opt_value(int argc, char **argv, int *i, const char *eq,
-                             const char *opt) {
-  if (eq) return eq;
-  if (*i + 1 >= argc) {
-    mhc_error("option '%s' needs a value (try 'manyhands pi --help')", opt);
-    return NULL;
+/* The options.  A long option with a short form returns the short letter,
+ * so both spellings take the same path; the others return codes past any
+ * letter. */
+enum { OPT_SWEEP = 256, OPT_PLOT, OPT_JSON };
+
+static const struct option long_opts[] = {
+    {"backend", required_argument, NULL, 'b'},
+    {"repeat", required_argument, NULL, 'r'},
+    {"seed", required_argument, NULL, 's'},
+    {"sweep", required_argument, NULL, OPT_SWEEP},
+    {"plot", required_argument, NULL, OPT_PLOT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"kernel", required_argument, NULL, 'k'},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
+};
+
+/* '+': stop at the first operand (we take operands ourselves, see below);
+ * ':': report a missing value as ':' rather than '?', and print nothing. */
+static const char short_opts[] = "+:b:r:s:k:qhV";
+
+/* The name the user would recognise for option code `val`: "--json" for a
+ * long-only one, "--repeat" when they wrote a long form, else "-r". */
+static void opt_name(int val, int long_form, char *buf, size_t size) {
+  for (const struct option *o = long_opts; o->name; o++) {
+    if (o->val != val) continue;
+    if (long_form || val > 255)
+      snprintf(buf, size, "--%s", o->name);
+    else
+      snprintf(buf, size, "-%c", val);
+    return;
   }
-  return argv[++*i];
+  snprintf(buf, size, "-%c", val > 0 && val < 128 ? val : '?');
 }
 
+/* The long options that "--" + arg (up to '=') abbreviates: their count, and
+ * the first in *one. */
+static int long_matches(const char *arg, const struct option **one, char *list,
+                        size_t size) {
+  size_t len = strcspn(arg, "=");
+  int n = 0;
+  list[0] = 0;
+  for (const struct option *o = long_opts; o->name; o++) {
+    if (strncmp(o->name, arg, len) != 0) continue;
+    if (strlen(o->name) == len) { /* an exact name is never ambiguous */
+      *one = o;
+      return 1;
+    }
+    if (n++ == 0) *one = o;
+    size_t used = strlen(list);
+    snprintf(list + used, size - used, "%s--%s", used ? ", " : "", o->name);
+  }
+  return n;
+}
+
+/* getopt_long said '?' about argv[at] (the element it was reading): say
+ * what is wrong in our words. */
+static void report_bad_option(char **argv, int at, int optopt_) {
+  const char *arg = argv[at];
+  if (strncmp(arg, "--", 2) == 0) {
+    const struct option *o = NULL;
+    char list[256];
+    int n = long_matches(arg + 2, &o, list, sizeof list);
+    size_t len = strcspn(arg, "=");
+    if (n > 1)
+      mhc_error("ambiguous option '%.*s': it could be %s (try 'manyhands pi "
+                "--help')", (int)len, arg, list);
+    else if (n == 1 && o->has_arg == no_argument && arg[len] == '=')
+      mhc_error("option '--%s' takes no value", o->name);
+    else
+      mhc_error("unknown option '%.*s' (try 'manyhands pi --help')", (int)len, arg);
+  } else {
+    mhc_error("unknown option '-%c' (try 'manyhands pi --help')",
+              optopt_ > 0 && optopt_ < 128 ? optopt_ : '?');
+  }
+}
+
+/* Options go through getopt_long, so abbreviations (--rep 3), bundles
+ * (-qr2), "--name=value", "-xVALUE" and "--" work as in other tools.
+ * Operands (N, P) we take ourselves, whenever getopt stands at the start of
+ * an element: an element that does not start with '-', "-" itself, every
+ * element after "--", and "-<digit>...", which is a (bad) number, so the
+ * number parser, not getopt, says what is wrong with "-1".  getopt is at an
+ * element's start when the previous call moved optind (a bundle in progress
+ * leaves it in place). */
 int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a) {
   const char *pos[3];
-  int npos = 0, only_pos = 0;
+  int npos = 0, only_pos = 0, at_start = 1;
   memset(a, 0, sizeof *a);
   a->backend = MH_BACKEND_THREADS;
   a->repeat = 1;
   a->seed = MH_PI_DEFAULT_SEED;
   a->kernel = MH_PI_KERNEL_AUTO;
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    /* "-1" is a (bad) number, not an option: let the number parser say so. */
-    if (only_pos || arg[0] != '-' || arg[1] == 0 ||
-        (arg[1] >= '0' && arg[1] <= '9')) {
-      if (npos == 2) {
-        mhc_error("too many arguments: '%s' (usage: manyhands pi [options] N [P])", arg);
-        return -1;
+  opterr = 0;
+  optind = 1; /* the command parses one command line per process */
+  for (;;) {
+    if (at_start && optind < argc) {
+      const char *arg = argv[optind];
+      if (!only_pos && strcmp(arg, "--") == 0) {
+        only_pos = 1;
+        optind++;
+        continue;
       }
-      pos[npos++] = arg;
-      continue;
+      if (only_pos || arg[0] != '-' || arg[1] == 0 ||
+          (arg[1] >= '0' && arg[1] <= '9')) {
+        if (npos == 2) {
+          mhc_error("too many arguments: '%s' (usage: manyhands pi [options] N [P])", arg);
+          return -1;
+        }
+        pos[npos++] = arg;
+        optind++;
+        continue;
+      }
     }
-    if (strcmp(arg, "--") == 0) {
-      only_pos = 1;
-      continue;
-    }
-    /* Split "--name=value" and "-xVALUE". */
+    if (optind >= argc) break;
+    int before = optind, at = optind;
+    int c = getopt_long(argc, argv, short_opts, long_opts, NULL);
+    at_start = optind != before;
+    if (c == -1) break;
+    const char *v = optarg;
     char name[32];
-    const char *eq = NULL;
-    if (arg[1] == '-') {
-      const char *e = strchr(arg, '=');
-      size_t len = e ? (size_t)(e - arg) : strlen(arg);
-      if (len >= sizeof name) len = sizeof name - 1;
-      memcpy(name, arg, len);
-      name[len] = 0;
-      if (e) eq = e + 1;
-    } else {
-      name[0] = '-';
-      name[1] = arg[1];
-      name[2] = 0;
-      if (arg[2]) eq = arg + 2;
-    }
-#define IS(s, l) (strcmp(name, s) == 0 || strcmp(name, l) == 0)
-    int flag = 1; /* options without a value must not get one */
-    if (IS("-h", "--help")) {
-      if (!eq) {
+    switch (c) {
+      case 'h':
         pi_help();
         return 1;
-      }
-    } else if (IS("-V", "--version")) {
-      if (!eq) {
+      case 'V':
         mhc_print_version();
         return 1;
-      }
-    } else if (IS("-q", "--quiet")) {
-      a->quiet = 1;
-    } else if (IS("--json", "--json")) {
-      a->json = 1;
-    } else {
-      flag = 0;
+      case 'q':
+        a->quiet = 1;
+        break;
+      case OPT_JSON:
+        a->json = 1;
+        break;
+      case 'b':
+        if (strcmp(v, "threads") == 0)
+          a->backend = MH_BACKEND_THREADS;
+        else if (strcmp(v, "processes") == 0)
+          a->backend = MH_BACKEND_PROCESSES;
+        else if (strcmp(v, "mpi") == 0)
+          a->backend = MH_BACKEND_MPI;
+        else {
+          mhc_error("unknown backend '%s': expected threads, processes or mpi", v);
+          return -1;
+        }
+        break;
+      case 'r':
+        if (mhc_parse_range(v, 1, 1000000, &a->repeat) != 0) {
+          mhc_error("invalid --repeat '%s': expected a count from 1 to 1000000", v);
+          return -1;
+        }
+        a->have_repeat = 1;
+        break;
+      case 's':
+        if (strcmp(v, "random") == 0) {
+          a->seed_random = 1;
+        } else if (mhc_parse_seed(v, &a->seed) != 0) {
+          mhc_error("invalid --seed '%s': expected 0..18446744073709551615, "
+                    "0x-hex, or 'random'", v);
+          return -1;
+        } else {
+          a->seed_random = 0;
+        }
+        break;
+      case OPT_SWEEP:
+        if (mhc_parse_list(v, a->sweep, MHC_MAX_WORKERS, &a->nsweep) != 0) {
+          mhc_error("invalid --sweep '%s': expected worker counts from 1 to 4096 "
+                    "like 1,2,4 or 1-8 or 1-4,8", v);
+          return -1;
+        }
+        break;
+      case OPT_PLOT:
+        if (mhc_plot_kind(v) == 0) {
+          mhc_error("invalid --plot '%s': the chart file must end in .svg or .png", v);
+          return -1;
+        }
+        a->plot = v;
+        break;
+      case 'k':
+        if (mh_pi_kernel_parse(v, &a->kernel) != 0) {
+          mhc_error("unknown kernel '%s': expected auto, scalar, avx2 or avx512", v);
+          return -1;
+        }
+        break;
+      case ':':
+        opt_name(optopt, strncmp(argv[at], "--", 2) == 0, name, sizeof name);
+        mhc_error("option '%s' needs a value (try 'manyhands pi --help')", name);
+        return -1;
+      default:
+        report_bad_option(argv, at, optopt);
+        return -1;
     }
-    if (flag) {
-      if (eq) {
-        mhc_error("option '%s' takes no value", name);
-        return -1;
-      }
-      continue;
-    }
-    const char *v;
-    if (IS("-b", "--backend")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (strcmp(v, "threads") == 0)
-        a->backend = MH_BACKEND_THREADS;
-      else if (strcmp(v, "processes") == 0)
-        a->backend = MH_BACKEND_PROCESSES;
-      else if (strcmp(v, "mpi") == 0)
-        a->backend = MH_BACKEND_MPI;
-      else {
-        mhc_error("unknown backend '%s': expected threads, processes or mpi", v);
-        return -1;
-      }
-    } else if (IS("-r", "--repeat")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (mhc_parse_range(v, 1, 1000000, &a->repeat) != 0) {
-        mhc_error("invalid --repeat '%s': expected a count from 1 to 1000000", v);
-        return -1;
-      }
-      a->have_repeat = 1;
-    } else if (IS("-s", "--seed")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (strcmp(v, "random") == 0) {
-        a->seed_random = 1;
-      } else if (mhc_parse_seed(v, &a->seed) != 0) {
-        mhc_error("invalid --seed '%s': expected 0..18446744073709551615, "
-                  "0x-hex, or 'random'", v);
-        return -1;
-      } else {
-        a->seed_random = 0;
-      }
-    } else if (IS("--sweep", "--sweep")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (mhc_parse_list(v, a->sweep, MHC_MAX_WORKERS, &a->nsweep) != 0) {
-        mhc_error("invalid --sweep '%s': expected worker counts from 1 to 4096 "
-                  "like 1,2,4 or 1-8 or 1-4,8", v);
-        return -1;
-      }
-    } else if (IS("--plot", "--plot")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (mhc_plot_kind(v) == 0) {
-        mhc_error("invalid --plot '%s': the chart file must end in .svg or .png", v);
-        return -1;
-      }
-      a->plot = v;
-    } else if (IS("-k", "--kernel")) {
-      if (!(v = opt_value(argc, argv, &i, eq, name))) return -1;
-      if (mh_pi_kernel_parse(v, &a->kernel) != 0) {
-        mhc_error("unknown kernel '%s': expected auto, scalar, avx2 or avx512", v);
-        return -1;
-      }
-    } else {
-      mhc_error("unknown option '%s' (try 'manyhands pi --help')", arg);
-      return -1;
-    }
-#undef IS
   }
   if (npos == 0) {
     mhc_error("missing N, the number of points (usage: manyhands pi [options] N [P])");

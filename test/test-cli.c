@@ -405,6 +405,77 @@ TEST(usage_errors) {
   mht_proc_free(&r);
 }
 
+/* Options go through getopt_long: abbreviations, bundles, "=" forms, "--";
+ * the messages stay ours, one line each. */
+TEST(getopt_forms) {
+  mht_proc_result_t r;
+  char *lines[16];
+  /* An unambiguous abbreviation, and a bundle of flags ending in a value. */
+  static const char *const runs[][9] = {
+      {"pi", "1e5", "2", "--rep", "3", "--js", NULL},
+      {"pi", "1e5", "2", "--repe=3", "--json", NULL},
+      {"pi", "-r3", "1e5", "2", "--json", NULL},
+      {"pi", "--json", "-qr3", "1e5", "2", NULL},
+      {"pi", "-qr", "3", "1e5", "--ba", "threads", "2", "--json"},
+      {"pi", "--json", "-r", "3", "--", "1e5", "2", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    char *argv[12];
+    static char path[] = CLI;
+    int n = 0;
+    argv[n++] = path;
+    for (int j = 0; runs[i][j]; j++) argv[n++] = (char *)(uintptr_t)runs[i][j];
+    argv[n] = NULL;
+    ASSERT_EQ(mht_run(argv, 30, &r), 0);
+    char what[32];
+    snprintf(what, sizeof what, "getopt run %zu", i);
+    assert_ok(&r, what);
+    int k = split_lines(r.out, lines, 16);
+    if (k != 3) mht_fail(__FILE__, __LINE__, "run %zu: %d lines", i, k);
+    for (int j = 0; j < 3; j++) {
+      check_run_object(lines[j], 100000, 2);
+      ASSERT_UEQ(json_u64(lines[j], "rep"), j);
+    }
+    ASSERT_EQ(r.err_len, 0);
+    mht_proc_free(&r);
+  }
+  /* -h inside a bundle is help, at once. */
+  cli(&r, 10, "pi", "-qh", NULL);
+  assert_ok(&r, "-qh");
+  ASSERT(strstr(r.out, "usage: manyhands pi") != NULL);
+  mht_proc_free(&r);
+  /* Errors: exit 2, one line, in the command's words. */
+  static const struct {
+    const char *args[5];
+    const char *msg;
+  } bad[] = {
+      {{"1e5", "--s", "3", NULL}, "manyhands: ambiguous option '--s': it could be --seed, --sweep"},
+      {{"1e5", "--rep", NULL}, "manyhands: option '--repeat' needs a value"},
+      {{"1e5", "-r", NULL}, "manyhands: option '-r' needs a value"},
+      {{"1e5", "-qz", NULL}, "manyhands: unknown option '-z'"},
+      {{"1e5", "--frob=3", NULL}, "manyhands: unknown option '--frob'"},
+      {{"1e5", "--qu=1", NULL}, "manyhands: option '--quiet' takes no value"},
+      {{"1e5", "--rep", "0", NULL}, "manyhands: invalid --repeat '0'"},
+      {{"-1", NULL}, "manyhands: invalid number of points '-1'"},
+      {{"1e5", "-3", NULL}, "manyhands: invalid number of workers '-3'"},
+      {{"1e5", "2", "--", "-q", NULL}, "manyhands: too many arguments: '-q'"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *argv[8];
+    static char path[] = CLI, pi[] = "pi";
+    int n = 0;
+    argv[n++] = path;
+    argv[n++] = pi;
+    for (int j = 0; bad[i].args[j]; j++) argv[n++] = (char *)(uintptr_t)bad[i].args[j];
+    argv[n] = NULL;
+    ASSERT_EQ(mht_run(argv, 10, &r), 0);
+    assert_usage_error(&r, bad[i].msg);
+    if (strncmp(r.err, bad[i].msg, strlen(bad[i].msg)) != 0)
+      mht_fail(__FILE__, __LINE__, "got '%s', want '%s...'", r.err, bad[i].msg);
+    mht_proc_free(&r);
+  }
+}
+
 TEST(help_version) {
   mht_proc_result_t r;
   cli(&r, 10, "--help", NULL);
