@@ -194,9 +194,17 @@ void mhc_print_human(const mhc_run_info_t *info, const mh_pi_result_t *r);
 typedef struct mhc_progress {
   int enabled; /* stderr is a terminal and not --quiet */
   int shown;   /* a bar is on the screen and must be cleared */
+  int cols;    /* the terminal's width, read again after SIGWINCH */
   double start, last;
 } mhc_progress_t;
 
+/* Set up the bar (and, when enabled, its SIGWINCH handler). */
+void mhc_progress_init(mhc_progress_t *pg, int enabled);
+/* The bar's text for a terminal `cols` wide: at most cols - 1 characters
+ * (parts are dropped as it narrows: the speed, the time left, the bar).
+ * Returns its length. */
+size_t mhc_progress_format(char *buf, size_t size, int cols, double frac,
+                           double rate, double eta);
 void mhc_progress_start(mhc_progress_t *pg); /* a run begins now */
 void mhc_progress_cb(uint64_t done, uint64_t total, void *pg); /* mh_pi_options_t.progress */
 void mhc_progress_clear(mhc_progress_t *pg); /* wipe the bar, if shown */

@@ -455,8 +455,7 @@ int mhc_cmd_pi(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
 
   mhc_progress_t pg;
-  memset(&pg, 0, sizeof pg);
-  pg.enabled = !a->quiet && isatty(STDERR_FILENO);
+  mhc_progress_init(&pg, !a->quiet && isatty(STDERR_FILENO));
   code = a->nsweep ? run_sweep(a, &pg) : run_plain(a, &pg);
 out:
   free(a);

@@ -13,13 +13,18 @@
  * Results go to stdout, messages and the progress bar to stderr; stdout is
  * flushed before every message so the two keep their order on a terminal.
  * Single-threaded: the progress callback runs on the thread that called
- * mh_pi_run.
+ * mh_pi_run.  The one piece of shared state is rep_winch, written only by
+ * the SIGWINCH handler (set) and the progress callback (clear).
  */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -82,35 +87,119 @@ void mhc_describe_workers(mh_backend_t b, int workers, const mhc_layout_t *lay,
 
 /* ---- progress bar ------------------------------------------------------------ */
 
+/* The bar is one line that is redrawn in place with "\r": it must never be
+ * wider than the terminal, or every redraw wraps and leaves a new line
+ * behind.  The width comes from TIOCGWINSZ on stderr (COLUMNS, then 80, when
+ * the terminal does not know its size, as a fresh pty does), is read again
+ * after SIGWINCH, and the text stops one column short of the edge so that no
+ * terminal's automatic margin ever moves the cursor to the next line. */
+
+/* Set by the SIGWINCH handler; the next progress call reads the new width. */
+static volatile sig_atomic_t rep_winch;
+
+static void rep_on_winch(int sig) {
+  (void)sig;
+  rep_winch = 1;
+}
+
+static int rep_columns(void) {
+  struct winsize ws;
+  if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    return ws.ws_col;
+  const char *env = getenv("COLUMNS");
+  if (env && *env) {
+    char *end;
+    long c = strtol(env, &end, 10);
+    if (*end == 0 && c > 0 && c < 100000) return (int)c;
+  }
+  return 80;
+}
+
+void mhc_progress_init(mhc_progress_t *pg, int enabled) {
+  memset(pg, 0, sizeof *pg);
+  pg->enabled = enabled;
+  if (!enabled) return;
+  pg->cols = rep_columns();
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = rep_on_winch;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGWINCH, &sa, NULL);
+}
+
 void mhc_progress_start(mhc_progress_t *pg) { pg->start = pg->last = mhc_now(); }
+
+/* "3 s", "2 min 05 s", "1 h 02 min", "3.2e+02 days". */
+static void rep_eta(char *buf, size_t size, double eta) {
+  if (eta < 60)
+    snprintf(buf, size, "%.0f s", eta);
+  else if (eta < 3600)
+    snprintf(buf, size, "%d min %02d s", (int)(eta / 60), (int)eta % 60);
+  else if (eta < 1e7)
+    snprintf(buf, size, "%d h %02d min", (int)(eta / 3600), (int)(eta / 60) % 60);
+  else
+    snprintf(buf, size, "%.2g days", eta / 86400);
+}
+
+/* The bar's widths: at most this many cells, and no bar below the least. */
+enum { REP_BAR_MAX = 40, REP_BAR_MIN = 10 };
+
+size_t mhc_progress_format(char *buf, size_t size, int cols, double frac,
+                           double rate, double eta) {
+  char pct[16], speed[48], left[48];
+  if (!(frac >= 0)) frac = 0;
+  if (frac > 1) frac = 1;
+  snprintf(pct, sizeof pct, "%5.1f%%", 100.0 * frac);
+  snprintf(speed, sizeof speed, "  %.3g points/s", rate);
+  rep_eta(left, sizeof left, eta);
+  snprintf(left + strlen(left), sizeof left - strlen(left), " left");
+  int room = cols - 1; /* never the last column */
+  buf[0] = 0;
+  if (size == 0) return 0;
+  /* Drop the speed first, then the time left, then the bar itself. */
+  for (int drop = 0; drop < 3; drop++) {
+    const char *sp = drop >= 1 ? "" : speed;
+    int has_left = drop < 2;
+    int text = (int)strlen(pct) + (int)strlen(sp) +
+               (has_left ? 2 + (int)strlen(left) : 0);
+    int bar = room - 3 - text; /* "[" bar "] " */
+    if (bar > REP_BAR_MAX) bar = REP_BAR_MAX;
+    if (bar < REP_BAR_MIN) continue;
+    char cells[REP_BAR_MAX + 1];
+    int fill = (int)(frac * bar);
+    for (int k = 0; k < bar; k++) cells[k] = k < fill ? '#' : '.';
+    cells[bar] = 0;
+    snprintf(buf, size, "[%s] %s%s%s%s", cells, pct, sp, has_left ? "  " : "",
+             has_left ? left : "");
+    return strlen(buf);
+  }
+  if ((int)strlen(pct) <= room) snprintf(buf, size, "%s", pct);
+  return strlen(buf);
+}
 
 void mhc_progress_cb(uint64_t done, uint64_t total, void *arg) {
   mhc_progress_t *pg = arg;
   double t = mhc_now();
   /* Short runs never show a bar: it would only flicker. */
   if (!pg->enabled || t - pg->start < 1.0) return;
-  if (pg->shown && t - pg->last < 0.1 && done < total) return;
+  int resized = 0;
+  if (rep_winch) {
+    rep_winch = 0;
+    pg->cols = rep_columns();
+    resized = 1;
+  }
+  if (pg->shown && !resized && t - pg->last < 0.1 && done < total) return;
   pg->last = t;
   pg->shown = 1;
   double frac = total ? (double)done / (double)total : 1.0;
-  char bar[31];
-  int fill = (int)(frac * 30);
-  for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
-  bar[30] = 0;
   double rate = (double)done / (t - pg->start);
   double eta = rate > 0 ? (double)(total - done) / rate : 0;
-  char left[32];
-  if (eta < 60)
-    snprintf(left, sizeof left, "%.0f s", eta);
-  else if (eta < 3600)
-    snprintf(left, sizeof left, "%d min %02d s", (int)(eta / 60), (int)eta % 60);
-  else if (eta < 1e7)
-    snprintf(left, sizeof left, "%d h %02d min", (int)(eta / 3600),
-             (int)(eta / 60) % 60);
-  else
-    snprintf(left, sizeof left, "%.2g days", eta / 86400);
-  fprintf(stderr, "\r[%s] %5.1f%%  %.3g points/s  %s left \033[K", bar,
-          100.0 * frac, rate, left);
+  char line[512];
+  mhc_progress_format(line, sizeof line, pg->cols, frac, rate, eta);
+  /* "\r" to the line's start, the text, then erase what a longer line left
+   * (the escape takes no column). */
+  fprintf(stderr, "\r%s\033[K", line);
   fflush(stderr);
 }
 

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1051,12 +1052,36 @@ TEST(sigint_sweep) { sigint_run("threads", 2); }
 /* Run the command with stderr on a pseudo-terminal (stdout to /dev/null),
  * SIGINT it after `run_for` seconds, and return what it wrote on the
  * terminal in buf. */
+/* The terminal's size for run_on_pty_sized: cols 0 leaves the pty's own
+ * (0 x 0, "unknown"); resize_cols > 0 changes it at resize_at seconds,
+ * which sends SIGWINCH to the command as a terminal window does. */
+typedef struct pty_size {
+  int cols, resize_cols;
+  double resize_at;
+} pty_size_t;
+
+static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
+                             size_t size, int *status, const pty_size_t *sz);
+
 static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
                        size_t size, int *status) {
+  pty_size_t none = {0, 0, 0};
+  run_on_pty_sized(n, quiet, run_for, buf, size, status, &none);
+}
+
+static void set_pty_cols(int m, int cols) {
+  struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+  ASSERT_EQ(ioctl(m, TIOCSWINSZ, &ws), 0);
+}
+
+static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
+                             size_t size, int *status, const pty_size_t *sz) {
   int m = posix_openpt(O_RDWR | O_NOCTTY);
   ASSERT(m >= 0);
   ASSERT_EQ(grantpt(m), 0);
   ASSERT_EQ(unlockpt(m), 0);
+  if (sz->cols > 0) set_pty_cols(m, sz->cols);
+  int resized = 0;
   char *slave = ptsname(m);
   ASSERT(slave != NULL);
   pid_t pid = fork();
@@ -1083,6 +1108,10 @@ static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
     if (poll(&pfd, 1, 10) > 0 && (pfd.revents & POLLIN)) {
       ssize_t r = read(m, buf + len, size - 1 - len);
       if (r > 0) len += (size_t)r;
+    }
+    if (sz->resize_cols > 0 && !resized && mht_now() - t0 > sz->resize_at) {
+      set_pty_cols(m, sz->resize_cols);
+      resized = 1;
     }
     if (!sent && mht_now() - t0 > run_for) {
       kill(pid, SIGINT);
@@ -1121,6 +1150,107 @@ TEST(progress_bar) {
   run_on_pty("1e6", 0, 30.0, buf, sizeof buf, &st);
   ASSERT_EQ(st, 0);
   ASSERT_EQ(strlen(buf), 0);
+}
+
+/* The bar's text never reaches the last column, at any width. */
+TEST(progress_format_fits) {
+  static const double fracs[] = {0, 0.004, 0.5, 0.999, 1};
+  static const double rates[] = {0, 1, 3.3e8, 1.234e12};
+  static const double etas[] = {0, 59.4, 3599, 86399, 1e7, 1e15};
+  char buf[512];
+  for (int cols = 1; cols <= 250; cols++)
+    for (size_t f = 0; f < 5; f++)
+      for (size_t r = 0; r < 4; r++)
+        for (size_t e = 0; e < 6; e++) {
+          size_t len = mhc_progress_format(buf, sizeof buf, cols, fracs[f],
+                                           rates[r], etas[e]);
+          ASSERT_EQ(len, strlen(buf));
+          if ((int)len > cols - 1 && len > 0)
+            mht_fail(__FILE__, __LINE__, "%zu characters at %d columns: '%s'",
+                     len, cols, buf);
+          ASSERT(strchr(buf, '\n') == NULL && strchr(buf, '\r') == NULL);
+        }
+  /* What is dropped, and when: all of it at 80, the bar and percentage at
+   * 40, only the percentage at 12. */
+  mhc_progress_format(buf, sizeof buf, 80, 0.5, 3.3e8, 125);
+  ASSERT(buf[0] == '[' && strstr(buf, " 50.0%") && strstr(buf, "points/s") &&
+         strstr(buf, "2 min 05 s left"));
+  mhc_progress_format(buf, sizeof buf, 40, 0.5, 3.3e8, 125);
+  ASSERT(buf[0] == '[' && strstr(buf, " 50.0%") && !strstr(buf, "points/s"));
+  mhc_progress_format(buf, sizeof buf, 12, 0.5, 3.3e8, 125);
+  ASSERT_STREQ(buf, " 50.0%");
+}
+
+/* Check what a run on a `cols`-wide terminal drew: every redraw (the text
+ * between two "\r") fits in cols - 1 columns, and no line was left behind
+ * before the final message.  Returns the widest redraw. */
+static int check_bar_fits(const char *out, int cols, int *bars) {
+  const char *msg = strstr(out, "manyhands: interrupted");
+  ASSERT(msg != NULL);
+  for (const char *p = out; p < msg; p++)
+    if (*p == '\n') mht_fail(__FILE__, __LINE__, "a line was left: '%s'", out);
+  int widest = 0;
+  *bars = 0;
+  for (const char *p = out; p < msg;) {
+    const char *cr = strchr(p, '\r');
+    const char *end = cr && cr < msg ? cr : msg;
+    int width = 0;
+    for (const char *q = p; q < end; q++) {
+      if (*q == '\033') { /* skip an escape sequence up to its final letter */
+        while (q < end && !((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z'))) q++;
+        continue;
+      }
+      width++;
+    }
+    if (width > cols - 1)
+      mht_fail(__FILE__, __LINE__, "a redraw %d wide on %d columns: '%.*s'",
+               width, cols, (int)(end - p), p);
+    if (width > widest) widest = width;
+    if (width > 0) ++*bars;
+    p = end + (end == cr);
+    if (end == msg) break;
+  }
+  return widest;
+}
+
+TEST(progress_bar_fits_terminal) {
+  static char buf[1 << 16];
+  int st, bars;
+  /* 40 columns from the terminal itself. */
+  pty_size_t forty = {40, 0, 0};
+  run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &forty);
+  ASSERT_EQ(st, 130);
+  int w = check_bar_fits(buf, 40, &bars);
+  ASSERT_GE(bars, 2);
+  ASSERT_GE(w, 20);
+  /* A terminal that does not know its size: COLUMNS says it. */
+  setenv("COLUMNS", "40", 1);
+  pty_size_t unknown = {0, 0, 0};
+  run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &unknown);
+  unsetenv("COLUMNS");
+  ASSERT_EQ(st, 130);
+  check_bar_fits(buf, 40, &bars);
+  ASSERT_GE(bars, 2);
+  /* Widened from 40 to 100 columns mid-run (SIGWINCH): the bar grows, and
+   * narrowed from 100 to 30 it shrinks at once. */
+  pty_size_t wider = {40, 100, 2.0};
+  run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &wider);
+  ASSERT_EQ(st, 130);
+  ASSERT_GT(check_bar_fits(buf, 100, &bars), 39);
+  pty_size_t narrower = {100, 30, 2.0};
+  run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &narrower);
+  ASSERT_EQ(st, 130);
+  /* The last redraw (after the resize) fits 30 columns. */
+  const char *msg = strstr(buf, "manyhands: interrupted");
+  ASSERT(msg != NULL);
+  const char *last = buf, *p;
+  for (p = buf; p < msg; p++)
+    if (*p == '\r' && p + 1 < msg && p[1] != '\033') last = p + 1;
+  const char *esc = strchr(last, '\033');
+  ASSERT(esc != NULL);
+  if (esc - last > 29)
+    mht_fail(__FILE__, __LINE__, "last redraw %d wide after narrowing to 30",
+             (int)(esc - last));
 }
 
 /* ---- the tutorial's montecarlo.py ------------------------------------------------------ */
