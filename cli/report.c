@@ -227,11 +227,15 @@ static void rep_json_num(const char *key, double v) {
 
 void mhc_print_json(const mhc_run_info_t *in, const mh_pi_result_t *r) {
   const char *kn = mh_pi_kernel_name(r->kernel);
+  /* The seed also as a string: JSON tools that read numbers as doubles (jq
+   * 1.6, JavaScript) round a 64-bit seed, and the rounded seed replays
+   * another stream; "seed_hex" goes back through --seed as it is. */
   printf("{\"n\":%llu,\"done\":%llu,\"workers\":%d,\"backend\":\"%s\","
-         "\"seed\":%llu,\"rep\":%llu,\"kernel\":\"%s\",\"inside\":%llu",
+         "\"seed\":%llu,\"seed_hex\":\"0x%llx\",\"rep\":%llu,"
+         "\"kernel\":\"%s\",\"inside\":%llu",
          (unsigned long long)r->n, (unsigned long long)r->done, r->workers,
          mhc_backend_name(r->backend), (unsigned long long)in->seed,
-         (unsigned long long)in->rep, kn ? kn : "?",
+         (unsigned long long)in->seed, (unsigned long long)in->rep, kn ? kn : "?",
          (unsigned long long)r->inside);
   if (r->backend == MH_BACKEND_MPI && in->layout.ranks > 0)
     printf(",\"ranks\":%d,\"threads_per_rank\":%d", in->layout.ranks,

@@ -628,6 +628,25 @@ TEST(seeds) {
   mht_proc_free(&a);
   mht_proc_free(&b);
   mht_proc_free(&c);
+  /* seed_hex: the same seed as a string, and --seed takes it back. */
+  cli(&a, 30, "pi", "1e6", "2", "--json", "--seed", "random", NULL);
+  assert_ok(&a, "random for seed_hex");
+  char hex[40];
+  json_str(a.out, "seed_hex", hex, sizeof hex);
+  ASSERT(strncmp(hex, "0x", 2) == 0);
+  ASSERT_UEQ(strtoull(hex, NULL, 16), json_u64(a.out, "seed"));
+  cli(&b, 30, "pi", "1e6", "3", "--json", "--seed", hex, NULL);
+  assert_ok(&b, "replay seed_hex");
+  ASSERT_UEQ(json_u64(b.out, "inside"), json_u64(a.out, "inside"));
+  json_str(b.out, "seed_hex", seed, sizeof seed);
+  ASSERT_STREQ(seed, hex);
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+  cli(&a, 30, "pi", "1e3", "1", "--json", "--seed", "18446744073709551615", NULL);
+  assert_ok(&a, "max seed");
+  json_str(a.out, "seed_hex", hex, sizeof hex);
+  ASSERT_STREQ(hex, "0xffffffffffffffff");
+  mht_proc_free(&a);
   cli(&a, 30, "pi", "1e5", "1", "--seed", "random", NULL);
   assert_ok(&a, "random human");
   ASSERT(strstr(a.out, "\nseed        ") != NULL);
