@@ -76,8 +76,11 @@ typedef struct mhc_sweep_row {
   int ranks;         /* MPI ranks taking part (1 off MPI) */
   int threads;       /* threads of each rank (= workers off MPI) */
   double seconds;    /* median over the repetitions */
+  double seconds_min, seconds_max; /* their spread (0: not known) */
+  int runs;          /* repetitions measured */
   double points_per_second;
   double speedup;    /* t_base / seconds */
+  double speedup_min, speedup_max; /* t_base / seconds_max, / seconds_min */
   double efficiency; /* speedup / workers */
   double karp_flatt; /* NaN at one worker */
 } mhc_sweep_row_t;
@@ -87,7 +90,14 @@ typedef struct mhc_sweep_row {
  * they are measured against: the measured time at one worker when the sweep
  * has it, else the fitted t1 when `fit` is ok, else workers * seconds of the
  * first row (perfect scaling up to it assumed). */
+/* speedup_min/max come from seconds_max/min when those are set, else they
+ * equal the speedup. */
 double mhc_sweep_fill(mhc_sweep_row_t *rows, size_t n, const mhc_amdahl_t *fit);
+
+/* The row whose speedup exceeds `cpus` by the most, or -1 when none does:
+ * more speedup than CPUs means the runs were disturbed (the one-worker time
+ * slowed by load), not that the job scales past the machine. */
+int mhc_sweep_beyond_cpus(const mhc_sweep_row_t *rows, size_t n, int cpus);
 
 /* Median of n values (sorts `v` in place).  NaN for n = 0. */
 double mhc_median(double *v, size_t n);
@@ -100,11 +110,14 @@ int mhc_plot_kind(const char *path);
 /* The full path of `prog` found on PATH (in buf), or NULL. */
 const char *mhc_find_on_path(const char *prog, char *buf, size_t size);
 
-/* Draw the speedup chart of a sweep into `path` with gnuplot.  Returns 0,
+/* Draw the speedup chart of a sweep into `path` with gnuplot: the measured
+ * medians with min..max error bars, the ideal line, the Amdahl fit (dashed,
+ * drawn last so the measured line never hides it) and, when cpus > 0, a
+ * mark at the CPU count.  Returns 0,
  * 1 when gnuplot is not installed (a message was printed), -1 when it
  * failed (a message was printed). */
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
-                   const mhc_amdahl_t *fit, const char *title);
+                   const mhc_amdahl_t *fit, const char *title, int cpus);
 
 /* ---- pi_args.c: the command line of `manyhands pi` ------------------- */
 
@@ -210,9 +223,11 @@ void mhc_progress_cb(uint64_t done, uint64_t total, void *pg); /* mh_pi_options_
 void mhc_progress_clear(mhc_progress_t *pg); /* wipe the bar, if shown */
 
 /* The table of a sweep: rows[0 .. n), measured against `base` seconds,
- * `first` the result of a run (they all count the same points). */
-void mhc_print_table(const mhc_pi_args_t *a, const mhc_sweep_row_t *rows,
-                     size_t n, const mhc_amdahl_t *fit, double base,
+ * `first` the result of a run (they all count the same points), `runs`
+ * the runs per worker count. */
+void mhc_print_table(const mhc_pi_args_t *a, uint64_t runs,
+                     const mhc_sweep_row_t *rows, size_t n,
+                     const mhc_amdahl_t *fit, double base,
                      const mh_pi_result_t *first);
 
 #endif /* MHC_CLI_H */

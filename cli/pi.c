@@ -262,66 +262,98 @@ static size_t sweep_layout(const mhc_pi_args_t *a, mhc_sweep_row_t **out) {
   return n;
 }
 
-/* --sweep: K runs at each worker count, a table, the fit, the chart. */
+/* Runs per worker count of a sweep when --repeat does not say: enough for a
+ * median that one disturbed run cannot move. */
+#define SWEEP_RUNS 3
+
+/* One timed run of a sweep at rows[i]'s layout, on a fresh executor (pool
+ * start-up is not part of the job: mh_pi_run times the run alone).  Returns
+ * 0, MH_ECANCELED (res holds the partial result) or an exit code. */
+static int sweep_run(const mhc_pi_args_t *a, const mhc_sweep_row_t *row,
+                     mhc_progress_t *pg, mh_pi_result_t *res, mhc_layout_t *lay) {
+  mh_executor_t *ex;
+  int code = make_executor(a, row->ranks, row->threads, &ex, lay);
+  if (code) return code;
+  int rc = run_one(ex, a, a->seed, pg, res);
+  mh_executor_free(ex);
+  if (rc == 0 || rc == MH_ECANCELED) return rc;
+  return run_failed(rc);
+}
+
+/* --sweep: a warm-up run, then K rounds over the worker counts (1, 2, .., P,
+ * 1, 2, .., P, ...): interleaved, so a slow spell of the machine spreads
+ * over every count instead of spoiling one; the median of each count's K
+ * times goes in the table, min and max beside it.  Every run uses the same
+ * seed, so every run must count the same points, and is checked to. */
 static int run_sweep(const mhc_pi_args_t *a, mhc_progress_t *pg) {
   mhc_sweep_row_t *rows = NULL;
   size_t n = sweep_layout(a, &rows);
-  mh_pi_result_t *results = calloc(n * a->repeat, sizeof *results);
-  double *times = calloc(a->repeat, sizeof *times);
+  uint64_t runs = a->have_repeat ? a->repeat : SWEEP_RUNS;
+  double *times = calloc(n * runs, sizeof *times);
   int *ps = calloc(n, sizeof *ps);
   double *ts = calloc(n, sizeof *ts);
-  int code = MHC_EXIT_OK;
+  int code = MHC_EXIT_OK, mpi = a->backend == MH_BACKEND_MPI;
+  int cpus = mpi ? 0 : mh_cpu_count(); /* an MPI job's CPUs are not ours to count */
   size_t done_rows = 0;
-  mh_pi_result_t partial;
+  mh_pi_result_t first, partial;
   /* What the printers are told about the interrupted run. */
-  mhc_run_info_t pinfo = {.repeat = a->repeat, .interrupted = 1};
+  mhc_run_info_t pinfo = {.seed = a->seed, .repeat = runs, .interrupted = 1};
   int interrupted = 0;
-  if (!n || !rows || !results || !times || !ps || !ts) {
+  if (!n || !rows || !times || !ps || !ts) {
     mhc_error("out of memory");
     code = MHC_EXIT_FAIL;
     goto out;
   }
-  for (size_t i = 0; i < n && code == MHC_EXIT_OK; i++) {
-    mh_executor_t *ex;
-    mhc_layout_t lay;
-    code = make_executor(a, rows[i].ranks, rows[i].threads, &ex, &lay);
-    if (code) break;
-    for (uint64_t rep = 0; rep < a->repeat; rep++) {
-      mh_pi_result_t *res = &results[i * a->repeat + rep];
-      int rc = run_one(ex, a, mh_pi_repeat_seed(a->seed, rep), pg, res);
+  if (cpus > 0 && rows[n - 1].workers > cpus)
+    mhc_error("warning: the sweep goes up to %d workers on %d online CPU%s: "
+              "past %d the workers share CPUs, and their times show how well "
+              "they share, not how the job scales", rows[n - 1].workers, cpus,
+              cpus == 1 ? "" : "s", cpus);
+  /* The warm-up: the widest layout, untimed; it wakes the CPUs from their
+   * idle clocks and faults in the code and the stacks, which would
+   * otherwise be charged to whichever count ran first.  Its count inside is
+   * the one every run must match. */
+  int rc = sweep_run(a, &rows[n - 1], pg, &first, &pinfo.layout);
+  if (rc == MH_ECANCELED) {
+    partial = first;
+    interrupted = 1;
+    code = MHC_EXIT_INTERRUPTED;
+  } else if (rc != 0) {
+    code = rc;
+  }
+  for (uint64_t round = 0; round < runs && code == MHC_EXIT_OK; round++) {
+    for (size_t i = 0; i < n; i++) {
+      mh_pi_result_t res;
+      mhc_layout_t lay;
+      rc = sweep_run(a, &rows[i], pg, &res, &lay);
       if (rc == MH_ECANCELED) {
-        partial = *res;
-        pinfo.rep = rep;
-        pinfo.seed = mh_pi_repeat_seed(a->seed, rep);
+        partial = res;
         pinfo.layout = lay;
         interrupted = 1;
         code = MHC_EXIT_INTERRUPTED;
         break;
       }
       if (rc != 0) {
-        code = run_failed(rc);
+        code = rc;
         break;
       }
       /* Every worker count must count the same points: the library's
        * promise, checked here where it is cheap. */
-      if (res->inside != results[rep].inside) {
+      if (res.inside != first.inside) {
         mhc_error("the count inside differs between %d and %d workers (%llu "
-                  "vs %llu): please report this bug", rows[0].workers,
-                  rows[i].workers,
-                  (unsigned long long)results[rep].inside,
-                  (unsigned long long)res->inside);
+                  "vs %llu): please report this bug", rows[n - 1].workers,
+                  rows[i].workers, (unsigned long long)first.inside,
+                  (unsigned long long)res.inside);
         code = MHC_EXIT_FAIL;
         break;
       }
-      times[rep] = res->seconds;
+      times[i * runs + round] = res.seconds;
+      rows[i].runs = (int)round + 1;
     }
-    mh_executor_free(ex);
-    if (code) break;
-    rows[i].seconds = mhc_median(times, a->repeat);
-    rows[i].points_per_second =
-        rows[i].seconds > 0 ? (double)a->n / rows[i].seconds : 0;
-    done_rows = i + 1;
   }
+  /* The counts measured at least once: all of them, or after Ctrl-C in the
+   * first round the ones before it. */
+  while (done_rows < n && rows[done_rows].runs > 0) done_rows++;
   if (code == MHC_EXIT_FAIL || done_rows == 0) {
     if (interrupted) {
       if (a->json)
@@ -332,28 +364,44 @@ static int run_sweep(const mhc_pi_args_t *a, mhc_progress_t *pg) {
     }
     goto out;
   }
-  mhc_amdahl_t fit;
   for (size_t i = 0; i < done_rows; i++) {
+    double *t = &times[i * runs];
+    size_t k = (size_t)rows[i].runs;
+    rows[i].seconds = mhc_median(t, k); /* sorts t */
+    rows[i].seconds_min = t[0];
+    rows[i].seconds_max = t[k - 1];
+    rows[i].points_per_second =
+        rows[i].seconds > 0 ? (double)a->n / rows[i].seconds : 0;
     ps[i] = rows[i].workers;
     ts[i] = rows[i].seconds;
   }
+  mhc_amdahl_t fit;
   mhc_amdahl_fit(ps, ts, done_rows, &fit);
   double base = mhc_sweep_fill(rows, done_rows, &fit);
   if (a->json) {
-    for (size_t i = 0; i < done_rows; i++)
-      for (uint64_t rep = 0; rep < a->repeat; rep++) {
-        mhc_run_info_t info = {.seed = mh_pi_repeat_seed(a->seed, rep),
-                               .rep = rep, .repeat = a->repeat,
-                               .row = &rows[i], .fit = &fit};
-        if (a->backend == MH_BACKEND_MPI) {
-          info.layout.ranks = rows[i].ranks;
-          info.layout.threads = rows[i].threads;
-        }
-        mhc_print_json(&info, &results[i * a->repeat + rep]);
+    /* One object per worker count: its run, timed by the median. */
+    for (size_t i = 0; i < done_rows; i++) {
+      mhc_run_info_t info = {.seed = a->seed, .repeat = runs, .row = &rows[i],
+                             .fit = &fit};
+      if (mpi) {
+        info.layout.ranks = rows[i].ranks;
+        info.layout.threads = rows[i].threads;
       }
+      mh_pi_result_t r = first;
+      r.workers = rows[i].workers;
+      r.seconds = rows[i].seconds;
+      mhc_print_json(&info, &r);
+    }
   } else {
-    mhc_print_table(a, rows, done_rows, &fit, base, &results[0]);
+    mhc_print_table(a, runs, rows, done_rows, &fit, base, &first);
   }
+  int beyond = mhc_sweep_beyond_cpus(rows, done_rows, cpus);
+  if (beyond >= 0)
+    mhc_error("warning: the speedup at %d workers (%.2f) exceeds the %d online "
+              "CPU%s, which no job can do: the runs were disturbed (a busy "
+              "machine slowed the one-worker runs); measure on a quiet machine "
+              "or with more runs (--repeat)", rows[beyond].workers,
+              rows[beyond].speedup, cpus, cpus == 1 ? "" : "s");
   if (interrupted) {
     if (a->json)
       mhc_print_json(&pinfo, &partial);
@@ -368,11 +416,12 @@ static int run_sweep(const mhc_pi_args_t *a, mhc_progress_t *pg) {
     char title[256];
     snprintf(title, sizeof title, "manyhands pi: speedup, N = %llu, %s, kernel %s",
              (unsigned long long)a->n, mhc_backend_name(a->backend),
-             mh_pi_kernel_name(results[0].kernel));
-    int prc = mhc_plot_sweep(a->plot, rows, done_rows, &fit, title);
-    if (prc < 0) code = MHC_EXIT_FAIL;
-    /* prc == 1: gnuplot is missing; the message is out, the run succeeded.
-     * Ctrl-C while gnuplot draws reaches gnuplot too (same process group). */
+             mh_pi_kernel_name(first.kernel));
+    /* 1: gnuplot vanished since the start; the user asked for a file and
+     * did not get it, so that is a failure too. */
+    if (mhc_plot_sweep(a->plot, rows, done_rows, &fit, title, cpus) != 0)
+      code = MHC_EXIT_FAIL;
+    /* Ctrl-C while gnuplot draws reaches gnuplot too (same process group). */
     if (g_cancel) {
       mhc_error("interrupted");
       code = MHC_EXIT_INTERRUPTED;
@@ -380,7 +429,6 @@ static int run_sweep(const mhc_pi_args_t *a, mhc_progress_t *pg) {
   }
 out:
   free(rows);
-  free(results);
   free(times);
   free(ps);
   free(ts);
@@ -438,6 +486,18 @@ int mhc_cmd_pi(int argc, char **argv) {
 #endif
   code = resolve_kernel(a);
   if (code) goto out;
+  if (a->plot) {
+    /* Asked for a chart that cannot be drawn: say so before the sweep,
+     * not after it.  A runtime failure (exit 1), not a usage error. */
+    char gp[4096];
+    if (!mhc_find_on_path("gnuplot", gp, sizeof gp)) {
+      mhc_error("gnuplot was not found on PATH, so the chart %s cannot be "
+                "drawn: install it (Debian/Ubuntu: apt-get install gnuplot-nox) "
+                "or run without --plot", a->plot);
+      code = MHC_EXIT_FAIL;
+      goto out;
+    }
+  }
   if (a->seed_random) {
     /* A fresh seed from the kernel; printed with the result so the run can be
      * repeated with --seed. */

@@ -247,7 +247,12 @@ void mhc_print_json(const mhc_run_info_t *in, const mh_pi_result_t *r) {
   rep_json_num("points_per_second", rep_points_per_second(r));
   if (in->row) {
     rep_json_num("sweep_seconds", in->row->seconds);
+    rep_json_num("seconds_min", in->row->seconds_min);
+    rep_json_num("seconds_max", in->row->seconds_max);
+    printf(",\"runs\":%d", in->row->runs);
     rep_json_num("speedup", in->row->speedup);
+    rep_json_num("speedup_min", in->row->speedup_min);
+    rep_json_num("speedup_max", in->row->speedup_max);
     rep_json_num("efficiency", in->row->efficiency);
     rep_json_num("karp_flatt", in->row->karp_flatt);
     rep_json_num("amdahl_serial_fraction",
@@ -289,15 +294,16 @@ void mhc_print_human(const mhc_run_info_t *in, const mh_pi_result_t *r) {
 
 /* ---- a sweep --------------------------------------------------------------------- */
 
-void mhc_print_table(const mhc_pi_args_t *a, const mhc_sweep_row_t *rows,
-                     size_t n, const mhc_amdahl_t *fit, double base,
+void mhc_print_table(const mhc_pi_args_t *a, uint64_t runs,
+                     const mhc_sweep_row_t *rows, size_t n,
+                     const mhc_amdahl_t *fit, double base,
                      const mh_pi_result_t *first) {
   printf("N %llu points, seed %llu, backend %s, kernel %s, %llu run%s per "
-         "worker count%s\n",
+         "worker count%s after a warm-up run\n",
          (unsigned long long)a->n, (unsigned long long)a->seed,
          mhc_backend_name(a->backend), mh_pi_kernel_name(first->kernel),
-         (unsigned long long)a->repeat, a->repeat == 1 ? "" : "s",
-         a->repeat == 1 ? "" : " (median time)");
+         (unsigned long long)runs, runs == 1 ? "" : "s",
+         runs == 1 ? "" : " (median time, interleaved)");
   printf("pi %.10f, standard error %.10f, |pi_hat-pi| %.10f; inside %llu, "
          "the same for every worker count\n\n",
          first->pi, first->stderr_pi, first->abs_error,
@@ -307,8 +313,8 @@ void mhc_print_table(const mhc_pi_args_t *a, const mhc_sweep_row_t *rows,
     printf("workers = ranks x threads per rank; at each point the job's other "
            "ranks sit the run out\n");
   if (mpi) printf("%5s %7s ", "ranks", "threads");
-  printf("%7s %11s %12s %8s %10s %10s\n", "workers", "seconds", "points/s",
-         "speedup", "efficiency", "Karp-Flatt");
+  printf("%7s %11s %11s %11s %12s %8s %10s %10s\n", "workers", "seconds",
+         "min", "max", "points/s", "speedup", "efficiency", "Karp-Flatt");
   for (size_t i = 0; i < n; i++) {
     const mhc_sweep_row_t *r = &rows[i];
     char kf[32];
@@ -317,8 +323,9 @@ void mhc_print_table(const mhc_pi_args_t *a, const mhc_sweep_row_t *rows,
     else
       snprintf(kf, sizeof kf, "-");
     if (mpi) printf("%5d %7d ", r->ranks, r->threads);
-    printf("%7d %11.6f %12.4g %8.3f %9.1f%% %10s\n", r->workers, r->seconds,
-           r->points_per_second, r->speedup, 100.0 * r->efficiency, kf);
+    printf("%7d %11.6f %11.6f %11.6f %12.4g %8.3f %9.1f%% %10s\n", r->workers,
+           r->seconds, r->seconds_min, r->seconds_max, r->points_per_second,
+           r->speedup, 100.0 * r->efficiency, kf);
   }
   printf("\n");
   if (fit->ok) {
