@@ -107,6 +107,15 @@ double mhc_median(double *v, size_t n);
 /* Kind of chart from the file name: 1 = SVG, 2 = PNG, 0 = neither. */
 int mhc_plot_kind(const char *path);
 
+/* Why `path` cannot name a chart (a static message), or NULL when it can:
+ * a non-empty file name NAME.svg or NAME.png without control characters. */
+const char *mhc_plot_bad_name(const char *path);
+
+/* Open `path` for writing, creating it if it does not exist (*created = 1
+ * then), and close it again: proof that gnuplot will be able to write it.
+ * Returns 0 or -errno (-EINVAL: not a regular file). */
+int mhc_plot_probe(const char *path, int *created);
+
 /* The full path of `prog` found on PATH (in buf), or NULL. */
 const char *mhc_find_on_path(const char *prog, char *buf, size_t size);
 
@@ -135,6 +144,7 @@ typedef struct mhc_pi_args {
   int sweep[MHC_MAX_WORKERS];
   size_t nsweep;
   const char *plot;
+  int plot_created; /* the parser created the chart file (remove on failure) */
   int json;
   int quiet;
   mh_pi_kernel_t kernel;

@@ -518,6 +518,8 @@ int mhc_cmd_pi(int argc, char **argv) {
   mhc_progress_init(&pg, !a->quiet && isatty(STDERR_FILENO));
   code = a->nsweep ? run_sweep(a, &pg) : run_plain(a, &pg);
 out:
+  /* A chart file the parser created and the run did not draw goes again. */
+  if (code != MHC_EXIT_OK && a->plot_created) unlink(a->plot);
   free(a);
   return code;
 }

@@ -5,6 +5,7 @@
  * leaves stdout empty.  Every check that needs no work is made here, so a
  * wrong command line fails at once with exit 2, never after a long run.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -239,13 +240,19 @@ int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a) {
           return -1;
         }
         break;
-      case OPT_PLOT:
-        if (mhc_plot_kind(v) == 0) {
-          mhc_error("invalid --plot '%s': the chart file must end in .svg or .png", v);
+      case OPT_PLOT: {
+        const char *why = mhc_plot_bad_name(v);
+        if (why) {
+          /* A name with a newline in it would break the one-line message. */
+          if (strstr(why, "control characters"))
+            mhc_error("invalid --plot: %s", why);
+          else
+            mhc_error("invalid --plot '%s': %s", v, why);
           return -1;
         }
         a->plot = v;
         break;
+      }
       case 'k':
         if (mh_pi_kernel_parse(v, &a->kernel) != 0) {
           mhc_error("unknown kernel '%s': expected auto, scalar, avx2 or avx512", v);
@@ -283,6 +290,17 @@ int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a) {
   if (a->plot && !a->nsweep) {
     mhc_error("--plot draws the chart of a sweep: add --sweep LIST");
     return -1;
+  }
+  /* Last, once the rest is known to be right (so a usage error creates no
+   * file): the chart's path must be writable now, not found unwritable
+   * after a sweep of an hour. */
+  if (a->plot) {
+    int rc = mhc_plot_probe(a->plot, &a->plot_created);
+    if (rc != 0) {
+      mhc_error("cannot write the chart '%s': %s", a->plot,
+                rc == -EINVAL ? "not a regular file" : strerror(-rc));
+      return -1;
+    }
   }
   return 0;
 }

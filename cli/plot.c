@@ -32,6 +32,45 @@ int mhc_plot_kind(const char *path) {
   return 0;
 }
 
+static int has_control(const char *s);
+
+const char *mhc_plot_bad_name(const char *path) {
+  if (!path || !*path) return "the chart file name is empty";
+  if (has_control(path)) return "control characters in the chart file name";
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  /* "dir/.svg" is a hidden file named ".svg", not a chart name. */
+  if (strlen(base) < 5 || mhc_plot_kind(base) == 0)
+    return "the chart file must be named NAME.svg or NAME.png";
+  return NULL;
+}
+
+int mhc_plot_probe(const char *path, int *created) {
+  *created = 0;
+  /* Create it if it is new (and remember that we did, so a run that fails
+   * can take it away again); an existing file is opened as it is, not
+   * truncated, so a failed run leaves the old chart untouched. */
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+  if (fd >= 0) {
+    *created = 1;
+  } else if (errno == EEXIST) {
+    fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  }
+  if (fd < 0) return -errno;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = -errno;
+  else if (!S_ISREG(st.st_mode))
+    rc = -EINVAL; /* a FIFO or a device is not a place for a chart */
+  close(fd);
+  if (rc != 0 && *created) {
+    unlink(path);
+    *created = 0;
+  }
+  return rc;
+}
+
 const char *mhc_find_on_path(const char *prog, char *buf, size_t size) {
   const char *path = getenv("PATH");
   if (!path || !*path) return NULL;

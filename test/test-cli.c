@@ -955,6 +955,76 @@ TEST(plot_without_gnuplot) {
   mht_proc_free(&r);
 }
 
+/* A chart that cannot be written is a usage error found while parsing:
+ * exit 2 at once, before a sweep that would take minutes. */
+TEST(plot_path_checked_first) {
+  char dir[256], file[300], keep[256];
+  tmp_name(dir, sizeof dir, "svg");
+  ASSERT_EQ(mkdir(dir, 0700), 0); /* a directory named like a chart */
+  snprintf(file, sizeof file, "%s/x.png", dir);
+  static const char *names[] = {".svg", "x.pdf", "x.svg/", "dir/.png", "a\nb.svg",
+                                "", "/nonexistent-mht-dir/x.svg", "/proc/mht-x.png"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0] + 1; i++) {
+    const char *name = i < sizeof names / sizeof names[0] ? names[i] : dir;
+    mht_proc_result_t r;
+    double t0 = mht_now();
+    cli(&r, 30, "pi", "1e12", "--sweep", "1-2", "--plot", name, NULL);
+    ASSERT(mht_now() - t0 < 5);
+    char what[300];
+    snprintf(what, sizeof what, "--plot '%s'", name);
+    assert_usage_error(&r, what);
+    ASSERT(strstr(r.err, "invalid --plot") || strstr(r.err, "cannot write the chart"));
+    mht_proc_free(&r);
+  }
+  /* A good path is created at once... */
+  struct stat st;
+  tmp_name(keep, sizeof keep, "png");
+  mht_proc_result_t r;
+  cli(&r, 60, "pi", "2e6", "--sweep", "1-2", "--plot", file, NULL);
+  assert_ok(&r, "plot in a directory");
+  ASSERT_EQ(stat(file, &st), 0);
+  ASSERT_GT(st.st_size, 500);
+  unlink(file);
+  mht_proc_free(&r);
+  /* ...and taken away when the run then fails (here: a kernel the CPU is
+   * said to lack, exit 1). */
+  setenv("MANYHANDS_KERNELS", "scalar", 1);
+  cli(&r, 30, "pi", "2e6", "--sweep", "1-2", "--kernel", "avx2", "--plot", file, NULL);
+  unsetenv("MANYHANDS_KERNELS");
+  ASSERT(r.exited && r.status == 1);
+  ASSERT_EQ(stat(file, &st), -1);
+  mht_proc_free(&r);
+  /* An existing chart is not touched by a run that fails. */
+  FILE *f = fopen(keep, "w");
+  ASSERT(f != NULL);
+  fputs("old chart", f);
+  fclose(f);
+  setenv("MANYHANDS_KERNELS", "scalar", 1);
+  cli(&r, 30, "pi", "2e6", "--sweep", "1-2", "--kernel", "avx2", "--plot", keep, NULL);
+  unsetenv("MANYHANDS_KERNELS");
+  ASSERT(r.exited && r.status == 1);
+  ASSERT_EQ(stat(keep, &st), 0);
+  ASSERT_EQ(st.st_size, 9);
+  mht_proc_free(&r);
+  /* Not writable (as root every file is, so only as another user). */
+  if (geteuid() != 0) {
+    ASSERT_EQ(chmod(keep, 0444), 0);
+    cli(&r, 30, "pi", "1e12", "--sweep", "1-2", "--plot", keep, NULL);
+    assert_usage_error(&r, "read-only chart");
+    ASSERT(strstr(r.err, "cannot write the chart") != NULL);
+    mht_proc_free(&r);
+  }
+  unlink(keep);
+  rmdir(dir);
+  /* Unit: the names. */
+  ASSERT(mhc_plot_bad_name("a.svg") == NULL);
+  ASSERT(mhc_plot_bad_name("d/a.PNG") == NULL);
+  ASSERT(mhc_plot_bad_name("d/.png") != NULL);
+  ASSERT(mhc_plot_bad_name("a.svg/") != NULL);
+  ASSERT(mhc_plot_bad_name("a\tb.svg") != NULL);
+  ASSERT(mhc_plot_bad_name(NULL) != NULL);
+}
+
 /* ---- kernels --------------------------------------------------------------------- */
 
 TEST(kernel_unsupported) {
