@@ -165,6 +165,7 @@ int mhc_mpi_start(void);                /* 0 or an exit code */
  * threads each; the other ranks sit them out. */
 void mhc_mpi_set_layout(int ranks, int threads);
 int mhc_mpi_size(void);                 /* ranks in the job */
+int mhc_mpi_rank(void);                 /* this rank (0 prints and draws) */
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res);
 #endif
 

@@ -412,7 +412,12 @@ static int run_sweep(const mhc_pi_args_t *a, mhc_progress_t *pg) {
     mhc_error("interrupted");
     goto out;
   }
-  if (a->plot) {
+  int draw = a->plot != NULL;
+#ifdef MH_WITH_MPI
+  /* Rank 0 alone draws, as it alone prints: one gnuplot, one writer. */
+  if (mpi && mhc_mpi_rank() != 0) draw = 0;
+#endif
+  if (draw) {
     char title[256];
     snprintf(title, sizeof title, "manyhands pi: speedup, N = %llu, %s, kernel %s",
              (unsigned long long)a->n, mhc_backend_name(a->backend),
