@@ -5,14 +5,18 @@
  *   - one run, printed as a block of labelled lines (or one JSON object);
  *   - --repeat K: K runs, each from its own stream (mh_pi_repeat_seed), one
  *     estimate per line, then the total time, as the tutorial's timeit does;
- *   - --sweep LIST: the same runs at each worker count, a speedup table and
- *     Amdahl's serial fraction fitted over it, optionally a chart (plot.c).
+ *   - --sweep LIST: a warm-up run, then K rounds (default 3) over the worker
+ *     counts, interleaved; per count the median, min and max time, a speedup
+ *     table and Amdahl's serial fraction fitted over the medians, optionally
+ *     a chart (plot.c), whose path pi_args.c has already opened.
  *
  * Ctrl-C: the library installs no signal handler; ours only sets g_cancel,
  * which mh_pi_run polls through opts.cancel, so the run stops handing out
  * blocks and returns MH_ECANCELED with what was counted.  We print that
  * partial result, free the executor (which ends its workers) and exit 130.
  * SA_RESETHAND makes a second Ctrl-C kill at once, as users expect.
+ * g_cancel is the only state shared with a handler: written by it, read by
+ * the library's polling (the thread that called mh_pi_run) and by us.
  *
  * The command line is parsed by pi_args.c and everything printed goes
  * through report.c; the MPI layout of each run reaches the printers in an
