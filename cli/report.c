@@ -18,6 +18,7 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,12 +95,15 @@ void mhc_describe_workers(mh_backend_t b, int workers, const mhc_layout_t *lay,
  * after SIGWINCH, and the text stops one column short of the edge so that no
  * terminal's automatic margin ever moves the cursor to the next line. */
 
-/* Set by the SIGWINCH handler; the next progress call reads the new width. */
-static volatile sig_atomic_t rep_winch;
+/* Set by the SIGWINCH handler; the next progress call reads the new width.
+ * Atomic, not just volatile: the handler may run on any thread of the
+ * process (a worker's), and a lock-free atomic is safe in a handler. */
+static atomic_int rep_winch;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the SIGWINCH flag must be lock-free");
 
 static void rep_on_winch(int sig) {
   (void)sig;
-  rep_winch = 1;
+  atomic_store_explicit(&rep_winch, 1, memory_order_relaxed);
 }
 
 static int rep_columns(void) {
@@ -184,8 +188,7 @@ void mhc_progress_cb(uint64_t done, uint64_t total, void *arg) {
   /* Short runs never show a bar: it would only flicker. */
   if (!pg->enabled || t - pg->start < 1.0) return;
   int resized = 0;
-  if (rep_winch) {
-    rep_winch = 0;
+  if (atomic_exchange_explicit(&rep_winch, 0, memory_order_relaxed)) {
     pg->cols = rep_columns();
     resized = 1;
   }
