@@ -32,11 +32,11 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands)
 
-  # The MPI-enabled command: the same cli/*.c built with MH_WITH_MPI (from
-  # manyhands_mpi's interface), so cli/pi_mpi.c hooks --backend mpi in.
-  file(GLOB MH_CLI_MPI_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/cli/*.c)
-  if(MH_BUILD_CLI AND MH_CLI_MPI_SOURCES)
-    add_executable(manyhands_mpi_cli ${MH_CLI_MPI_SOURCES})
+  # The MPI-enabled command: the same MH_CLI_SOURCES (CMakeLists.txt) built
+  # with MH_WITH_MPI (from manyhands_mpi's interface), so cli/pi_mpi.c hooks
+  # --backend mpi in.
+  if(MH_BUILD_CLI)
+    add_executable(manyhands_mpi_cli ${MH_CLI_SOURCES})
     set_target_properties(manyhands_mpi_cli PROPERTIES OUTPUT_NAME manyhands-mpi)
     target_compile_definitions(manyhands_mpi_cli PRIVATE _GNU_SOURCE)
     target_compile_options(manyhands_mpi_cli PRIVATE ${MH_WARNINGS})
