@@ -261,6 +261,7 @@ void mhc_print_json(const mhc_run_info_t *in, const mh_pi_result_t *r) {
     rep_json_num("amdahl_serial_fraction",
                  in->fit && in->fit->ok ? in->fit->serial : NAN);
   }
+  printf(",\"reruns\":%llu", (unsigned long long)r->reruns);
   printf(",\"repeat\":%llu,\"interrupted\":%s}\n",
          (unsigned long long)in->repeat, in->interrupted ? "true" : "false");
   fflush(stdout);
@@ -292,6 +293,9 @@ void mhc_print_human(const mhc_run_info_t *in, const mh_pi_result_t *r) {
   printf("seed        %llu\n", (unsigned long long)in->seed);
   printf("seconds     %.6f\n", r->seconds);
   printf("points/s    %.4g\n", rep_points_per_second(r));
+  if (r->reruns) /* only when a worker died: the count is still exact */
+    printf("reruns      %llu  (tasks run again after their worker died)\n",
+           (unsigned long long)r->reruns);
   fflush(stdout);
 }
 

@@ -1622,6 +1622,9 @@ TEST(pi_processes_survive_killed_workers) {
   fclose(f);
   ASSERT_UEQ(json_u64(buf, "inside"), want);
   ASSERT_UEQ(json_u64(buf, "done"), UINT64_C(10000000000));
+  /* Most kills land mid-task, each costing one re-run. */
+  ASSERT(json_u64(buf, "reruns") >= 1);
+  ASSERT_ULE(json_u64(buf, "reruns"), 20 * 4); /* at most a worker's queued tasks each */
   unlink(out);
   unlink(err);
 }
