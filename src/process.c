@@ -443,6 +443,11 @@ pid_t mh_process_pid(const mh_process_t *process) {
   return process ? process->pid : (pid_t)MH_EINVAL;
 }
 
+int mh_process_sentinel(const mh_process_t *process) {
+  if (!process) return MH_EINVAL;
+  return process->pidfd >= 0 ? process->pidfd : MH_ENOSYS;
+}
+
 /* Wait for the child to end, at most until the deadline, without the lock.
  * Returns 0 when it may have ended (the caller re-checks) or MH_ETIMEDOUT. */
 static int wait_exit(mh_process_t *p, const mh__deadline_t *dl, double *backoff) {

@@ -82,6 +82,14 @@ MH_EXTERN int mh_process_start(mh_process_t **process, mh_process_fn fn, void *a
 /** The child's process id (also after it ended), or MH_EINVAL for NULL. */
 MH_EXTERN pid_t mh_process_pid(const mh_process_t *process);
 
+/** A file descriptor that becomes readable once the child has ended
+ * (Python's Process.sentinel): a pidfd, owned by the handle, valid until
+ * mh_process_free().  Pass it to mh_wait() (MH_WAIT_FD) or to poll().
+ * @param process  the handle
+ * @return the descriptor, or MH_EINVAL for NULL, MH_ENOSYS when the kernel
+ *         has no pidfds (Linux before 5.3). */
+MH_EXTERN int mh_process_sentinel(const mh_process_t *process);
+
 /** Wait until the child ends, at most `timeout` seconds (MH_FOREVER: as long
  * as it takes; 0: only check).  Waits without spinning (a pidfd on Linux 5.3
  * and later, else short sleeps).  Interrupting signals are retried.
