@@ -578,3 +578,30 @@ TEST(wait_on_64_pipes_and_sentinels) {
   }
   assert_no_children();
 }
+
+/* ---- the example ------------------------------------------------------------- */
+
+TEST(example_pipe_talk) {
+  char path[4096], arg[] = "7";
+  snprintf(path, sizeof path, "%s/examples/pipe_talk", MHT_BUILD_DIR);
+  char *argv[] = {path, arg, NULL};
+  mht_proc_result_t r;
+  ASSERT_EQ(mht_run(argv, 60, &r), 0);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  /* Every question is answered, in order, and the end is seen. */
+  const char *at = r.out;
+  for (int k = 1; k <= 7; k++) {
+    char line[64];
+    snprintf(line, sizeof line, "parent: square %d?\nchild:  %d*%d = %d\n", k, k, k, k * k);
+    at = strstr(at, line);
+    ASSERT(at != NULL);
+  }
+  ASSERT(strstr(at, "child:  bye\nparent: the child is gone (EEOF)\nchild exit code: 0\n"));
+  mht_proc_free(&r);
+  char bad[] = "zero";
+  char *argv2[] = {path, bad, NULL};
+  ASSERT_EQ(mht_run(argv2, 60, &r), 0);
+  ASSERT_EQ(r.status, 2);
+  mht_proc_free(&r);
+}
