@@ -10,8 +10,16 @@
  * - Waiting (waitid or poll on the pidfd, or sleeping) happens without the
  *   mutex held, so is_alive/exitcode/kill from other threads never block
  *   behind a join; the reaping itself is always done under the mutex.
- * - Locks: each handle's `mutex`, and `launcher.mutex` (see the launcher
- *   section).  They are never held together.
+ * - Every child started here and not yet reaped has an entry in `kids`
+ *   (with a pidfd of its own, dup'ed), also after its handle was freed; the
+ *   entry goes when the child is reaped.  Entries are looked at through
+ *   their pidfds only (poll: readable once the child ended), never reaped
+ *   through, so `kids` never races a handle's waitpid().  A forked process
+ *   starts with no entries (its parent's children are not its own).
+ * - Locks: each handle's `mutex`, `launcher.mutex` (see the launcher
+ *   section) and `kids.mutex`.  kids.mutex may be taken under a handle's
+ *   mutex (a reap unregisters), never the other way round; launcher.mutex
+ *   is never held with either.
  *
  * Starting a child costs, above the fork() itself, as little as we could
  * make it (fork is slow under some hypervisors and every system call, page
@@ -39,6 +47,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdio_ext.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -46,16 +55,154 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "thread_internal.h"
 
 enum { MH__PROC_RUNNING, MH__PROC_DONE, MH__PROC_LOST };
 
+/* Tags: I set at start, read-only after; M the handle's mutex. */
 struct mh_process_s {
   pthread_mutex_t mutex;
-  pid_t pid;
-  int pidfd;
-  int state;    /* MH__PROC_*, guarded by mutex */
-  int exitcode; /* valid when state == DONE, guarded by mutex */
+  pid_t pid;      /* I */
+  int pidfd;      /* I */
+  int state;      /* M: MH__PROC_* */
+  int exitcode;   /* M: valid when state == DONE */
+  int daemon;     /* I */
+  char ident[64]; /* I: "N", or the parent's ident + ":N" */
+  char name[];    /* I */
 };
+
+/* ---- who this process is, and its children ----------------------------- */
+
+/* Written in a child between fork() and the user's function, and by the
+ * fork handler; read anywhere after.  In the main process: "MainProcess",
+ * no ident, no parent. */
+static struct {
+  const char *name;
+  const char *ident;
+  int daemon;
+  pid_t parent;
+} cur = {"MainProcess", "", 0, 0};
+
+/* The children started here and not yet reaped.  Tags: K kids.mutex. */
+typedef struct kid {
+  pid_t pid;
+  int pidfd; /* our own, closed when the entry goes */
+  int daemon;
+} kid_t;
+
+static struct {
+  pthread_mutex_t mutex;
+  kid_t *v;     /* K */
+  size_t n, cap; /* K */
+  int no_pidfd; /* K: a child got no pidfd: exit cannot wait for it */
+} kids = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0};
+
+static atomic_uint child_counter; /* for "Process-N" */
+static pthread_once_t kids_once = PTHREAD_ONCE_INIT;
+
+static void kids_fork_prepare(void) { pthread_mutex_lock(&kids.mutex); }
+
+static void kids_fork_parent(void) { pthread_mutex_unlock(&kids.mutex); }
+
+static void kids_fork_child(void) {
+  /* The parent's children are not ours: drop their entries (the array
+   * itself stays allocated; it is reused). */
+  for (size_t i = 0; i < kids.n; i++) close(kids.v[i].pidfd);
+  kids.n = 0;
+  kids.no_pidfd = 0;
+  atomic_store(&child_counter, 0);
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&kids.mutex, &m, sizeof m);
+}
+
+static void kids_at_exit(void);
+
+static void kids_init(void) {
+  pthread_atfork(kids_fork_prepare, kids_fork_parent, kids_fork_child);
+  atexit(kids_at_exit);
+}
+
+/* Register a child just started.  Without memory for the entry the child
+ * still runs; only exit does not wait for it. */
+static void kids_add(pid_t pid, int pidfd, int daemon) {
+  int fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+  pthread_mutex_lock(&kids.mutex);
+  if (fd < 0) {
+    kids.no_pidfd = 1;
+  } else {
+    if (kids.n == kids.cap) {
+      size_t cap = kids.cap ? kids.cap * 2 : 16;
+      kid_t *v = mh__realloc(kids.v, cap * sizeof *v);
+      if (v) {
+        kids.v = v;
+        kids.cap = cap;
+      }
+    }
+    if (kids.n < kids.cap) {
+      kids.v[kids.n++] = (kid_t){pid, fd, daemon};
+      fd = -1;
+    }
+  }
+  pthread_mutex_unlock(&kids.mutex);
+  if (fd >= 0) close(fd);
+}
+
+/* The child `pid` was reaped: drop its entry.  The oldest entry of that
+ * pid is the one (a reused pid is registered after its reap). */
+static void kids_remove(pid_t pid) {
+  int fd = -1;
+  pthread_mutex_lock(&kids.mutex);
+  for (size_t i = 0; i < kids.n; i++) {
+    if (kids.v[i].pid != pid) continue;
+    fd = kids.v[i].pidfd;
+    memmove(&kids.v[i], &kids.v[i + 1], (kids.n - i - 1) * sizeof *kids.v);
+    kids.n--;
+    break;
+  }
+  /* Nothing is kept while no child runs (a leak checker sees no block). */
+  kid_t *drop = NULL;
+  if (kids.n == 0) {
+    drop = kids.v;
+    kids.v = NULL;
+    kids.cap = 0;
+  }
+  pthread_mutex_unlock(&kids.mutex);
+  mh__free(drop);
+  if (fd >= 0) close(fd);
+}
+
+static int pidfd_ended(int fd, int ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  for (;;) {
+    int r = poll(&p, 1, ms);
+    if (r >= 0) return r > 0;
+    if (errno != EINTR) return 1; /* should not happen: do not hang on it */
+  }
+}
+
+/* Python's exit: non-daemon threads first, then SIGTERM to the daemon
+ * children, then wait for every child. */
+static void kids_at_exit(void) {
+  mh__threads_wait_at_exit();
+  pthread_mutex_lock(&kids.mutex);
+  kid_t *v = kids.v;
+  size_t n = kids.n;
+  /* Taken out of the registry: a thread reaping one now finds no entry. */
+  kids.v = NULL;
+  kids.n = kids.cap = 0;
+  pthread_mutex_unlock(&kids.mutex);
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].daemon || pidfd_ended(v[i].pidfd, 0)) continue;
+#ifdef SYS_pidfd_send_signal
+    syscall(SYS_pidfd_send_signal, v[i].pidfd, SIGTERM, NULL, 0);
+#endif
+  }
+  for (size_t i = 0; i < n; i++) {
+    pidfd_ended(v[i].pidfd, -1);
+    close(v[i].pidfd);
+  }
+  mh__free(v);
+}
 
 /* ---- small system-call wrappers that retry on EINTR -------------------- */
 
@@ -112,10 +259,12 @@ static void try_reap_locked(mh_process_t *p) {
   if (r == p->pid) {
     p->exitcode = decode_status(st);
     p->state = MH__PROC_DONE;
+    kids_remove(p->pid);
   } else if (r < 0 && errno == ECHILD) {
     /* Reaped elsewhere (SIGCHLD ignored, waitpid(-1) in the program), or the
      * handle was inherited by a process that is not the child's parent. */
     p->state = MH__PROC_LOST;
+    kids_remove(p->pid);
   }
 }
 
@@ -174,6 +323,11 @@ static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset
    * instead would cost copy-on-write faults on the heap pages. */
   mh_process_t *volatile keep = handle;
   (void)keep;
+  /* Who we are: pointers into our copy of the handle, which stays. */
+  cur.name = handle->name;
+  cur.ident = handle->ident;
+  cur.daemon = handle->daemon;
+  cur.parent = parent;
   int rc = child_setup(parent, flags, mask);
   if (report_fd >= 0) {
     child_write_full(report_fd, &rc, sizeof rc);
@@ -186,6 +340,9 @@ static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset
   }
   if (rc != 0) child_exit(127);
   int status = fn(arg);
+  /* As a Python child: wait for our non-daemon threads, end our daemon
+   * children and wait for all of them, then exit. */
+  kids_at_exit();
   /* Python's child flushes sys.stdout/stderr and then os._exit()s: the
    * prints appear, but the parent's atexit handlers do not run twice.  Only
    * a stream that holds output is flushed: fflush() writes to the stream's
@@ -391,9 +548,28 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   if (!process || !fn) return MH_EINVAL;
   unsigned flags = opts ? opts->flags : 0u;
   if (flags & ~MH_PROCESS_IGNORE_SIGINT) return MH_EINVAL;
+  /* Python: "daemonic processes are not allowed to have children". */
+  if (cur.daemon) return MH_EPERM;
+  pthread_once(&kids_once, kids_init);
 
-  mh_process_t *p = mh__calloc(1, sizeof *p);
+  char ident[64];
+  unsigned num = atomic_fetch_add(&child_counter, 1u) + 1u;
+  if (cur.ident[0])
+    snprintf(ident, sizeof ident, "%.40s:%u", cur.ident, num);
+  else
+    snprintf(ident, sizeof ident, "%u", num);
+  char auto_name[80];
+  const char *name = opts ? opts->name : NULL;
+  if (!name) {
+    snprintf(auto_name, sizeof auto_name, "Process-%s", ident);
+    name = auto_name;
+  }
+  size_t name_len = strlen(name);
+  mh_process_t *p = mh__calloc(1, sizeof *p + name_len + 1);
   if (!p) return MH_ENOMEM;
+  memcpy(p->name, name, name_len + 1);
+  memcpy(p->ident, ident, sizeof ident);
+  p->daemon = opts && opts->daemon;
   int rc = pthread_mutex_init(&p->mutex, NULL);
   if (rc) {
     mh__free(p);
@@ -417,6 +593,7 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   p->state = MH__PROC_RUNNING;
   /* Opened before the child can be reaped, so it names our child for sure. */
   p->pidfd = pidfd_open_compat(pid);
+  kids_add(pid, p->pidfd, p->daemon);
 
   if (req.fds[0] >= 0) {
     close(req.fds[1]);
@@ -426,6 +603,7 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
     if (n == (ssize_t)sizeof child_rc && child_rc != 0) {
       /* The child could not set itself up and is exiting: reap it. */
       waitpid_eintr(pid, NULL, 0);
+      kids_remove(pid);
       if (p->pidfd >= 0) close(p->pidfd);
       pthread_mutex_destroy(&p->mutex);
       mh__free(p);
@@ -586,6 +764,7 @@ int mh_process_kill(mh_process_t *process) { return send_signal(process, SIGKILL
 static void *reaper_main(void *arg) {
   pid_t pid = (pid_t)(intptr_t)arg;
   waitpid_eintr(pid, NULL, 0);
+  kids_remove(pid);
   return NULL;
 }
 
@@ -602,9 +781,41 @@ void mh_process_free(mh_process_t *process) {
        * to end the child now (documented as a last resort). */
       kill(process->pid, SIGKILL);
       waitpid_eintr(process->pid, NULL, 0);
+      kids_remove(process->pid);
     }
   }
   if (process->pidfd >= 0) close(process->pidfd);
   pthread_mutex_destroy(&process->mutex);
   mh__free(process);
 }
+
+/* ---- names, daemons, the current process -------------------------------- */
+
+const char *mh_process_name(const mh_process_t *process) {
+  return process ? process->name : NULL;
+}
+
+int mh_process_daemon(const mh_process_t *process) {
+  return process ? process->daemon : MH_EINVAL;
+}
+
+int mh_process_active_children(pid_t *pids, size_t cap) {
+  if (!pids && cap > 0) return MH_EINVAL;
+  size_t count = 0;
+  pthread_mutex_lock(&kids.mutex);
+  int rc = kids.no_pidfd ? MH_ENOSYS : 0;
+  for (size_t i = 0; i < kids.n && !rc; i++) {
+    if (pidfd_ended(kids.v[i].pidfd, 0)) continue;
+    if (count < cap) pids[count] = kids.v[i].pid;
+    count++;
+  }
+  pthread_mutex_unlock(&kids.mutex);
+  if (rc) return rc;
+  return count > (size_t)INT32_MAX ? INT32_MAX : (int)count;
+}
+
+const char *mh_process_current_name(void) { return cur.name; }
+
+int mh_process_current_daemon(void) { return cur.daemon; }
+
+pid_t mh_process_parent_pid(void) { return cur.parent; }

@@ -61,6 +61,7 @@ static _Thread_local int tls_tid;
 static _Thread_local char tls_dummy_name[32];
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static void global_init(void);
 
 /* ---- registry ----------------------------------------------------------- */
 
@@ -105,6 +106,11 @@ static void at_exit_wait(void) {
   while (reg.nondaemon > mine) pthread_cond_wait(&reg.exit_cond, &reg.mutex);
   reg.exiting = 1;
   pthread_mutex_unlock(&reg.mutex);
+}
+
+void mh__threads_wait_at_exit(void) {
+  pthread_once(&global_once, global_init);
+  at_exit_wait();
 }
 
 static void fork_prepare(void) { pthread_mutex_lock(&reg.mutex); }
