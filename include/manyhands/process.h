@@ -70,7 +70,9 @@ typedef struct mh_process_options_s {
 } mh_process_options_t;
 
 /** Start a child process that runs fn(arg) and exits with its return value
- * (with _exit(): the parent's atexit handlers do not run in the child).
+ * (with _exit(): the parent's atexit handlers do not run in the child),
+ * after waiting for the non-daemon threads and children it started, as a
+ * Python child does (see the exit rules above).
  * stdout and stderr are flushed when fn returns, as Python's child flushes
  * sys.stdout and sys.stderr; streams the program opened itself are not (as
  * with Python's files): fclose or fflush them in fn.  The parent's stdio
@@ -87,6 +89,7 @@ typedef struct mh_process_options_s {
  * over a pipe, and this call wait for that report.
  * Returns 0, or
  * - MH_EINVAL: `process` or `fn` is NULL, or unknown option flags;
+ * - MH_EPERM: the caller is a daemon child (daemons have no children);
  * - MH_ENOMEM: no memory for the handle (nothing was started);
  * - MH_EAGAIN / MH_ENOMEM: fork() failed (process limit, memory);
  * - MH_EMFILE / MH_ENFILE: under a seccomp filter, no file descriptor for
