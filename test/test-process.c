@@ -1167,9 +1167,13 @@ static void on_term(int sig) {
   _exit(0);
 }
 
+static mh_conn_t *g_ready_rx, *g_ready_tx; /* the daemon says "handler set" */
+
 static int daemon_waits_for_term(void *arg) {
   (void)arg;
   signal(SIGTERM, on_term);
+  mh_conn_close(g_ready_rx);
+  if (mh_conn_send(g_ready_tx, "r", 1)) return 3;
   for (;;) pause();
   return 0;
 }
@@ -1180,10 +1184,17 @@ HELPER(exit_with_children) {
   snprintf(g_marker, sizeof g_marker, "%s", argv[0]);
   mh_process_options_t o = {.daemon = strcmp(argv[1], "daemon") == 0};
   mh_process_t *p;
+  if (mh_pipe(&g_ready_rx, &g_ready_tx, 0)) return 3;
   if (mh_process_start(&p, o.daemon ? daemon_waits_for_term : sleep_then_mark,
                        (void *)(intptr_t)300, &o))
     return 3;
-  mht_sleep(0.05); /* the daemon's handler is in place */
+  mh_conn_close(g_ready_tx);
+  /* Wait until the daemon's handler is in place (no sleep: a busy machine
+   * may take long to run it). */
+  char c;
+  size_t len;
+  if (o.daemon && mh_conn_recv(g_ready_rx, &c, 1, &len)) return 4;
+  mh_conn_close(g_ready_rx);
   /* Freed, not joined: exit must still wait for (or end) the child. */
   mh_process_free(p);
   return 0;

@@ -327,7 +327,7 @@ HELPER(everybody_killed) {
     mh_process_join(creator, MH_FOREVER);
     mh_process_free(creator);
     for (int i = 0; i < NSEG; i++)
-      if (!gone_within(names[i], 20)) {
+      if (!gone_within(names[i], 30)) {
         printf("left behind: %s\n", names[i]);
         return 6;
       }
