@@ -17,7 +17,7 @@
  *   through, so `kids` never races a handle's waitpid().  A forked process
  *   starts with no entries (its parent's children are not its own).
  * - Locks: each handle's `mutex`, `launcher.mutex` (see the launcher
- *   section) and `kids.mutex`.  kids.mutex may be taken under a handle's
+ *   section) and `ps.kids.mutex`.  ps.kids.mutex may be taken under a handle's
  *   mutex (a reap unregisters), never the other way round; launcher.mutex
  *   is never held with either.
  *
@@ -73,46 +73,51 @@ struct mh_process_s {
 
 /* ---- who this process is, and its children ----------------------------- */
 
-/* Written in a child between fork() and the user's function, and by the
- * fork handler; read anywhere after.  In the main process: "MainProcess",
- * no ident, no parent. */
-static struct {
-  const char *name;
-  const char *ident;
-  int daemon;
-  pid_t parent;
-} cur = {"MainProcess", "", 0, 0};
-
-/* The children started here and not yet reaped.  Tags: K kids.mutex. */
+/* An entry of ps.kids: a child started here and not yet reaped. */
 typedef struct kid {
   pid_t pid;
   int pidfd; /* our own, closed when the entry goes */
   int daemon;
 } kid_t;
 
+/* The state a child writes between fork() and the user's function (the
+ * fork handler resets `kids`, child_main() sets `cur`), in one 128-byte
+ * block, so that it costs the child one copy-on-write page fault, not
+ * several.  In the main process `cur` is
+ * "MainProcess", no ident, no parent.  Tags: K ps.kids.mutex; C written
+ * only in a new child before it runs the user's function, read-only after. */
 static struct {
-  pthread_mutex_t mutex;
-  kid_t *v;     /* K */
-  size_t n, cap; /* K */
-  int no_pidfd; /* K: a child got no pidfd: exit cannot wait for it */
-} kids = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0};
+  struct {
+    const char *name;  /* C */
+    const char *ident; /* C */
+    int daemon;        /* C */
+    pid_t parent;      /* C */
+  } cur;
+  struct {
+    pthread_mutex_t mutex;
+    kid_t *v;      /* K */
+    size_t n, cap; /* K */
+    int no_pidfd;  /* K: a child got no pidfd: exit cannot wait for it */
+  } kids;
+  atomic_uint child_counter; /* for "Process-N" */
+} ps __attribute__((aligned(128))) = {{"MainProcess", "", 0, 0},
+                                      {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0}, 0};
 
-static atomic_uint child_counter; /* for "Process-N" */
 static pthread_once_t kids_once = PTHREAD_ONCE_INIT;
 
-static void kids_fork_prepare(void) { pthread_mutex_lock(&kids.mutex); }
+static void kids_fork_prepare(void) { pthread_mutex_lock(&ps.kids.mutex); }
 
-static void kids_fork_parent(void) { pthread_mutex_unlock(&kids.mutex); }
+static void kids_fork_parent(void) { pthread_mutex_unlock(&ps.kids.mutex); }
 
 static void kids_fork_child(void) {
   /* The parent's children are not ours: drop their entries (the array
    * itself stays allocated; it is reused). */
-  for (size_t i = 0; i < kids.n; i++) close(kids.v[i].pidfd);
-  kids.n = 0;
-  kids.no_pidfd = 0;
-  atomic_store(&child_counter, 0);
+  for (size_t i = 0; i < ps.kids.n; i++) close(ps.kids.v[i].pidfd);
+  ps.kids.n = 0;
+  ps.kids.no_pidfd = 0;
+  atomic_store(&ps.child_counter, 0);
   pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-  memcpy(&kids.mutex, &m, sizeof m);
+  memcpy(&ps.kids.mutex, &m, sizeof m);
 }
 
 static void kids_at_exit(void);
@@ -126,24 +131,24 @@ static void kids_init(void) {
  * still runs; only exit does not wait for it. */
 static void kids_add(pid_t pid, int pidfd, int daemon) {
   int fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
-  pthread_mutex_lock(&kids.mutex);
+  pthread_mutex_lock(&ps.kids.mutex);
   if (fd < 0) {
-    kids.no_pidfd = 1;
+    ps.kids.no_pidfd = 1;
   } else {
-    if (kids.n == kids.cap) {
-      size_t cap = kids.cap ? kids.cap * 2 : 16;
-      kid_t *v = mh__realloc(kids.v, cap * sizeof *v);
+    if (ps.kids.n == ps.kids.cap) {
+      size_t cap = ps.kids.cap ? ps.kids.cap * 2 : 16;
+      kid_t *v = mh__realloc(ps.kids.v, cap * sizeof *v);
       if (v) {
-        kids.v = v;
-        kids.cap = cap;
+        ps.kids.v = v;
+        ps.kids.cap = cap;
       }
     }
-    if (kids.n < kids.cap) {
-      kids.v[kids.n++] = (kid_t){pid, fd, daemon};
+    if (ps.kids.n < ps.kids.cap) {
+      ps.kids.v[ps.kids.n++] = (kid_t){pid, fd, daemon};
       fd = -1;
     }
   }
-  pthread_mutex_unlock(&kids.mutex);
+  pthread_mutex_unlock(&ps.kids.mutex);
   if (fd >= 0) close(fd);
 }
 
@@ -151,22 +156,22 @@ static void kids_add(pid_t pid, int pidfd, int daemon) {
  * pid is the one (a reused pid is registered after its reap). */
 static void kids_remove(pid_t pid) {
   int fd = -1;
-  pthread_mutex_lock(&kids.mutex);
-  for (size_t i = 0; i < kids.n; i++) {
-    if (kids.v[i].pid != pid) continue;
-    fd = kids.v[i].pidfd;
-    memmove(&kids.v[i], &kids.v[i + 1], (kids.n - i - 1) * sizeof *kids.v);
-    kids.n--;
+  pthread_mutex_lock(&ps.kids.mutex);
+  for (size_t i = 0; i < ps.kids.n; i++) {
+    if (ps.kids.v[i].pid != pid) continue;
+    fd = ps.kids.v[i].pidfd;
+    memmove(&ps.kids.v[i], &ps.kids.v[i + 1], (ps.kids.n - i - 1) * sizeof *ps.kids.v);
+    ps.kids.n--;
     break;
   }
   /* Nothing is kept while no child runs (a leak checker sees no block). */
   kid_t *drop = NULL;
-  if (kids.n == 0) {
-    drop = kids.v;
-    kids.v = NULL;
-    kids.cap = 0;
+  if (ps.kids.n == 0) {
+    drop = ps.kids.v;
+    ps.kids.v = NULL;
+    ps.kids.cap = 0;
   }
-  pthread_mutex_unlock(&kids.mutex);
+  pthread_mutex_unlock(&ps.kids.mutex);
   mh__free(drop);
   if (fd >= 0) close(fd);
 }
@@ -184,13 +189,13 @@ static int pidfd_ended(int fd, int ms) {
  * children, then wait for every child. */
 static void kids_at_exit(void) {
   mh__threads_wait_at_exit();
-  pthread_mutex_lock(&kids.mutex);
-  kid_t *v = kids.v;
-  size_t n = kids.n;
+  pthread_mutex_lock(&ps.kids.mutex);
+  kid_t *v = ps.kids.v;
+  size_t n = ps.kids.n;
   /* Taken out of the registry: a thread reaping one now finds no entry. */
-  kids.v = NULL;
-  kids.n = kids.cap = 0;
-  pthread_mutex_unlock(&kids.mutex);
+  ps.kids.v = NULL;
+  ps.kids.n = ps.kids.cap = 0;
+  pthread_mutex_unlock(&ps.kids.mutex);
   for (size_t i = 0; i < n; i++) {
     if (!v[i].daemon || pidfd_ended(v[i].pidfd, 0)) continue;
 #ifdef SYS_pidfd_send_signal
@@ -324,10 +329,10 @@ static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset
   mh_process_t *volatile keep = handle;
   (void)keep;
   /* Who we are: pointers into our copy of the handle, which stays. */
-  cur.name = handle->name;
-  cur.ident = handle->ident;
-  cur.daemon = handle->daemon;
-  cur.parent = parent;
+  ps.cur.name = handle->name;
+  ps.cur.ident = handle->ident;
+  ps.cur.daemon = handle->daemon;
+  ps.cur.parent = parent;
   int rc = child_setup(parent, flags, mask);
   if (report_fd >= 0) {
     child_write_full(report_fd, &rc, sizeof rc);
@@ -549,13 +554,13 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   unsigned flags = opts ? opts->flags : 0u;
   if (flags & ~MH_PROCESS_IGNORE_SIGINT) return MH_EINVAL;
   /* Python: "daemonic processes are not allowed to have children". */
-  if (cur.daemon) return MH_EPERM;
+  if (ps.cur.daemon) return MH_EPERM;
   pthread_once(&kids_once, kids_init);
 
   char ident[64];
-  unsigned num = atomic_fetch_add(&child_counter, 1u) + 1u;
-  if (cur.ident[0])
-    snprintf(ident, sizeof ident, "%.40s:%u", cur.ident, num);
+  unsigned num = atomic_fetch_add(&ps.child_counter, 1u) + 1u;
+  if (ps.cur.ident[0])
+    snprintf(ident, sizeof ident, "%.40s:%u", ps.cur.ident, num);
   else
     snprintf(ident, sizeof ident, "%u", num);
   char auto_name[80];
@@ -802,20 +807,20 @@ int mh_process_daemon(const mh_process_t *process) {
 int mh_process_active_children(pid_t *pids, size_t cap) {
   if (!pids && cap > 0) return MH_EINVAL;
   size_t count = 0;
-  pthread_mutex_lock(&kids.mutex);
-  int rc = kids.no_pidfd ? MH_ENOSYS : 0;
-  for (size_t i = 0; i < kids.n && !rc; i++) {
-    if (pidfd_ended(kids.v[i].pidfd, 0)) continue;
-    if (count < cap) pids[count] = kids.v[i].pid;
+  pthread_mutex_lock(&ps.kids.mutex);
+  int rc = ps.kids.no_pidfd ? MH_ENOSYS : 0;
+  for (size_t i = 0; i < ps.kids.n && !rc; i++) {
+    if (pidfd_ended(ps.kids.v[i].pidfd, 0)) continue;
+    if (count < cap) pids[count] = ps.kids.v[i].pid;
     count++;
   }
-  pthread_mutex_unlock(&kids.mutex);
+  pthread_mutex_unlock(&ps.kids.mutex);
   if (rc) return rc;
   return count > (size_t)INT32_MAX ? INT32_MAX : (int)count;
 }
 
-const char *mh_process_current_name(void) { return cur.name; }
+const char *mh_process_current_name(void) { return ps.cur.name; }
 
-int mh_process_current_daemon(void) { return cur.daemon; }
+int mh_process_current_daemon(void) { return ps.cur.daemon; }
 
-pid_t mh_process_parent_pid(void) { return cur.parent; }
+pid_t mh_process_parent_pid(void) { return ps.cur.parent; }

@@ -62,6 +62,7 @@ static _Thread_local char tls_dummy_name[32];
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static void global_init(void);
+static atomic_int threads_used; /* global_init has run (here or before a fork) */
 
 /* ---- registry ----------------------------------------------------------- */
 
@@ -109,7 +110,10 @@ static void at_exit_wait(void) {
 }
 
 void mh__threads_wait_at_exit(void) {
-  pthread_once(&global_once, global_init);
+  /* No thread was ever started here (nor in the process we were forked
+   * from): nothing to wait for, and no lock to write - in a new child
+   * that write would cost a copy-on-write page fault. */
+  if (!atomic_load_explicit(&threads_used, memory_order_acquire)) return;
   at_exit_wait();
 }
 
@@ -134,6 +138,7 @@ static void fork_child(void) {
 }
 
 static void global_init(void) {
+  atomic_store_explicit(&threads_used, 1, memory_order_release);
   atexit(at_exit_wait);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
