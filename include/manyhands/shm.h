@@ -27,6 +27,13 @@
  *   (the lock belongs to the open file, which the fork shares): the segment
  *   stays while either of them lives.  The descriptor is close-on-exec.
  *
+ * Cost: one sleeping tracker process per live segment.  It is a fork of
+ * the creator and touches none of its memory, but it shares the creator's
+ * pages copy-on-write: a page the creator writes afterwards is copied once,
+ * and memory the creator frees afterwards is returned to the system only
+ * when the tracker exits (when the segment's last user is gone).  Create
+ * long-lived segments early, before the program grows large.
+ *
  * Differences from Python: the tracker is one process per segment (Python
  * has one resource tracker per program, which unlinks segments at exit
  * even when other programs still use them); a segment is removed when its
