@@ -31,7 +31,7 @@
  * but its own first: an inherited copy of an attachment's descriptor would
  * keep that shared lock alive, and inherited pipes would hide end of file
  * from their peers.  Between fork and exit it makes system calls only.  It
- * shares the creator's memory pages copy-on-write and touches none of them.
+ * unmaps the large anonymous mappings it inherited (see trim_memory()).
  *
  * Handles are not shared between threads without the caller's own locking;
  * the library keeps no global state here.  No locks are taken in this file.
@@ -126,9 +126,125 @@ static void unlink_if_same(const char *path, const struct stat *mine) {
     unlink(path);
 }
 
+/* ---- the tracker's memory ----------------------------------------------
+ *
+ * The tracker is a fork of the creator: it would keep every anonymous page
+ * of the creator referenced for as long as it lives, and memory the creator
+ * freed later would not go back to the system.  So the tracker unmaps the
+ * large anonymous mappings it inherited (malloc's big blocks and arenas,
+ * other threads' stacks), keeping what its own few calls need: the mapping
+ * of its stack, the one holding its thread's control block (TLS, the stack
+ * guard), the heap, and any anonymous mapping right after a file's (a
+ * library's zero-filled data).  Not under the sanitizers, whose shadow
+ * memory is anonymous too. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MH__SHM_TRIM 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define MH__SHM_TRIM 0
+#endif
+#endif
+#ifndef MH__SHM_TRIM
+#define MH__SHM_TRIM 1
+#endif
+
+/* Mappings smaller than this are left alone: not worth the risk. */
+#define TRIM_MIN ((uintptr_t)256 * 1024)
+#define TRIM_MAX_RANGES 256
+
+static uintptr_t parse_hex(const char **p) {
+  uintptr_t v = 0;
+  for (;;) {
+    char c = **p;
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return v;
+    v = v * 16 + (uintptr_t)d;
+    (*p)++;
+  }
+}
+
+/* Room kept around the thread pointer when its mapping is trimmed: the
+ * static TLS blocks below it, the thread's control block above it. */
+#define TP_WINDOW ((uintptr_t)1024 * 1024)
+
+/* One line of /proc/self/maps: the parts of it that may go (0, 1 or 2
+ * ranges, appended to lo/hi at *n).  `prev_file_end` is the end of the last
+ * file-backed mapping seen. */
+static void trim_line(const char *line, uintptr_t sp, uintptr_t tp, uintptr_t *prev_file_end,
+                      uintptr_t *lo, uintptr_t *hi, int *n) {
+  const char *p = line;
+  uintptr_t start = parse_hex(&p);
+  if (*p != '-') return;
+  p++;
+  uintptr_t end = parse_hex(&p);
+  /* Skip perms, offset, dev, inode: to the path, if any. */
+  for (int field = 0; field < 4; field++) {
+    while (*p == ' ') p++;
+    while (*p && *p != ' ' && *p != '\n') p++;
+  }
+  while (*p == ' ') p++;
+  int anon = *p == '\n' || *p == 0;
+  int after_file = start == *prev_file_end;
+  if (!anon) {
+    if (*p == '/') *prev_file_end = end;
+    return; /* a file, [heap], [stack], [vdso] ...: kept */
+  }
+  if (after_file || end - start < TRIM_MIN) return;
+  if (sp >= start && sp < end) return; /* our stack (and, in a thread, our TLS) */
+  if (*n + 2 > TRIM_MAX_RANGES) return;
+  if (tp >= start && tp < end) {
+    /* Early TLS may share a mapping with a large block allocated next to
+     * it (adjacent anonymous mappings merge): keep only a window. */
+    uintptr_t wlo = tp > start + TP_WINDOW ? (tp - TP_WINDOW) & ~(uintptr_t)4095 : start;
+    uintptr_t whi = end - tp > TP_WINDOW ? (tp + TP_WINDOW + 4095) & ~(uintptr_t)4095 : end;
+    if (wlo > start) {
+      lo[*n] = start;
+      hi[(*n)++] = wlo;
+    }
+    if (whi < end) {
+      lo[*n] = whi;
+      hi[(*n)++] = end;
+    }
+    return;
+  }
+  lo[*n] = start;
+  hi[(*n)++] = end;
+}
+
+static void trim_memory(void) {
+  if (!MH__SHM_TRIM) return;
+  char here;
+  uintptr_t sp = (uintptr_t)&here, tp = (uintptr_t)pthread_self();
+  uintptr_t lo[TRIM_MAX_RANGES], hi[TRIM_MAX_RANGES];
+  int n = 0;
+  int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char buf[8192];
+  size_t have = 0;
+  uintptr_t prev_file_end = 0;
+  for (;;) {
+    ssize_t got = read(fd, buf + have, sizeof buf - 1 - have);
+    if (got <= 0) break;
+    have += (size_t)got;
+    buf[have] = 0;
+    char *line = buf, *nl;
+    while ((nl = strchr(line, '\n')) != NULL) {
+      trim_line(line, sp, tp, &prev_file_end, lo, hi, &n);
+      line = nl + 1;
+    }
+    have = (size_t)(buf + have - line);
+    memmove(buf, line, have);
+    if (have == sizeof buf - 1) have = 0; /* a line too long: drop it */
+  }
+  close(fd);
+  for (int i = 0; i < n; i++) munmap((void *)lo[i], hi[i] - lo[i]);
+}
+
 /* The tracker's whole life (in the grandchild); never returns. */
 static void tracker_main(int fd, const char *path, const char *tmp) {
   close_all_but(fd);
+  trim_memory();
   /* Signals the creator blocked stay blocked (harmless); handlers it set
    * are reset, so a signal to the tracker does what it says. */
   for (int s = 1; s < NSIG; s++)

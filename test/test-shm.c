@@ -359,3 +359,106 @@ TEST(everybody_killed_nothing_left) {
     printf("note: no mount namespace here; checked the names only\n");
   mht_proc_free(&r);
 }
+
+/* The pid of the process, not us, that holds `name`'s file open (the
+ * tracker), found by the file's inode. */
+static pid_t find_holder(const char *name) {
+  char want[600];
+  snprintf(want, sizeof want, "/dev/shm/%.500s", name);
+  struct stat ws;
+  if (stat(want, &ws) != 0) return 0;
+  DIR *d = opendir("/proc");
+  pid_t found = 0;
+  struct dirent *e;
+  while (d && !found && (e = readdir(d)) != NULL) {
+    pid_t pid = (pid_t)atoi(e->d_name);
+    if (pid <= 0 || pid == getpid()) continue;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *fds = opendir(dir);
+    struct dirent *f;
+    while (fds && (f = readdir(fds)) != NULL) {
+      char link[600];
+      struct stat st;
+      snprintf(link, sizeof link, "%s/%s", dir, f->d_name);
+      if (stat(link, &st) == 0 && st.st_dev == ws.st_dev && st.st_ino == ws.st_ino) found = pid;
+    }
+    if (fds) closedir(fds);
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+/* Resident kilobytes of `pid`, or -1. */
+static long rss_kb(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  long kb = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kb = atol(line + 6);
+  if (f) fclose(f);
+  return kb;
+}
+
+static char thread_seg[300];
+
+static void make_and_close(void *arg) {
+  (void)arg;
+  mh_shm_t *s;
+  thread_seg[0] = 0;
+  if (mh_shm_create(&s, NULL, 100000)) return;
+  memset(mh_shm_buf(s), 7, 100000);
+  snprintf(thread_seg, sizeof thread_seg, "%s", mh_shm_name(s));
+  mht_sleep(0.05); /* the tracker is past its trimming by now, mostly */
+  mh_shm_close(s);
+}
+
+TEST(tracker_does_not_pin_creator_memory) {
+  /* The creator has 64 MB of its own; the tracker, a fork of it, gives its
+   * share of them up at once (else memory the creator frees would stay in
+   * use as long as the segment lives). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  printf("skipped: the tracker keeps its memory under the sanitizers\n");
+  exit(77);
+#endif
+  size_t big = (size_t)64 << 20;
+  unsigned char *mem = malloc(big);
+  ASSERT(mem);
+  memset(mem, 1, big);
+  mh_shm_t *s;
+  ASSERT_OK(mh_shm_create(&s, NULL, 4096));
+  pid_t tracker = 0;
+  for (int i = 0; i < 3000 && !tracker; i++) {
+    tracker = find_holder(mh_shm_name(s));
+    if (!tracker) mht_sleep(0.01);
+  }
+  ASSERT_GT(tracker, 0);
+  long kb = -1;
+  for (int i = 0; i < 3000; i++) {
+    kb = rss_kb(tracker);
+    if (kb >= 0 && kb < 16 * 1024) break;
+    mht_sleep(0.01);
+  }
+  printf("tracker %d: %ld kB resident\n", (int)tracker, kb);
+  ASSERT_GE(kb, 0);
+  ASSERT_LT(kb, 16 * 1024);
+  /* The creator's memory is intact. */
+  for (size_t i = 0; i < big; i += 4096) ASSERT_EQ(mem[i], 1);
+  /* A segment made by another thread (its stack and TLS in a mapping of
+   * their own): its tracker still works after trimming - it removes the
+   * name once the segment is closed. */
+  for (int k = 0; k < 3; k++) {
+    mh_thread_t *t;
+    ASSERT_OK(mh_thread_start(&t, make_and_close, NULL, NULL));
+    ASSERT_OK(mh_thread_join(t, MH_FOREVER));
+    mh_thread_free(t);
+    ASSERT(thread_seg[0]);
+    ASSERT(gone_within(thread_seg, 30));
+  }
+  free(mem);
+  char name[300];
+  snprintf(name, sizeof name, "%s", mh_shm_name(s));
+  mh_shm_close(s);
+  ASSERT(gone_within(name, 30));
+}
