@@ -437,12 +437,12 @@ TEST(tracker_does_not_pin_creator_memory) {
   long kb = -1;
   for (int i = 0; i < 3000; i++) {
     kb = rss_kb(tracker);
-    if (kb >= 0 && kb < 16 * 1024) break;
+    if (kb >= 0 && kb < 8 * 1024) break;
     mht_sleep(0.01);
   }
   printf("tracker %d: %ld kB resident\n", (int)tracker, kb);
   ASSERT_GE(kb, 0);
-  ASSERT_LT(kb, 16 * 1024);
+  ASSERT_LT(kb, 8 * 1024);
   /* The creator's memory is intact. */
   for (size_t i = 0; i < big; i += 4096) ASSERT_EQ(mem[i], 1);
   /* A segment made by another thread (its stack and TLS in a mapping of
