@@ -28,11 +28,11 @@
  *   stays while either of them lives.  The descriptor is close-on-exec.
  *
  * Cost: one sleeping tracker process per live segment.  It is a fork of
- * the creator and touches none of its memory, but it shares the creator's
- * pages copy-on-write: a page the creator writes afterwards is copied once,
- * and memory the creator frees afterwards is returned to the system only
- * when the tracker exits (when the segment's last user is gone).  Create
- * long-lived segments early, before the program grows large.
+ * the creator; first thing, it unmaps the large anonymous mappings it
+ * inherited (malloc's big blocks and arenas, other threads' stacks), so it
+ * does not keep memory the creator frees later.  What it keeps (the brk
+ * heap, mappings under 256 KiB, its stack) stays shared copy-on-write.
+ * Under ASan/TSan nothing is unmapped (their shadow memory is anonymous).
  *
  * Differences from Python: the tracker is one process per segment (Python
  * has one resource tracker per program, which unlinks segments at exit
