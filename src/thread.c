@@ -61,6 +61,8 @@ static _Thread_local int tls_tid;
 static _Thread_local char tls_dummy_name[32];
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static void global_init(void);
+static atomic_int threads_used; /* global_init has run (here or before a fork) */
 
 /* ---- registry ----------------------------------------------------------- */
 
@@ -107,6 +109,14 @@ static void at_exit_wait(void) {
   pthread_mutex_unlock(&reg.mutex);
 }
 
+void mh__threads_wait_at_exit(void) {
+  /* No thread was ever started here (nor in the process we were forked
+   * from): nothing to wait for, and no lock to write - in a new child
+   * that write would cost a copy-on-write page fault. */
+  if (!atomic_load_explicit(&threads_used, memory_order_acquire)) return;
+  at_exit_wait();
+}
+
 static void fork_prepare(void) { pthread_mutex_lock(&reg.mutex); }
 
 static void fork_parent(void) { pthread_mutex_unlock(&reg.mutex); }
@@ -128,6 +138,7 @@ static void fork_child(void) {
 }
 
 static void global_init(void) {
+  atomic_store_explicit(&threads_used, 1, memory_order_release);
   atexit(at_exit_wait);
   pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
