@@ -17,6 +17,7 @@
 #include "manyhands/executor.h"
 #include "manyhands/process.h"
 #include "manyhands/shared.h"
+#include "manyhands/mpqueue.h"
 #include "manyhands/pi.h"
 
 #endif /* MANYHANDS_H */
