@@ -39,9 +39,9 @@ typedef struct pipeline {
   unsigned seed;
 } pipeline_t;
 
-/* The network is quiet for 4..12 ms between bursts. */
+/* The network is quiet for 6..16 ms between bursts. */
 static void wait_for_network(unsigned *seed) {
-  long ms = 4 + rand_r(seed) % 9;
+  long ms = 6 + rand_r(seed) % 11;
   struct timespec ts = {0, ms * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {
   }
