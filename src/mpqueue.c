@@ -17,8 +17,9 @@
  *   there say: a put writes its record there first and makes it exist by
  *   moving wr, in one store of the journal (below).
  * - States: WRITING (a put copies the payload in, outside the lock), READY
- *   (whole, visible), CLAIMED (a get copies it out, outside the lock), DONE
- *   (got, discarded, or abandoned by a dead writer), PAD.  No READY record
+ *   (whole, visible), CLAIMED (a get copies it out, outside the lock),
+ *   FREEING (got; its get gives the pages back before releasing the room),
+ *   DONE (got, discarded, or abandoned by a dead writer), PAD.  No READY record
  *   lies before rd; head stops at the first WRITING, READY or CLAIMED one.
  * - nready counts READY records, nwriting WRITING ones, nbytes the payload
  *   bytes of WRITING, READY and CLAIMED ones; unfinished is puts committed
@@ -55,7 +56,8 @@
  * is put at the start of the next lap instead of beyond KEEP whenever it
  * fits there, and an empty queue restarts at a lap's start.  The payload
  * pages of a large record beyond KEEP are given back (MADV_REMOVE) by the
- * get that copied it out, before its room is released.
+ * get that copied it out, after removing the message (FREEING) and before
+ * releasing its room (DONE).
  *
  * Tags: I set at creation, read-only after; L under `lock`, changed only
  * through the journal, read without the lock only as an atomic snapshot; J
@@ -108,7 +110,7 @@
 /* Try-locks before blocking on the lock. */
 #define LOCK_SPINS 64
 
-enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_DONE };
+enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
 enum { OP_FREE = 0, OP_PUT, OP_GET };
 enum { W_GET = 1, W_PUT = 2, W_JOIN = 4 };
 
@@ -416,6 +418,10 @@ static bool reap(ctx_t *c) {
       jset(c, &r->word, R_DONE);
       jset(c, &sh->nwriting, LD(sh->nwriting) - 1);
       jset(c, &sh->nbytes, LD(sh->nbytes) - len);
+    } else if (kind == OP_GET && rec_state(r) == R_FREEING) {
+      /* It had got the message and was giving pages back. */
+      jset(c, &r->word, R_DONE);
+      jset(c, &sh->nbytes, LD(sh->nbytes) - len);
     } else if (kind == OP_GET && LD(sh->shut) == 2) {
       uint64_t u = LD(sh->unfinished);
       jset(c, &r->word, R_DONE);
@@ -629,16 +635,26 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
 
 /* ---- get ------------------------------------------------------------------ */
 
-/* Give back the pages of a got record beyond the warm part of the ring. */
-static void punch(mh_mpqueue_t *q, uint64_t pos, uint64_t len) {
-  if (q->ringsz <= 2 * KEEP) return;
+/* The whole pages of a record's payload beyond the warm part of the ring,
+ * [*lo, *hi) in ring offsets: whether there are any. */
+static bool punch_range(const mh_mpqueue_t *q, uint64_t pos, uint64_t len, uint64_t *lo,
+                        uint64_t *hi) {
+  if (q->ringsz <= 2 * KEEP) return false;
   long ps = sysconf(_SC_PAGESIZE);
   uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
-  uint64_t lo = pos % q->ringsz + 16, hi = lo + len;
-  if (lo < KEEP) lo = KEEP;
-  lo = (lo + page - 1) / page * page;
-  hi = hi / page * page;
-  if (hi > lo) (void)madvise(q->ring + lo, hi - lo, MADV_REMOVE);
+  uint64_t a = pos % q->ringsz + 16, b = a + len;
+  if (a < KEEP) a = KEEP;
+  a = (a + page - 1) / page * page;
+  b = b / page * page;
+  if (lo) *lo = a;
+  if (hi) *hi = b;
+  return b > a;
+}
+
+/* Give back the pages of a got record beyond the warm part of the ring. */
+static void punch(mh_mpqueue_t *q, uint64_t pos, uint64_t len) {
+  uint64_t lo, hi;
+  if (punch_range(q, pos, len, &lo, &hi)) (void)madvise(q->ring + lo, hi - lo, MADV_REMOVE);
 }
 
 /* get and get_alloc.  With `grow` set, *bufp / *capp are a buffer of ours
@@ -699,13 +715,29 @@ static int get_common(mh_mpqueue_t *q, void **bufp, size_t *capp, bool grow, siz
       advance(&c);
       q_unlock(&c);
       memcpy(*bufp, src, len);
-      punch(q, p, len);
       rc = q_lock(&c);
       if (rc) {
         pthread_mutex_unlock(&sl->m);
         return rc;
       }
-      /* The one store that removes the message: DONE, in the journal. */
+      if (punch_range(q, p, len, NULL, NULL)) {
+        /* Pages to give back: the message is removed first (FREEING, the
+         * one store that removes it), and the room is released only after
+         * the pages are gone, so neither a reaper (who would make zeroed
+         * pages gettable again) nor a producer (whose bytes they would
+         * zero) can see them half-way. */
+        jset(&c, &r->word, R_FREEING | (uint64_t)slot << 32);
+        jcommit(&c);
+        q_unlock(&c);
+        punch(q, p, len);
+        rc = q_lock(&c);
+        if (rc) {
+          pthread_mutex_unlock(&sl->m);
+          return rc;
+        }
+      }
+      /* Without pages to give back, this is the one store that removes
+       * the message: DONE, in the journal. */
       jset(&c, &r->word, R_DONE);
       jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
       jset(&c, &sl->kind, OP_FREE);

@@ -494,7 +494,7 @@ TEST(die_mid_copy_outside_the_lock) { die_mid_copy(256 << 10); }
 
 #define KP 2 /* producers */
 #define KC 2 /* consumers */
-#define KMAX (16 << 10)
+#define KMAX (64 << 10) /* receive buffer per consumer */
 
 typedef struct killst {
   mh_mpqueue_t *q;
@@ -506,6 +506,8 @@ typedef struct killst {
   _Atomic long *bad;
   _Atomic long *cur;           /* per producer role: id being put, or -1 */
   unsigned char *cbuf;         /* per consumer role: KMAX bytes, shared */
+  size_t maxlen;               /* longest message */
+  int slow;                    /* consumers nap now and then: a backlog */
   int role;
 } killst_t;
 
@@ -519,7 +521,7 @@ static int kill_producer(void *arg) {
     if (id >= s->n) break;
     atomic_store(&s->cur[s->role], id);
     if (!atomic_compare_exchange_strong(s->next, &id, id + 1)) continue;
-    size_t len = len_of((uint64_t)id, KMAX);
+    size_t len = len_of((uint64_t)id, s->maxlen);
     if (len < 8) len = 8;
     fill(buf, len, (uint64_t)id);
     if (mh_mpqueue_put(s->q, buf, len, MH_FOREVER)) return 1;
@@ -538,23 +540,25 @@ static int kill_consumer(void *arg) {
   while ((rc = mh_mpqueue_get(s->q, buf, KMAX, &len, MH_FOREVER)) == 0) {
     uint64_t id;
     memcpy(&id, buf, 8);
-    size_t want = len_of(id, KMAX);
+    size_t want = len_of(id, s->maxlen);
     if (want < 8) want = 8;
     if (id >= (uint64_t)s->n || len != want || !check(buf, len, id)) {
       atomic_fetch_add(s->bad, 1);
       continue;
     }
     atomic_fetch_add(&s->seen[id], 1);
+    if (s->slow && mht_rand() % 32 == 0) mht_sleep(0.001);
   }
   return rc == MH_ESHUTDOWN ? 0 : 2;
 }
 
-TEST(sigkill_at_random_moments) {
-  long kills = mht_scaled(1000);
+static void sigkill_loop(long kills, size_t maxsize, size_t maxbytes, size_t maxlen, int slow) {
   killst_t s;
   s.n = 20000000;
+  s.maxlen = maxlen;
+  s.slow = slow;
   s.stop = shared(64);
-  s.q = new_queue(64, 1 * MB);
+  s.q = new_queue(maxsize, maxbytes);
   s.next = shared(64);
   s.ok = shared((size_t)s.n);
   s.seen = shared((size_t)s.n);
@@ -632,6 +636,16 @@ TEST(sigkill_at_random_moments) {
   free(lost_ok);
   free(inflight);
   mh_mpqueue_free(s.q);
+}
+
+/* A small ring: messages up to 16 KiB, both copy paths, many laps. */
+TEST(sigkill_at_random_moments) { sigkill_loop(mht_scaled(1000), 64, 1 * MB, 16 << 10, 0); }
+
+/* A ring larger than its warm part, no count bound, messages up to 64 KiB:
+ * the backlog runs past the warm part, and gets give pages back while
+ * processes die around them. */
+TEST(sigkill_with_pages_given_back) {
+  sigkill_loop(mht_scaled(300), 0, 24 * MB, 64 << 10, 1);
 }
 
 /* ---- large messages ------------------------------------------------------------ */
