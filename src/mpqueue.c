@@ -155,7 +155,7 @@ struct mh_mpqueue_s {
   unsigned char *ring;
   uint64_t ringsz;
   size_t map_len;
-  bool closed; /* this process called close (a forked copy keeps its own) */
+  _Atomic bool closed; /* this process called close (a forked copy keeps its own) */
 };
 
 /* What one call has under way: its journal and the wake-ups it owes. */
