@@ -19,6 +19,7 @@
 #include "manyhands/shared.h"
 #include "manyhands/connection.h"
 #include "manyhands/shm.h"
+#include "manyhands/mpqueue.h"
 #include "manyhands/pi.h"
 
 #endif /* MANYHANDS_H */
