@@ -9,6 +9,12 @@
  *   "release a lock you do not hold" and "acquire a Lock you hold" into
  *   MH_EINVAL / MH_EDEADLK without ever giving pthreads (or a sanitizer) an
  *   invalid call.  An RLock's `count` is touched only by its holder.
+ * - An Event's `gen` counts set() calls: a waiter returns success when the
+ *   flag is set or the generation moved since it first looked, so a set()
+ *   followed at once by clear() still releases everyone who was waiting.
+ *   `waiters` counts threads inside wait(), so that a set() with nobody
+ *   waiting makes no futex call.  A process that dies inside wait() leaves
+ *   `waiters` one too high, which costs only a needless broadcast.
  * - Semaphore, Event and Barrier keep all their state under their own
  *   `mutex`, and signal their `cond` with the mutex held, so that a waiter
  *   that wakes, sees the final state and destroys the object cannot race
@@ -498,6 +504,8 @@ int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
     return rc;
   }
   ev->is_set = 0;
+  ev->gen = 0;
+  ev->waiters = 0;
   ev->flags = flags;
   return 0;
 }
@@ -514,7 +522,10 @@ int mh_event_set(mh_event_t *ev) {
   int rc = imutex_lock(&ev->mutex);
   if (rc) return rc;
   ev->is_set = 1;
-  pthread_cond_broadcast(&ev->cond);
+  /* A new generation tells every thread waiting now that a set happened,
+   * whatever the flag says by the time it wakes up. */
+  ev->gen++;
+  if (ev->waiters) pthread_cond_broadcast(&ev->cond);
   imutex_unlock(&ev->mutex);
   return 0;
 }
@@ -543,11 +554,17 @@ int mh_event_wait(mh_event_t *ev, double timeout) {
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   if ((rc = imutex_lock(&ev->mutex))) return rc;
-  while (!ev->is_set) {
+  /* Wait for the flag or for a set() after this look (a set followed by a
+   * clear before the wake-up still counts: CPython's bpo-13502).  32 bits
+   * of generations cannot wrap around during one wake-up. */
+  unsigned gen = ev->gen;
+  ev->waiters++;
+  while (!ev->is_set && ev->gen == gen) {
     rc = icond_wait(&ev->cond, &ev->mutex, &dl);
-    if (rc == MH_ETIMEDOUT && !ev->is_set) break;
+    if (rc == MH_ETIMEDOUT && !ev->is_set && ev->gen == gen) break;
     rc = 0;
   }
+  ev->waiters--;
   imutex_unlock(&ev->mutex);
   return rc;
 }

@@ -589,6 +589,91 @@ TEST(event_set_clear_race) {
   ASSERT_OK(mh_event_destroy(&r.ev));
 }
 
+/* CPython's test for bpo-13502: a waiter that was waiting when set() ran
+ * must return success even when clear() follows at once, before it woke. */
+struct evpulse {
+  mh_event_t *ev;
+  mh_barrier_t *start;
+  atomic_int ready;
+  atomic_int failed;
+  int rounds;
+};
+
+static void *evpulse_waiter(void *arg) {
+  struct evpulse *p = arg;
+  for (int r = 0; r < p->rounds; r++) {
+    ASSERT(mh_barrier_wait(p->start) >= 0);
+    atomic_fetch_add(&p->ready, 1);
+    int rc = mh_event_wait(p->ev, 10.0);
+    if (rc != 0) atomic_fetch_add(&p->failed, 1);
+    ASSERT(mh_barrier_wait(p->start) >= 0);
+  }
+  return NULL;
+}
+
+/* Number of threads inside mh_event_wait (a private field, read under the
+ * event's own mutex as the library does). */
+static unsigned ev_waiters(mh_event_t *ev) {
+  ASSERT_EQ(pthread_mutex_lock(&ev->mutex), 0);
+  unsigned n = ev->waiters;
+  pthread_mutex_unlock(&ev->mutex);
+  return n;
+}
+
+/* The set must come after every waiter's first look at the flag, or the
+ * waiter was not waiting when it happened: wait until all `n` are counted
+ * inside mh_event_wait (they took the generation there, under the mutex),
+ * then set and clear at once. */
+static void evpulse_round(struct evpulse *p, mh_barrier_t *start, int n, int round) {
+  ASSERT(mh_barrier_wait(start) >= 0);
+  while (atomic_load(&p->ready) < n * (round + 1)) sched_yield();
+  double t0 = mht_now();
+  while (ev_waiters(p->ev) < (unsigned)n) {
+    ASSERT(mht_now() - t0 < 20.0);
+    mht_sleep(0.0002);
+  }
+  if (round & 1) mht_sleep(0.001); /* some rounds: the waiters asleep for sure */
+  ASSERT_OK(mh_event_set(p->ev));
+  ASSERT_OK(mh_event_clear(p->ev));
+  ASSERT(mh_barrier_wait(start) >= 0);
+}
+
+static void evpulse_run(mh_event_t *ev, mh_barrier_t *start, int rounds) {
+  enum { N = 5 };
+  struct evpulse p = {.ev = ev, .start = start, .rounds = rounds};
+  pthread_t th[N];
+  for (int i = 0; i < N; i++) ASSERT_EQ(pthread_create(&th[i], NULL, evpulse_waiter, &p), 0);
+  for (int r = 0; r < rounds; r++) evpulse_round(&p, start, N, r);
+  for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(atomic_load(&p.failed), 0);
+}
+
+TEST(event_set_then_clear) {
+  mh_event_t ev;
+  mh_barrier_t start;
+  ASSERT_OK(mh_event_init(&ev));
+  ASSERT_OK(mh_barrier_init(&start, 6, NULL, NULL, MH_FOREVER));
+  evpulse_run(&ev, &start, (int)mht_scaled(200));
+  ASSERT_EQ(mh_event_is_set(&ev), 0);
+  ASSERT_OK(mh_barrier_destroy(&start));
+  ASSERT_OK(mh_event_destroy(&ev));
+}
+
+/* The same on a process-shared event (and barrier), used by threads of
+ * one process: the generation lives in the shared object. */
+TEST(shared_event_set_then_clear) {
+  struct {
+    mh_event_t ev;
+    mh_barrier_t start;
+  } *s = shared_map(sizeof *s);
+  ASSERT_OK(mh_event_init_ex(&s->ev, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_barrier_init_ex(&s->start, 6, NULL, NULL, MH_FOREVER, MH_SYNC_PROCESS_SHARED));
+  evpulse_run(&s->ev, &s->start, (int)mht_scaled(200));
+  ASSERT_OK(mh_barrier_destroy(&s->start));
+  ASSERT_OK(mh_event_destroy(&s->ev));
+  munmap(s, sizeof *s);
+}
+
 /* ---- Barrier --------------------------------------------------------- */
 
 struct bartest {

@@ -86,7 +86,9 @@ typedef struct mh_sem_s {
 typedef struct mh_event_s {
   pthread_mutex_t mutex;
   pthread_cond_t cond;
-  int is_set;
+  int is_set;            /* guarded by mutex */
+  unsigned gen;          /* guarded by mutex: set() calls so far (wraps) */
+  unsigned waiters;      /* guarded by mutex: threads inside wait() */
   unsigned flags;
 } mh_event_t;
 
@@ -264,8 +266,10 @@ MH_EXTERN int mh_event_set(mh_event_t *ev);
 MH_EXTERN int mh_event_clear(mh_event_t *ev);
 /** Event.is_set(): 1 or 0, MH_EINVAL for NULL. */
 MH_EXTERN int mh_event_is_set(mh_event_t *ev);
-/** Event.wait(timeout): wait until the flag is set.  Returns 0 (set),
- * MH_ETIMEDOUT (still clear), MH_EINVAL (NULL, bad timeout). */
+/** Event.wait(timeout): wait until the flag is set.  Returns 0 (set, or a
+ * set() happened while waiting, even if a clear() followed before this
+ * waiter woke, as in Python since bpo-13502), MH_ETIMEDOUT (still clear and
+ * no set() since the call began), MH_EINVAL (NULL, bad timeout). */
 MH_EXTERN int mh_event_wait(mh_event_t *ev, double timeout);
 
 /* ---- Barrier ---------------------------------------------------------- */
