@@ -317,14 +317,28 @@ int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
   /* NULL means "the own lock": a stored address of own_lock would be wrong
    * in a process that maps the shared condition elsewhere. */
   cond->lock = lock;
+  cond->rlock = NULL;
   cond->waiters = 0;
   cond->flags = flags;
   return 0;
 }
 
+int mh_cond_init_rlock(mh_cond_t *cond, mh_rlock_t *rlock) {
+  if (!cond || !rlock) return MH_EINVAL;
+  int rc = mh__cond_init(&cond->cond, false);
+  if (rc) return rc;
+  cond->lock = NULL;
+  cond->rlock = rlock;
+  cond->waiters = 0;
+  cond->flags = 0;
+  return 0;
+}
+
+mh_rlock_t *mh_cond_rlock(mh_cond_t *cond) { return cond ? cond->rlock : NULL; }
+
 int mh_cond_destroy(mh_cond_t *cond) {
   if (!cond) return MH_EINVAL;
-  if (!cond->lock) {
+  if (!cond->lock && !cond->rlock) {
     int rc = mh_lock_destroy(&cond->own_lock);
     if (rc) return rc;
   }
@@ -336,24 +350,49 @@ static mh_lock_t *cond_lock(mh_cond_t *cond) {
   return cond->lock ? cond->lock : &cond->own_lock;
 }
 
-mh_lock_t *mh_cond_lock(mh_cond_t *cond) { return cond ? cond_lock(cond) : NULL; }
+mh_lock_t *mh_cond_lock(mh_cond_t *cond) {
+  return cond && !cond->rlock ? cond_lock(cond) : NULL;
+}
+
+/* The owner mark of the bound lock, whichever kind it is. */
+static int *cond_owner(mh_cond_t *cond) {
+  return cond->rlock ? &cond->rlock->owner : &cond_lock(cond)->owner;
+}
 
 int mh_cond_acquire(mh_cond_t *cond, double timeout) {
-  return cond ? mh_lock_acquire(cond_lock(cond), timeout) : MH_EINVAL;
+  if (!cond) return MH_EINVAL;
+  if (cond->rlock) return mh_rlock_acquire(cond->rlock, timeout);
+  return mh_lock_acquire(cond_lock(cond), timeout);
 }
 
 int mh_cond_release(mh_cond_t *cond) {
-  return cond ? mh_lock_release(cond_lock(cond)) : MH_EINVAL;
+  if (!cond) return MH_EINVAL;
+  if (cond->rlock) return mh_rlock_release(cond->rlock);
+  return mh_lock_release(cond_lock(cond));
 }
 
-/* One wait against an absolute deadline; the caller checked ownership. */
+/* One wait against an absolute deadline; the caller checked ownership.  An
+ * RLock is released whole, whatever its depth, and its depth restored after
+ * (Python's _release_save / _acquire_restore): the mutex is held once, the
+ * depth is only a count kept by the holder. */
 static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
   if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
-  mh_lock_t *lock = cond_lock(cond);
   cond->waiters++;
-  owner_set(&lock->owner, 0);
-  int rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
-  owner_set(&lock->owner, me);
+  int rc;
+  if (cond->rlock) {
+    mh_rlock_t *r = cond->rlock;
+    unsigned long depth = r->count;
+    r->count = 0;
+    owner_set(&r->owner, 0);
+    rc = mh__cond_wait(&cond->cond, &r->mutex, dl);
+    owner_set(&r->owner, me);
+    r->count = depth;
+  } else {
+    mh_lock_t *lock = cond_lock(cond);
+    owner_set(&lock->owner, 0);
+    rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
+    owner_set(&lock->owner, me);
+  }
   cond->waiters--;
   return rc;
 }
@@ -364,7 +403,7 @@ int mh_cond_wait(mh_cond_t *cond, double timeout) {
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   int me = mh__tid();
-  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
   return cond_wait_dl(cond, &dl, me);
 }
 
@@ -375,7 +414,7 @@ int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   int me = mh__tid();
-  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
   while (!pred(arg)) {
     rc = cond_wait_dl(cond, &dl, me);
     if (rc == MH_ETIMEDOUT) return pred(arg) ? 0 : MH_ETIMEDOUT;
@@ -386,7 +425,7 @@ int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
 
 int mh_cond_notify(mh_cond_t *cond, unsigned n) {
   if (!cond) return MH_EINVAL;
-  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
   if (n == 0) return 0;
   if (cond->flags & MH_SYNC_PROCESS_SHARED) {
     /* See the file comment: a dead waiter may take a single signal. */
@@ -404,7 +443,7 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
 
 int mh_cond_notify_all(mh_cond_t *cond) {
   if (!cond) return MH_EINVAL;
-  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
   pthread_cond_broadcast(&cond->cond);
   return 0;
 }

@@ -404,6 +404,67 @@ TEST(cond_timeouts_and_notify_n) {
   ASSERT_OK(mh_cond_destroy(&n.cond));
 }
 
+/* Condition over an RLock, Python's default: a waiter holding it three
+ * times releases every level (or the notifier could never take it), and
+ * gets all three back. */
+struct rcond {
+  mh_rlock_t r;
+  mh_cond_t c;
+  int items; /* guarded by r */
+  int rounds;
+};
+
+static void *rcond_notifier(void *arg) {
+  struct rcond *t = arg;
+  for (int i = 0; i < t->rounds; i++) {
+    if ((i & 15) == 0) mht_jitter(300);
+    ASSERT_OK(mh_cond_acquire(&t->c, 20.0));
+    ASSERT_OK(mh_rlock_acquire(&t->r, 0)); /* nested, as the waiter is */
+    t->items++;
+    ASSERT_OK(mh_cond_notify(&t->c, 1));
+    ASSERT_OK(mh_rlock_release(&t->r));
+    ASSERT_OK(mh_cond_release(&t->c));
+  }
+  return NULL;
+}
+
+static int rcond_has_item(void *arg) { return ((struct rcond *)arg)->items > 0; }
+
+TEST(cond_over_rlock) {
+  struct rcond t = {.rounds = (int)mht_scaled(2000)};
+  ASSERT_OK(mh_rlock_init(&t.r));
+  ASSERT_ERR(mh_cond_init_rlock(&t.c, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_cond_init_rlock(NULL, &t.r), MH_EINVAL);
+  ASSERT_OK(mh_cond_init_rlock(&t.c, &t.r));
+  ASSERT(mh_cond_rlock(&t.c) == &t.r);
+  ASSERT(mh_cond_lock(&t.c) == NULL);
+  /* Not held: wait and notify refuse. */
+  ASSERT_ERR(mh_cond_wait(&t.c, 0.01), MH_EINVAL);
+  ASSERT_ERR(mh_cond_notify(&t.c, 1), MH_EINVAL);
+  /* Held three times: a timed-out wait still gives back all three. */
+  for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+  ASSERT_ERR(mh_cond_wait(&t.c, 0.01), MH_ETIMEDOUT);
+  for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_release(&t.r));
+  ASSERT_ERR(mh_rlock_release(&t.r), MH_EINVAL);
+
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, rcond_notifier, &t), 0);
+  for (int got = 0; got < t.rounds; got++) {
+    ASSERT_OK(mh_cond_acquire(&t.c, 20.0));
+    ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+    ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+    ASSERT_OK(mh_cond_wait_for(&t.c, rcond_has_item, &t, 20.0));
+    t.items--;
+    /* All three levels are back: three releases work, a fourth does not. */
+    for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_release(&t.r));
+    ASSERT_ERR(mh_rlock_release(&t.r), MH_EINVAL);
+  }
+  ASSERT_EQ(pthread_join(th, NULL), 0);
+  ASSERT_EQ(t.items, 0);
+  ASSERT_OK(mh_cond_destroy(&t.c));
+  ASSERT_OK(mh_rlock_destroy(&t.r));
+}
+
 /* ---- Semaphore ------------------------------------------------------- */
 
 struct semtest {
