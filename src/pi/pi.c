@@ -3,7 +3,7 @@
  *
  * Invariants:
  *  - The count of a block is a pure function of (seed, block, npoints)
- *    (pi_internal.h defines the stream); which kernel computes it, on which
+ *    (pi_stream.h defines the stream); which kernel computes it, on which
  *    worker, in which order, changes nothing.
  *  - A run of n points is blocks 0 .. ceil(n / MH_PI_BLOCK_POINTS) - 1, all
  *    full but the last; the split does not depend on the worker count.
@@ -14,7 +14,7 @@
 #include <signal.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 #include "pi_internal.h"
 
 int mh__pi_test_broken_streams = 0;
