@@ -45,6 +45,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "manyhands/process.h"
 #include "internal.h"
 
 enum { MH__PROC_RUNNING, MH__PROC_DONE, MH__PROC_LOST };

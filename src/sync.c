@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <limits.h>
 
+#include "manyhands/sync.h"
 #include "internal.h"
 #include "thread_internal.h"
 
