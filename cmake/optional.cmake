@@ -17,8 +17,13 @@ endif()
 
 if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(MH_HAVE_MPI 1)
-  file(GLOB MH_MPI_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/mpi/*.c)
-  add_library(manyhands_mpi STATIC ${MH_MPI_SOURCES})
+  # One unit: the core (start-up, sentinel, watchdog), the map protocol and
+  # executor backend on top of it (mh_mpi_finalize lives there, so a program
+  # that finalizes links the backend), and pi over ranks.
+  add_library(manyhands_mpi STATIC
+    src/mpi/mpi_core.c
+    src/mpi/mpi_map.c
+    src/mpi/mpi_pi.c)
   set_target_properties(manyhands_mpi PROPERTIES C_VISIBILITY_PRESET hidden
                         POSITION_INDEPENDENT_CODE ON)
   target_compile_definitions(manyhands_mpi PRIVATE _GNU_SOURCE)
