@@ -25,6 +25,10 @@ typedef struct mh__pi_plan {
 /* Plan a run: MH_EINVAL for n == 0, n > 2^63 - 1, workers < 1. */
 int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan);
 
+/* The test hooks exist only in test builds (-DMH_TEST_HOOKS, the
+ * manyhands_test library the tests link); the installed library has none, and
+ * its hot paths no check of them. */
+#ifdef MH_TEST_HOOKS
 /* Test hook: when non-zero, mh__pi_stream_init ignores the block index, so
  * every block repeats the same stream.  Only the statistics test sets it, to
  * show that the test catches such a broken generator. */
@@ -40,5 +44,6 @@ extern unsigned mh__pi_test_disabled_kernels;
  * a worker dying mid-run, once. */
 extern uint64_t mh__pi_test_kill_block;
 extern int *mh__pi_test_kill_armed;
+#endif /* MH_TEST_HOOKS */
 
 #endif /* MH_PI_INTERNAL_H */
