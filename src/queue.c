@@ -56,6 +56,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "manyhands/queue.h"
 #include "internal.h"
 #include "spin.h"
 

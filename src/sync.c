@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <limits.h>
 
+#include "manyhands/sync.h"
 #include "internal.h"
 #include "thread_internal.h"
 

@@ -31,6 +31,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "manyhands/thread.h"
 #include "internal.h"
 #include "thread_internal.h"
 
