@@ -55,10 +55,9 @@ else()
   add_custom_target(docs DEPENDS ${MH_API_OUT}/stamp)
 endif()
 
-# Installed when built (always with MH_DEB); OPTIONAL, so a plain install
+# The pages are installed when built (always with MH_DEB); OPTIONAL, so a plain install
 # without `--target docs` still works.
 install(DIRECTORY ${MH_API_OUT}/man/man3 DESTINATION ${CMAKE_INSTALL_MANDIR}
         COMPONENT dev OPTIONAL)
-install(DIRECTORY ${MH_API_OUT}/html
-        DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/libmanyhands-dev
-        COMPONENT dev OPTIONAL)
+# The HTML stays in the build tree (build/docs/api/html/index.html): it
+# bundles Doxygen's jQuery, which a Debian package should not ship.

@@ -66,6 +66,10 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
     target_link_libraries(manyhands_mpi_cli PRIVATE manyhands_mpi)
     install(TARGETS manyhands_mpi_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
             COMPONENT mpi_cli)
+    if(NOT MH_DEB)  # MH_DEB: cmake/package.cmake installs it compressed
+      install(FILES docs/manyhands-mpi.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+              COMPONENT mpi_cli)
+    endif()
   endif()
 
   set(MH_MPIEXEC ${MPIEXEC_EXECUTABLE})

@@ -40,15 +40,25 @@ set(MH_DEB_REVISION 1)
 string(TIMESTAMP MH_DEB_DATE "%a, %d %b %Y %H:%M:%S +0000" UTC)
 set(MH_DEB_MAINTAINER "manyhands authors <manyhands@users.noreply.github.com>")
 
-# The command's page, compressed (-n: no name or time stamp, reproducible).
-add_custom_command(OUTPUT ${MH_DEB_STAGE}/manyhands.1.gz
-  COMMAND ${CMAKE_COMMAND} -E make_directory ${MH_DEB_STAGE}
-  COMMAND ${MH_GZIP} -9n -c ${CMAKE_CURRENT_SOURCE_DIR}/docs/manyhands.1
-          > ${MH_DEB_STAGE}/manyhands.1.gz
-  DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/docs/manyhands.1 VERBATIM)
-set(MH_DEB_OUTPUTS ${MH_DEB_STAGE}/manyhands.1.gz)
-install(FILES ${MH_DEB_STAGE}/manyhands.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
-        COMPONENT cli)
+# The commands' pages, compressed (-n: no name or time stamp, reproducible).
+set(MH_DEB_OUTPUTS)
+set(MH_DEB_PAGES "manyhands cli")
+if(TARGET manyhands_mpi_cli)
+  list(APPEND MH_DEB_PAGES "manyhands-mpi mpi_cli")
+endif()
+foreach(pair ${MH_DEB_PAGES})
+  separate_arguments(pair)
+  list(GET pair 0 page)
+  list(GET pair 1 comp)
+  add_custom_command(OUTPUT ${MH_DEB_STAGE}/${page}.1.gz
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${MH_DEB_STAGE}
+    COMMAND ${MH_GZIP} -9n -c ${CMAKE_CURRENT_SOURCE_DIR}/docs/${page}.1
+            > ${MH_DEB_STAGE}/${page}.1.gz
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/docs/${page}.1 VERBATIM)
+  list(APPEND MH_DEB_OUTPUTS ${MH_DEB_STAGE}/${page}.1.gz)
+  install(FILES ${MH_DEB_STAGE}/${page}.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+          COMPONENT ${comp})
+endforeach()
 
 # copyright (the machine-readable format), changelog.Debian.gz and the
 # upstream changelog (NEWS.md) for each package.
@@ -92,7 +102,8 @@ set(CPACK_PACKAGE_NAME manyhands)
 set(CPACK_PACKAGE_VENDOR "the manyhands authors")
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_PACKAGE_CONTACT ${MH_DEB_MAINTAINER})
-set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}")
+# No CPACK_PACKAGE_DESCRIPTION_SUMMARY: each package's description starts
+# with its own summary line.
 set(CPACK_RESOURCE_FILE_LICENSE ${CMAKE_CURRENT_SOURCE_DIR}/LICENSE)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_COMPONENTS_ALL ${MH_DEB_COMPONENTS})
@@ -106,44 +117,50 @@ set(CPACK_DEBIAN_ENABLE_COMPONENT_DEPENDS ON)
 # dpkg-shlibdeps must find the runtime's soname inside this build.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS_PRIVATE_DIRS ${CMAKE_CURRENT_BINARY_DIR})
 
-set(mh_long " manyhands is a C11 library and command for doing many things at once:
- threads, locks, queues, thread and process pools with futures, processes
- and shared memory, shaped like Python's threading, queue,
- concurrent.futures and multiprocessing.")
+set(mh_long "manyhands is a C11 library and command for doing many things at once:
+threads, locks, queues, thread and process pools with futures, processes
+and shared memory, shaped like Python's threading, queue,
+concurrent.futures and multiprocessing.")
 
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME ${MH_DEB_RUNTIME})
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_GENERATE_SHLIBS ON)
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
+# The shlibs file (packages built against the library depend on >= this
+# version; only the runtime has a shared object, so only it gets one) and an
+# ldconfig trigger, as policy wants of a library package.
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
+file(WRITE ${MH_DEB_STAGE}/control/triggers "activate-noawait ldconfig\n")
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA ${MH_DEB_STAGE}/control/triggers)
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION "threads, queues, pools and processes for C (library)
 ${mh_long}
- .
- This package holds the shared library.")
+
+This package holds the shared library.")
 
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libmanyhands-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_COMPONENT_DEV_DEPENDS runtime)
 set(CPACK_COMPONENT_DEV_DESCRIPTION "threads, queues, pools and processes for C (development files)
 ${mh_long}
- .
- This package holds the headers, the static library, the pkg-config file,
- the CMake package and the API reference as section-3 manual pages.")
+
+This package holds the headers, the static library, the pkg-config file,
+the CMake package and the API reference as section-3 manual pages.")
 
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME manyhands)
 set(CPACK_DEBIAN_CLI_PACKAGE_SECTION utils)
 set(CPACK_COMPONENT_CLI_DESCRIPTION "estimate pi by Monte Carlo on every core, with manyhands
 ${mh_long}
- .
- This package holds the manyhands command: the Monte Carlo pi job on
- threads or processes, with repeats, speedup sweeps and JSON output.")
+
+This package holds the manyhands command: the Monte Carlo pi job on
+threads or processes, with repeats, speedup sweeps and JSON output.")
 
 set(CPACK_DEBIAN_MPI_CLI_PACKAGE_NAME manyhands-mpi)
 set(CPACK_DEBIAN_MPI_CLI_PACKAGE_SECTION science)
 set(CPACK_COMPONENT_MPI_CLI_DESCRIPTION "estimate pi by Monte Carlo over MPI ranks, with manyhands
 ${mh_long}
- .
- This package holds manyhands-mpi, the manyhands command built with the
- MPI backend: the pi job over MPI ranks times threads, under mpirun.")
+
+This package holds manyhands-mpi, the manyhands command built with the
+MPI backend: the pi job over MPI ranks times threads, under mpirun.")
 
 set(CPACK_DEBIAN_MPI_DEV_PACKAGE_NAME libmanyhands-mpi-dev)
 set(CPACK_DEBIAN_MPI_DEV_PACKAGE_SECTION libdevel)
@@ -151,8 +168,8 @@ set(CPACK_COMPONENT_MPI_DEV_DEPENDS dev)
 set(CPACK_DEBIAN_MPI_DEV_PACKAGE_DEPENDS "libopenmpi-dev | mpi-default-dev")
 set(CPACK_COMPONENT_MPI_DEV_DESCRIPTION "threads, queues, pools and processes for C (MPI backend)
 ${mh_long}
- .
- This package holds the MPI backend: libmanyhands_mpi.a, manyhands/mpi.h
- and the manyhands-mpi pkg-config file.")
+
+This package holds the MPI backend: libmanyhands_mpi.a, manyhands/mpi.h
+and the manyhands-mpi pkg-config file.")
 
 include(CPack)

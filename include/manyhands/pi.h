@@ -38,7 +38,7 @@ typedef enum {
   MH_PI_KERNEL_AVX512 = 3
 } mh_pi_kernel_t;
 
-/** "auto", "scalar", "avx2", "avx512"; NULL for an unknown value.
+/** The kernel's name: "auto", "scalar", "avx2", "avx512"; NULL for an unknown value.
  * @param kernel the kernel
  * @return what the description above says */
 MH_EXTERN const char *mh_pi_kernel_name(mh_pi_kernel_t kernel);
