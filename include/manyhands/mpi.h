@@ -25,9 +25,9 @@
  * @brief The pi job and a map over MPI ranks (link manyhands_mpi; installed by
  * builds that found MPI).
  *
- * Not part of <manyhands.h>: include <manyhands/mpi.h>.  The overview of the module (what maps to
- * which Python name, and how it behaves) opens the header
- * <manyhands/mpi.h>.
+ * Not part of <manyhands.h>: include <manyhands/mpi.h>.  The overview of
+ * the module (what maps to which Python name, and how it behaves) opens
+ * that header.
  * @{
  */
 
