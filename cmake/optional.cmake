@@ -40,10 +40,33 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
     target_link_libraries(${lib} PUBLIC ${base} MPI::MPI_C)
   endwhile()
   add_library(manyhands::manyhands_mpi ALIAS manyhands_mpi)
-  # Not in the exported package: a consumer would also need find_package(MPI).
-  install(TARGETS manyhands_mpi
-          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands)
+  target_include_directories(manyhands_mpi PUBLIC
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  # Installed and exported as the package's "mpi" component:
+  # find_package(manyhands COMPONENTS mpi) gives manyhands::manyhands_mpi
+  # (and finds MPI for it); pkg-config's name is manyhands-mpi.  It is a
+  # static library only: it uses the library's internals, which the shared
+  # object does not export, so it links libmanyhands.a, not the .so.
+  install(TARGETS manyhands_mpi EXPORT manyhandsMpiTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi_dev)
+  install(EXPORT manyhandsMpiTargets NAMESPACE manyhands::
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/manyhands COMPONENT mpi_dev)
+  install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands
+          COMPONENT mpi_dev)
+  # The .pc file names MPI's own flags as CMake found them: MPI
+  # implementations do not agree on a pkg-config name of their own.
+  set(MH_PC_MPI_CFLAGS "")
+  foreach(dir ${MPI_C_INCLUDE_DIRS})
+    string(APPEND MH_PC_MPI_CFLAGS " -I${dir}")
+  endforeach()
+  set(MH_PC_MPI_LIBS "")
+  foreach(lib ${MPI_C_LIBRARIES})
+    string(APPEND MH_PC_MPI_LIBS " ${lib}")
+  endforeach()
+  configure_file(${CMAKE_CURRENT_SOURCE_DIR}/cmake/manyhands-mpi.pc.in
+                 ${CMAKE_CURRENT_BINARY_DIR}/manyhands-mpi.pc @ONLY)
+  install(FILES ${CMAKE_CURRENT_BINARY_DIR}/manyhands-mpi.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi_dev)
 
   # The MPI-enabled command: the same cli/*.c built with MH_WITH_MPI (from
   # manyhands_mpi's interface), so cli/pi_mpi.c hooks --backend mpi in.  The
@@ -65,7 +88,12 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
       set_target_properties(manyhands_mpi_cli_test PROPERTIES
                             RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/test)
     endif()
-    install(TARGETS manyhands_mpi_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    install(TARGETS manyhands_mpi_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+            COMPONENT mpi_cli)
+    if(NOT MH_DEB)  # MH_DEB: cmake/package.cmake installs it compressed
+      install(FILES docs/manyhands-mpi.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+              COMPONENT mpi_cli)
+    endif()
   endif()
 
   set(MH_MPIEXEC ${MPIEXEC_EXECUTABLE})
