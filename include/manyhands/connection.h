@@ -35,6 +35,14 @@
 #ifndef MANYHANDS_CONNECTION_H
 #define MANYHANDS_CONNECTION_H
 
+/** @defgroup mh_connection connection.h: pipes and connections between processes (multiprocessing.Pipe, Connection, connection.wait)
+ * @brief Pipes and connections between processes (multiprocessing.Pipe, Connection, connection.wait).
+ *
+ * Part of <manyhands.h>.  The overview of the module opens the header
+ * <manyhands/connection.h>.
+ * @{
+ */
+
 #include "common.h"
 #include "process.h"
 
@@ -159,6 +167,8 @@ typedef struct mh_waitable_s {
  *         negative fd, an unknown kind, a bad timeout), MH_ENOSYS (a process
  *         item on a kernel without pidfds), MH_ENOMEM. */
 MH_EXTERN int mh_wait(mh_waitable_t *items, size_t n, double timeout);
+
+/** @} */
 
 #ifdef __cplusplus
 }

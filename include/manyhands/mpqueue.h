@@ -71,6 +71,14 @@
 #ifndef MANYHANDS_MPQUEUE_H
 #define MANYHANDS_MPQUEUE_H
 
+/** @defgroup mh_mpqueue mpqueue.h: a queue between processes (multiprocessing.Queue, JoinableQueue, SimpleQueue)
+ * @brief A queue between processes (multiprocessing.Queue, JoinableQueue, SimpleQueue).
+ *
+ * Part of <manyhands.h>.  The overview of the module opens the header
+ * <manyhands/mpqueue.h>.
+ * @{
+ */
+
 #include "common.h"
 
 #ifdef __cplusplus
@@ -230,6 +238,8 @@ MH_EXTERN int mh_mpqueue_is_shutdown(mh_mpqueue_t *q);
  * @param q  the queue
  * @return 0, or MH_EINVAL for NULL */
 MH_EXTERN int mh_mpqueue_close(mh_mpqueue_t *q);
+
+/** @} */
 
 #ifdef __cplusplus
 }

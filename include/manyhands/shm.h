@@ -43,6 +43,14 @@
 #ifndef MANYHANDS_SHM_H
 #define MANYHANDS_SHM_H
 
+/** @defgroup mh_shm shm.h: named shared memory (multiprocessing.shared_memory.SharedMemory)
+ * @brief Named shared memory (multiprocessing.shared_memory.SharedMemory).
+ *
+ * Part of <manyhands.h>.  The overview of the module opens the header
+ * <manyhands/shm.h>.
+ * @{
+ */
+
 #include "common.h"
 
 #ifdef __cplusplus
@@ -104,6 +112,8 @@ MH_EXTERN int mh_shm_unlink(mh_shm_t *shm);
  * when this was the last attachment anywhere, the tracker removes the name.
  * @param shm  the handle; NULL is ignored */
 MH_EXTERN void mh_shm_close(mh_shm_t *shm);
+
+/** @} */
 
 #ifdef __cplusplus
 }
