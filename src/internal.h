@@ -16,6 +16,7 @@
  * (each source includes the public headers of what it implements or uses). */
 #include "manyhands/common.h"
 #include "manyhands/error.h"
+#include "sanitizer.h"
 
 /* ---- allocation (alloc.c): every library allocation goes through these, so
  * that mh_replace_allocator() can count them or make them fail. ---------- */

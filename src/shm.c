@@ -138,17 +138,7 @@ static void unlink_if_same(const char *path, const struct stat *mine) {
  * guard), the heap, and any anonymous mapping right after a file's (a
  * library's zero-filled data).  Not under the sanitizers, whose shadow
  * memory is anonymous too. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MH__SHM_TRIM 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define MH__SHM_TRIM 0
-#endif
-#endif
-#ifndef MH__SHM_TRIM
-#define MH__SHM_TRIM 1
-#endif
+#define MH__SHM_TRIM (!MH__SANITIZED)
 
 /* Mappings smaller than this are left alone: not worth the risk. */
 #define TRIM_MIN ((uintptr_t)256 * 1024)

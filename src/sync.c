@@ -39,14 +39,6 @@
 #include "internal.h"
 #include "thread_internal.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define MH__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MH__TSAN 1
-#endif
-#endif
-
 /* ---- small helpers ------------------------------------------------------ */
 
 static int owner_get(const int *owner) {
@@ -98,7 +90,7 @@ static int mutex_take(pthread_mutex_t *m, double timeout) {
   } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == MH__DL_FOREVER) {
     rc = pthread_mutex_lock(m); /* beyond ~30 years: forever */
   } else {
-#ifdef MH__TSAN
+#if MH__TSAN
     /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
      * its pthread_mutex_timedlock misses EOWNERDEAD, so it would lose track
      * of the lock.  Test builds only: poll with trylock, which it follows

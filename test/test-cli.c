@@ -27,16 +27,6 @@
 #include "../cli/report.c"
 
 /* Sanitizer builds run everything several times slower. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define CLI_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define CLI_SANITIZED 1
-#endif
-#endif
-#ifndef CLI_SANITIZED
-#define CLI_SANITIZED 0
-#endif
 
 #define CLI MHT_BUILD_DIR "/manyhands"
 #define MONTECARLO MHT_BUILD_DIR "/examples/montecarlo"
@@ -1175,7 +1165,7 @@ static void sigint_run(const char *backend, int json /* 2: a sweep */) {
   /* The goal is 0.1 s; the bound is generous for a loaded machine, and more
    * so under the sanitizers, where the workers' teardown alone took 2.8 s
    * beside two busy processes. */
-  ASSERT(took < (CLI_SANITIZED ? 8.0 : 2.0));
+  ASSERT(took < (MH__SANITIZED ? 8.0 : 2.0));
   /* Nothing of the command's process group is left... */
   ASSERT_EQ(kill(-pid, 0), -1);
   ASSERT_EQ(errno, ESRCH);

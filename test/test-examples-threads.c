@@ -9,16 +9,7 @@
 /* ThreadSanitizer sleeps 1 s at exit while other threads still run (its
  * atexit_sleep_ms), so there "at once" can only mean "well before the
  * daemon thread's 2 s". */
-#if defined(__SANITIZE_THREAD__)
-#define DAEMON_MAX_SECONDS 1.9
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define DAEMON_MAX_SECONDS 1.9
-#endif
-#endif
-#ifndef DAEMON_MAX_SECONDS
-#define DAEMON_MAX_SECONDS 1.0
-#endif
+#define DAEMON_MAX_SECONDS (MH__TSAN ? 1.9 : 1.0)
 
 /* The program's log lines (from stderr) with the "HH:MM:SS: " stamps
  * checked and removed, in order. */

@@ -1308,16 +1308,9 @@ static void *churn(void *arg) {
 /* Other threads allocate futures while this one forks: each child must find
  * the allocator whole (the lock free, the slab being carved consistent) and
  * run an executor of its own with many futures. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define MHT_FORK_UNSAFE_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define MHT_FORK_UNSAFE_SANITIZER 1
-#endif
-#endif
 
 TEST(fork_while_allocating) {
-#ifdef MHT_FORK_UNSAFE_SANITIZER
+#if MH__SANITIZED
   /* Not under the sanitizers: ThreadSanitizer cannot start threads after a
    * threaded fork, and AddressSanitizer's own allocator can be inherited
    * locked (the child then hangs in malloc, seen with gcc 12's libasan). */

@@ -16,18 +16,11 @@
 
 /* A sanitizer catches the SIGSEGV of a copy that faults and exits with its
  * own code (TSan 66, ASan 1) instead of dying by the signal. */
-#if defined(__SANITIZE_THREAD__)
+#if MH__TSAN
 #define DIED_BY_SANITIZER 66
-#elif defined(__SANITIZE_ADDRESS__)
+#elif MH__ASAN
 #define DIED_BY_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define DIED_BY_SANITIZER 66
-#elif __has_feature(address_sanitizer)
-#define DIED_BY_SANITIZER 1
-#endif
-#endif
-#ifndef DIED_BY_SANITIZER
+#else
 #define DIED_BY_SANITIZER (-SIGSEGV)
 #endif
 

@@ -9,27 +9,7 @@
 #include "executor/procpool.h"
 #include "test.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define MHT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MHT_ASAN 1
-#endif
-#endif
-#ifndef MHT_ASAN
-#define MHT_ASAN 0
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define MHT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MHT_TSAN 1
-#endif
-#endif
-#ifndef MHT_TSAN
-#define MHT_TSAN 0
-#endif
-#if MHT_ASAN
+#if MH__ASAN
 #include <sanitizer/lsan_interface.h>
 #endif
 
@@ -464,7 +444,7 @@ static int t_crash(const void *in, size_t isz, void *out, size_t osz,
     *(volatile int *)addr = 1;
   }
   if (how == 2) {
-#if MHT_ASAN
+#if MH__ASAN
     __lsan_disable(); /* the worker's heap is the parent's copy: no report */
 #endif
     exit(3);
@@ -595,7 +575,7 @@ TEST(threads_holding_locks) {
    * the sanitizer allocator's lock held, and its workers' mallocs hang.
    * That is the sanitizer's limitation, so under ASan/TSan the malloc-heavy
    * thread is left out (the lock-holding threads stay). */
-  int churn = !(MHT_ASAN || MHT_TSAN);
+  int churn = !(MH__ASAN || MH__TSAN);
   if (churn)
     ASSERT_EQ(pthread_create(&th[3], NULL, malloc_churn, NULL), 0);
   else

@@ -22,19 +22,6 @@
 
 #include "test.h"
 
-/* Sanitizer runtimes install their own SIGSEGV handler, which turns a crash
- * into an exit with a status instead of death by the signal. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MHT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MHT_SANITIZED 1
-#endif
-#endif
-#ifndef MHT_SANITIZED
-#define MHT_SANITIZED 0
-#endif
-
 static void assert_no_children(void) {
   /* A child freed while running is reaped in the background: give the
    * reaper a moment before insisting. */
@@ -124,7 +111,8 @@ TEST(exitcode_signal) {
   ASSERT_OK(mh_process_start(&p, segfault, NULL, NULL));
   ASSERT_OK(mh_process_join(p, 30));
   ASSERT_OK(mh_process_exitcode(p, &code));
-  if (MHT_SANITIZED)
+  /* A sanitizer's own SIGSEGV handler turns a crash into an exit status. */
+  if (MH__SANITIZED)
     ASSERT(code == -SIGSEGV || code > 0); /* the sanitizer reports and exits */
   else
     ASSERT_EQ(code, -SIGSEGV);
@@ -180,7 +168,7 @@ TEST(exitcode_every_way) {
       ASSERT_OK(mh_process_join(p[i], round == 1 ? 30.0 : MH_FOREVER));
       ASSERT_EQ(mh_process_is_alive(p[i]), 0);
       ASSERT_OK(mh_process_exitcode(p[i], &code));
-      if (ways[i].want == -SIGSEGV && MHT_SANITIZED)
+      if (ways[i].want == -SIGSEGV && MH__SANITIZED)
         ASSERT(code == -SIGSEGV || code > 0); /* the sanitizer reports and exits */
       else
         ASSERT_EQ(code, ways[i].want);

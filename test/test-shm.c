@@ -402,13 +402,6 @@ static long rss_kb(pid_t pid) {
 }
 
 /* The sanitizers' shadow memory is anonymous: shm.c trims nothing there. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define MHT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MHT_SANITIZED 1
-#endif
-#endif
 
 static char thread_seg[300];
 
@@ -427,7 +420,7 @@ TEST(tracker_does_not_pin_creator_memory) {
   /* The creator has 64 MB of its own; the tracker, a fork of it, gives its
    * share of them up at once (else memory the creator frees would stay in
    * use as long as the segment lives). */
-#ifdef MHT_SANITIZED
+#if MH__SANITIZED
   printf("skipped: the tracker keeps its memory under the sanitizers\n");
   exit(77);
 #endif

@@ -299,13 +299,6 @@ TEST(enomem_leaks_nothing) {
  * the new thread's stack and says EAGAIN, as it does when the system is out
  * of threads: the answer must be MH_ENOMEM, "out of memory".  In a child
  * process, since the limit is for the whole process. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define MHT_SHADOW_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define MHT_SHADOW_SANITIZER 1
-#endif
-#endif
 
 /* Address space the process maps now, in bytes (/proc/self/statm). */
 static size_t vm_bytes(void) {
@@ -358,7 +351,7 @@ static void stack_enomem_child(void) {
 }
 
 TEST(stack_enomem) {
-#ifdef MHT_SHADOW_SANITIZER
+#if MH__SANITIZED
   /* The sanitizers' shadow memory does not live with an address limit. */
   printf("skipped under a sanitizer with shadow memory\n");
   exit(77);

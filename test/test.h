@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "manyhands.h"
+#include "sanitizer.h" /* src/: MH__ASAN, MH__TSAN, MH__SANITIZED */
 
 typedef void (*mht_test_fn)(void);
 typedef int (*mht_helper_fn)(int argc, char **argv);

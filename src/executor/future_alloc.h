@@ -23,14 +23,9 @@
 /* ---- the sanitizer switch ---------------------------------------------- */
 
 /* Under AddressSanitizer the cache is off (every future from mh__malloc), so
- * that it still catches misuse.  Until src/internal.h names the sanitizers
- * (MH__ASAN), this is the one place in src/executor/ that looks for them. */
-#if defined(__SANITIZE_ADDRESS__)
+ * that it still catches misuse. */
+#if MH__ASAN
 #define MH__NO_SLAB 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MH__NO_SLAB 1
-#endif
 #endif
 
 #ifndef MH__NO_SLAB
