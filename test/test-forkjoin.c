@@ -229,3 +229,248 @@ TEST(shutdown_while_tree_runs) {
     mh_executor_free(ex);
   }
 }
+
+/* ---- task groups ------------------------------------------------------ */
+
+typedef struct {
+  _Atomic uint64_t sum;
+  _Atomic int ran;
+  uint64_t fail_at; /* the node that fails, or UINT64_MAX */
+  int grow_forever; /* keep spawning until cancelled */
+} gshared_t;
+
+typedef struct gnode {
+  gshared_t *sh;
+  uint64_t lo, hi;
+} gnode_t;
+
+/* A member that splits its range in two new members (heap nodes), or adds
+ * its leaf. */
+static int gnode_fn(void *arg, mh_task_group_t *g) {
+  gnode_t n = *(gnode_t *)arg;
+  free(arg);
+  atomic_fetch_add(&n.sh->ran, 1);
+  if (mh_task_group_cancelled(g)) return 0;
+  if (n.hi - n.lo == 1 && !n.sh->grow_forever) {
+    if (n.lo == n.sh->fail_at) return MH_EUSER - 2;
+    atomic_fetch_add(&n.sh->sum, n.lo);
+    return 0;
+  }
+  uint64_t mid = n.lo + (n.hi - n.lo) / 2;
+  if (n.sh->grow_forever) mid = n.lo; /* never ends by itself */
+  for (int k = 0; k < 2; k++) {
+    gnode_t *c = malloc(sizeof *c);
+    ASSERT(c);
+    *c = n;
+    if (!n.sh->grow_forever) {
+      if (k == 0) c->hi = mid;
+      else c->lo = mid;
+    }
+    int rc = mh_task_group_run(g, gnode_fn, c);
+    if (rc) {
+      free(c);
+      ASSERT(rc == MH_ECANCELED);
+    }
+  }
+  return 0;
+}
+
+static int group_tree(mh_executor_t *ex, gshared_t *sh, uint64_t leaves, int cancel_after_us) {
+  mh_task_group_t *g;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  gnode_t *root = malloc(sizeof *root);
+  ASSERT(root);
+  root->sh = sh;
+  root->lo = 0;
+  root->hi = leaves;
+  ASSERT_EQ(mh_task_group_run(g, gnode_fn, root), 0);
+  if (cancel_after_us >= 0) {
+    usleep((useconds_t)cancel_after_us);
+    ASSERT_EQ(mh_task_group_cancel(g), 0);
+  }
+  int rc = mh_task_group_wait(g);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  return rc;
+}
+
+TEST(group_tree_sum) {
+  for (int w = 1; w <= 4; w *= 2) {
+    mh_executor_t *ex = threads(w);
+    gshared_t sh = {0, 0, UINT64_MAX, 0};
+    ASSERT_EQ(group_tree(ex, &sh, 100000, -1), 0);
+    ASSERT_EQ(atomic_load(&sh.sum), 100000ull * 99999 / 2);
+    ASSERT_EQ(atomic_load(&sh.ran), 2 * 100000 - 1);
+    mh_executor_free(ex);
+  }
+}
+
+TEST(group_first_failure) {
+  mh_executor_t *ex = threads(2);
+  gshared_t sh = {0, 0, 4321, 0};
+  ASSERT_EQ(group_tree(ex, &sh, 10000, -1), MH_EUSER - 2);
+  mh_executor_free(ex);
+}
+
+/* Cancel while the tree grows without end: the wait returns, every member
+ * ended, and the group can be freed. */
+TEST(group_cancel_while_growing) {
+  for (int round = 0; round < 8; round++) {
+    mh_executor_t *ex = threads(1 + round % 4);
+    gshared_t sh = {0, 0, UINT64_MAX, 1};
+    ASSERT_EQ(group_tree(ex, &sh, 2, 500 * round), MH_ECANCELED);
+    /* Nothing outlives the group: no member runs after the wait. */
+    int ran = atomic_load(&sh.ran);
+    usleep(5000);
+    ASSERT_EQ(atomic_load(&sh.ran), ran);
+    mh_executor_free(ex);
+  }
+}
+
+/* Waiting for a group from inside a member of another group. */
+static int inner_group(void *arg, mh_task_group_t *outer) {
+  (void)outer;
+  mh_executor_t *ex = arg;
+  gshared_t sh = {0, 0, UINT64_MAX, 0};
+  ASSERT_EQ(group_tree(ex, &sh, 1000, -1), 0);
+  ASSERT_EQ(atomic_load(&sh.sum), 1000ull * 999 / 2);
+  return 0;
+}
+
+TEST(group_nested_waits_one_worker) {
+  mh_executor_t *ex = threads(1);
+  mh_task_group_t *g;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  for (int i = 0; i < 8; i++) ASSERT_EQ(mh_task_group_run(g, inner_group, ex), 0);
+  ASSERT_EQ(mh_task_group_wait(g), 0);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  mh_executor_free(ex);
+}
+
+static int slow_member(void *arg, mh_task_group_t *g) {
+  (void)g;
+  usleep(50000);
+  atomic_fetch_add((_Atomic int *)arg, 1);
+  return 0;
+}
+
+TEST(group_free_busy) {
+  mh_executor_t *ex = threads(1);
+  mh_task_group_t *g;
+  _Atomic int done = 0;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  ASSERT_EQ(mh_task_group_run(g, slow_member, &done), 0);
+  ASSERT_EQ(mh_task_group_free(g), MH_EBUSY);
+  ASSERT_EQ(mh_task_group_wait(g), 0);
+  ASSERT_EQ(atomic_load(&done), 1);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  ASSERT_EQ(mh_task_group_run(NULL, slow_member, NULL), MH_EINVAL);
+  mh_executor_free(ex);
+}
+
+/* ---- parallel_for and parallel_reduce --------------------------------- */
+
+typedef struct {
+  unsigned char *seen;
+  size_t fail_at;
+} pf_ctx_t;
+
+static int mark_range(size_t lo, size_t hi, void *ctx) {
+  pf_ctx_t *c = ctx;
+  for (size_t i = lo; i < hi; i++) {
+    if (i == c->fail_at) return MH_EUSER - 3;
+    c->seen[i]++;
+  }
+  return 0;
+}
+
+TEST(parallel_for_covers_once) {
+  size_t n = 1000003;
+  unsigned char *seen = calloc(n, 1);
+  ASSERT(seen);
+  for (int w = 1; w <= 8; w *= 2) {
+    mh_executor_t *ex = threads(w);
+    size_t grains[] = {0, 1000, 7, 1u << 30};
+    for (int gi = 0; gi < 4; gi++) {
+      memset(seen, 0, n);
+      pf_ctx_t c = {seen, SIZE_MAX};
+      ASSERT_EQ(mh_parallel_for(ex, 3, n, grains[gi], mark_range, &c), 0);
+      for (size_t i = 0; i < n; i++) ASSERT_EQ(seen[i], i >= 3 ? 1 : 0);
+    }
+    pf_ctx_t c = {seen, 500000};
+    ASSERT_EQ(mh_parallel_for(ex, 0, n, 0, mark_range, &c), MH_EUSER - 3);
+    ASSERT_EQ(mh_parallel_for(ex, 5, 5, 0, mark_range, &c), 0);
+    ASSERT_EQ(mh_parallel_for(ex, 6, 5, 0, mark_range, &c), MH_EINVAL);
+    mh_executor_free(ex);
+  }
+  free(seen);
+}
+
+static int sum_leaf(size_t lo, size_t hi, void *acc, void *ctx) {
+  const double *x = ctx;
+  double s = *(double *)acc;
+  for (size_t i = lo; i < hi; i++) s += x[i];
+  *(double *)acc = s;
+  return 0;
+}
+
+static void sum_join(void *l, const void *r, void *ctx) {
+  (void)ctx;
+  *(double *)l += *(const double *)r;
+}
+
+/* The same bits for every worker count: the split tree is fixed. */
+TEST(parallel_reduce_reproducible) {
+  size_t n = 3000017;
+  double *x = malloc(n * sizeof *x);
+  ASSERT(x);
+  uint64_t s = 12345;
+  for (size_t i = 0; i < n; i++) x[i] = (double)(rnd_next(&s) % 1000000) * 1e-7 + 1e-3 / (double)(i + 1);
+  double ref = 0, zero = 0;
+  int ws[] = {1, 2, 3, 8};
+  for (int k = 0; k < 4; k++) {
+    mh_executor_t *ex = threads(ws[k]);
+    for (int rep = 0; rep < 3; rep++) {
+      double got = -1;
+      ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 0, sizeof got, &zero, sum_leaf, sum_join, x, &got), 0);
+      if (k == 0 && rep == 0) ref = got;
+      ASSERT(memcmp(&got, &ref, sizeof got) == 0);
+    }
+    double g2 = -1;
+    ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 1000, sizeof g2, &zero, sum_leaf, sum_join, x, &g2), 0);
+    ASSERT(g2 > ref * 0.999999 && g2 < ref * 1.000001);
+    ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 0, 0, &zero, sum_leaf, sum_join, x, &g2), MH_EINVAL);
+    mh_executor_free(ex);
+  }
+  free(x);
+}
+
+/* ---- the process backend: no way back to the executor ------------------ */
+
+static int submit_from_worker(const void *in, size_t in_size, void *out, size_t out_size,
+                              void *ctx) {
+  (void)in;
+  (void)in_size;
+  (void)out_size;
+  mh_executor_t *ex = *(mh_executor_t *const *)in;
+  (void)ctx;
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, submit_from_worker, in, in_size, NULL, 0, NULL, &f);
+  *(int *)out = rc;
+  return 0;
+}
+
+TEST(process_worker_submit_eperm) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 2;
+  o.backend = MH_BACKEND_PROCESSES;
+  mh_executor_t *ex;
+  ASSERT_EQ(mh_executor_new(&ex, &o), 0);
+  int got = 1;
+  mh_future_t *f;
+  ASSERT_EQ(mh_executor_submit(ex, submit_from_worker, &ex, sizeof ex, &got, sizeof got, NULL, &f), 0);
+  ASSERT_EQ(mh_future_result(f, 30.0), 0);
+  mh_future_release(f);
+  ASSERT_EQ(got, MH_EPERM);
+  mh_executor_free(ex);
+}
