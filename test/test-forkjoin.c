@@ -232,23 +232,36 @@ TEST(shutdown_while_tree_runs) {
 
 /* ---- task groups ------------------------------------------------------ */
 
+typedef struct gnode gnode_t;
+
 typedef struct {
   _Atomic uint64_t sum;
   _Atomic int ran;
   uint64_t fail_at; /* the node that fails, or UINT64_MAX */
   int grow_forever; /* keep spawning until cancelled */
+  /* The nodes come from an arena freed after the wait: a member cancelled
+   * before it started never runs, so it cannot free its own argument. */
+  gnode_t *arena;
+  _Atomic size_t used;
+  size_t cap;
 } gshared_t;
 
-typedef struct gnode {
+struct gnode {
   gshared_t *sh;
   uint64_t lo, hi;
-} gnode_t;
+};
+
+#define ARENA_CAP 400000
+
+static gnode_t *gnode_alloc(gshared_t *sh) {
+  size_t i = atomic_fetch_add(&sh->used, 1);
+  return i < sh->cap ? &sh->arena[i] : NULL;
+}
 
 /* A member that splits its range in two new members (heap nodes), or adds
  * its leaf. */
 static int gnode_fn(void *arg, mh_task_group_t *g) {
   gnode_t n = *(gnode_t *)arg;
-  free(arg);
   atomic_fetch_add(&n.sh->ran, 1);
   if (mh_task_group_cancelled(g)) return 0;
   if (n.hi - n.lo == 1 && !n.sh->grow_forever) {
@@ -259,18 +272,18 @@ static int gnode_fn(void *arg, mh_task_group_t *g) {
   uint64_t mid = n.lo + (n.hi - n.lo) / 2;
   if (n.sh->grow_forever) mid = n.lo; /* never ends by itself */
   for (int k = 0; k < 2; k++) {
-    gnode_t *c = malloc(sizeof *c);
-    ASSERT(c);
+    gnode_t *c = gnode_alloc(n.sh);
+    if (!c) {
+      ASSERT(n.sh->grow_forever); /* a finite tree fits */
+      return 0;
+    }
     *c = n;
     if (!n.sh->grow_forever) {
       if (k == 0) c->hi = mid;
       else c->lo = mid;
     }
     int rc = mh_task_group_run(g, gnode_fn, c);
-    if (rc) {
-      free(c);
-      ASSERT(rc == MH_ECANCELED);
-    }
+    if (rc) ASSERT(rc == MH_ECANCELED);
   }
   return 0;
 }
@@ -278,8 +291,10 @@ static int gnode_fn(void *arg, mh_task_group_t *g) {
 static int group_tree(mh_executor_t *ex, gshared_t *sh, uint64_t leaves, int cancel_after_us) {
   mh_task_group_t *g;
   ASSERT_EQ(mh_task_group_new(&g, ex), 0);
-  gnode_t *root = malloc(sizeof *root);
-  ASSERT(root);
+  sh->cap = ARENA_CAP;
+  sh->arena = malloc(ARENA_CAP * sizeof *sh->arena);
+  ASSERT(sh->arena);
+  gnode_t *root = gnode_alloc(sh);
   root->sh = sh;
   root->lo = 0;
   root->hi = leaves;
@@ -290,13 +305,15 @@ static int group_tree(mh_executor_t *ex, gshared_t *sh, uint64_t leaves, int can
   }
   int rc = mh_task_group_wait(g);
   ASSERT_EQ(mh_task_group_free(g), 0);
+  free(sh->arena);
+  sh->arena = NULL;
   return rc;
 }
 
 TEST(group_tree_sum) {
   for (int w = 1; w <= 4; w *= 2) {
     mh_executor_t *ex = threads(w);
-    gshared_t sh = {0, 0, UINT64_MAX, 0};
+    gshared_t sh = {0, 0, UINT64_MAX, 0, NULL, 0, 0};
     ASSERT_EQ(group_tree(ex, &sh, 100000, -1), 0);
     ASSERT_EQ(atomic_load(&sh.sum), 100000ull * 99999 / 2);
     ASSERT_EQ(atomic_load(&sh.ran), 2 * 100000 - 1);
@@ -306,7 +323,7 @@ TEST(group_tree_sum) {
 
 TEST(group_first_failure) {
   mh_executor_t *ex = threads(2);
-  gshared_t sh = {0, 0, 4321, 0};
+  gshared_t sh = {0, 0, 4321, 0, NULL, 0, 0};
   ASSERT_EQ(group_tree(ex, &sh, 10000, -1), MH_EUSER - 2);
   mh_executor_free(ex);
 }
@@ -316,7 +333,7 @@ TEST(group_first_failure) {
 TEST(group_cancel_while_growing) {
   for (int round = 0; round < 8; round++) {
     mh_executor_t *ex = threads(1 + round % 4);
-    gshared_t sh = {0, 0, UINT64_MAX, 1};
+    gshared_t sh = {0, 0, UINT64_MAX, 1, NULL, 0, 0};
     ASSERT_EQ(group_tree(ex, &sh, 2, 500 * round), MH_ECANCELED);
     /* Nothing outlives the group: no member runs after the wait. */
     int ran = atomic_load(&sh.ran);
@@ -330,7 +347,7 @@ TEST(group_cancel_while_growing) {
 static int inner_group(void *arg, mh_task_group_t *outer) {
   (void)outer;
   mh_executor_t *ex = arg;
-  gshared_t sh = {0, 0, UINT64_MAX, 0};
+  gshared_t sh = {0, 0, UINT64_MAX, 0, NULL, 0, 0};
   ASSERT_EQ(group_tree(ex, &sh, 1000, -1), 0);
   ASSERT_EQ(atomic_load(&sh.sum), 1000ull * 999 / 2);
   return 0;
