@@ -115,9 +115,12 @@ TEST(fakedb_lock) {
   mht_proc_free(&res);
 }
 
-TEST(producer_consumer) {
+/* The pipeline's log, threads or --processes: every message the producer
+ * got is stored in order, the lines come in the tutorial's order, and the
+ * paced producer prints a readable few dozen lines, not thousands. */
+static void check_producer_consumer(char *opt) {
   mht_proc_result_t res;
-  run_example("producer_consumer", NULL, &res);
+  run_example("producer_consumer", opt, &res);
   size_t cap = res.err_len / 8 + 16;
   char **lines = malloc(cap * sizeof *lines);
   size_t n = split_lines(res.err, lines, cap);
@@ -159,9 +162,35 @@ TEST(producer_consumer) {
   /* The event ends it shortly after 0.1 s. */
   ASSERT(res.seconds >= 0.099);
   ASSERT(res.seconds < 20);
+  ASSERT_LE(ngot, 400);
   free(got);
   free(stored);
   free(lines);
+  mht_proc_free(&res);
+}
+
+TEST(producer_consumer) { check_producer_consumer(NULL); }
+
+TEST(producer_consumer_processes) {
+  char opt[] = "--processes";
+  check_producer_consumer(opt);
+}
+
+TEST(producer_consumer_options) {
+  mht_proc_result_t res;
+  char path[4096], help[] = "--help", bad[] = "--bogus";
+  snprintf(path, sizeof path, "%s/examples/producer_consumer", MHT_BUILD_DIR);
+  char *argv[] = {path, help, NULL};
+  ASSERT_EQ(mht_run(argv, 30, &res), 0);
+  ASSERT_EQ(res.exited, 1);
+  ASSERT_EQ(res.status, 0);
+  ASSERT(strstr(res.out, "--processes") != NULL);
+  mht_proc_free(&res);
+  argv[1] = bad;
+  ASSERT_EQ(mht_run(argv, 30, &res), 0);
+  ASSERT_EQ(res.exited, 1);
+  ASSERT_EQ(res.status, 2);
+  ASSERT(strstr(res.err, "manyhands: unknown option '--bogus'") != NULL);
   mht_proc_free(&res);
 }
 

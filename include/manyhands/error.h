@@ -46,6 +46,7 @@ extern "C" {
   XX(EIO, -EIO, "i/o error")                                                 \
   XX(EPIPE, -EPIPE, "broken pipe")                                           \
   XX(EBADF, -EBADF, "bad file descriptor")                                   \
+  XX(EMSGSIZE, -EMSGSIZE, "message too long")                                \
   XX(EBROKEN, -4001, "barrier is broken")                                    \
   XX(EWORKERDIED, -4002, "worker died while running the task")               \
   XX(EMPI, -4003, "MPI error")                                               \

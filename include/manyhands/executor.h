@@ -70,7 +70,8 @@ MH_EXTERN void mh_executor_options_init(mh_executor_options_t *opts);
 /** Create an executor and start its workers.  `opts` may be NULL (defaults).
  * Errors: MH_EINVAL (NULL `ex`, workers < 0 or > 4096, unknown backend,
  * negative retries or max_tasks_per_child), MH_ENOTSUP (backend not built in),
- * MH_ENOMEM, MH_EAGAIN (the system refused a thread or process). */
+ * MH_ENOMEM (also: no memory for a worker thread's stack), MH_EAGAIN (the
+ * system refused a thread or process). */
 MH_EXTERN int mh_executor_new(mh_executor_t **ex,
                               const mh_executor_options_t *opts);
 

@@ -67,8 +67,9 @@ typedef struct mh_rlock_s {
 /** threading.Condition, bound to an mh_lock_t (its own one or the caller's). */
 typedef struct mh_cond_s {
   pthread_cond_t cond;
-  mh_lock_t *lock;        /* NULL: own_lock */
+  mh_lock_t *lock;        /* NULL: own_lock (unless rlock is set) */
   mh_lock_t own_lock;
+  mh_rlock_t *rlock;      /* non-NULL: bound to this RLock instead */
   unsigned long waiters;  /* guarded by the lock */
   unsigned flags;
 } mh_cond_t;
@@ -86,7 +87,9 @@ typedef struct mh_sem_s {
 typedef struct mh_event_s {
   pthread_mutex_t mutex;
   pthread_cond_t cond;
-  int is_set;
+  int is_set;            /* guarded by mutex */
+  unsigned gen;          /* guarded by mutex: set() calls so far (wraps) */
+  unsigned waiters;      /* guarded by mutex: threads inside wait() */
   unsigned flags;
 } mh_event_t;
 
@@ -178,6 +181,18 @@ MH_EXTERN int mh_cond_init(mh_cond_t *cond, mh_lock_t *lock);
  * as mh_lock_init_ex(). */
 MH_EXTERN int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags);
 
+/** Condition(rlock): a condition bound to a recursive lock, as Python's
+ * default Condition() is.  The holder may have acquired it several times;
+ * mh_cond_wait() releases every level and restores them all before it
+ * returns.  mh_cond_acquire/release then act on the RLock, and
+ * mh_cond_lock() returns NULL (use mh_cond_rlock()).  Differences from
+ * Python: the RLock is the caller's (NULL is MH_EINVAL), and only threads of
+ * one process use it.  Returns 0, MH_EINVAL, MH_ENOMEM, MH_EAGAIN. */
+MH_EXTERN int mh_cond_init_rlock(mh_cond_t *cond, mh_rlock_t *rlock);
+
+/** The RLock a condition from mh_cond_init_rlock() is bound to, else NULL. */
+MH_EXTERN mh_rlock_t *mh_cond_rlock(mh_cond_t *cond);
+
 /** Destroy a condition nobody waits on (and its own lock).  Returns 0,
  * MH_EINVAL (NULL), MH_EBUSY (its own lock is held). */
 MH_EXTERN int mh_cond_destroy(mh_cond_t *cond);
@@ -264,8 +279,10 @@ MH_EXTERN int mh_event_set(mh_event_t *ev);
 MH_EXTERN int mh_event_clear(mh_event_t *ev);
 /** Event.is_set(): 1 or 0, MH_EINVAL for NULL. */
 MH_EXTERN int mh_event_is_set(mh_event_t *ev);
-/** Event.wait(timeout): wait until the flag is set.  Returns 0 (set),
- * MH_ETIMEDOUT (still clear), MH_EINVAL (NULL, bad timeout). */
+/** Event.wait(timeout): wait until the flag is set.  Returns 0 (set, or a
+ * set() happened while waiting, even if a clear() followed before this
+ * waiter woke, as in Python since bpo-13502), MH_ETIMEDOUT (still clear and
+ * no set() since the call began), MH_EINVAL (NULL, bad timeout). */
 MH_EXTERN int mh_event_wait(mh_event_t *ev, double timeout);
 
 /* ---- Barrier ---------------------------------------------------------- */

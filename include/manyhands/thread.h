@@ -51,8 +51,10 @@ typedef struct mh_thread_options_s {
  * only once the thread has begun); on failure *thread is set to NULL (when
  * `thread` is not NULL).
  * Returns 0, MH_EINVAL (NULL thread or fn, non-zero flags, stack size below
- * the system minimum), MH_ENOMEM, MH_EAGAIN (the system cannot start another
- * thread now), MH_ESHUTDOWN (the process is exiting). */
+ * the system minimum), MH_ENOMEM (no memory for the record or for the
+ * thread's stack, e.g. under `ulimit -v`), MH_EAGAIN (the system cannot
+ * start another thread now: a thread or process limit), MH_ESHUTDOWN (the
+ * process is exiting). */
 MH_EXTERN int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
                               const mh_thread_options_t *opts);
 

@@ -64,11 +64,12 @@
 #include "executor_internal.h"
 #include "internal.h"
 #include "spin.h"
+#include "thread_internal.h"
 
 /* ---- the pool record --------------------------------------------------- */
 
 #define BATCH_MAX 32
-#define WORKER_STACK ((size_t)256 << 20)
+#define WORKER_STACK ((size_t)64 << 20)
 
 typedef struct tpool {
   /* Written by submitters (one compare-and-swap each) and emptied by
@@ -515,7 +516,10 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   pthread_attr_init(&ta);
   pthread_attr_setstacksize(&ta, WORKER_STACK);
   for (int i = 0; i < p->nthreads; i++) {
-    if (pthread_create(&p->threads[i], &ta, worker_main, &p->workers[i])) {
+    int err = pthread_create(&p->threads[i], &ta, worker_main, &p->workers[i]);
+    if (err) {
+      /* Told apart now, while the started workers still hold their stacks. */
+      err = mh__thread_create_error(err, &ta);
       pthread_attr_destroy(&ta);
       pthread_mutex_lock(&p->lock);
       p->stopping = 1;
@@ -524,7 +528,7 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
       pthread_mutex_unlock(&p->lock);
       for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
       pool_free(p);
-      return MH_EAGAIN;
+      return err;
     }
   }
   pthread_attr_destroy(&ta);
