@@ -1,4 +1,5 @@
-/* executor_threads.c - the thread backend: N worker threads over one FIFO.
+/* executor_threads.c - the thread backend: N worker threads over one FIFO,
+ * plus a work-stealing deque per worker for the tasks workers submit.
  *
  * The queue is intrusive (futures are linked through mh__future_link), so
  * queueing allocates nothing and costs the same at any length.  Submitters
@@ -42,9 +43,23 @@
  * No backend lock is held while a task runs or a future completes, so
  * callbacks may submit, cancel or wait freely.
  *
+ * Fork-join (issue 11).  A task that submits to its own executor pushes onto
+ * its worker's Chase-Lev deque (tworker_t; memory orders after Le et al.,
+ * "Correct and efficient work-stealing for weak memory models", 2013): the
+ * owner takes from the bottom, idle workers steal from the top, and no lock
+ * is taken.  Each worker sets mh__helper to help_once for its thread, so a
+ * wait inside a task (future.c, forkjoin.c) runs pending work instead of
+ * sleeping: the worker's own deque, the rest of its batch, a steal, then one
+ * future off the FIFO.  A deque push wakes a sleeper by the inbox's rule,
+ * and a worker counts itself idle before its last look at every deque.  At
+ * shutdown a worker leaves only with its own deque empty (only its own tasks
+ * push onto it); after a cancelling shutdown what it pops from a deque is
+ * cancelled, not run.
+ *
  * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
  * holding the queue's reference; the inbox holds futures not yet counted in
- * len; `idle` counts the workers inside worker_main's sleep loop; alive <=
+ * len; a deque's slots top..bottom-1 hold futures with the deque's reference,
+ * and a ring replaced by a bigger one stays allocated until pool_free; `idle` counts the workers inside worker_main's sleep loop; alive <=
  * nthreads.
  *
  * Who may touch what (the tags on tpool_t):
@@ -52,7 +67,8 @@
  *   A: atomic; any thread.
  *   L: p->lock.  "A, L": changed only under p->lock, read without it.
  *   W: the worker running the batch (a batch taken off the FIFO is linked
- *      through the futures' `link` fields and is that worker's alone).
+ *      through the futures' `link` fields and is that worker's alone), and
+ *      the fields of tworker_t that only its own thread touches.
  *
  * Lock order: p->lock is taken alone, never with another lock of the library
  * held under it, and never held while a task runs or a future completes.
