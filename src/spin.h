@@ -149,6 +149,10 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
 /* A thread waiting for a future: a tiny task is often done within a
  * microsecond; a few yields help when threads outnumber cores. */
 #define MH__SPIN_FUTURE_WAIT ((mh__spin_policy_t){100, 8, 0.0, 0.0})
+/* A worker waiting inside a task (help first) that found nothing to run:
+ * the awaited task is running elsewhere and a child is often done within a
+ * few microseconds; new work to help with may also appear. */
+#define MH__SPIN_HELP_WAIT ((mh__spin_policy_t){200, 4, 0.0, 0.0})
 /* An idle thread-pool worker looking for new work: a submitter that sees a
  * spinning worker need not wake anybody (a system call saved on each side). */
 #define MH__SPIN_WORKER_IDLE ((mh__spin_policy_t){400, 4, 0.0, 0.0})

@@ -225,3 +225,38 @@ TEST(examples_help_and_unknown_option) {
     mht_proc_free(&res);
   }
 }
+
+/* The fork-join examples (docs/forkjoin.md): a merge sort and Fibonacci,
+ * on one worker (where a waiting task must help) and on three. */
+static void run_with_args(const char *name, const char *a1, const char *a2,
+                          mht_proc_result_t *res) {
+  char path[4096], b1[32], b2[32];
+  snprintf(path, sizeof path, "%s/examples/%s", MHT_BUILD_DIR, name);
+  snprintf(b1, sizeof b1, "%s", a1);
+  snprintf(b2, sizeof b2, "%s", a2);
+  char *argv[] = {path, b1, b2, NULL};
+  ASSERT_EQ(mht_run(argv, 120, res), 0);
+  if (!res->exited || res->status != 0) fprintf(stderr, "%s stderr:\n%s\n", name, res->err);
+  ASSERT_EQ(res->exited, 1);
+  ASSERT_EQ(res->status, 0);
+}
+
+TEST(mergesort) {
+  mht_proc_result_t res;
+  run_with_args("mergesort", "300000", "1", &res);
+  ASSERT_STREQ(res.out, "sorted 300000 ints on 1 workers\n");
+  mht_proc_free(&res);
+  run_with_args("mergesort", "1000000", "3", &res);
+  ASSERT_STREQ(res.out, "sorted 1000000 ints on 3 workers\n");
+  mht_proc_free(&res);
+}
+
+TEST(fib) {
+  mht_proc_result_t res;
+  run_with_args("fib", "25", "1", &res);
+  ASSERT_STREQ(res.out, "fib(25) = 75025 on 1 workers\n");
+  mht_proc_free(&res);
+  run_with_args("fib", "30", "3", &res);
+  ASSERT_STREQ(res.out, "fib(30) = 832040 on 3 workers\n");
+  mht_proc_free(&res);
+}

@@ -114,7 +114,8 @@ MH_EXTERN int mh_executor_backend(const mh_executor_t *ex);
  * @param ctx passed unchanged to every call of the task
  * @param fut receives the new future (one reference, the caller's)
  * @return 0 on success, or one of these errors: MH_EINVAL (NULL ex/fn/fut, NULL buffer with non-zero size),
- * MH_ESHUTDOWN (the executor was shut down), MH_ENOMEM. */
+ * MH_ESHUTDOWN (the executor was shut down), MH_ENOMEM, MH_EPERM (called
+ * from a worker process of a process or MPI executor: see "fork-join"). */
 MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
                                  const void *in, size_t in_size, void *out,
                                  size_t out_size, void *ctx,
@@ -319,6 +320,120 @@ MH_EXTERN int mh_as_completed_next(mh_as_completed_t *ac, double timeout,
 /** Free the iterator and drop the references it holds.  NULL is ignored.
  * @param ac the iterator */
 MH_EXTERN void mh_as_completed_free(mh_as_completed_t *ac);
+
+/* ---- fork-join (thread backend) ------------------------------------------ */
+
+/* A task of a thread executor may submit to its own executor and wait for
+ * what it submitted: a worker that waits (mh_future_result, mh_future_wait,
+ * mh_futures_wait, as_completed, mh_task_group_wait) runs other pending work
+ * of its executor meanwhile (help first), so such waits never deadlock, with
+ * any number of workers, 1 included.  Python's ThreadPoolExecutor deadlocks
+ * there instead.  Tasks a worker submits go onto its own deque (newest
+ * first for itself, oldest first for idle workers that steal).  A waiting
+ * task must not wait for a task that waits for it (a cycle deadlocks, as
+ * everywhere).  On the process and MPI backends a worker has no way back to
+ * its executor: mh_executor_submit and map from a worker process give
+ * MH_EPERM. */
+
+/** A task group: structured concurrency over one thread executor. */
+typedef struct mh_task_group_s mh_task_group_t;
+
+/** A member of a task group: fn(arg, group).  A non-zero return fails the
+ * member; the group's result is the first failing member's code. */
+typedef int (*mh_group_fn)(void *arg, mh_task_group_t *g);
+
+/** Make a group that runs its members on `ex`.
+ * @param g receives the group
+ * @param ex the executor (any backend whose workers are threads)
+ * @return 0, MH_EINVAL (NULL argument), MH_ENOMEM */
+MH_EXTERN int mh_task_group_new(mh_task_group_t **g, mh_executor_t *ex);
+
+/** Run fn(arg, g) as a member of g.  Members may run more members.  A member
+ * that has not started when the group is cancelled never runs.
+ * @param g the group
+ * @param fn the member
+ * @param arg its argument (must stay valid until the member ran)
+ * @return 0, MH_EINVAL, MH_ECANCELED (the group was cancelled: fn does not
+ *         run), MH_ESHUTDOWN, MH_ENOMEM */
+MH_EXTERN int mh_task_group_run(mh_task_group_t *g, mh_group_fn fn, void *arg);
+
+/** Wait until every member (and every member they ran) has ended.  Inside
+ * a worker the wait helps (runs pending work).
+ * @param g the group
+ * @return the first failing member's code; else MH_ECANCELED if the group
+ *         was cancelled; else 0.  MH_EINVAL for NULL. */
+MH_EXTERN int mh_task_group_wait(mh_task_group_t *g);
+
+/** Cancel the group: members not yet started never run; running members
+ * see mh_task_group_cancelled() return 1 and may stop early.
+ * @param g the group
+ * @return 0 or MH_EINVAL */
+MH_EXTERN int mh_task_group_cancel(mh_task_group_t *g);
+
+/** Has the group been cancelled?  Cheap (one load): members poll it.
+ * @param g the group
+ * @return 1 or 0 (0 for NULL) */
+MH_EXTERN int mh_task_group_cancelled(const mh_task_group_t *g);
+
+/** Free a group.  A group whose members have not all ended cannot be freed.
+ * @param g the group (NULL is ignored)
+ * @return 0, or MH_EBUSY (members still pending or running: nothing was
+ *         freed; wait first) */
+MH_EXTERN int mh_task_group_free(mh_task_group_t *g);
+
+/** The body of mh_parallel_for: handle indices [lo, hi).
+ * A non-zero return is the loop's result (the first failing chunk's). */
+typedef int (*mh_range_fn)(size_t lo, size_t hi, void *ctx);
+
+/** Run body over [begin, end) split into chunks of about `grain` indices,
+ * by recursive halving on the executor's workers (the caller's worker
+ * helps when called from a task).  Like OpenMP's `parallel for` or oneTBB's
+ * parallel_for; Python has none (Executor.map over chunks comes closest).
+ * @param ex a thread executor
+ * @param begin first index
+ * @param end one past the last index
+ * @param grain the chunk size; 0 = automatic (about 8 chunks per worker)
+ * @param body the body
+ * @param ctx passed to body
+ * @return 0, the first failing chunk's code, MH_EINVAL, MH_ESHUTDOWN,
+ *         MH_ENOMEM */
+MH_EXTERN int mh_parallel_for(mh_executor_t *ex, size_t begin, size_t end,
+                              size_t grain, mh_range_fn body, void *ctx);
+
+/** A leaf of mh_parallel_reduce: fold indices [lo, hi) into `acc` (which
+ * starts as the identity).  Non-zero fails the reduction. */
+typedef int (*mh_reduce_leaf_fn)(size_t lo, size_t hi, void *acc, void *ctx);
+
+/** Combine two partial results: left = left (+) right. */
+typedef void (*mh_reduce_join_fn)(void *left, const void *right, void *ctx);
+
+/** The largest accumulator mh_parallel_reduce takes, in bytes. */
+#define MH_REDUCE_MAX_ACC 256
+
+/** Reduce [begin, end) by a fixed split tree: the range is halved until a
+ * piece has at most `grain` indices, each piece is folded by `leaf` from the
+ * identity, and pieces are joined pairwise in tree order.  The tree depends
+ * only on the range and the grain, never on the worker count or on timing,
+ * so a floating-point sum gives the same bits with 1 or 64 workers.
+ * Python has none (functools.reduce is serial).
+ * @param ex a thread executor
+ * @param begin first index
+ * @param end one past the last index
+ * @param grain the largest piece; 0 = automatic, from the range alone
+ *        (ceil(n / 4096), at least 1024)
+ * @param acc_size bytes of an accumulator, 1..MH_REDUCE_MAX_ACC
+ * @param identity the identity of join (acc_size bytes)
+ * @param leaf the leaf fold
+ * @param join the join
+ * @param ctx passed to leaf and join
+ * @param result receives the reduction (acc_size bytes)
+ * @return 0, the first failing leaf's code, MH_EINVAL, MH_ESHUTDOWN,
+ *         MH_ENOMEM */
+MH_EXTERN int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end,
+                                 size_t grain, size_t acc_size,
+                                 const void *identity, mh_reduce_leaf_fn leaf,
+                                 mh_reduce_join_fn join, void *ctx,
+                                 void *result);
 
 #ifdef __cplusplus
 }

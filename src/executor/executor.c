@@ -37,6 +37,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "executor_internal.h"
 #include "future.h"
@@ -55,7 +56,18 @@ struct mh_executor_s {
    * a waiting call is under way and whether it completed. */
   int called, waiting, waited;
   unsigned first_flags; /* L */
+  /* I: the process that made the executor.  The process and MPI backends'
+   * workers are other processes holding a copy of this record; their way
+   * back to the executor does not exist, so a submit from one of them fails
+   * with MH_EPERM instead of writing into a dead copy of the queues. */
+  pid_t owner;
 };
+
+/* MH_EPERM when called from a worker process of a process-based executor
+ * (the thread backend's workers share the record, and pay no getpid). */
+static int foreign_process(const mh_executor_t *ex) {
+  return ex->ops != &mh__backend_threads && getpid() != ex->owner;
+}
 
 /* ---- the backend table ------------------------------------------------- */
 
@@ -112,6 +124,7 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
   if (!ex) return MH_ENOMEM;
   ex->ops = ops;
   ex->opts = o;
+  ex->owner = getpid();
   atomic_init(&ex->closed, 0);
   int rc = -pthread_mutex_init(&ex->slock, NULL);
   if (rc) goto fail_ex;
@@ -223,6 +236,7 @@ static int map_check(const mh_executor_t *ex, mh_task_fn fn, const void *in,
   if (in_size && n > SIZE_MAX / in_size) return MH_EINVAL;
   if (out_size && n > SIZE_MAX / out_size) return MH_EINVAL;
   if (n > SIZE_MAX / 2) return MH_EINVAL;
+  if (foreign_process(ex)) return MH_EPERM;
   return 0;
 }
 
@@ -241,6 +255,7 @@ static int submit_task(mh_executor_t *ex, const mh__task_t *t,
                        mh_future_t **fut) {
   if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
     return MH_ESHUTDOWN;
+  if (foreign_process(ex)) return MH_EPERM;
   mh_future_t *f = mh__future_new(t);
   if (!f) return MH_ENOMEM;
   int rc = ex->ops->submit(ex, f);

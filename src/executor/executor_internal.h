@@ -118,4 +118,19 @@ int mh__future_cancel_queued(mh_future_t *f);
  * safe from any thread at any time. */
 int mh__futures_prepare(void);
 
+/* Help-first waits.  A thread-pool worker sets mh__helper for its own
+ * thread to a function that runs one pending task of its executor and
+ * returns 1, or returns 0 when it found none.  Waits on futures (future.c)
+ * and on task groups (forkjoin.c) call it while they wait, instead of
+ * sleeping, so that a task waiting on tasks never deadlocks the pool.  NULL
+ * in threads that are not workers: their waits are unchanged. */
+typedef int (*mh__helper_fn)(void);
+extern _Thread_local mh__helper_fn mh__helper;
+
+/* The longest a helping waiter sleeps before it looks for work again. */
+#define MH__HELP_NAP 200e-6
+
+/* The executor the calling thread is a worker of (thread backend), or NULL. */
+mh_executor_t *mh__worker_executor(void);
+
 #endif /* MH_EXECUTOR_INTERNAL_H */

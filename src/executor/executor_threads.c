@@ -1,4 +1,5 @@
-/* executor_threads.c - the thread backend: N worker threads over one FIFO.
+/* executor_threads.c - the thread backend: N worker threads over one FIFO,
+ * plus a work-stealing deque per worker for the tasks workers submit.
  *
  * The queue is intrusive (futures are linked through mh__future_link), so
  * queueing allocates nothing and costs the same at any length.  Submitters
@@ -42,9 +43,23 @@
  * No backend lock is held while a task runs or a future completes, so
  * callbacks may submit, cancel or wait freely.
  *
+ * Fork-join (issue 11).  A task that submits to its own executor pushes onto
+ * its worker's Chase-Lev deque (tworker_t; memory orders after Le et al.,
+ * "Correct and efficient work-stealing for weak memory models", 2013): the
+ * owner takes from the bottom, idle workers steal from the top, and no lock
+ * is taken.  Each worker sets mh__helper to help_once for its thread, so a
+ * wait inside a task (future.c, forkjoin.c) runs pending work instead of
+ * sleeping: the worker's own deque, the rest of its batch, a steal, then one
+ * future off the FIFO.  A deque push wakes a sleeper by the inbox's rule,
+ * and a worker counts itself idle before its last look at every deque.  At
+ * shutdown a worker leaves only with its own deque empty (only its own tasks
+ * push onto it); after a cancelling shutdown what it pops from a deque is
+ * cancelled, not run.
+ *
  * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
  * holding the queue's reference; the inbox holds futures not yet counted in
- * len; `idle` counts the workers inside worker_main's sleep loop; alive <=
+ * len; a deque's slots top..bottom-1 hold futures with the deque's reference,
+ * and a ring replaced by a bigger one stays allocated until pool_free; `idle` counts the workers inside worker_main's sleep loop; alive <=
  * nthreads.
  *
  * Who may touch what (the tags on tpool_t):
@@ -52,7 +67,8 @@
  *   A: atomic; any thread.
  *   L: p->lock.  "A, L": changed only under p->lock, read without it.
  *   W: the worker running the batch (a batch taken off the FIFO is linked
- *      through the futures' `link` fields and is that worker's alone).
+ *      through the futures' `link` fields and is that worker's alone), and
+ *      the fields of tworker_t that only its own thread touches.
  *
  * Lock order: p->lock is taken alone, never with another lock of the library
  * held under it, and never held while a task runs or a future completes.
@@ -69,6 +85,7 @@
 /* ---- the pool record --------------------------------------------------- */
 
 #define BATCH_MAX 32
+#define WORKER_STACK ((size_t)64 << 20)
 
 typedef struct tpool {
   /* Written by submitters (one compare-and-swap each) and emptied by
@@ -94,7 +111,142 @@ typedef struct tpool {
   pthread_t *threads; /* I: filled by tp_start; read by tp_shutdown */
   mh_worker_init_fn init; /* I */
   void *initarg;          /* I */
+  mh_executor_t *ex;      /* I: the shell, for mh__worker_executor */
+  struct tworker *workers; /* I: nthreads records, one per worker */
+  /* A: a cancelling shutdown began; workers cancel what they pop from
+   * their deques instead of running it. */
+  _Atomic int cancelling;
 } tpool_t;
+
+/* ---- the work-stealing deques (Chase-Lev, after Le et al. 2013) -------- */
+
+/* A ring of 2^k slots.  Grown by the owner only; the old ring stays valid
+ * (thieves may still read it) until the pool is freed. */
+typedef struct dq_ring {
+  struct dq_ring *older; /* W: rings replaced by this one, freed at the end */
+  int64_t mask;          /* I */
+  _Atomic(mh_future_t *) slot[]; /* A */
+} dq_ring_t;
+
+/* One worker: its deque and its state.  top is CASed by thieves and by the
+ * owner taking the last element; bottom is written by the owner only. */
+typedef struct tworker {
+  _Alignas(64) _Atomic int64_t top; /* A */
+  _Alignas(64) _Atomic int64_t bottom; /* A: written by the owner only */
+  _Atomic(dq_ring_t *) ring;           /* A: replaced by the owner only */
+  mh_future_t *batch; /* W: the rest of the batch taken off the FIFO */
+  tpool_t *p;         /* I */
+  int index;          /* I */
+  unsigned rng;       /* W: victim choice */
+  int broken;         /* W: the initializer's code */
+} tworker_t;
+
+#define DQ_FIRST 256
+
+/* The worker running on this thread (NULL elsewhere). */
+static _Thread_local tworker_t *tls_self;
+
+static dq_ring_t *ring_new(int64_t cap) {
+  dq_ring_t *r = mh__malloc(sizeof *r + (size_t)cap * sizeof r->slot[0]);
+  if (!r) return NULL;
+  r->older = NULL;
+  r->mask = cap - 1;
+  return r;
+}
+
+/* Owner: push f at the bottom.  0, or MH_ENOMEM when the ring cannot grow. */
+static int dq_push(tworker_t *w, mh_future_t *f) {
+  int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed);
+  int64_t t = atomic_load_explicit(&w->top, memory_order_acquire);
+  dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
+  if (b - t > r->mask) {
+    dq_ring_t *n = ring_new(2 * (r->mask + 1));
+    if (!n) return MH_ENOMEM;
+    for (int64_t i = t; i < b; i++)
+      atomic_store_explicit(&n->slot[i & n->mask],
+                            atomic_load_explicit(&r->slot[i & r->mask],
+                                                 memory_order_relaxed),
+                            memory_order_relaxed);
+    n->older = r;
+    atomic_store_explicit(&w->ring, n, memory_order_release);
+    r = n;
+  }
+  atomic_store_explicit(&r->slot[b & r->mask], f, memory_order_relaxed);
+  /* The paper's release fence before the store of bottom, as a release
+   * store: a thief that acquires bottom sees the slot and f's fields (and
+   * TSan, which does not model fences, sees it too). */
+  atomic_store_explicit(&w->bottom, b + 1, memory_order_release);
+  return 0;
+}
+
+/* Owner: take from the bottom (newest first); NULL when empty. */
+static mh_future_t *dq_take(tworker_t *w) {
+  int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed) - 1;
+  dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
+  atomic_store_explicit(&w->bottom, b, memory_order_relaxed);
+  atomic_thread_fence(memory_order_seq_cst);
+  int64_t t = atomic_load_explicit(&w->top, memory_order_relaxed);
+  mh_future_t *f = NULL;
+  if (t <= b) {
+    f = atomic_load_explicit(&r->slot[b & r->mask], memory_order_relaxed);
+    if (t == b) {
+      /* The last one: race the thieves for it. */
+      if (!atomic_compare_exchange_strong_explicit(&w->top, &t, t + 1,
+                                                   memory_order_seq_cst,
+                                                   memory_order_relaxed))
+        f = NULL;
+      atomic_store_explicit(&w->bottom, b + 1, memory_order_relaxed);
+    }
+  } else {
+    atomic_store_explicit(&w->bottom, b + 1, memory_order_relaxed);
+  }
+  return f;
+}
+
+/* Any thread: take from the top (oldest first); NULL when empty or when
+ * another thief won the race. */
+static mh_future_t *dq_steal(tworker_t *w) {
+  int64_t t = atomic_load_explicit(&w->top, memory_order_acquire);
+  atomic_thread_fence(memory_order_seq_cst);
+  int64_t b = atomic_load_explicit(&w->bottom, memory_order_acquire);
+  if (t >= b) return NULL;
+  dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_acquire);
+  mh_future_t *f = atomic_load_explicit(&r->slot[t & r->mask], memory_order_relaxed);
+  if (!atomic_compare_exchange_strong_explicit(&w->top, &t, t + 1,
+                                               memory_order_seq_cst,
+                                               memory_order_relaxed))
+    return NULL;
+  return f;
+}
+
+static int dq_nonempty(tworker_t *w) {
+  return atomic_load_explicit(&w->bottom, memory_order_acquire) >
+         atomic_load_explicit(&w->top, memory_order_acquire);
+}
+
+static int any_deque_nonempty(tpool_t *p) {
+  for (int i = 0; i < p->nthreads; i++)
+    if (dq_nonempty(&p->workers[i])) return 1;
+  return 0;
+}
+
+/* Steal one future from another worker, starting at a random victim. */
+static mh_future_t *steal_any(tworker_t *self) {
+  tpool_t *p = self->p;
+  int n = p->nthreads;
+  if (n < 2) return NULL;
+  self->rng = self->rng * 1103515245u + 12345u;
+  int start = (int)((self->rng >> 16) % (unsigned)n);
+  for (int k = 0; k < n; k++) {
+    tworker_t *v = &p->workers[(start + k) % n];
+    if (v == self) continue;
+    for (int tries = 0; tries < 4 && dq_nonempty(v); tries++) {
+      mh_future_t *f = dq_steal(v);
+      if (f) return f;
+    }
+  }
+  return NULL;
+}
 
 /* ---- the inbox and the FIFO -------------------------------------------- */
 
@@ -132,16 +284,89 @@ static void absorb(tpool_t *p) {
 
 /* ---- the workers (W: a batch is its worker's) -------------------------- */
 
-static void run_batch(mh_future_t *f, int broken) {
-  while (f) {
-    mh_future_t *next = *mh__future_link(f);
-    if (mh__future_set_running(f)) {
-      int code = broken ? broken : mh__task_run(mh__future_task(f));
-      mh__future_finish_release(f, code);
-    } else {
-      mh_future_release(f);
-    }
-    f = next;
+/* Run one future the worker holds (the backend's reference is dropped).
+ * `spawned`: it came from a deque, where a cancelling shutdown cannot reach
+ * it; it is cancelled here then. */
+static void run_one(tworker_t *w, mh_future_t *f, int spawned) {
+  if (spawned && atomic_load_explicit(&w->p->cancelling, memory_order_relaxed)) {
+    mh__future_cancel_queued(f);
+    mh_future_release(f);
+  } else if (mh__future_set_running(f)) {
+    int code = w->broken ? w->broken : mh__task_run(mh__future_task(f));
+    mh__future_finish_release(f, code);
+  } else {
+    mh_future_release(f);
+  }
+}
+
+/* Run the worker's batch.  It is kept in w->batch, not on the stack, so that
+ * a task of the batch that waits can run the rest of it (help first). */
+static void run_batch(tworker_t *w, mh_future_t *f) {
+  w->batch = f;
+  while ((f = w->batch)) {
+    w->batch = *mh__future_link(f);
+    run_one(w, f, 0);
+  }
+}
+
+/* Take one future off the FIFO (or the inbox) for a helping waiter. */
+static mh_future_t *take_shared(tpool_t *p) {
+  if (!atomic_load_explicit(&p->len, memory_order_relaxed) &&
+      !inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)))
+    return NULL;
+  pthread_mutex_lock(&p->lock);
+  if (!p->head) absorb(p);
+  mh_future_t *f = p->head;
+  if (f) {
+    p->head = *mh__future_link(f);
+    if (!p->head) p->tail = NULL;
+    atomic_store_explicit(&p->len, atomic_load_explicit(&p->len, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return f;
+}
+
+/* mh__helper for worker threads: run one pending task, looking first at the
+ * worker's own deque (its newest child, the one a fork-join parent most
+ * likely waits for), then the rest of its batch, then other workers'
+ * deques, then the shared FIFO.  1 if it ran one. */
+static int help_once(void) {
+  tworker_t *w = tls_self;
+  int spawned = 1;
+  mh_future_t *f = dq_take(w);
+  if (!f && w->batch) {
+    spawned = 0;
+    f = w->batch;
+    w->batch = *mh__future_link(f);
+  }
+  if (!f) {
+    spawned = 1;
+    f = steal_any(w);
+  }
+  if (!f) {
+    spawned = 0;
+    f = take_shared(w->p);
+  }
+  if (!f) return 0;
+  run_one(w, f, spawned);
+  return 1;
+}
+
+mh_executor_t *mh__worker_executor(void) {
+  return tls_self ? tls_self->p->ex : NULL;
+}
+
+/* Run what the worker's own deque holds, and what it can steal; 1 if it ran
+ * anything.  No lock is held. */
+static int run_local(tworker_t *w) {
+  int ran = 0;
+  for (;;) {
+    mh_future_t *f = dq_take(w);
+    if (!f) f = steal_any(w);
+    if (!f) return ran;
+    run_one(w, f, 1);
+    ran = 1;
   }
 }
 
@@ -159,7 +384,8 @@ static int spin_for_work(tpool_t *p) {
   do {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
-        atomic_load_explicit(&p->stopping, memory_order_relaxed))
+        atomic_load_explicit(&p->stopping, memory_order_relaxed) ||
+        any_deque_nonempty(p))
       found = 1;
   } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
@@ -167,29 +393,44 @@ static int spin_for_work(tpool_t *p) {
 }
 
 static void *worker_main(void *arg) {
-  tpool_t *p = arg;
+  tworker_t *w = arg;
+  tpool_t *p = w->p;
+  tls_self = w;
+  mh__helper = help_once;
   /* A failing initializer breaks this worker: the tasks it takes fail with
    * the initializer's code, as the header says. */
-  int broken = p->init ? p->init(p->initarg) : 0;
+  w->broken = p->init ? p->init(p->initarg) : 0;
   size_t share_div = (size_t)p->nthreads * 2;
   pthread_mutex_lock(&p->lock);
   for (;;) {
     if (!p->head) absorb(p);
+    if (!p->head && any_deque_nonempty(p)) {
+      pthread_mutex_unlock(&p->lock);
+      run_local(w);
+      pthread_mutex_lock(&p->lock);
+      continue;
+    }
     if (!p->head && !atomic_load(&p->stopping)) {
       pthread_mutex_unlock(&p->lock);
       int found = spin_for_work(p);
       pthread_mutex_lock(&p->lock);
       if (!found) {
+        /* idle is counted before the last look at the deques: a worker
+         * pushing onto its deque pushes before it reads idle (see
+         * tp_submit), so one of the two sees the other. */
         atomic_fetch_add(&p->idle, 1);
+        atomic_thread_fence(memory_order_seq_cst);
         while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
-               !atomic_load(&p->stopping))
+               !atomic_load(&p->stopping) && !any_deque_nonempty(p))
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
       }
       continue;
     }
     if (!p->head) {
-      /* Stopping: CLOSED was set before, so nothing more can come. */
+      /* Stopping: CLOSED was set before, so nothing more can come from
+       * outside; this worker's own deque was drained above (only its own
+       * tasks push onto it). */
       absorb(p);
       if (!p->head) break;
     }
@@ -208,7 +449,8 @@ static void *worker_main(void *arg) {
     int wake = p->head && atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0;
     if (wake) pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
-    run_batch(first, broken);
+    run_batch(w, first);
+    run_local(w);
     pthread_mutex_lock(&p->lock);
   }
   /* The last one out tells tp_destroy, which may be waiting for a worker
@@ -221,6 +463,15 @@ static void *worker_main(void *arg) {
 /* ---- the backend ops (any thread) -------------------------------------- */
 
 static void pool_free(tpool_t *p) {
+  for (int i = 0; p->workers && i < p->nthreads; i++) {
+    dq_ring_t *r = atomic_load(&p->workers[i].ring);
+    while (r) {
+      dq_ring_t *older = r->older;
+      mh__free(r);
+      r = older;
+    }
+  }
+  mh__free(p->workers);
   pthread_cond_destroy(&p->cond);
   pthread_mutex_destroy(&p->lock);
   mh__free(p->threads);
@@ -233,8 +484,24 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   p->nthreads = opts->workers;
   p->init = opts->initializer;
   p->initarg = opts->initarg;
+  p->ex = ex;
   p->threads = mh__calloc((size_t)p->nthreads, sizeof *p->threads);
-  if (!p->threads) {
+  p->workers = mh__calloc((size_t)p->nthreads, sizeof *p->workers);
+  int ok = p->threads && p->workers;
+  for (int i = 0; ok && i < p->nthreads; i++) {
+    tworker_t *w = &p->workers[i];
+    dq_ring_t *r = ring_new(DQ_FIRST);
+    if (!r) ok = 0;
+    atomic_init(&w->ring, r);
+    w->p = p;
+    w->index = i;
+    w->rng = 0x9e3779b9u * (unsigned)(i + 1);
+  }
+  if (!ok) {
+    for (int i = 0; p->workers && i < p->nthreads; i++)
+      mh__free(atomic_load(&p->workers[i].ring));
+    mh__free(p->workers);
+    mh__free(p->threads);
     mh__free(p);
     return MH_ENOMEM;
   }
@@ -246,23 +513,30 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   int rc = -pthread_mutex_init(&p->lock, &ma);
   pthread_mutexattr_destroy(&ma);
   if (rc) {
-    mh__free(p->threads);
-    mh__free(p);
+    pthread_cond_init(&p->cond, NULL);
+    pthread_mutex_init(&p->lock, NULL);
+    pool_free(p);
     return rc;
   }
   rc = -pthread_cond_init(&p->cond, NULL);
   if (rc) {
-    pthread_mutex_destroy(&p->lock);
-    mh__free(p->threads);
-    mh__free(p);
+    pthread_cond_init(&p->cond, NULL);
+    pool_free(p);
     return rc;
   }
   p->alive = p->nthreads;
+  /* Help-first waits nest tasks on a worker's stack (a chain of 10^4
+   * nested waits is 10^4 task frames deep), so workers get a roomy stack;
+   * untouched pages cost nothing. */
+  pthread_attr_t ta;
+  pthread_attr_init(&ta);
+  pthread_attr_setstacksize(&ta, WORKER_STACK);
   for (int i = 0; i < p->nthreads; i++) {
-    int err = pthread_create(&p->threads[i], NULL, worker_main, p);
+    int err = pthread_create(&p->threads[i], &ta, worker_main, &p->workers[i]);
     if (err) {
       /* Told apart now, while the started workers still hold their stacks. */
-      err = mh__thread_create_error(err, NULL);
+      err = mh__thread_create_error(err, &ta);
+      pthread_attr_destroy(&ta);
       pthread_mutex_lock(&p->lock);
       p->stopping = 1;
       p->alive -= p->nthreads - i; /* these never started */
@@ -273,7 +547,28 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
       return err;
     }
   }
+  pthread_attr_destroy(&ta);
   mh__executor_set_impl(ex, p);
+  return 0;
+}
+
+/* A worker's own spawn: onto its deque, where it (LIFO) or a thief (FIFO)
+ * takes it.  The wake-up rule is the inbox's: an idle worker and nobody
+ * spinning means somebody must be signalled, under the lock. */
+static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
+  mh_future_retain(f);
+  if (dq_push(w, f)) {
+    mh_future_release(f);
+    return MH_ENOMEM;
+  }
+  if (p->nthreads > 1) {
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0) {
+      pthread_mutex_lock(&p->lock);
+      pthread_cond_signal(&p->cond);
+      pthread_mutex_unlock(&p->lock);
+    }
+  }
   return 0;
 }
 
@@ -281,6 +576,10 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
   tpool_t *p = mh__executor_impl(ex);
   uintptr_t old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
   if (old & CLOSED) return MH_ESHUTDOWN;
+  tworker_t *w = tls_self;
+  /* After CLOSED (checked above) a push may still land: its owner drains
+   * its deque before it leaves, so it runs (or is cancelled) all the same. */
+  if (w && w->p == p) return spawn_local(p, w, f);
   /* The queue's reference; taken before the push, after which a worker
    * may run and release f at once. */
   mh_future_retain(f);
@@ -314,6 +613,7 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   atomic_store(&p->stopping, 1);
   pthread_mutex_lock(&p->lock);
   if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {
+    atomic_store(&p->cancelling, 1);
     absorb(p);
     cancel = p->head;
     p->head = p->tail = NULL;

@@ -162,8 +162,35 @@ void mh__cq_push(mh__cq_t *cq, size_t index) {
   pthread_mutex_unlock(&cq->lock);
 }
 
-/* Pop a ready index, waiting until the deadline.  0 or MH_ETIMEDOUT. */
+static int cq_pop_plain(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index);
+static int dl_passed(const mh__deadline_t *dl);
+static void nap_deadline(const mh__deadline_t *dl, mh__deadline_t *out);
+
+/* Pop a ready index, waiting until the deadline.  0 or MH_ETIMEDOUT.  In a
+ * worker thread the wait helps (runs other work) as mh__future_wait_dl does,
+ * so mh_futures_wait and as_completed inside a task never deadlock. */
 int mh__cq_pop(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index) {
+  mh__helper_fn help = mh__helper;
+  if (!help || dl->kind == MH__DL_NOW) return cq_pop_plain(cq, dl, index);
+  static const mh__deadline_t now = {MH__DL_NOW, {0, 0}};
+  const mh__spin_policy_t pol = MH__SPIN_HELP_WAIT;
+  mh__spin_t sp = MH__SPIN_INIT;
+  for (;;) {
+    if (!cq_pop_plain(cq, &now, index)) return 0;
+    if (help()) {
+      mh__spin_reset(&sp);
+      continue;
+    }
+    if (mh__spin_again(&sp, &pol)) continue;
+    if (dl_passed(dl)) return cq_pop_plain(cq, &now, index);
+    mh__deadline_t nap;
+    nap_deadline(dl, &nap);
+    if (!cq_pop_plain(cq, &nap, index)) return 0;
+    mh__spin_reset(&sp);
+  }
+}
+
+static int cq_pop_plain(mh__cq_t *cq, const mh__deadline_t *dl, size_t *index) {
   int rc = 0;
   pthread_mutex_lock(&cq->lock);
   while (cq->count == 0) {
@@ -382,10 +409,67 @@ int mh__task_run(const mh__task_t *t) {
   return first;
 }
 
+/* ---- helping waits (a worker waiting inside a task) -------------------- */
+
+/* Set by a thread-pool worker for its own thread (executor_threads.c); NULL
+ * in every other thread.  Thread-local, so only its thread reads it. */
+_Thread_local mh__helper_fn mh__helper;
+
+/* The shorter of dl and MH__HELP_NAP from now: a helping waiter that found
+ * nothing to run sleeps this long at most, then looks for work again (new
+ * work may appear that nobody would wake it for). */
+static void nap_deadline(const mh__deadline_t *dl, mh__deadline_t *out) {
+  mh__deadline_init(out, MH__HELP_NAP);
+  if (dl->kind == MH__DL_AT &&
+      (dl->at.tv_sec < out->at.tv_sec ||
+       (dl->at.tv_sec == out->at.tv_sec && dl->at.tv_nsec < out->at.tv_nsec)))
+    *out = *dl;
+}
+
+/* Has dl passed?  (FOREVER never; NOW always.) */
+static int dl_passed(const mh__deadline_t *dl) {
+  if (dl->kind != MH__DL_AT) return dl->kind == MH__DL_NOW;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > dl->at.tv_sec ||
+         (now.tv_sec == dl->at.tv_sec && now.tv_nsec >= dl->at.tv_nsec);
+}
+
+/* Wait for f inside a worker: run the executor's other work until f is done
+ * (help first), so that a task waiting on its children never deadlocks the
+ * pool, whatever the number of workers.  With nothing to run, spin by the
+ * helping ladder, then nap on f's futex for MH__HELP_NAP at most. */
+static int future_wait_helping(mh_future_t *f, const mh__deadline_t *dl,
+                               mh__helper_fn help) {
+  const mh__spin_policy_t pol = MH__SPIN_HELP_WAIT;
+  mh__spin_t sp = MH__SPIN_INIT;
+  uint32_t s;
+  while (!IS_DONE(s = st_load(f, memory_order_acquire))) {
+    if (help()) {
+      mh__spin_reset(&sp);
+      continue;
+    }
+    if (mh__spin_again(&sp, &pol)) continue;
+    if (dl_passed(dl)) return MH_ETIMEDOUT;
+    if (!(s & F_WAITERS)) {
+      if (!st_cas(f, &s, s | F_WAITERS)) continue;
+      s |= F_WAITERS;
+    }
+    mh__deadline_t nap;
+    nap_deadline(dl, &nap);
+    mh__futex_wait(st_addr(f), s, &nap, MH__FUTEX_PRIVATE);
+    mh__spin_reset(&sp);
+  }
+  return 0;
+}
+
 /* ---- waiting on one future --------------------------------------------- */
 
 int mh__future_wait_dl(mh_future_t *f, const mh__deadline_t *dl) {
   uint32_t s = st_load(f, memory_order_acquire);
+  mh__helper_fn help = mh__helper;
+  if (help && !IS_DONE(s) && dl->kind != MH__DL_NOW)
+    return future_wait_helping(f, dl, help);
   if (!IS_DONE(s) && dl->kind != MH__DL_NOW) {
     /* Before sleeping, look a little while: a tiny task is often done within
      * a microsecond, and then neither side makes a system call.  The

@@ -1,0 +1,124 @@
+/* forkjoin_bench.c - fork-join on the thread executor: a binary tree of
+ * spawn + join per node, parallel_for of a no-op body, parallel_reduce of a
+ * sum of doubles.  One measurement per run; bench/forkjoin.sh takes medians
+ * beside the oneTBB and OpenMP peers.
+ *
+ *   forkjoin_bench tree LEAVES WORKERS   -> seconds  wall-ns  cpu-ns per spawn+join
+ *   forkjoin_bench for N WORKERS         -> seconds  wall-ns  cpu-ns per index
+ *   forkjoin_bench reduce N WORKERS      -> seconds  wall-ns  cpu-ns per index
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "manyhands.h"
+
+typedef struct {
+  long lo, hi;
+} span_t;
+
+static mh_executor_t *g_ex;
+
+static int tree_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx);
+
+/* Each inner node spawns its left half and computes its right half itself,
+ * then joins: one spawn + join per inner node, leaves - 1 of them. */
+static long tree(long lo, long hi) {
+  if (hi - lo == 1) return lo;
+  long mid = lo + (hi - lo) / 2;
+  span_t left = {lo, mid};
+  long ls = 0;
+  mh_future_t *f;
+  if (mh_executor_submit(g_ex, tree_task, &left, sizeof left, &ls, sizeof ls, NULL, &f))
+    abort();
+  long rs = tree(mid, hi);
+  if (mh_future_result(f, MH_FOREVER)) abort();
+  mh_future_release(f);
+  return ls + rs;
+}
+
+static int tree_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx) {
+  (void)in_size;
+  (void)out_size;
+  (void)ctx;
+  const span_t *s = in;
+  *(long *)out = tree(s->lo, s->hi);
+  return 0;
+}
+
+static int noop_body(size_t lo, size_t hi, void *ctx) {
+  (void)ctx;
+  for (size_t i = lo; i < hi; i++) __asm__ volatile("" ::"r"(i));
+  return 0;
+}
+
+static int sum_leaf(size_t lo, size_t hi, void *acc, void *ctx) {
+  const double *x = ctx;
+  double s = *(double *)acc;
+  for (size_t i = lo; i < hi; i++) s += x[i];
+  *(double *)acc = s;
+  return 0;
+}
+
+static void sum_join(void *l, const void *r, void *ctx) {
+  (void)ctx;
+  *(double *)l += *(const double *)r;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 4) {
+    fprintf(stderr, "usage: %s tree|for|reduce N WORKERS\n", argv[0]);
+    return 2;
+  }
+  long n = atol(argv[2]);
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = atoi(argv[3]);
+  if (mh_executor_new(&g_ex, &o)) return 1;
+  double t0, t1, c0, c1, per, units;
+  if (!strcmp(argv[1], "tree")) {
+    span_t root = {0, n};
+    long sum = 0;
+    mh_future_t *f;
+    t0 = bench_now();
+    c0 = bench_cpu_seconds();
+    if (mh_executor_submit(g_ex, tree_task, &root, sizeof root, &sum, sizeof sum, NULL, &f) ||
+        mh_future_result(f, MH_FOREVER))
+      return 1;
+    t1 = bench_now();
+    c1 = bench_cpu_seconds();
+    mh_future_release(f);
+    if (sum != n * (n - 1) / 2) return 1;
+    units = (double)(n - 1);
+    per = (t1 - t0) * 1e9 / units;
+  } else if (!strcmp(argv[1], "for")) {
+    t0 = bench_now();
+    c0 = bench_cpu_seconds();
+    if (mh_parallel_for(g_ex, 0, (size_t)n, 0, noop_body, NULL)) return 1;
+    t1 = bench_now();
+    c1 = bench_cpu_seconds();
+    units = (double)n;
+    per = (t1 - t0) * 1e9 / units;
+  } else if (!strcmp(argv[1], "reduce")) {
+    double *x = malloc((size_t)n * sizeof *x);
+    if (!x) return 1;
+    for (long i = 0; i < n; i++) x[i] = (double)(i & 1023) * 0.5;
+    double zero = 0, got = 0;
+    t0 = bench_now();
+    c0 = bench_cpu_seconds();
+    if (mh_parallel_reduce(g_ex, 0, (size_t)n, 0, sizeof got, &zero, sum_leaf, sum_join, x, &got))
+      return 1;
+    t1 = bench_now();
+    c1 = bench_cpu_seconds();
+    if (got <= 0) return 1;
+    free(x);
+    units = (double)n;
+    per = (t1 - t0) * 1e9 / units;
+  } else {
+    return 2;
+  }
+  mh_executor_free(g_ex);
+  printf("%.6f %.3f %.3f\n", t1 - t0, per, (c1 - c0) * 1e9 / units);
+  return 0;
+}

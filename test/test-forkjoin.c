@@ -1,0 +1,493 @@
+/* test-forkjoin.c - tasks that wait on tasks: help-first waits, work
+ * stealing, task groups, parallel_for and parallel_reduce (issue 11). */
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+
+/* ---- a recursive sum: each node spawns its left half and runs the right */
+
+typedef struct {
+  uint64_t lo, hi;   /* the leaves lo..hi-1; leaf i adds i */
+  unsigned sleep_us; /* a random sleep of up to this at each leaf, or 0 */
+  uint64_t fail_at;  /* the leaf that fails with MH_EUSER - 1, or UINT64_MAX */
+  int inline_waits;  /* 0: mh_future_result; 1: mh_futures_wait; 2: as_completed */
+} span_t;
+
+static int tree_task(const void *in, size_t in_size, void *out, size_t out_size,
+                     void *ctx);
+
+static uint64_t rnd_next(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+static int tree_sum(mh_executor_t *ex, const span_t *sp, uint64_t *sum) {
+  if (sp->hi - sp->lo == 1) {
+    if (sp->sleep_us) {
+      uint64_t s = sp->lo * 0x9e3779b97f4a7c15ull + 1;
+      usleep((useconds_t)(rnd_next(&s) % sp->sleep_us));
+    }
+    if (sp->lo == sp->fail_at) return MH_EUSER - 1;
+    *sum = sp->lo;
+    return 0;
+  }
+  uint64_t mid = sp->lo + (sp->hi - sp->lo) / 2;
+  span_t left = *sp, right = *sp;
+  left.hi = mid;
+  right.lo = mid;
+  uint64_t ls = 0, rs = 0;
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, tree_task, &left, sizeof left, &ls, sizeof ls, ex, &f);
+  if (rc == MH_ESHUTDOWN) {
+    /* Shut down meanwhile: do it here. */
+    rc = tree_sum(ex, &left, &ls);
+    f = NULL;
+  } else if (rc) {
+    return rc;
+  }
+  int rrc = tree_sum(ex, &right, &rs);
+  int lrc = rc;
+  if (f) {
+    if (sp->inline_waits == 1) {
+      size_t nd = 0;
+      ASSERT_EQ(mh_futures_wait(&f, 1, MH_FIRST_COMPLETED, MH_FOREVER, &nd), 0);
+      ASSERT_EQ(nd, 1);
+    } else if (sp->inline_waits == 2) {
+      mh_as_completed_t *ac;
+      ASSERT_EQ(mh_as_completed_new(&ac, &f, 1), 0);
+      mh_future_t *g;
+      ASSERT_EQ(mh_as_completed_next(ac, MH_FOREVER, &g), 0);
+      ASSERT(g == f);
+      mh_as_completed_free(ac);
+    }
+    lrc = mh_future_result(f, MH_FOREVER);
+    mh_future_release(f);
+  }
+  *sum = ls + rs;
+  return lrc ? lrc : rrc;
+}
+
+static int tree_task(const void *in, size_t in_size, void *out, size_t out_size,
+                     void *ctx) {
+  (void)in_size;
+  (void)out_size;
+  return tree_sum(ctx, in, out);
+}
+
+static mh_executor_t *threads(int n) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = n;
+  mh_executor_t *ex;
+  ASSERT_EQ(mh_executor_new(&ex, &o), 0);
+  return ex;
+}
+
+/* Run the whole tree as one task submitted from outside. */
+static int run_tree(mh_executor_t *ex, span_t sp, uint64_t *sum) {
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, tree_task, &sp, sizeof sp, sum, sizeof *sum, ex, &f);
+  if (rc) return rc;
+  rc = mh_future_result(f, MH_FOREVER);
+  mh_future_release(f);
+  return rc;
+}
+
+static void tree_on(int workers, uint64_t leaves, int inline_waits) {
+  mh_executor_t *ex = threads(workers);
+  span_t sp = {0, leaves, 0, UINT64_MAX, inline_waits};
+  uint64_t sum = 0;
+  ASSERT_EQ(run_tree(ex, sp, &sum), 0);
+  ASSERT_EQ(sum, leaves * (leaves - 1) / 2);
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
+/* The deadlock of the executor before issue 11: one worker, a task that
+ * waits for its child.  It hung forever there; here it must finish. */
+TEST(child_wait_one_worker) { tree_on(1, 2, 0); }
+
+TEST(tree_1e6_one_worker) { tree_on(1, 1000000, 0); }
+TEST(tree_1e6_two_workers) { tree_on(2, 1000000, 0); }
+TEST(tree_1e6_eight_workers) { tree_on(8, 1000000, 0); }
+TEST(tree_futures_wait_inside) { tree_on(2, 100000, 1); }
+TEST(tree_as_completed_inside) { tree_on(3, 100000, 2); }
+
+/* Trees started from many outside threads at once share the workers. */
+static void outside_thread(void *arg) {
+  mh_executor_t *ex = arg;
+  for (int i = 0; i < 20; i++) {
+    span_t sp = {0, 5000, 0, UINT64_MAX, 0};
+    uint64_t sum = 0;
+    ASSERT_EQ(run_tree(ex, sp, &sum), 0);
+    ASSERT_EQ(sum, 5000ull * 4999 / 2);
+  }
+}
+
+TEST(trees_from_many_threads) {
+  mh_executor_t *ex = threads(3);
+  mh_thread_t *t[6];
+  for (int i = 0; i < 6; i++) ASSERT_EQ(mh_thread_start(&t[i], outside_thread, ex, NULL), 0);
+  for (int i = 0; i < 6; i++) ASSERT_EQ(mh_thread_join(t[i], MH_FOREVER), 0);
+  for (int i = 0; i < 6; i++) mh_thread_free(t[i]);
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
+/* ---- a chain: each task submits one child and waits for it ------------ */
+
+static int chain_task(const void *in, size_t in_size, void *out, size_t out_size,
+                      void *ctx) {
+  (void)in_size;
+  (void)out_size;
+  int depth = *(const int *)in;
+  if (depth == 0) {
+    *(int *)out = 0;
+    return 0;
+  }
+  int next = depth - 1, got = -1;
+  mh_future_t *f;
+  int rc = mh_executor_submit(ctx, chain_task, &next, sizeof next, &got, sizeof got, ctx, &f);
+  if (rc) return rc;
+  rc = mh_future_result(f, MH_FOREVER);
+  mh_future_release(f);
+  *(int *)out = got + 1;
+  return rc;
+}
+
+static void chain_on(int workers, int depth) {
+  mh_executor_t *ex = threads(workers);
+  int got = -1;
+  mh_future_t *f;
+  ASSERT_EQ(mh_executor_submit(ex, chain_task, &depth, sizeof depth, &got, sizeof got, ex, &f), 0);
+  ASSERT_EQ(mh_future_result(f, MH_FOREVER), 0);
+  mh_future_release(f);
+  ASSERT_EQ(got, depth);
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
+TEST(chain_1e4_one_worker) { chain_on(1, 10000); }
+TEST(chain_1e4_two_workers) { chain_on(2, 10000); }
+
+/* ---- random sleeps, errors, shutdown ---------------------------------- */
+
+TEST(tree_random_sleeps) {
+  mh_executor_t *ex = threads(4);
+  span_t sp = {0, 2000, 300, UINT64_MAX, 0};
+  uint64_t sum = 0;
+  ASSERT_EQ(run_tree(ex, sp, &sum), 0);
+  ASSERT_EQ(sum, 2000ull * 1999 / 2);
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
+TEST(error_leaf_to_root) {
+  for (int w = 1; w <= 4; w += 3) {
+    mh_executor_t *ex = threads(w);
+    span_t sp = {0, 100000, 0, 77777, 0};
+    uint64_t sum = 0;
+    ASSERT_EQ(run_tree(ex, sp, &sum), MH_EUSER - 1);
+    ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+    mh_executor_free(ex);
+  }
+}
+
+typedef struct {
+  mh_executor_t *ex;
+  int rc;
+  uint64_t sum;
+} bg_tree_t;
+
+static void bg_tree(void *arg) {
+  bg_tree_t *b = arg;
+  span_t sp = {0, 1000000, 0, UINT64_MAX, 0};
+  b->rc = run_tree(b->ex, sp, &b->sum);
+}
+
+/* Shut down (waiting, and cancelling) while a tree grows: no hang, and the
+ * tree either completes right or says why it did not. */
+TEST(shutdown_while_tree_runs) {
+  for (int round = 0; round < 6; round++) {
+    mh_executor_t *ex = threads(1 + round % 3);
+    bg_tree_t b = {ex, 1, 0};
+    mh_thread_t *t;
+    ASSERT_EQ(mh_thread_start(&t, bg_tree, &b, NULL), 0);
+    usleep((useconds_t)(1000 * (1 + round * 3)));
+    unsigned fl = MH_SHUTDOWN_WAIT | ((round & 1) ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
+    ASSERT_EQ(mh_executor_shutdown(ex, fl), 0);
+    ASSERT_EQ(mh_thread_join(t, MH_FOREVER), 0);
+    mh_thread_free(t);
+    if (b.rc == 0)
+      ASSERT_EQ(b.sum, 1000000ull * 999999 / 2);
+    else
+      ASSERT(b.rc == MH_ECANCELED || b.rc == MH_ESHUTDOWN);
+    mh_executor_free(ex);
+  }
+}
+
+/* ---- task groups ------------------------------------------------------ */
+
+typedef struct gnode gnode_t;
+
+typedef struct {
+  _Atomic uint64_t sum;
+  _Atomic int ran;
+  uint64_t fail_at; /* the node that fails, or UINT64_MAX */
+  int grow_forever; /* keep spawning until cancelled */
+  /* The nodes come from an arena freed after the wait: a member cancelled
+   * before it started never runs, so it cannot free its own argument. */
+  gnode_t *arena;
+  _Atomic size_t used;
+  size_t cap;
+} gshared_t;
+
+struct gnode {
+  gshared_t *sh;
+  uint64_t lo, hi;
+};
+
+#define ARENA_CAP 400000
+
+static gnode_t *gnode_alloc(gshared_t *sh) {
+  size_t i = atomic_fetch_add(&sh->used, 1);
+  return i < sh->cap ? &sh->arena[i] : NULL;
+}
+
+/* A member that splits its range in two new members (heap nodes), or adds
+ * its leaf. */
+static int gnode_fn(void *arg, mh_task_group_t *g) {
+  gnode_t n = *(gnode_t *)arg;
+  atomic_fetch_add(&n.sh->ran, 1);
+  if (mh_task_group_cancelled(g)) return 0;
+  if (n.hi - n.lo == 1 && !n.sh->grow_forever) {
+    if (n.lo == n.sh->fail_at) return MH_EUSER - 2;
+    atomic_fetch_add(&n.sh->sum, n.lo);
+    return 0;
+  }
+  uint64_t mid = n.lo + (n.hi - n.lo) / 2;
+  if (n.sh->grow_forever) mid = n.lo; /* never ends by itself */
+  for (int k = 0; k < 2; k++) {
+    gnode_t *c = gnode_alloc(n.sh);
+    if (!c) {
+      ASSERT(n.sh->grow_forever); /* a finite tree fits */
+      return 0;
+    }
+    *c = n;
+    if (!n.sh->grow_forever) {
+      if (k == 0) c->hi = mid;
+      else c->lo = mid;
+    }
+    int rc = mh_task_group_run(g, gnode_fn, c);
+    if (rc) ASSERT(rc == MH_ECANCELED);
+  }
+  return 0;
+}
+
+static int group_tree(mh_executor_t *ex, gshared_t *sh, uint64_t leaves, int cancel_after_us) {
+  mh_task_group_t *g;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  sh->cap = ARENA_CAP;
+  sh->arena = malloc(ARENA_CAP * sizeof *sh->arena);
+  ASSERT(sh->arena);
+  gnode_t *root = gnode_alloc(sh);
+  root->sh = sh;
+  root->lo = 0;
+  root->hi = leaves;
+  ASSERT_EQ(mh_task_group_run(g, gnode_fn, root), 0);
+  if (cancel_after_us >= 0) {
+    usleep((useconds_t)cancel_after_us);
+    ASSERT_EQ(mh_task_group_cancel(g), 0);
+  }
+  int rc = mh_task_group_wait(g);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  free(sh->arena);
+  sh->arena = NULL;
+  return rc;
+}
+
+TEST(group_tree_sum) {
+  for (int w = 1; w <= 4; w *= 2) {
+    mh_executor_t *ex = threads(w);
+    gshared_t sh = {0, 0, UINT64_MAX, 0, NULL, 0, 0};
+    ASSERT_EQ(group_tree(ex, &sh, 100000, -1), 0);
+    ASSERT_EQ(atomic_load(&sh.sum), 100000ull * 99999 / 2);
+    ASSERT_EQ(atomic_load(&sh.ran), 2 * 100000 - 1);
+    mh_executor_free(ex);
+  }
+}
+
+TEST(group_first_failure) {
+  mh_executor_t *ex = threads(2);
+  gshared_t sh = {0, 0, 4321, 0, NULL, 0, 0};
+  ASSERT_EQ(group_tree(ex, &sh, 10000, -1), MH_EUSER - 2);
+  mh_executor_free(ex);
+}
+
+/* Cancel while the tree grows without end: the wait returns, every member
+ * ended, and the group can be freed. */
+TEST(group_cancel_while_growing) {
+  for (int round = 0; round < 8; round++) {
+    mh_executor_t *ex = threads(1 + round % 4);
+    gshared_t sh = {0, 0, UINT64_MAX, 1, NULL, 0, 0};
+    ASSERT_EQ(group_tree(ex, &sh, 2, 500 * round), MH_ECANCELED);
+    /* Nothing outlives the group: no member runs after the wait. */
+    int ran = atomic_load(&sh.ran);
+    usleep(5000);
+    ASSERT_EQ(atomic_load(&sh.ran), ran);
+    mh_executor_free(ex);
+  }
+}
+
+/* Waiting for a group from inside a member of another group. */
+static int inner_group(void *arg, mh_task_group_t *outer) {
+  (void)outer;
+  mh_executor_t *ex = arg;
+  gshared_t sh = {0, 0, UINT64_MAX, 0, NULL, 0, 0};
+  ASSERT_EQ(group_tree(ex, &sh, 1000, -1), 0);
+  ASSERT_EQ(atomic_load(&sh.sum), 1000ull * 999 / 2);
+  return 0;
+}
+
+TEST(group_nested_waits_one_worker) {
+  mh_executor_t *ex = threads(1);
+  mh_task_group_t *g;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  for (int i = 0; i < 8; i++) ASSERT_EQ(mh_task_group_run(g, inner_group, ex), 0);
+  ASSERT_EQ(mh_task_group_wait(g), 0);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  mh_executor_free(ex);
+}
+
+static int slow_member(void *arg, mh_task_group_t *g) {
+  (void)g;
+  usleep(50000);
+  atomic_fetch_add((_Atomic int *)arg, 1);
+  return 0;
+}
+
+TEST(group_free_busy) {
+  mh_executor_t *ex = threads(1);
+  mh_task_group_t *g;
+  _Atomic int done = 0;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  ASSERT_EQ(mh_task_group_run(g, slow_member, &done), 0);
+  ASSERT_EQ(mh_task_group_free(g), MH_EBUSY);
+  ASSERT_EQ(mh_task_group_wait(g), 0);
+  ASSERT_EQ(atomic_load(&done), 1);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  ASSERT_EQ(mh_task_group_run(NULL, slow_member, NULL), MH_EINVAL);
+  mh_executor_free(ex);
+}
+
+/* ---- parallel_for and parallel_reduce --------------------------------- */
+
+typedef struct {
+  unsigned char *seen;
+  size_t fail_at;
+} pf_ctx_t;
+
+static int mark_range(size_t lo, size_t hi, void *ctx) {
+  pf_ctx_t *c = ctx;
+  for (size_t i = lo; i < hi; i++) {
+    if (i == c->fail_at) return MH_EUSER - 3;
+    c->seen[i]++;
+  }
+  return 0;
+}
+
+TEST(parallel_for_covers_once) {
+  size_t n = 1000003;
+  unsigned char *seen = calloc(n, 1);
+  ASSERT(seen);
+  for (int w = 1; w <= 8; w *= 2) {
+    mh_executor_t *ex = threads(w);
+    size_t grains[] = {0, 1000, 7, 1u << 30};
+    for (int gi = 0; gi < 4; gi++) {
+      memset(seen, 0, n);
+      pf_ctx_t c = {seen, SIZE_MAX};
+      ASSERT_EQ(mh_parallel_for(ex, 3, n, grains[gi], mark_range, &c), 0);
+      for (size_t i = 0; i < n; i++) ASSERT_EQ(seen[i], i >= 3 ? 1 : 0);
+    }
+    pf_ctx_t c = {seen, 500000};
+    ASSERT_EQ(mh_parallel_for(ex, 0, n, 0, mark_range, &c), MH_EUSER - 3);
+    ASSERT_EQ(mh_parallel_for(ex, 5, 5, 0, mark_range, &c), 0);
+    ASSERT_EQ(mh_parallel_for(ex, 6, 5, 0, mark_range, &c), MH_EINVAL);
+    mh_executor_free(ex);
+  }
+  free(seen);
+}
+
+static int sum_leaf(size_t lo, size_t hi, void *acc, void *ctx) {
+  const double *x = ctx;
+  double s = *(double *)acc;
+  for (size_t i = lo; i < hi; i++) s += x[i];
+  *(double *)acc = s;
+  return 0;
+}
+
+static void sum_join(void *l, const void *r, void *ctx) {
+  (void)ctx;
+  *(double *)l += *(const double *)r;
+}
+
+/* The same bits for every worker count: the split tree is fixed. */
+TEST(parallel_reduce_reproducible) {
+  size_t n = 3000017;
+  double *x = malloc(n * sizeof *x);
+  ASSERT(x);
+  uint64_t s = 12345;
+  for (size_t i = 0; i < n; i++) x[i] = (double)(rnd_next(&s) % 1000000) * 1e-7 + 1e-3 / (double)(i + 1);
+  double ref = 0, zero = 0;
+  int ws[] = {1, 2, 3, 8};
+  for (int k = 0; k < 4; k++) {
+    mh_executor_t *ex = threads(ws[k]);
+    for (int rep = 0; rep < 3; rep++) {
+      double got = -1;
+      ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 0, sizeof got, &zero, sum_leaf, sum_join, x, &got), 0);
+      if (k == 0 && rep == 0) ref = got;
+      ASSERT(memcmp(&got, &ref, sizeof got) == 0);
+    }
+    double g2 = -1;
+    ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 1000, sizeof g2, &zero, sum_leaf, sum_join, x, &g2), 0);
+    ASSERT(g2 > ref * 0.999999 && g2 < ref * 1.000001);
+    ASSERT_EQ(mh_parallel_reduce(ex, 0, n, 0, 0, &zero, sum_leaf, sum_join, x, &g2), MH_EINVAL);
+    mh_executor_free(ex);
+  }
+  free(x);
+}
+
+/* ---- the process backend: no way back to the executor ------------------ */
+
+static int submit_from_worker(const void *in, size_t in_size, void *out, size_t out_size,
+                              void *ctx) {
+  (void)in;
+  (void)in_size;
+  (void)out_size;
+  mh_executor_t *ex = *(mh_executor_t *const *)in;
+  (void)ctx;
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, submit_from_worker, in, in_size, NULL, 0, NULL, &f);
+  *(int *)out = rc;
+  return 0;
+}
+
+TEST(process_worker_submit_eperm) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 2;
+  o.backend = MH_BACKEND_PROCESSES;
+  mh_executor_t *ex;
+  ASSERT_EQ(mh_executor_new(&ex, &o), 0);
+  int got = 1;
+  mh_future_t *f;
+  ASSERT_EQ(mh_executor_submit(ex, submit_from_worker, &ex, sizeof ex, &got, sizeof got, NULL, &f), 0);
+  ASSERT_EQ(mh_future_result(f, 30.0), 0);
+  mh_future_release(f);
+  ASSERT_EQ(got, MH_EPERM);
+  mh_executor_free(ex);
+}
