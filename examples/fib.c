@@ -8,7 +8,9 @@
  * runs pending members), so any depth works on any number of workers.
  * Below CUTOFF a call computes alone; the group's wait returns the first
  * failing member's code. */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "manyhands.h"
@@ -56,20 +58,41 @@ static int root_task(const void *in, size_t in_size, void *out, size_t out_size,
   return fib(ctx, *(const int *)in, out);
 }
 
+/* A whole number in [lo, hi] from an argument, or exit 2 saying what is wrong. */
+static long arg_number(const char *s, const char *what, long lo, long hi) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (s[0] == '-' && (s[1] < '0' || s[1] > '9')) {
+    fprintf(stderr, "fib: unknown option '%s' (try --help)\n", s);
+    exit(2);
+  }
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "fib: %s must be a whole number from %ld to %ld, not '%s'\n", what, lo, hi, s);
+    exit(2);
+  }
+  return v;
+}
+
 int main(int argc, char **argv) {
-  int n = argc > 1 ? atoi(argv[1]) : 32;
-  int workers = argc > 2 ? atoi(argv[2]) : 2;
-  if (n < 0 || n > 80) {
-    fprintf(stderr, "manyhands: N must be 0..80\n");
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    printf("usage: fib [N [WORKERS]]\nComputes Fibonacci(N) by recursive fork-join on a thread pool.\n"
+           "N defaults to 32, WORKERS (1..4096) to 2.\n");
+    return 0;
+  }
+  if (argc > 3) {
+    fprintf(stderr, "fib: too many arguments (try --help)\n");
     return 2;
   }
+  int n = argc > 1 ? (int)arg_number(argv[1], "N", 0, 80) : 32;
+  int workers = argc > 2 ? (int)arg_number(argv[2], "WORKERS", 1, 4096) : 2;
   mh_executor_options_t o;
   mh_executor_options_init(&o);
   o.workers = workers;
   mh_executor_t *ex;
   int rc = mh_executor_new(&ex, &o);
   if (rc) {
-    fprintf(stderr, "manyhands: %s\n", mh_strerror(rc));
+    fprintf(stderr, "fib: %s\n", mh_strerror(rc));
     return 2;
   }
   long r = 0;
@@ -81,7 +104,7 @@ int main(int argc, char **argv) {
   }
   mh_executor_free(ex);
   if (rc) {
-    fprintf(stderr, "manyhands: %s\n", mh_strerror(rc));
+    fprintf(stderr, "fib: %s\n", mh_strerror(rc));
     return 1;
   }
   printf("fib(%d) = %ld on %d workers\n", n, r, workers);

@@ -7,6 +7,7 @@
  * for the left half and merges.  The wait inside a task is safe: a worker
  * that waits runs other pending work meanwhile (help first), so this never
  * deadlocks, even on one worker.  Below CUTOFF elements a task sorts alone. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +61,37 @@ static int sort_task(const void *in, size_t in_size, void *out, size_t out_size,
   return sort(in);
 }
 
+/* A whole number in [lo, hi] from an argument, or exit 2 saying what is wrong. */
+static long arg_number(const char *s, const char *what, long lo, long hi) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (s[0] == '-' && (s[1] < '0' || s[1] > '9')) {
+    fprintf(stderr, "mergesort: unknown option '%s' (try --help)\n", s);
+    exit(2);
+  }
+  if (errno || end == s || *end || v < lo || v > hi) {
+    fprintf(stderr, "mergesort: %s must be a whole number from %ld to %ld, not '%s'\n", what, lo, hi, s);
+    exit(2);
+  }
+  return v;
+}
+
 int main(int argc, char **argv) {
-  size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
-  int workers = argc > 2 ? atoi(argv[2]) : 2;
+  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    printf("usage: mergesort [N [WORKERS]]\nSorts N pseudo-random ints with a fork-join merge sort on a thread pool.\n"
+           "N defaults to 1000000, WORKERS (1..4096) to 2.\n");
+    return 0;
+  }
+  if (argc > 3) {
+    fprintf(stderr, "mergesort: too many arguments (try --help)\n");
+    return 2;
+  }
+  size_t n = argc > 1 ? (size_t)arg_number(argv[1], "N", 0, 100000000L) : 1000000;
+  int workers = argc > 2 ? (int)arg_number(argv[2], "WORKERS", 1, 4096) : 2;
   int *a = malloc((n ? n : 1) * sizeof *a), *tmp = malloc((n ? n : 1) * sizeof *tmp);
   if (!a || !tmp) {
-    fprintf(stderr, "manyhands: out of memory\n");
+    fprintf(stderr, "mergesort: out of memory\n");
     return 2;
   }
   unsigned s = 1;
@@ -79,7 +105,7 @@ int main(int argc, char **argv) {
   mh_executor_t *ex;
   int rc = mh_executor_new(&ex, &o);
   if (rc) {
-    fprintf(stderr, "manyhands: %s\n", mh_strerror(rc));
+    fprintf(stderr, "mergesort: %s\n", mh_strerror(rc));
     return 2;
   }
   job_t root = {ex, a, tmp, n};
@@ -91,12 +117,12 @@ int main(int argc, char **argv) {
   }
   mh_executor_free(ex);
   if (rc) {
-    fprintf(stderr, "manyhands: %s\n", mh_strerror(rc));
+    fprintf(stderr, "mergesort: %s\n", mh_strerror(rc));
     return 1;
   }
   for (size_t i = 1; i < n; i++)
     if (a[i - 1] > a[i]) {
-      fprintf(stderr, "manyhands: not sorted at %zu\n", i);
+      fprintf(stderr, "mergesort: not sorted at %zu\n", i);
       return 1;
     }
   printf("sorted %zu ints on %d workers\n", n, workers);

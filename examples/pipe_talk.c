@@ -13,6 +13,7 @@
  *
  * usage: pipe_talk [N]   (N questions, default 5)
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +53,27 @@ static int child_main(void *arg) {
 
 int main(int argc, char **argv) {
   long n = 5;
-  if (argc > 2 || (argc == 2 && (n = strtol(argv[1], NULL, 10)) <= 0)) {
-    fputs("usage: pipe_talk [N]\nAsk a child process for N squares over a pipe.\n",
-          argc == 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
-    return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    fputs("usage: pipe_talk [N]\nAsk a child process for N squares over a pipe"
+          " (N > 0, default 5).\n", stdout);
+    return 0;
+  }
+  if (argc > 2) {
+    fputs("pipe_talk: too many arguments (try --help)\n", stderr);
+    return 2;
+  }
+  if (argc == 2) {
+    char *end;
+    errno = 0;
+    n = strtol(argv[1], &end, 10);
+    if (argv[1][0] == '-' && (argv[1][1] < '0' || argv[1][1] > '9')) {
+      fprintf(stderr, "pipe_talk: unknown option '%s' (try --help)\n", argv[1]);
+      return 2;
+    }
+    if (errno || end == argv[1] || *end || n <= 0) {
+      fprintf(stderr, "pipe_talk: N must be a whole number above 0, not '%s'\n", argv[1]);
+      return 2;
+    }
   }
   ends_t e;
   int rc = mh_pipe(&e.parent, &e.child, 1);

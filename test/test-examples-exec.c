@@ -200,7 +200,7 @@ TEST(producer_consumer_options) {
 TEST(examples_help_and_unknown_option) {
   static const char *const names[] = {"thread_example", "daemon", "multithreading",
                                       "fakedb", "processes", "bank", "pooling",
-                                      "montecarlo"};
+                                      "montecarlo", "mergesort", "fib", "pipe_talk"};
   for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
     char path[4096], prefix[64];
     snprintf(path, sizeof path, "%s/examples/%s", MHT_BUILD_DIR, names[k]);
