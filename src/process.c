@@ -117,8 +117,11 @@ static void kids_fork_child(void) {
   ps.kids.n = 0;
   ps.kids.no_pidfd = 0;
   atomic_store(&ps.child_counter, 0);
-  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-  memcpy(&ps.kids.mutex, &m, sizeof m);
+  /* The forking thread took the lock in kids_fork_prepare and is this
+   * child's only thread: it unlocks it (a re-initialisation instead would
+   * leave ThreadSanitizer thinking the lock is still held, and report a
+   * lock-order inversion at the child's exit). */
+  pthread_mutex_unlock(&ps.kids.mutex);
 }
 
 static void kids_at_exit(void);
