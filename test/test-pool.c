@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -840,6 +841,63 @@ TEST(many_workers_and_alloc_failures) {
     mht_alloc_reset();
     ASSERT_EQ(mht_count_children(), 0);
   }
+}
+
+/* Issue 12 item 2: the dispatcher sends a spawn request per worker before it
+ * reads a reply; a server that answered with blocking sends filled the
+ * socket both ways after a few hundred forks and the pool never started.
+ * 4096 (the documented maximum) start, and a map and submits run on them;
+ * or, where RLIMIT_NPROC is lower, as many as it allows. */
+TEST(start_4096_workers) {
+  int n = 4096;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < 4096 + 512 && geteuid() != 0)
+    n = (int)rl.rlim_cur / 2;
+  if (MHT_TSAN || MHT_ASAN) n = n > 1024 ? 1024 : n;
+  double t0 = mht_now();
+  mh_executor_t *ex = pool_new(n, 0);
+  double started = mht_now() - t0;
+  ASSERT_LT(started, 120.0);
+  int *pids = malloc((size_t)n * sizeof *pids);
+  ASSERT(pids);
+  ASSERT_EQ(pool_pids(ex, pids, n), n);
+  free(pids);
+  check_map(ex, (size_t)n * 4, 1);
+  long v = 12, out = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                               &f));
+  ASSERT_OK(mh_future_result(f, 60));
+  ASSERT_EQ(out, 144);
+  mh_future_release(f);
+  pool_free(ex);
+  fprintf(stderr, "  %d workers started in %.2f s\n", n, started);
+}
+
+/* Past RLIMIT_NPROC the pool does not start, with a clear code, and leaves
+ * no process behind . */
+TEST(start_past_nproc_limit) {
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    struct rlimit rl = {64, 64};
+    setrlimit(RLIMIT_NPROC, &rl);
+    /* The limit does not bind root: become nobody (the uid of few or no
+     * other processes here). */
+    if (geteuid() == 0 && setuid(65534) != 0) _exit(3);
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = MH_BACKEND_PROCESSES;
+    o.workers = 600;
+    mh_executor_t *ex = NULL;
+    int rc = mh_executor_new(&ex, &o);
+    _exit(rc == MH_EAGAIN ? 0 : 1);
+  }
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
 }
 
 TEST(pooling_example) {

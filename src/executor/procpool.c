@@ -913,6 +913,7 @@ static void pp_call_free_mem(mh__pp_t *pp) {
   mh__pp_io_fd_close(pp->evfd);
   mh__free(pp->wk);
   mh__free(pp->srv_pids);
+  mh__free(pp->srv_out);
   mh__free(pp);
 }
 
@@ -934,7 +935,12 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
   int rc = MH_ENOMEM;
   pp->wk = mh__calloc((size_t)pp->n, sizeof *pp->wk);
   pp->srv_pids = mh__calloc((size_t)pp->n, sizeof *pp->srv_pids);
-  if (!pp->wk || !pp->srv_pids) goto fail;
+  /* The server's outbox: a slot has at most one M_SPAWNED and one M_EXITED
+   * unread (the dispatcher asks for no new worker in a slot before it has
+   * read the old one's exit), so 2n entries never overflow. */
+  pp->srv_out_cap = 2u * (unsigned)pp->n + 4;
+  pp->srv_out = mh__calloc(pp->srv_out_cap, sizeof *pp->srv_out);
+  if (!pp->wk || !pp->srv_pids || !pp->srv_out) goto fail;
   for (int i = 0; i < pp->n; i++) pp->wk[i].data_fd = -1;
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   pp->ctl_len = (sizeof(pp_ctl_t) + (size_t)pp->n * sizeof(pp_slot_t) + page - 1) &

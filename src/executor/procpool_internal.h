@@ -238,6 +238,9 @@ struct mh__pp {
   int srv;              /* D: parent end of the server socket, -1 when closed */
   _Atomic int srv_pid;  /* D, A: the server, 0 once it is reaped */
   int *srv_pids;        /* V: the server's table of its workers */
+  pp_msg_t *srv_out;    /* V: reports the socket could not take yet, a ring
+                           of srv_out_cap (see procpool_child.c) */
+  unsigned srv_out_cap, srv_out_h, srv_out_n; /* V: its size, head, count */
   pp_wk_t *wk;          /* I: the array; each record is D (see pp_wk_t) */
 
   pthread_t thread;     /* I: the dispatcher */
@@ -289,6 +292,8 @@ void mh__pp_io_drop_others(int keep1, int keep2, const void *keep_a,
 /* One message, optionally with a descriptor (fd >= 0), on the socket:
  * 0 or a negative code. */
 int mh__pp_io_send(int sock, const pp_msg_t *m, int fd);
+/* The same with extra sendmsg flags (MSG_DONTWAIT): MH_EAGAIN when full. */
+int mh__pp_io_send_flags(int sock, const pp_msg_t *m, int fd, int flags);
 /* Receive one message (and an fd if one came, -1 if none; pass NULL to close
  * any).  Returns 1, 0 at EOF, or a negative code (MH_EAGAIN when
  * non-blocking and nothing is there). */
