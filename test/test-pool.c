@@ -224,7 +224,7 @@ TEST(engine_crashes) {
   while (atomic_load(&hj.state) != 1) mht_sleep(0.001);
   mht_sleep(0.05);
   double t0 = mht_now();
-  ASSERT_OK(mh__pp_shutdown(pp, MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES));
+  ASSERT_OK(mh__pp_shutdown(pp, MH_SHUTDOWN_WAIT | MH_SHUTDOWN_TERMINATE));
   ASSERT_LT(mht_now() - t0, 5.0);
   ASSERT_EQ(atomic_load(&e_settled), 1);
   ASSERT_EQ(s, MH_ECANCELED);
@@ -522,10 +522,11 @@ TEST(hang_cancel) {
   mht_sleep(0.05);
   double t0 = mht_now();
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   ASSERT_LT(mht_now() - t0, 5.0);
   for (int i = 0; i < 2; i++) {
     ASSERT_EQ(mh_future_done(h[i]), 1);
+    ASSERT_EQ(mh_future_cancelled(h[i]), 1); /* as its result says */
     ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
     mh_future_release(h[i]);
   }
@@ -538,6 +539,93 @@ TEST(hang_cancel) {
   mh_future_t *f;
   ASSERT_ERR(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL, &f),
              MH_ESHUTDOWN);
+  pool_free(ex);
+}
+
+/* Issue 12 item 6: a cancelling shutdown cancels what has not started and
+ * lets running tasks finish (Python's cancel_futures=True); before, it
+ * SIGTERMed them and their futures said MH_ECANCELED with
+ * mh_future_cancelled 0.  Every future's two answers agree. */
+static int t_nap(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  mht_sleep(0.3);
+  int v = 7;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+TEST(cancel_futures_lets_running_finish) {
+  mh_executor_t *ex = pool_new(2, 0);
+  mh_future_t *f[10];
+  int out[10] = {0};
+  for (int i = 0; i < 10; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
+                                 NULL, &f[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(f[0]) && mh_future_running(f[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  int ran = 0, cancelled = 0;
+  for (int i = 0; i < 10; i++) {
+    ASSERT_EQ(mh_future_done(f[i]), 1);
+    int rc = mh_future_result(f[i], 0);
+    ASSERT_EQ(mh_future_cancelled(f[i]), rc == MH_ECANCELED);
+    if (rc == 0) {
+      ASSERT_EQ(out[i], 7);
+      ran++;
+    } else {
+      ASSERT_ERR(rc, MH_ECANCELED);
+      cancelled++;
+    }
+    mh_future_release(f[i]);
+  }
+  ASSERT_EQ(mh_future_cancelled(f[0]) + mh_future_cancelled(f[1]), 0);
+  ASSERT_GE(ran, 2);
+  ASSERT_GE(cancelled, 1);
+  pool_free(ex);
+}
+
+/* MH_SHUTDOWN_TERMINATE ends running tasks, also when added by a second
+ * call while another thread waits in a plain shutdown: their futures are
+ * cancelled, and say so both ways. */
+static void *shut_wait(void *arg) {
+  mh_executor_shutdown(arg, MH_SHUTDOWN_WAIT);
+  return NULL;
+}
+
+TEST(terminate_while_another_waits) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4;
+  mh_future_t *h[2], *q[4];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &q[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(h[0]) && mh_future_running(h[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, shut_wait, ex), 0);
+  mht_sleep(0.1);
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_TERMINATE));
+  pthread_join(th, NULL);
+  ASSERT_LT(mht_now() - t0, 5.0);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(mh_future_cancelled(h[i]), 1);
+    ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
+    mh_future_release(h[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(mh_future_cancelled(q[i]), 1);
+    mh_future_release(q[i]);
+  }
   pool_free(ex);
 }
 
@@ -1040,7 +1128,7 @@ TEST(cancel_queued) {
   ASSERT_GE(cancelled, K - 2 * 4);
   ASSERT_ERR(mh_future_result(q[K - 1], 0), MH_ECANCELED);
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   for (int i = 0; i < 2; i++) mh_future_release(h[i]);
   for (int i = 0; i < K; i++) {
     ASSERT_EQ(mh_future_done(q[i]), 1);
@@ -1329,7 +1417,7 @@ TEST(map_hang_cancel) {
   mht_sleep(0.05);
   double t0 = mht_now();
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   pthread_join(th, NULL);
   ASSERT_LT(mht_now() - t0, 5.0);
   ASSERT_ERR(st[300], MH_ECANCELED);

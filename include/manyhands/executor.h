@@ -92,15 +92,24 @@ MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
 /** Flags of mh_executor_shutdown. */
 #define MH_SHUTDOWN_WAIT 1u           /**< wait for running and queued tasks */
 #define MH_SHUTDOWN_CANCEL_FUTURES 2u /**< cancel tasks not yet started */
+#define MH_SHUTDOWN_TERMINATE 4u      /**< also end running tasks (processes) */
 
 /** Stop accepting work.  With MH_SHUTDOWN_CANCEL_FUTURES pending tasks are
- * cancelled (their futures give MH_ECANCELED); otherwise queued tasks still
- * run.  With MH_SHUTDOWN_WAIT the call returns when every worker has
- * finished.  On the process backend a cancelling shutdown also ends running
- * tasks: SIGTERM, then SIGKILL after `grace`.  Calling it again is harmless:
- * a later call that adds MH_SHUTDOWN_WAIT waits; one that only adds
- * MH_SHUTDOWN_CANCEL_FUTURES has no effect.  A task may call it with flags 0
- * on its own executor.  Errors: MH_EINVAL (NULL ex, unknown flags). */
+ * cancelled (their futures give MH_ECANCELED and mh_future_cancelled 1);
+ * running tasks finish, as with Python's shutdown(cancel_futures=True);
+ * otherwise queued tasks still run.  MH_SHUTDOWN_TERMINATE (Python 3.14's
+ * terminate_workers()) implies CANCEL_FUTURES and, on the process backend,
+ * ends the running tasks too: SIGTERM, then SIGKILL after `grace`; their
+ * futures are cancelled (mh_future_cancelled 1, MH_ECANCELED), a map's items
+ * that were running or not begun give MH_ECANCELED.  Threads cannot be
+ * stopped: on the thread backend TERMINATE is CANCEL_FUTURES.  With
+ * MH_SHUTDOWN_WAIT the call returns when every worker has finished.  Calling
+ * it again is harmless: a later call that adds MH_SHUTDOWN_WAIT waits; one
+ * that adds MH_SHUTDOWN_TERMINATE terminates at once, even while another
+ * thread waits in a shutdown (so a signal-watching thread can escalate);
+ * one that only adds MH_SHUTDOWN_CANCEL_FUTURES has no effect.  A task may
+ * call it with flags 0 on its own executor.  Errors: MH_EINVAL (NULL ex,
+ * unknown flags). */
 MH_EXTERN int mh_executor_shutdown(mh_executor_t *ex, unsigned flags);
 
 /** Shut down with MH_SHUTDOWN_WAIT (if not done yet) and free the executor.

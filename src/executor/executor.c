@@ -151,11 +151,22 @@ int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
 }
 
 int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
-  if (!ex || (flags & ~(MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES)))
+  if (!ex || (flags & ~(MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES |
+                        MH_SHUTDOWN_TERMINATE)))
     return MH_EINVAL;
+  /* ---- shutdown: terminating (issue 12) ---- */
+  if (flags & MH_SHUTDOWN_TERMINATE) flags |= MH_SHUTDOWN_CANCEL_FUTURES;
   atomic_store(&ex->closed, 1);
   int rc = 0;
   pthread_mutex_lock(&ex->slock);
+  if (ex->called && (flags & MH_SHUTDOWN_TERMINATE) &&
+      !(ex->first_flags & MH_SHUTDOWN_TERMINATE)) {
+    /* Terminating is the one thing a later call adds to a shutdown under
+     * way, even while another thread waits in it (Ctrl-C escalates). */
+    ex->first_flags |= MH_SHUTDOWN_TERMINATE | MH_SHUTDOWN_CANCEL_FUTURES;
+    ex->ops->shutdown(ex, MH_SHUTDOWN_TERMINATE | MH_SHUTDOWN_CANCEL_FUTURES);
+  }
+  /* ---- end of terminating ---- */
   if (!ex->called) {
     ex->called = 1;
     ex->first_flags = flags;
@@ -177,7 +188,7 @@ int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
     pthread_mutex_unlock(&ex->slock);
     return 0;
   } else {
-    flags |= ex->first_flags & MH_SHUTDOWN_CANCEL_FUTURES;
+    flags |= ex->first_flags & (MH_SHUTDOWN_CANCEL_FUTURES | MH_SHUTDOWN_TERMINATE);
   }
   ex->waiting = 1;
   pthread_mutex_unlock(&ex->slock);

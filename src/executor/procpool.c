@@ -328,10 +328,13 @@ static void pp_disp_map_dead(mh__pp_t *pp, int slot) {
     uint64_t next = upto;
     int done = 0;
     if (pp->cancelling || pp->broken) {
+      /* The item it ran fails as a death unless we ended it (terminating);
+       * the ones it had not begun are cancelled. */
       int code = pp->cancelling ? MH_ECANCELED : MH_EWORKERDIED;
+      int rcode = pp->terminating || pp->broken ? code : MH_EWORKERDIED;
       for (uint64_t i = upto; i < hi; i++)
-        if (sts) sts[base + i] = code;
-      if (upto < hi && !m->code[k]) m->code[k] = code;
+        if (sts) sts[base + i] = i == upto && running ? rcode : code;
+      if (upto < hi && !m->code[k]) m->code[k] = running ? rcode : code;
       done = 1;
     } else if (running) {
       if (pp->mtries[k] < pp->cfg.retries) {
@@ -454,11 +457,18 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
         requeue = 1; /* died between two items: none of the rest began */
       } else if (prog < e->count) {
         size_t d = (size_t)prog;
-        if (pp->cancelling) {
+        if (pp->terminating) {
+          /* Ended by MH_SHUTDOWN_TERMINATE: cancelled, as the future says
+           * (a job of which nothing finished is cancelled outright below). */
           for (size_t k = d; k < j->t->count; k++)
             if (j->t->statuses) j->t->statuses[k] = MH_ECANCELED;
           if (!j->code) j->code = MH_ECANCELED;
           j->next_item = j->t->count;
+          if (d == 0) {
+            pp->cfg.hooks.cancel(pp->cfg.hooks.arg, j->user, 1);
+            pp_disp_recycle(pp, j);
+            continue;
+          }
         } else if (j->tries < retries) {
           j->tries++;
           j->next_item = d;
@@ -706,7 +716,7 @@ static int pp_disp_take_queue(mh__pp_t *pp, int *shut) {
 }
 
 /* First sight of a cancelling shutdown: drop what is queued, revoke what
- * waits in rings, SIGTERM what runs. */
+ * waits in rings; running tasks go on (Python's cancel_futures=True). */
 static void pp_disp_cancel_all(mh__pp_t *pp) {
   pp->cancelling = 1;
   /* A claim-based map stops handing out chunks; its thread cancels what
@@ -740,11 +750,20 @@ static void pp_disp_cancel_all(mh__pp_t *pp) {
       }
     }
     if (w->in_map) running = 1;
-    if (running && w->state == W_LIVE) {
+    if (running && w->state == W_LIVE && pp->terminating) {
       pp_disp_kill(pp, i, SIGTERM);
       w->kill_at = now + pp->cfg.grace;
     }
   }
+}
+
+/* MH_SHUTDOWN_TERMINATE (also after a plain or cancelling shutdown began):
+ * cancel what waits, SIGTERM every worker that runs something, SIGKILL
+ * after the grace (pp_disp_timers). */
+static void pp_disp_terminate(mh__pp_t *pp) {
+  pp->terminating = 1;
+  pp->cancelling = 0; /* pp_disp_cancel_all runs again, now killing too */
+  pp_disp_cancel_all(pp);
 }
 
 static int pp_disp_in_flight(mh__pp_t *pp) {
@@ -826,7 +845,10 @@ static void pp_disp_loop(mh__pp_t *pp) {
     if ((++iter & 127) == 0) did += pp_disp_server_msgs(pp, 0);
     for (int i = 0; i < pp->n; i++) did += pp_disp_collect(pp, i);
     did += pp_disp_take_queue(pp, &shut);
-    if (shut == 3 && !pp->cancelling) pp_disp_cancel_all(pp);
+    if ((shut & 4) && !pp->terminating)
+      pp_disp_terminate(pp);
+    else if ((shut & 2) && !pp->cancelling)
+      pp_disp_cancel_all(pp);
     if (pp->broken) pp_disp_fail_queue(pp);
     did += pp_disp_assign(pp);
     did += pp_disp_map_post(pp);
@@ -1065,7 +1087,9 @@ int mh__pp_submit(mh__pp_t *pp, void *user, const mh__task_t *t) {
 int mh__pp_shutdown(mh__pp_t *pp, unsigned flags) {
   if (!pp) return MH_EINVAL;
   pthread_mutex_lock(&pp->mu);
-  int s = atomic_load(&pp->shut) | 1 | ((flags & MH_SHUTDOWN_CANCEL_FUTURES) ? 2 : 0);
+  int s = atomic_load(&pp->shut) | 1 |
+          ((flags & (MH_SHUTDOWN_CANCEL_FUTURES | MH_SHUTDOWN_TERMINATE)) ? 2 : 0) |
+          ((flags & MH_SHUTDOWN_TERMINATE) ? 4 : 0);
   atomic_store(&pp->shut, s);
   pthread_mutex_unlock(&pp->mu);
   mh__pp_io_wake_disp(pp, 1);

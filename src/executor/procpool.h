@@ -62,7 +62,10 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
                size_t in_size, void *out, size_t out_size, size_t n,
                size_t chunksize, int *status);
 
-/* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES as in executor.h. */
+/* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES / MH_SHUTDOWN_TERMINATE as
+ * in executor.h (TERMINATE implies CANCEL_FUTURES).  A later call may add
+ * TERMINATE to a shutdown already under way (also while another thread
+ * waits in it). */
 int mh__pp_shutdown(mh__pp_t *pp, unsigned flags);
 
 /* Shut down (waiting) if not done, and free.  NULL ignored. */

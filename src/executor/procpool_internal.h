@@ -252,11 +252,13 @@ struct mh__pp {
   int start_done, start_rc; /* M: the dispatcher's boot finished, its code */
   pp_job_t *qh, *qt, *freelist; /* M: submission queue, spare records */
   _Atomic size_t nq;    /* M, A: jobs in the submission queue */
-  _Atomic int shut;     /* M, A: 1 = shutting, 3 = shutting and cancelling */
+  _Atomic int shut;     /* M, A: bits 1 = shutting, 2 = cancelling what has
+                           not started, 4 = terminating what runs */
 
   pp_job_t *ph, *pt, *pfree; /* D: private queue, records to give back */
   unsigned rr;          /* D: where round robin looks first */
   int cancelling;       /* D: a cancelling shutdown was seen */
+  int terminating;      /* D: running workers were told to end (SIGTERM) */
   int exits_sent;       /* D: every worker was told to exit */
   int broken;           /* D: the server is gone; everything fails */
   int bad_starts;       /* D: workers in a row that died before doing anything */
