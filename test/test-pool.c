@@ -110,7 +110,7 @@ TEST(engine_chunks) {
   for (int i = 0; i < J * C; i++) in[i] = i, out[i] = -1, st[i] = 99;
   for (int k = 0; k < J; k++) {
     jobs[k].t = (mh__task_t){t_square, NULL, in + k * C, sizeof(long),
-                             out + k * C, sizeof(long), C, st + k * C};
+                             out + k * C, sizeof(long), C, st + k * C, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   e_wait(J, 30);
@@ -153,7 +153,7 @@ static void engine_kill_run(int retries) {
   memset(jobs, 0, sizeof jobs);
   for (int k = 0; k < J; k++) {
     jobs[k].t = (mh__task_t){t_slow, &delay, in + k * C, sizeof(long),
-                             out + k * C, sizeof(long), C, st + k * C};
+                             out + k * C, sizeof(long), C, st + k * C, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   while (atomic_load(&e_settled) < J / 4) mht_sleep(0.001);
@@ -203,7 +203,7 @@ TEST(engine_crashes) {
   static ejob_t jobs[4];
   for (int k = 0; k < 4; k++) {
     jobs[k].t = (mh__task_t){t_slow, NULL, in + k, sizeof(long), out + k,
-                             sizeof(long), 1, st + k};
+                             sizeof(long), 1, st + k, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   e_wait(4, 30);
@@ -218,7 +218,7 @@ TEST(engine_crashes) {
   int s = 0;
   ejob_t hj;
   memset(&hj, 0, sizeof hj);
-  hj.t = (mh__task_t){t_slow, NULL, &hang, sizeof hang, &o, sizeof o, 1, &s};
+  hj.t = (mh__task_t){t_slow, NULL, &hang, sizeof hang, &o, sizeof o, 1, &s, 0};
   atomic_store(&e_settled, 0);
   ASSERT_OK(mh__pp_submit(pp, &hj, &hj.t));
   while (atomic_load(&hj.state) != 1) mht_sleep(0.001);
@@ -626,6 +626,79 @@ TEST(terminate_while_another_waits) {
     ASSERT_EQ(mh_future_cancelled(q[i]), 1);
     mh_future_release(q[i]);
   }
+  pool_free(ex);
+}
+
+/* Issue 12 item 3: a stopped or hung worker used to hang everything.  With
+ * a time limit the watchdog SIGKILLs it, the task fails with MH_ETIMEDOUT,
+ * the worker is replaced and the pool goes on. */
+TEST(timeout_hung_task) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  mh_future_t *h, *f[6];
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_submit_timeout(ex, t_crash, &hang, sizeof hang, NULL,
+                                       0, NULL, 0.3, &h));
+  for (int i = 0; i < 6; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &f[i]));
+  ASSERT_ERR(mh_future_result(h, 30), MH_ETIMEDOUT);
+  ASSERT_GE(mht_now() - t0, 0.29);
+  ASSERT_EQ(mh_future_cancelled(h), 0);
+  mh_future_release(h);
+  for (int i = 0; i < 6; i++) {
+    ASSERT_OK(mh_future_result(f[i], 30));
+    mh_future_release(f[i]);
+  }
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2); /* replaced */
+  check_map(ex, 1000, 1);
+  /* The per-call limit of a map: item 5 hangs, only it fails. */
+  int in[40], st[40];
+  for (int i = 0; i < 40; i++) in[i] = i == 5 ? 4 : 0, st[i] = 99;
+  ASSERT_ERR(mh_executor_map_timeout(ex, t_crash, NULL, in, sizeof in[0], NULL,
+                                     0, 40, 2, st, 0.3),
+             MH_ETIMEDOUT);
+  for (int i = 0; i < 40; i++) ASSERT_EQ(st[i], i == 5 ? MH_ETIMEDOUT : 0);
+  pool_free(ex);
+}
+
+TEST(timeout_sigstopped_worker) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.task_timeout = 1.0;
+  o.retries = 1; /* a timed-out task runs again on a fresh worker */
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  mh_future_t *f[2];
+  int out[2] = {0};
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
+                                 NULL, &f[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(f[0]) && mh_future_running(f[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[0], SIGSTOP));
+  for (int i = 0; i < 2; i++) {
+    ASSERT_OK(mh_future_result(f[i], 30)); /* re-run after the timeout */
+    ASSERT_EQ(out[i], 7);
+    mh_future_release(f[i]);
+  }
+  /* Stopped again: the map goes on. */
+  long in[64], outl[64];
+  int st[64];
+  for (int i = 0; i < 64; i++) in[i] = i, outl[i] = -1, st[i] = 99;
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[1], SIGSTOP));
+  ASSERT_OK(mh_executor_map_timeout(ex, t_sq, NULL, in, sizeof in[0], outl,
+                                    sizeof outl[0], 64, 1, st, 0.5));
+  for (int i = 0; i < 64; i++) ASSERT_EQ(outl[i], (long)i * i);
   pool_free(ex);
 }
 

@@ -62,6 +62,13 @@ typedef struct mh_executor_options_s {
                                       fails with MH_EWORKERDIED; 0 = never */
   double grace;                  /**< processes: seconds a cancelling shutdown
                                       waits before SIGKILL; <= 0 = 1.0 */
+  double task_timeout;           /**< processes: seconds one task (one item
+                                      of a map) may run; past it its worker
+                                      is SIGKILLed and replaced and the task
+                                      fails with MH_ETIMEDOUT (or re-runs,
+                                      within `retries`); 0 = no limit.  The
+                                      thread backend cannot stop a thread:
+                                      non-zero there is MH_EINVAL. */
 } mh_executor_options_t;
 
 /** Fill `opts` with the defaults (threads, one worker per online CPU). */
@@ -88,6 +95,31 @@ MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
                                  const void *in, size_t in_size, void *out,
                                  size_t out_size, void *ctx,
                                  mh_future_t **fut);
+
+/* ---- per-call time limits (process backend) ---------------------------- */
+
+/** mh_executor_submit with a time limit of its own: `timeout` seconds > 0
+ * replaces the executor's task_timeout for this task, 0 keeps it, < 0 means
+ * no limit.  A task past its limit gets its worker SIGKILLed (a stopped or
+ * hung worker included), the worker is replaced, and the future fails with
+ * MH_ETIMEDOUT (or the task re-runs, within `retries`).  The time is counted
+ * from when the task began on its worker, as seen by the pool's dispatcher
+ * (it may notice up to a few ms late).  Thread backend: a timeout > 0 is
+ * MH_EINVAL. */
+MH_EXTERN int mh_executor_submit_timeout(mh_executor_t *ex, mh_task_fn fn,
+                                         const void *in, size_t in_size,
+                                         void *out, size_t out_size, void *ctx,
+                                         double timeout, mh_future_t **fut);
+
+/** mh_executor_map with a time limit per item (as in
+ * mh_executor_submit_timeout): an item past it gives MH_ETIMEDOUT in its
+ * status and its worker is replaced; the other items run as usual. */
+MH_EXTERN int mh_executor_map_timeout(mh_executor_t *ex, mh_task_fn fn,
+                                      void *ctx, const void *in,
+                                      size_t in_size, void *out,
+                                      size_t out_size, size_t n,
+                                      size_t chunksize, int *status,
+                                      double timeout);
 
 /** Flags of mh_executor_shutdown. */
 #define MH_SHUTDOWN_WAIT 1u           /**< wait for running and queued tasks */

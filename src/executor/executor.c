@@ -101,7 +101,9 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
     mh_executor_options_init(&o);
   }
   if (o.flags || o.workers < 0 || o.workers > 4096 || o.retries < 0 ||
-      o.max_tasks_per_child < 0 || o.grace != o.grace)
+      o.max_tasks_per_child < 0 || o.grace != o.grace ||
+      !(o.task_timeout >= 0) ||
+      (o.task_timeout > 0 && o.backend != MH_BACKEND_PROCESSES))
     return MH_EINVAL;
   if ((unsigned)o.backend > (unsigned)MH_BACKEND_MPI) return MH_EINVAL;
   const mh__backend_ops_t *ops = backend_ops(o.backend);
@@ -141,12 +143,43 @@ int mh_executor_backend(const mh_executor_t *ex) {
 static int submit_task(mh_executor_t *ex, const mh__task_t *t,
                        mh_future_t **fut);
 
+/* ---- per-call time limits (issue 12) ---- */
+_Thread_local double mh__call_timeout;
+
+int mh_executor_submit_timeout(mh_executor_t *ex, mh_task_fn fn,
+                               const void *in, size_t in_size, void *out,
+                               size_t out_size, void *ctx, double timeout,
+                               mh_future_t **fut) {
+  if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size) ||
+      timeout != timeout ||
+      (timeout > 0 && ex->opts.backend != MH_BACKEND_PROCESSES))
+    return MH_EINVAL;
+  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL, timeout};
+  return submit_task(ex, &t, fut);
+}
+
+int mh_executor_map_timeout(mh_executor_t *ex, mh_task_fn fn, void *ctx,
+                            const void *in, size_t in_size, void *out,
+                            size_t out_size, size_t n, size_t chunksize,
+                            int *status, double timeout) {
+  if (!ex || timeout != timeout ||
+      (timeout > 0 && ex->opts.backend != MH_BACKEND_PROCESSES))
+    return MH_EINVAL;
+  double saved = mh__call_timeout;
+  mh__call_timeout = timeout;
+  int rc = mh_executor_map(ex, fn, ctx, in, in_size, out, out_size, n,
+                           chunksize, status);
+  mh__call_timeout = saved;
+  return rc;
+}
+/* ---- end of per-call time limits ---- */
+
 int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
                        size_t in_size, void *out, size_t out_size, void *ctx,
                        mh_future_t **fut) {
   if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size))
     return MH_EINVAL;
-  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL};
+  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL, 0};
   return submit_task(ex, &t, fut);
 }
 
@@ -244,7 +277,7 @@ static mh__task_t chunk_task(mh_task_fn fn, void *ctx, const void *in,
   size_t lo = c * chunk, cnt = n - lo < chunk ? n - lo : chunk;
   mh__task_t t = {fn,       ctx, in ? (const char *)in + lo * in_size : NULL,
                   in_size,  out ? (char *)out + lo * out_size : NULL,
-                  out_size, cnt, statuses};
+                  out_size, cnt, statuses, mh__call_timeout};
   return t;
 }
 

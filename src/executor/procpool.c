@@ -50,6 +50,12 @@
 
 /* ==== dispatcher: jobs ==================================================== */
 
+/* A job's time limit per item in seconds, 0 = none. */
+static double pp_job_lim(const mh__pp_t *pp, const pp_job_t *j) {
+  double t = j->t->timeout;
+  return t > 0 ? t : t < 0 ? 0 : pp->cfg.task_timeout;
+}
+
 static void pp_disp_recycle(mh__pp_t *pp, pp_job_t *j) {
   j->next = pp->pfree;
   pp->pfree = j;
@@ -241,6 +247,7 @@ static int pp_disp_assign(mh__pp_t *pp) {
     atomic_store_explicit(&e->started, first, memory_order_relaxed);
     atomic_store_explicit(&e->claim, E_QUEUED, memory_order_relaxed);
     w->job[idx] = j;
+    if (pp_job_lim(pp, j) > 0) pp->wd_on = 1;
     w->off[idx] = off;
     w->len[idx] = len;
     w->dhead = off + len;
@@ -337,11 +344,12 @@ static void pp_disp_map_dead(mh__pp_t *pp, int slot) {
       if (upto < hi && !m->code[k]) m->code[k] = running ? rcode : code;
       done = 1;
     } else if (running) {
+      int dcode = pp->wk[slot].timed_out ? MH_ETIMEDOUT : MH_EWORKERDIED;
       if (pp->mtries[k] < pp->cfg.retries) {
         pp->mtries[k]++;
       } else {
-        if (sts) sts[base + upto] = MH_EWORKERDIED;
-        if (!m->code[k]) m->code[k] = MH_EWORKERDIED;
+        if (sts) sts[base + upto] = dcode;
+        if (!m->code[k]) m->code[k] = dcode;
         pp->mtries[k] = 0;
         next = upto + 1;
       }
@@ -400,6 +408,8 @@ static int pp_disp_spawn(mh__pp_t *pp, int slot) {
   w->exit_sent = 0;
   w->kill_at = 0;
   w->respawn_at = 0;
+  w->wd_key = 0;
+  w->timed_out = 0;
   pp_msg_t m = {M_SPAWN, slot, 0, 0};
   int rc = mh__pp_io_send(pp->srv, &m, w->data_fd);
   if (rc < 0) return rc;
@@ -473,6 +483,13 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
           j->tries++;
           j->next_item = d;
           requeue = 1;
+        } else if (w->timed_out) {
+          /* Killed by the watchdog: the item ran past its limit. */
+          if (j->t->statuses) j->t->statuses[d] = MH_ETIMEDOUT;
+          if (!j->code) j->code = MH_ETIMEDOUT;
+          j->tries = 0;
+          j->next_item = d + 1;
+          requeue = j->next_item < j->t->count;
         } else {
           if (j->t->statuses) j->t->statuses[d] = MH_EWORKERDIED;
           if (!j->code) j->code = MH_EWORKERDIED;
@@ -778,10 +795,87 @@ static int pp_disp_in_flight(mh__pp_t *pp) {
   return 0;
 }
 
-/* Timers: respawns to retry, SIGKILLs due.  Returns the poll timeout in ms
- * until the next one (-1 = none). */
+/* The watchdog (task time limits).  What worker `slot` runs now: a key that
+ * differs for every item it begins (0 = nothing), and that item's limit in
+ * *lim (0 = none).  Seen from here only, with no clock read in the worker:
+ * the time an item runs is counted from the first time the dispatcher saw
+ * its key, so a limit is noticed at most one check late. */
+static uint64_t pp_disp_running(mh__pp_t *pp, int slot, double *lim) {
+  pp_wk_t *w = &pp->wk[slot];
+  pp_slot_t *s = &pp->ctl->slots[slot];
+  *lim = 0;
+  if (w->in_map) {
+    uint64_t st = atomic_load(&s->m_started), d = atomic_load(&s->m_done);
+    *lim = (double)atomic_load(&pp->map_lim_us) / 1e6;
+    if (st != UINT64_MAX && st > d) return st | (1ull << 63);
+    /* The map is over and it has not let go within the limit (a stopped
+     * worker): the map's caller waits for it, so it counts as hung. */
+    if (atomic_load(&pp->msh->stop)) return (3ull << 61) ^ d;
+  }
+  for (uint32_t k = w->coll; k != w->head; k++) {
+    unsigned idx = k % PP_RING;
+    pp_job_t *j = w->job[idx];
+    if (!j) continue;
+    pp_entry_t *e = &s->ring[idx];
+    if (atomic_load(&e->claim) != E_TAKEN) {
+      /* Next to run and not taken: a healthy worker takes it at once, one
+       * stopped while idle never does; that too is past the limit. */
+      if (*lim == 0) *lim = pp_job_lim(pp, j);
+      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) | (1ull << 62);
+    }
+    uint64_t st = atomic_load(&e->started), pr = atomic_load(&e->progress);
+    if (st > pr) {
+      *lim = pp_job_lim(pp, j);
+      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) ^ st;
+    }
+  }
+  return 0;
+}
+
+/* SIGKILL a worker whose item ran past its limit; its death is then
+ * settled as MH_ETIMEDOUT (pp_disp_exited).  Returns the next check due. */
+static double pp_disp_watchdog(mh__pp_t *pp, double now, double next) {
+  for (int i = 0; i < pp->n; i++) {
+    pp_wk_t *w = &pp->wk[i];
+    if (w->state != W_LIVE || w->timed_out) continue;
+    if (w->coll == w->head && !w->in_map) {
+      w->wd_key = 0;
+      continue;
+    }
+    double lim;
+    uint64_t key = pp_disp_running(pp, i, &lim);
+    if (!key || lim <= 0) {
+      w->wd_key = 0;
+      /* Work is queued on it with a limit: look again soon, since its start
+       * wakes nobody. */
+      if (lim > 0) {
+        double t = now + (lim / 4 < 0.01 ? lim / 4 : 0.01);
+        if (next < 0 || t < next) next = t;
+      }
+      continue;
+    }
+    if (key != w->wd_key) {
+      w->wd_key = key;
+      w->wd_since = now;
+    }
+    double due = w->wd_since + lim;
+    if (now >= due) {
+      w->timed_out = 1;
+      pp_disp_kill(pp, i, SIGKILL);
+      continue;
+    }
+    if (next < 0 || due < next) next = due;
+  }
+  return next;
+}
+
+/* Timers: respawns to retry, SIGKILLs due, the watchdog.  Returns the poll
+ * timeout in ms until the next one (-1 = none). */
 static int pp_disp_timers(mh__pp_t *pp) {
   double now = mh__now(), next = -1;
+  if (!pp->wd_on && atomic_load_explicit(&pp->map_lim_us, memory_order_relaxed))
+    pp->wd_on = 1;
+  if (pp->wd_on) next = pp_disp_watchdog(pp, now, next);
   for (int i = 0; i < pp->n; i++) {
     pp_wk_t *w = &pp->wk[i];
     if (w->kill_at > 0) {

@@ -226,6 +226,9 @@ typedef struct pp_wk {
   int exit_sent;        /* D: a K_EXIT is in the ring */
   double kill_at;       /* D: SIGKILL after SIGTERM, 0 = none */
   double respawn_at;    /* D: retry a failed spawn, 0 = none */
+  uint64_t wd_key;      /* D: watchdog: the item seen running (0 = none) */
+  double wd_since;      /* D: when wd_key was first seen */
+  int timed_out;        /* D: SIGKILLed for running past its time limit */
 } pp_wk_t;
 
 struct mh__pp {
@@ -259,6 +262,9 @@ struct mh__pp {
   unsigned rr;          /* D: where round robin looks first */
   int cancelling;       /* D: a cancelling shutdown was seen */
   int terminating;      /* D: running workers were told to end (SIGTERM) */
+  int wd_on;            /* D: some task has a time limit: the watchdog runs */
+  _Atomic int64_t map_lim_us; /* A, written by the map's caller before
+                           map_on: the running map's per-item limit, 0 = none */
   int exits_sent;       /* D: every worker was told to exit */
   int broken;           /* D: the server is gone; everything fails */
   int bad_starts;       /* D: workers in a row that died before doing anything */
