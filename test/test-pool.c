@@ -702,6 +702,73 @@ TEST(timeout_sigstopped_worker) {
   pool_free(ex);
 }
 
+/* Issue 12 item 5: an executor still alive at exit() runs the tasks it was
+ * given first (CPython's test_interpreter_shutdown); `daemon` abandons them.
+ * Each case runs in a child that counts finished tasks in shared memory. */
+static _Atomic int *ax_count;
+
+static int t_count(const void *in, size_t isz, void *out, size_t osz,
+                   void *ctx) {
+  mht_sleep(0.01);
+  atomic_fetch_add(ax_count, 1);
+  return 0;
+}
+
+static mh_executor_t *ax_free_me;
+static void ax_user_free(void) { mh_executor_free(ax_free_me); }
+
+/* how: 0 plain exit, 1 daemon, 2 the program frees it from its own atexit
+ * handler, 3 exit from a fork child of the process that made it. */
+static int ax_run(mh_backend_t backend, int how) {
+  atomic_store(ax_count, 0);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = backend;
+    o.workers = 2;
+    o.daemon = how == 1;
+    mh_executor_t *ex = NULL;
+    if (mh_executor_new(&ex, &o)) _exit(3);
+    for (int i = 0; i < 40; i++) {
+      mh_future_t *f;
+      if (mh_executor_submit(ex, t_count, NULL, 0, NULL, 0, NULL, &f)) _exit(4);
+      mh_future_release(f);
+    }
+    if (how == 2) {
+      ax_free_me = ex;
+      atexit(ax_user_free);
+    }
+    if (how == 3) {
+      pid_t g = fork();
+      if (g == 0) exit(0); /* must not wait for its parent's executor */
+      int st;
+      if (waitpid(g, &st, 0) != g || !WIFEXITED(st)) _exit(5);
+    }
+    exit(0);
+  }
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  return atomic_load(ax_count);
+}
+
+TEST(executors_at_exit) {
+  ax_count = mmap(NULL, sizeof *ax_count, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(ax_count != MAP_FAILED);
+  mh_backend_t bs[2] = {MH_BACKEND_THREADS, MH_BACKEND_PROCESSES};
+  for (int b = 0; b < 2; b++) {
+    ASSERT_EQ(ax_run(bs[b], 0), 40);
+    ASSERT_LT(ax_run(bs[b], 1), 40);
+    ASSERT_EQ(ax_run(bs[b], 2), 40);
+    ASSERT_EQ(ax_run(bs[b], 3), 40);
+  }
+  munmap(ax_count, sizeof *ax_count);
+}
+
 /* ---- a pool made while other threads hold locks --------------------------- */
 
 static pthread_mutex_t held[3] = {PTHREAD_MUTEX_INITIALIZER,

@@ -69,6 +69,16 @@ typedef struct mh_executor_options_s {
                                       within `retries`); 0 = no limit.  The
                                       thread backend cannot stop a thread:
                                       non-zero there is MH_EINVAL. */
+  int daemon;                    /**< 0 (default): when the program calls
+                                      exit() or returns from main, the
+                                      executor first runs the tasks it was
+                                      given (an atexit handler shuts it down
+                                      and waits), as Python's executors do;
+                                      1: abandon them (the process ends,
+                                      its workers with it), like a daemon
+                                      thread.  Not in fork children: an
+                                      executor belongs to the process that
+                                      made it. */
 } mh_executor_options_t;
 
 /** Fill `opts` with the defaults (threads, one worker per online CPU). */

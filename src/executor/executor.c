@@ -36,7 +36,9 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "executor_internal.h"
 #include "future.h"
@@ -55,7 +57,83 @@ struct mh_executor_s {
    * a waiting call is under way and whether it completed. */
   int called, waiting, waited;
   unsigned first_flags; /* L */
+  /* X (under ax_mu): the list of live executors the exit handler waits for,
+   * the process that made this one, and whether the handler is shutting it
+   * down now or did already. */
+  mh_executor_t *ax_prev, *ax_next;
+  pid_t ax_pid;
+  int ax_busy, ax_done;
 };
+
+/* ---- executors at exit (issue 12) ---------------------------------------
+ * Like Python's ThreadPoolExecutor and ProcessPoolExecutor, an executor
+ * still alive when the program calls exit() (or returns from main) runs the
+ * tasks it was given first: an atexit handler shuts each one down and waits
+ * (MH_SHUTDOWN_WAIT), unless its `daemon` option says to abandon it.
+ *   - Only executors made by this process: a fork child that exits inherits
+ *     the list but not the threads, and must not wait for them.
+ *   - An executor freed meanwhile (by another thread, or by an atexit
+ *     handler of the program) leaves the list under ax_mu; one the handler
+ *     is shutting down is freed only after that (ax_busy).
+ *   - The handler never holds ax_mu while it waits: a task may make or free
+ *     executors.  ax_mu is taken around fork (atfork) so a child finds it
+ *     free.
+ * Lock order: ax_mu is taken alone (never with slock). */
+static pthread_mutex_t ax_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ax_cv = PTHREAD_COND_INITIALIZER;
+static mh_executor_t *ax_head; /* X */
+static pthread_once_t ax_once = PTHREAD_ONCE_INIT;
+
+static void ax_prepare(void) { pthread_mutex_lock(&ax_mu); }
+static void ax_release(void) { pthread_mutex_unlock(&ax_mu); }
+
+static void ax_at_exit(void) {
+  pid_t me = getpid();
+  pthread_mutex_lock(&ax_mu);
+  for (;;) {
+    mh_executor_t *ex = ax_head;
+    while (ex && (ex->ax_pid != me || ex->ax_done || ex->opts.daemon))
+      ex = ex->ax_next;
+    if (!ex) break;
+    ex->ax_done = 1;
+    ex->ax_busy = 1;
+    pthread_mutex_unlock(&ax_mu);
+    mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+    pthread_mutex_lock(&ax_mu);
+    ex->ax_busy = 0;
+    pthread_cond_broadcast(&ax_cv);
+  }
+  pthread_mutex_unlock(&ax_mu);
+}
+
+static void ax_setup(void) {
+  pthread_atfork(ax_prepare, ax_release, ax_release);
+  atexit(ax_at_exit);
+}
+
+static void ax_add(mh_executor_t *ex) {
+  pthread_once(&ax_once, ax_setup);
+  pthread_mutex_lock(&ax_mu);
+  ex->ax_pid = getpid();
+  ex->ax_prev = NULL;
+  ex->ax_next = ax_head;
+  if (ax_head) ax_head->ax_prev = ex;
+  ax_head = ex;
+  pthread_mutex_unlock(&ax_mu);
+}
+
+static void ax_remove(mh_executor_t *ex) {
+  pthread_mutex_lock(&ax_mu);
+  while (ex->ax_busy) pthread_cond_wait(&ax_cv, &ax_mu);
+  if (ex->ax_prev)
+    ex->ax_prev->ax_next = ex->ax_next;
+  else if (ax_head == ex)
+    ax_head = ex->ax_next;
+  if (ex->ax_next) ex->ax_next->ax_prev = ex->ax_prev;
+  ex->ax_prev = ex->ax_next = NULL;
+  pthread_mutex_unlock(&ax_mu);
+}
+/* ---- end of executors at exit ---- */
 
 /* ---- the backend table ------------------------------------------------- */
 
@@ -121,6 +199,7 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
   if (rc) goto fail_mutex;
   rc = ops->start(ex, &ex->opts);
   if (rc) goto fail_cond;
+  ax_add(ex);
   *out = ex;
   return 0;
 fail_cond:
@@ -238,6 +317,7 @@ int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
 void mh_executor_free(mh_executor_t *ex) {
   if (!ex) return;
   mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+  ax_remove(ex);
   ex->ops->destroy(ex);
   pthread_cond_destroy(&ex->scond);
   pthread_mutex_destroy(&ex->slock);
