@@ -76,8 +76,11 @@ typedef struct mhc_sweep_row {
   int ranks;         /* MPI ranks taking part (1 off MPI) */
   int threads;       /* threads of each rank (= workers off MPI) */
   double seconds;    /* median over the repetitions */
+  double seconds_min, seconds_max; /* their spread (0: not known) */
+  int runs;          /* repetitions measured */
   double points_per_second;
   double speedup;    /* t_base / seconds */
+  double speedup_min, speedup_max; /* t_base / seconds_max, / seconds_min */
   double efficiency; /* speedup / workers */
   double karp_flatt; /* NaN at one worker */
 } mhc_sweep_row_t;
@@ -87,7 +90,14 @@ typedef struct mhc_sweep_row {
  * they are measured against: the measured time at one worker when the sweep
  * has it, else the fitted t1 when `fit` is ok, else workers * seconds of the
  * first row (perfect scaling up to it assumed). */
+/* speedup_min/max come from seconds_max/min when those are set, else they
+ * equal the speedup. */
 double mhc_sweep_fill(mhc_sweep_row_t *rows, size_t n, const mhc_amdahl_t *fit);
+
+/* The row whose speedup exceeds `cpus` by the most, or -1 when none does:
+ * more speedup than CPUs means the runs were disturbed (the one-worker time
+ * slowed by load), not that the job scales past the machine. */
+int mhc_sweep_beyond_cpus(const mhc_sweep_row_t *rows, size_t n, int cpus);
 
 /* Median of n values (sorts `v` in place).  NaN for n = 0. */
 double mhc_median(double *v, size_t n);
@@ -97,16 +107,54 @@ double mhc_median(double *v, size_t n);
 /* Kind of chart from the file name: 1 = SVG, 2 = PNG, 0 = neither. */
 int mhc_plot_kind(const char *path);
 
+/* Why `path` cannot name a chart (a static message), or NULL when it can:
+ * a non-empty file name NAME.svg or NAME.png without control characters. */
+const char *mhc_plot_bad_name(const char *path);
+
+/* Open `path` for writing, creating it if it does not exist (*created = 1
+ * then), and close it again: proof that gnuplot will be able to write it.
+ * Returns 0 or -errno (-EINVAL: not a regular file). */
+int mhc_plot_probe(const char *path, int *created);
+
 /* The full path of `prog` found on PATH (in buf), or NULL. */
 const char *mhc_find_on_path(const char *prog, char *buf, size_t size);
 
-/* Draw the speedup chart of a sweep into `path` with gnuplot.  Returns 0,
+/* Draw the speedup chart of a sweep into `path` with gnuplot: the measured
+ * medians with min..max error bars, the ideal line, the Amdahl fit (dashed,
+ * drawn last so the measured line never hides it) and, when cpus > 0, a
+ * mark at the CPU count.  Returns 0,
  * 1 when gnuplot is not installed (a message was printed), -1 when it
  * failed (a message was printed). */
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
-                   const mhc_amdahl_t *fit, const char *title);
+                   const mhc_amdahl_t *fit, const char *title, int cpus);
 
-/* ---- pi.c / main.c ------------------------------------------------------ */
+/* ---- pi_args.c: the command line of `manyhands pi` ------------------- */
+
+/* What `manyhands pi` was asked to do.  Filled by mhc_pi_parse, read-only
+ * after it (pi.c may only resolve the kernel and draw a random seed). */
+typedef struct mhc_pi_args {
+  uint64_t n;
+  int have_n;
+  int workers; /* 0 until given */
+  mh_backend_t backend;
+  uint64_t repeat;
+  int have_repeat;
+  uint64_t seed;
+  int seed_random;
+  int sweep[MHC_MAX_WORKERS];
+  size_t nsweep;
+  const char *plot;
+  int plot_created; /* the parser created the chart file (remove on failure) */
+  int json;
+  int quiet;
+  mh_pi_kernel_t kernel;
+} mhc_pi_args_t;
+
+/* Parse argv[1 .. argc) of `manyhands pi`.  Returns 0 to run, 1 when help
+ * or the version was printed, -1 on a usage error (already reported). */
+int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a);
+
+/* ---- pi.c: running ------------------------------------------------------ */
 
 int mhc_cmd_pi(int argc, char **argv);
 
@@ -117,10 +165,80 @@ int mhc_mpi_start(void);                /* 0 or an exit code */
  * threads each; the other ranks sit them out. */
 void mhc_mpi_set_layout(int ranks, int threads);
 int mhc_mpi_size(void);                 /* ranks in the job */
+int mhc_mpi_rank(void);                 /* this rank (0 prints and draws) */
 int mhc_mpi_pi_run(const mh_pi_options_t *opts, mh_pi_result_t *res);
 #endif
 
+/* ---- report.c: everything the command writes ------------------------------
+ * Every other file reports through here and report.c calls no other file of
+ * the command, so the graph of calls has no circle.  A new kind of report
+ * (a trace, a timeline) adds a printer here taking mhc_run_info_t. */
+
 /* Print "manyhands: <message>" on stderr. */
 void mhc_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "manyhands X (libmanyhands Y)" on stdout. */
+void mhc_print_version(void);
+
+double mhc_now(void); /* monotonic seconds */
+const char *mhc_backend_name(mh_backend_t b);
+/* What `count` workers of a backend are called: "thread", "processes"... */
+const char *mhc_worker_noun(mh_backend_t b, int count);
+
+/* How the workers of a run are laid out over MPI ranks: `ranks` ranks
+ * taking part with `threads` threads each; ranks = 0 off MPI. */
+typedef struct mhc_layout {
+  int ranks;
+  int threads;
+} mhc_layout_t;
+
+/* "4 threads", or for MPI "2 MPI ranks x 2 threads" (with_total adds
+ * " (4 threads)"). */
+void mhc_describe_workers(mh_backend_t b, int workers, const mhc_layout_t *lay,
+                          int with_total, char *buf, size_t len);
+
+/* What a printer needs to know about one run besides its result. */
+typedef struct mhc_run_info {
+  uint64_t seed;               /* the seed this run used */
+  uint64_t rep;                /* its repetition (--repeat) */
+  uint64_t repeat;             /* runs asked for */
+  int interrupted;             /* stopped by Ctrl-C */
+  mhc_layout_t layout;         /* ranks x threads (ranks 0 off MPI) */
+  const mhc_sweep_row_t *row;  /* a sweep's row, or NULL */
+  const mhc_amdahl_t *fit;     /* a sweep's fit, or NULL */
+} mhc_run_info_t;
+
+/* One run as one JSON object on one line of stdout. */
+void mhc_print_json(const mhc_run_info_t *info, const mh_pi_result_t *r);
+/* One run as labelled lines on stdout. */
+void mhc_print_human(const mhc_run_info_t *info, const mh_pi_result_t *r);
+
+/* The progress bar on stderr.  Shown only when enabled (a terminal, not
+ * --quiet) and the run has lasted a second. */
+typedef struct mhc_progress {
+  int enabled; /* stderr is a terminal and not --quiet */
+  int shown;   /* a bar is on the screen and must be cleared */
+  int cols;    /* the terminal's width, read again after SIGWINCH */
+  double start, last;
+} mhc_progress_t;
+
+/* Set up the bar (and, when enabled, its SIGWINCH handler). */
+void mhc_progress_init(mhc_progress_t *pg, int enabled);
+/* The bar's text for a terminal `cols` wide: at most cols - 1 characters
+ * (parts are dropped as it narrows: the speed, the time left, the bar).
+ * Returns its length. */
+size_t mhc_progress_format(char *buf, size_t size, int cols, double frac,
+                           double rate, double eta);
+void mhc_progress_start(mhc_progress_t *pg); /* a run begins now */
+void mhc_progress_cb(uint64_t done, uint64_t total, void *pg); /* mh_pi_options_t.progress */
+void mhc_progress_clear(mhc_progress_t *pg); /* wipe the bar, if shown */
+
+/* The table of a sweep: rows[0 .. n), measured against `base` seconds,
+ * `first` the result of a run (they all count the same points), `runs`
+ * the runs per worker count. */
+void mhc_print_table(const mhc_pi_args_t *a, uint64_t runs,
+                     const mhc_sweep_row_t *rows, size_t n,
+                     const mhc_amdahl_t *fit, double base,
+                     const mh_pi_result_t *first);
 
 #endif /* MHC_CLI_H */

@@ -4,23 +4,10 @@
  * not be done here (a runtime failure), 2 a usage error (the message goes to
  * stderr and nothing to stdout), 130 interrupted by SIGINT.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
-
-void mhc_error(const char *fmt, ...) {
-  va_list ap;
-  /* Our results go to stdout; flush them first so the two streams keep their
-   * order on a terminal. */
-  fflush(stdout);
-  fputs("manyhands: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-}
 
 static void print_help(FILE *f) {
   fputs("usage: manyhands <command> [options] [arguments]\n"
@@ -42,8 +29,7 @@ static void print_help(FILE *f) {
 }
 
 static int print_version(void) {
-  printf("manyhands %s (libmanyhands %s)\n", MH_VERSION_STRING,
-         mh_version_string());
+  mhc_print_version();
   return MHC_EXIT_OK;
 }
 

@@ -43,6 +43,8 @@ void mhc_mpi_set_layout(int ranks, int threads) {
 
 int mhc_mpi_size(void) { return mh_mpi_size(); }
 
+int mhc_mpi_rank(void) { return mh_mpi_rank(); }
+
 /* Launchers bind ranks to CPUs by default (Open MPI binds each of up to two
  * ranks to one core), and then a rank's threads share that core: the run is
  * right but P times slower, without a word.  Say so once per rank, on its

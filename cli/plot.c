@@ -32,6 +32,45 @@ int mhc_plot_kind(const char *path) {
   return 0;
 }
 
+static int has_control(const char *s);
+
+const char *mhc_plot_bad_name(const char *path) {
+  if (!path || !*path) return "the chart file name is empty";
+  if (has_control(path)) return "control characters in the chart file name";
+  const char *base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  /* "dir/.svg" is a hidden file named ".svg", not a chart name. */
+  if (strlen(base) < 5 || mhc_plot_kind(base) == 0)
+    return "the chart file must be named NAME.svg or NAME.png";
+  return NULL;
+}
+
+int mhc_plot_probe(const char *path, int *created) {
+  *created = 0;
+  /* Create it if it is new (and remember that we did, so a run that fails
+   * can take it away again); an existing file is opened as it is, not
+   * truncated, so a failed run leaves the old chart untouched. */
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0666);
+  if (fd >= 0) {
+    *created = 1;
+  } else if (errno == EEXIST) {
+    fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  }
+  if (fd < 0) return -errno;
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = -errno;
+  else if (!S_ISREG(st.st_mode))
+    rc = -EINVAL; /* a FIFO or a device is not a place for a chart */
+  close(fd);
+  if (rc != 0 && *created) {
+    unlink(path);
+    *created = 0;
+  }
+  return rc;
+}
+
 const char *mhc_find_on_path(const char *prog, char *buf, size_t size) {
   const char *path = getenv("PATH");
   if (!path || !*path) return NULL;
@@ -69,11 +108,13 @@ static int has_control(const char *s) {
 
 static void write_script(FILE *f, const char *path, int kind,
                          const mhc_sweep_row_t *rows, size_t n,
-                         const mhc_amdahl_t *fit, const char *title) {
+                         const mhc_amdahl_t *fit, const char *title, int cpus) {
   int pmax = rows[n - 1].workers;
   double ymax = pmax;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     if (rows[i].speedup > ymax) ymax = rows[i].speedup;
+    if (rows[i].speedup_max > ymax) ymax = rows[i].speedup_max;
+  }
   if (kind == 1) {
     fputs("set terminal svg size 800,520 dynamic enhanced "
           "font 'Sans,12' background rgb 'white'\n", f);
@@ -89,31 +130,51 @@ static void write_script(FILE *f, const char *path, int kind,
   put_quoted(f, path);
   fputs("\nset title ", f);
   put_quoted(f, title);
+  double xmax = pmax + (pmax < 10 ? 0.5 : pmax * 0.05);
   fprintf(f, "\nset xlabel 'workers'\nset ylabel 'speedup'\n"
              "set key left top box opaque\nset grid\n"
              "set xrange [0:%g]\nset yrange [0:%g]\n",
-          pmax + (pmax < 10 ? 0.5 : pmax * 0.05), ymax * 1.35 + 0.3);
+          xmax, ymax * 1.35 + 0.3);
   if (pmax <= 16) fputs("set xtics 1\n", f);
+  /* The CPU count: past it workers share CPUs, so the curve must flatten.
+   * A vertical line when it falls on the chart, else a note. */
+  if (cpus > 0 && cpus <= pmax) {
+    fprintf(f, "set arrow from %d, graph 0 to %d, graph 1 nohead dt 4 lw 1.5 "
+               "lc rgb '#2ca02c' back\n", cpus, cpus);
+    /* Low on the chart: the key's box covers the top left. */
+    fprintf(f, "set label '%d online CPU%s' at %d, graph 0.05 left offset "
+               "0.6,0 textcolor rgb '#2ca02c' front\n", cpus,
+            cpus == 1 ? "" : "s", cpus);
+  } else if (cpus > 0) {
+    fprintf(f, "set label '%d online CPUs (beyond the chart)' at graph 0.98, "
+               "graph 0.97 right textcolor rgb '#2ca02c'\n", cpus);
+  }
   fputs("set samples 400\n", f);
   fputs("$measured << EOD\n", f);
   for (size_t i = 0; i < n; i++)
-    fprintf(f, "%d %.9g\n", rows[i].workers, rows[i].speedup);
+    fprintf(f, "%d %.9g %.9g %.9g\n", rows[i].workers, rows[i].speedup,
+            rows[i].speedup_min, rows[i].speedup_max);
   fputs("EOD\n", f);
-  /* The curves exist from one worker on; 1/0 is gnuplot's "undefined". */
-  fputs("plot (x >= 1 ? x : 1/0) title 'ideal (linear)' with lines dt 2 lw 1.5 "
+  /* Drawn in this order, so the fit (dashed) lies on top of the measured
+   * line and shows where the two coincide.  The curves exist from one
+   * worker on; 1/0 is gnuplot's "undefined". */
+  fputs("plot (x >= 1 ? x : 1/0) title 'ideal (linear)' with lines dt 3 lw 1.5 "
         "lc rgb '#777777'", f);
+  fprintf(f, ", \\\n  $measured using 1:2 notitle with lines lw 2 lc rgb '#d62728'"
+             ", \\\n  $measured using 1:2:3:4 title 'measured: median, min..max "
+             "of %d run%s' with yerrorbars pt 7 ps 1.2 lw 1.5 lc rgb '#d62728'",
+          rows[0].runs, rows[0].runs == 1 ? "" : "s");
   if (fit && fit->ok && isfinite(fit->serial)) {
     fprintf(f, ", \\\n  (x >= 1 ? 1/(%.9g + (1-(%.9g))/x) : 1/0) title "
-               "'Amdahl fit, serial fraction %.4f' with lines lw 2 lc rgb '#1f77b4'",
+               "'Amdahl fit, serial fraction %.4f' with lines dt (10,6) lw 2.5 "
+               "lc rgb '#1f77b4'",
             fit->serial, fit->serial, fit->serial);
   }
-  fputs(", \\\n  $measured using 1:2 title 'measured' with linespoints "
-        "pt 7 ps 1.3 lw 2 lc rgb '#d62728'\n", f);
-  fputs("set output\n", f);
+  fputs("\nset output\n", f);
 }
 
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
-                   const mhc_amdahl_t *fit, const char *title) {
+                   const mhc_amdahl_t *fit, const char *title, int cpus) {
   char gp[4096];
   int kind = mhc_plot_kind(path);
   if (kind == 0 || n == 0) {
@@ -156,7 +217,7 @@ int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
   sigaction(SIGPIPE, &ign, &old);
   FILE *f = fdopen(fds[1], "w");
   if (f) {
-    write_script(f, path, kind, rows, n, fit, title);
+    write_script(f, path, kind, rows, n, fit, title, cpus);
     fclose(f);
   } else {
     close(fds[1]);

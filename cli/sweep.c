@@ -71,10 +71,21 @@ double mhc_sweep_fill(mhc_sweep_row_t *rows, size_t n, const mhc_amdahl_t *fit) 
   for (size_t i = 0; i < n; i++) {
     mhc_sweep_row_t *r = &rows[i];
     r->speedup = r->seconds > 0 ? base / r->seconds : NAN;
+    r->speedup_min = r->seconds_max > 0 ? base / r->seconds_max : r->speedup;
+    r->speedup_max = r->seconds_min > 0 ? base / r->seconds_min : r->speedup;
     r->efficiency = r->speedup / r->workers;
     r->karp_flatt = mhc_karp_flatt(r->speedup, r->workers);
   }
   return base;
+}
+
+int mhc_sweep_beyond_cpus(const mhc_sweep_row_t *rows, size_t n, int cpus) {
+  int worst = -1;
+  for (size_t i = 0; i < n; i++)
+    if (cpus > 0 && rows[i].speedup > cpus &&
+        (worst < 0 || rows[i].speedup > rows[worst].speedup))
+      worst = (int)i;
+  return worst;
 }
 
 static int cmp_double(const void *a, const void *b) {

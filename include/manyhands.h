@@ -1,7 +1,7 @@
 /* manyhands.h - the whole public API of libmanyhands.
  *
  * Include this one header.  Layers, bottom up: primitives (thread, log, sync,
- * queue, process, shared), the executor with its backends, and the Monte
+ * queue, process, shared, connection, shm), the executor with its backends, and the Monte
  * Carlo pi job.  See docs/guide.md for the Python -> C map.
  */
 #ifndef MANYHANDS_H
@@ -17,6 +17,9 @@
 #include "manyhands/executor.h"
 #include "manyhands/process.h"
 #include "manyhands/shared.h"
+#include "manyhands/connection.h"
+#include "manyhands/shm.h"
+#include "manyhands/mpqueue.h"
 #include "manyhands/pi.h"
 
 #endif /* MANYHANDS_H */

@@ -10,8 +10,16 @@
  * - Waiting (waitid or poll on the pidfd, or sleeping) happens without the
  *   mutex held, so is_alive/exitcode/kill from other threads never block
  *   behind a join; the reaping itself is always done under the mutex.
- * - Locks: each handle's `mutex`, and `launcher.mutex` (see the launcher
- *   section).  They are never held together.
+ * - Every child started here and not yet reaped has an entry in `kids`
+ *   (with a pidfd of its own, dup'ed), also after its handle was freed; the
+ *   entry goes when the child is reaped.  Entries are looked at through
+ *   their pidfds only (poll: readable once the child ended), never reaped
+ *   through, so `kids` never races a handle's waitpid().  A forked process
+ *   starts with no entries (its parent's children are not its own).
+ * - Locks: each handle's `mutex`, `launcher.mutex` (see the launcher
+ *   section) and `ps.kids.mutex`.  ps.kids.mutex may be taken under a handle's
+ *   mutex (a reap unregisters), never the other way round; launcher.mutex
+ *   is never held with either.
  *
  * Starting a child costs, above the fork() itself, as little as we could
  * make it (fork is slow under some hypervisors and every system call, page
@@ -39,23 +47,168 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdio_ext.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "manyhands/process.h"
 #include "internal.h"
+#include "thread_internal.h"
 
 enum { MH__PROC_RUNNING, MH__PROC_DONE, MH__PROC_LOST };
 
+/* Tags: I set at start, read-only after; M the handle's mutex. */
 struct mh_process_s {
   pthread_mutex_t mutex;
-  pid_t pid;
-  int pidfd;
-  int state;    /* MH__PROC_*, guarded by mutex */
-  int exitcode; /* valid when state == DONE, guarded by mutex */
+  pid_t pid;      /* I */
+  int pidfd;      /* I */
+  int state;      /* M: MH__PROC_* */
+  int exitcode;   /* M: valid when state == DONE */
+  int daemon;     /* I */
+  char ident[64]; /* I: "N", or the parent's ident + ":N" */
+  char name[];    /* I */
 };
+
+/* ---- who this process is, and its children ----------------------------- */
+
+/* An entry of ps.kids: a child started here and not yet reaped. */
+typedef struct kid {
+  pid_t pid;
+  int pidfd; /* our own, closed when the entry goes */
+  int daemon;
+} kid_t;
+
+/* The state a child writes between fork() and the user's function (the
+ * fork handler resets `kids`, child_main() sets `cur`), in one 128-byte
+ * block, so that it costs the child one copy-on-write page fault, not
+ * several.  In the main process `cur` is
+ * "MainProcess", no ident, no parent.  Tags: K ps.kids.mutex; C written
+ * only in a new child before it runs the user's function, read-only after. */
+static struct {
+  struct {
+    const char *name;  /* C */
+    const char *ident; /* C */
+    int daemon;        /* C */
+    pid_t parent;      /* C */
+  } cur;
+  struct {
+    pthread_mutex_t mutex;
+    kid_t *v;      /* K */
+    size_t n, cap; /* K */
+    int no_pidfd;  /* K: a child got no pidfd: exit cannot wait for it */
+  } kids;
+  atomic_uint child_counter; /* for "Process-N" */
+} ps __attribute__((aligned(128))) = {{"MainProcess", "", 0, 0},
+                                      {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0}, 0};
+
+static pthread_once_t kids_once = PTHREAD_ONCE_INIT;
+
+static void kids_fork_prepare(void) { pthread_mutex_lock(&ps.kids.mutex); }
+
+static void kids_fork_parent(void) { pthread_mutex_unlock(&ps.kids.mutex); }
+
+static void kids_fork_child(void) {
+  /* The parent's children are not ours: drop their entries (the array
+   * itself stays allocated; it is reused). */
+  for (size_t i = 0; i < ps.kids.n; i++) close(ps.kids.v[i].pidfd);
+  ps.kids.n = 0;
+  ps.kids.no_pidfd = 0;
+  atomic_store(&ps.child_counter, 0);
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  memcpy(&ps.kids.mutex, &m, sizeof m);
+}
+
+static void kids_at_exit(void);
+
+static void kids_init(void) {
+  pthread_atfork(kids_fork_prepare, kids_fork_parent, kids_fork_child);
+  atexit(kids_at_exit);
+}
+
+/* Register a child just started.  Without memory for the entry the child
+ * still runs; only exit does not wait for it. */
+static void kids_add(pid_t pid, int pidfd, int daemon) {
+  int fd = pidfd >= 0 ? fcntl(pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+  pthread_mutex_lock(&ps.kids.mutex);
+  if (fd < 0) {
+    ps.kids.no_pidfd = 1;
+  } else {
+    if (ps.kids.n == ps.kids.cap) {
+      size_t cap = ps.kids.cap ? ps.kids.cap * 2 : 16;
+      kid_t *v = mh__realloc(ps.kids.v, cap * sizeof *v);
+      if (v) {
+        ps.kids.v = v;
+        ps.kids.cap = cap;
+      }
+    }
+    if (ps.kids.n < ps.kids.cap) {
+      ps.kids.v[ps.kids.n++] = (kid_t){pid, fd, daemon};
+      fd = -1;
+    }
+  }
+  pthread_mutex_unlock(&ps.kids.mutex);
+  if (fd >= 0) close(fd);
+}
+
+/* The child `pid` was reaped: drop its entry.  The oldest entry of that
+ * pid is the one (a reused pid is registered after its reap). */
+static void kids_remove(pid_t pid) {
+  int fd = -1;
+  pthread_mutex_lock(&ps.kids.mutex);
+  for (size_t i = 0; i < ps.kids.n; i++) {
+    if (ps.kids.v[i].pid != pid) continue;
+    fd = ps.kids.v[i].pidfd;
+    memmove(&ps.kids.v[i], &ps.kids.v[i + 1], (ps.kids.n - i - 1) * sizeof *ps.kids.v);
+    ps.kids.n--;
+    break;
+  }
+  /* Nothing is kept while no child runs (a leak checker sees no block). */
+  kid_t *drop = NULL;
+  if (ps.kids.n == 0) {
+    drop = ps.kids.v;
+    ps.kids.v = NULL;
+    ps.kids.cap = 0;
+  }
+  pthread_mutex_unlock(&ps.kids.mutex);
+  mh__free(drop);
+  if (fd >= 0) close(fd);
+}
+
+static int pidfd_ended(int fd, int ms) {
+  struct pollfd p = {fd, POLLIN, 0};
+  for (;;) {
+    int r = poll(&p, 1, ms);
+    if (r >= 0) return r > 0;
+    if (errno != EINTR) return 1; /* should not happen: do not hang on it */
+  }
+}
+
+/* Python's exit: non-daemon threads first, then SIGTERM to the daemon
+ * children, then wait for every child. */
+static void kids_at_exit(void) {
+  mh__threads_wait_at_exit();
+  pthread_mutex_lock(&ps.kids.mutex);
+  kid_t *v = ps.kids.v;
+  size_t n = ps.kids.n;
+  /* Taken out of the registry: a thread reaping one now finds no entry. */
+  ps.kids.v = NULL;
+  ps.kids.n = ps.kids.cap = 0;
+  pthread_mutex_unlock(&ps.kids.mutex);
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i].daemon || pidfd_ended(v[i].pidfd, 0)) continue;
+#ifdef SYS_pidfd_send_signal
+    syscall(SYS_pidfd_send_signal, v[i].pidfd, SIGTERM, NULL, 0);
+#endif
+  }
+  for (size_t i = 0; i < n; i++) {
+    pidfd_ended(v[i].pidfd, -1);
+    close(v[i].pidfd);
+  }
+  mh__free(v);
+}
 
 /* ---- small system-call wrappers that retry on EINTR -------------------- */
 
@@ -112,10 +265,12 @@ static void try_reap_locked(mh_process_t *p) {
   if (r == p->pid) {
     p->exitcode = decode_status(st);
     p->state = MH__PROC_DONE;
+    kids_remove(p->pid);
   } else if (r < 0 && errno == ECHILD) {
     /* Reaped elsewhere (SIGCHLD ignored, waitpid(-1) in the program), or the
      * handle was inherited by a process that is not the child's parent. */
     p->state = MH__PROC_LOST;
+    kids_remove(p->pid);
   }
 }
 
@@ -174,6 +329,11 @@ static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset
    * instead would cost copy-on-write faults on the heap pages. */
   mh_process_t *volatile keep = handle;
   (void)keep;
+  /* Who we are: pointers into our copy of the handle, which stays. */
+  ps.cur.name = handle->name;
+  ps.cur.ident = handle->ident;
+  ps.cur.daemon = handle->daemon;
+  ps.cur.parent = parent;
   int rc = child_setup(parent, flags, mask);
   if (report_fd >= 0) {
     child_write_full(report_fd, &rc, sizeof rc);
@@ -186,6 +346,9 @@ static void child_main(int report_fd, pid_t parent, unsigned flags, const sigset
   }
   if (rc != 0) child_exit(127);
   int status = fn(arg);
+  /* As a Python child: wait for our non-daemon threads, end our daemon
+   * children and wait for all of them, then exit. */
+  kids_at_exit();
   /* Python's child flushes sys.stdout/stderr and then os._exit()s: the
    * prints appear, but the parent's atexit handlers do not run twice.  Only
    * a stream that holds output is flushed: fflush() writes to the stream's
@@ -391,9 +554,28 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   if (!process || !fn) return MH_EINVAL;
   unsigned flags = opts ? opts->flags : 0u;
   if (flags & ~MH_PROCESS_IGNORE_SIGINT) return MH_EINVAL;
+  /* Python: "daemonic processes are not allowed to have children". */
+  if (ps.cur.daemon) return MH_EPERM;
+  pthread_once(&kids_once, kids_init);
 
-  mh_process_t *p = mh__calloc(1, sizeof *p);
+  char ident[64];
+  unsigned num = atomic_fetch_add(&ps.child_counter, 1u) + 1u;
+  if (ps.cur.ident[0])
+    snprintf(ident, sizeof ident, "%.40s:%u", ps.cur.ident, num);
+  else
+    snprintf(ident, sizeof ident, "%u", num);
+  char auto_name[80];
+  const char *name = opts ? opts->name : NULL;
+  if (!name) {
+    snprintf(auto_name, sizeof auto_name, "Process-%s", ident);
+    name = auto_name;
+  }
+  size_t name_len = strlen(name);
+  mh_process_t *p = mh__calloc(1, sizeof *p + name_len + 1);
   if (!p) return MH_ENOMEM;
+  memcpy(p->name, name, name_len + 1);
+  memcpy(p->ident, ident, sizeof ident);
+  p->daemon = opts && opts->daemon;
   int rc = pthread_mutex_init(&p->mutex, NULL);
   if (rc) {
     mh__free(p);
@@ -417,6 +599,7 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
   p->state = MH__PROC_RUNNING;
   /* Opened before the child can be reaped, so it names our child for sure. */
   p->pidfd = pidfd_open_compat(pid);
+  kids_add(pid, p->pidfd, p->daemon);
 
   if (req.fds[0] >= 0) {
     close(req.fds[1]);
@@ -426,6 +609,7 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
     if (n == (ssize_t)sizeof child_rc && child_rc != 0) {
       /* The child could not set itself up and is exiting: reap it. */
       waitpid_eintr(pid, NULL, 0);
+      kids_remove(pid);
       if (p->pidfd >= 0) close(p->pidfd);
       pthread_mutex_destroy(&p->mutex);
       mh__free(p);
@@ -441,6 +625,11 @@ int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
 
 pid_t mh_process_pid(const mh_process_t *process) {
   return process ? process->pid : (pid_t)MH_EINVAL;
+}
+
+int mh_process_sentinel(const mh_process_t *process) {
+  if (!process) return MH_EINVAL;
+  return process->pidfd >= 0 ? process->pidfd : MH_ENOSYS;
 }
 
 /* Wait for the child to end, at most until the deadline, without the lock.
@@ -581,6 +770,7 @@ int mh_process_kill(mh_process_t *process) { return send_signal(process, SIGKILL
 static void *reaper_main(void *arg) {
   pid_t pid = (pid_t)(intptr_t)arg;
   waitpid_eintr(pid, NULL, 0);
+  kids_remove(pid);
   return NULL;
 }
 
@@ -597,9 +787,41 @@ void mh_process_free(mh_process_t *process) {
        * to end the child now (documented as a last resort). */
       kill(process->pid, SIGKILL);
       waitpid_eintr(process->pid, NULL, 0);
+      kids_remove(process->pid);
     }
   }
   if (process->pidfd >= 0) close(process->pidfd);
   pthread_mutex_destroy(&process->mutex);
   mh__free(process);
 }
+
+/* ---- names, daemons, the current process -------------------------------- */
+
+const char *mh_process_name(const mh_process_t *process) {
+  return process ? process->name : NULL;
+}
+
+int mh_process_daemon(const mh_process_t *process) {
+  return process ? process->daemon : MH_EINVAL;
+}
+
+int mh_process_active_children(pid_t *pids, size_t cap) {
+  if (!pids && cap > 0) return MH_EINVAL;
+  size_t count = 0;
+  pthread_mutex_lock(&ps.kids.mutex);
+  int rc = ps.kids.no_pidfd ? MH_ENOSYS : 0;
+  for (size_t i = 0; i < ps.kids.n && !rc; i++) {
+    if (pidfd_ended(ps.kids.v[i].pidfd, 0)) continue;
+    if (count < cap) pids[count] = ps.kids.v[i].pid;
+    count++;
+  }
+  pthread_mutex_unlock(&ps.kids.mutex);
+  if (rc) return rc;
+  return count > (size_t)INT32_MAX ? INT32_MAX : (int)count;
+}
+
+const char *mh_process_current_name(void) { return ps.cur.name; }
+
+int mh_process_current_daemon(void) { return ps.cur.daemon; }
+
+pid_t mh_process_parent_pid(void) { return ps.cur.parent; }

@@ -1,7 +1,8 @@
 /* test-cli.c - the manyhands command: parsing, output, sweep maths, chart,
  * Ctrl-C, exit codes, and the tutorial's montecarlo example.
  *
- * The pure parts of the command (cli/parse.c, cli/sweep.c) are compiled into
+ * The pure parts of the command (cli/parse.c, cli/sweep.c, and plot.c and
+ * report.c, whose messages and printers need no state) are compiled into
  * this binary and checked directly on synthetic data; everything else runs
  * the real binary at MHT_BUILD_DIR "/manyhands" through mht_run.
  */
@@ -12,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,16 +24,19 @@
 #include "../cli/parse.c"
 #include "../cli/sweep.c"
 #include "../cli/plot.c"
+#include "../cli/report.c"
 
-/* plot.c reports through this (in the command it is in main.c). */
-void mhc_error(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fputs("manyhands: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
-  va_end(ap);
-}
+/* Sanitizer builds run everything several times slower. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CLI_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define CLI_SANITIZED 1
+#endif
+#endif
+#ifndef CLI_SANITIZED
+#define CLI_SANITIZED 0
+#endif
 
 #define CLI MHT_BUILD_DIR "/manyhands"
 #define MONTECARLO MHT_BUILD_DIR "/examples/montecarlo"
@@ -313,6 +318,50 @@ TEST(amdahl_fit_synthetic) {
   ASSERT(isnan(mhc_median(w, 0)));
 }
 
+TEST(sweep_spread_and_cpus) {
+  /* The spread of the speedup comes from the spread of the times. */
+  mhc_sweep_row_t rows[3] = {
+      {.workers = 1, .seconds = 4, .seconds_min = 3, .seconds_max = 5},
+      {.workers = 2, .seconds = 2, .seconds_min = 1.6, .seconds_max = 2.5},
+      {.workers = 4, .seconds = 1.25},
+  };
+  ASSERT_DEQ(mhc_sweep_fill(rows, 3, NULL), 4, 0);
+  ASSERT_DEQ(rows[1].speedup, 2, 1e-12);
+  ASSERT_DEQ(rows[1].speedup_min, 4 / 2.5, 1e-12);
+  ASSERT_DEQ(rows[1].speedup_max, 4 / 1.6, 1e-12);
+  ASSERT_DEQ(rows[2].speedup_min, rows[2].speedup, 0); /* spread unknown */
+  ASSERT_DEQ(rows[2].speedup_max, rows[2].speedup, 0);
+  /* More speedup than CPUs: the row that exceeds them most. */
+  ASSERT_EQ(mhc_sweep_beyond_cpus(rows, 3, 4), -1);
+  ASSERT_EQ(mhc_sweep_beyond_cpus(rows, 3, 3), 2);
+  ASSERT_EQ(mhc_sweep_beyond_cpus(rows, 3, 1), 2);
+  ASSERT_EQ(mhc_sweep_beyond_cpus(rows, 2, 1), 1);
+  ASSERT_EQ(mhc_sweep_beyond_cpus(rows, 3, 0), -1); /* unknown CPU count */
+}
+
+/* Past the online CPUs a sweep says what it measures. */
+TEST(sweep_warns_past_cpus) {
+  int cpus = mh_cpu_count();
+  char list[32];
+  snprintf(list, sizeof list, "%d,%d", cpus, cpus + 1);
+  mht_proc_result_t r;
+  cli(&r, 120, "pi", "2e6", "--sweep", list, "--repeat", "1", NULL);
+  assert_ok(&r, "sweep past cpus");
+  char want[128];
+  snprintf(want, sizeof want, "manyhands: warning: the sweep goes up to %d "
+           "workers on %d online CPU", cpus + 1, cpus);
+  if (strncmp(r.err, want, strlen(want)) != 0)
+    mht_fail(__FILE__, __LINE__, "stderr '%s', want '%s...'", r.err, want);
+  ASSERT(strstr(r.out, "Karp-Flatt") != NULL);
+  mht_proc_free(&r);
+  /* Within the CPUs: no word about them (unless a loaded machine made the
+   * speedup exceed them, which is the other warning). */
+  cli(&r, 120, "pi", "2e6", "--sweep", "1", "--repeat", "1", NULL);
+  assert_ok(&r, "sweep within cpus");
+  ASSERT(strstr(r.err, "the sweep goes up to") == NULL);
+  mht_proc_free(&r);
+}
+
 /* ---- the command: argument errors ------------------------------------------ */
 
 TEST(n_forms_run) {
@@ -412,6 +461,77 @@ TEST(usage_errors) {
   ASSERT_EQ(mht_run(argv, 10, &r), 0);
   assert_usage_error(&r, "no command");
   mht_proc_free(&r);
+}
+
+/* Options go through getopt_long: abbreviations, bundles, "=" forms, "--";
+ * the messages stay ours, one line each. */
+TEST(getopt_forms) {
+  mht_proc_result_t r;
+  char *lines[16];
+  /* An unambiguous abbreviation, and a bundle of flags ending in a value. */
+  static const char *const runs[][9] = {
+      {"pi", "1e5", "2", "--rep", "3", "--js", NULL},
+      {"pi", "1e5", "2", "--repe=3", "--json", NULL},
+      {"pi", "-r3", "1e5", "2", "--json", NULL},
+      {"pi", "--json", "-qr3", "1e5", "2", NULL},
+      {"pi", "-qr", "3", "1e5", "--ba", "threads", "2", "--json"},
+      {"pi", "--json", "-r", "3", "--", "1e5", "2", NULL},
+  };
+  for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+    char *argv[12];
+    static char path[] = CLI;
+    int n = 0;
+    argv[n++] = path;
+    for (int j = 0; runs[i][j]; j++) argv[n++] = (char *)(uintptr_t)runs[i][j];
+    argv[n] = NULL;
+    ASSERT_EQ(mht_run(argv, 30, &r), 0);
+    char what[32];
+    snprintf(what, sizeof what, "getopt run %zu", i);
+    assert_ok(&r, what);
+    int k = split_lines(r.out, lines, 16);
+    if (k != 3) mht_fail(__FILE__, __LINE__, "run %zu: %d lines", i, k);
+    for (int j = 0; j < 3; j++) {
+      check_run_object(lines[j], 100000, 2);
+      ASSERT_UEQ(json_u64(lines[j], "rep"), j);
+    }
+    ASSERT_EQ(r.err_len, 0);
+    mht_proc_free(&r);
+  }
+  /* -h inside a bundle is help, at once. */
+  cli(&r, 10, "pi", "-qh", NULL);
+  assert_ok(&r, "-qh");
+  ASSERT(strstr(r.out, "usage: manyhands pi") != NULL);
+  mht_proc_free(&r);
+  /* Errors: exit 2, one line, in the command's words. */
+  static const struct {
+    const char *args[5];
+    const char *msg;
+  } bad[] = {
+      {{"1e5", "--s", "3", NULL}, "manyhands: ambiguous option '--s': it could be --seed, --sweep"},
+      {{"1e5", "--rep", NULL}, "manyhands: option '--repeat' needs a value"},
+      {{"1e5", "-r", NULL}, "manyhands: option '-r' needs a value"},
+      {{"1e5", "-qz", NULL}, "manyhands: unknown option '-z'"},
+      {{"1e5", "--frob=3", NULL}, "manyhands: unknown option '--frob'"},
+      {{"1e5", "--qu=1", NULL}, "manyhands: option '--quiet' takes no value"},
+      {{"1e5", "--rep", "0", NULL}, "manyhands: invalid --repeat '0'"},
+      {{"-1", NULL}, "manyhands: invalid number of points '-1'"},
+      {{"1e5", "-3", NULL}, "manyhands: invalid number of workers '-3'"},
+      {{"1e5", "2", "--", "-q", NULL}, "manyhands: too many arguments: '-q'"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *argv[8];
+    static char path[] = CLI, pi[] = "pi";
+    int n = 0;
+    argv[n++] = path;
+    argv[n++] = pi;
+    for (int j = 0; bad[i].args[j]; j++) argv[n++] = (char *)(uintptr_t)bad[i].args[j];
+    argv[n] = NULL;
+    ASSERT_EQ(mht_run(argv, 10, &r), 0);
+    assert_usage_error(&r, bad[i].msg);
+    if (strncmp(r.err, bad[i].msg, strlen(bad[i].msg)) != 0)
+      mht_fail(__FILE__, __LINE__, "got '%s', want '%s...'", r.err, bad[i].msg);
+    mht_proc_free(&r);
+  }
 }
 
 TEST(help_version) {
@@ -565,6 +685,25 @@ TEST(seeds) {
   mht_proc_free(&a);
   mht_proc_free(&b);
   mht_proc_free(&c);
+  /* seed_hex: the same seed as a string, and --seed takes it back. */
+  cli(&a, 30, "pi", "1e6", "2", "--json", "--seed", "random", NULL);
+  assert_ok(&a, "random for seed_hex");
+  char hex[40];
+  json_str(a.out, "seed_hex", hex, sizeof hex);
+  ASSERT(strncmp(hex, "0x", 2) == 0);
+  ASSERT_UEQ(strtoull(hex, NULL, 16), json_u64(a.out, "seed"));
+  cli(&b, 30, "pi", "1e6", "3", "--json", "--seed", hex, NULL);
+  assert_ok(&b, "replay seed_hex");
+  ASSERT_UEQ(json_u64(b.out, "inside"), json_u64(a.out, "inside"));
+  json_str(b.out, "seed_hex", seed, sizeof seed);
+  ASSERT_STREQ(seed, hex);
+  mht_proc_free(&a);
+  mht_proc_free(&b);
+  cli(&a, 30, "pi", "1e3", "1", "--json", "--seed", "18446744073709551615", NULL);
+  assert_ok(&a, "max seed");
+  json_str(a.out, "seed_hex", hex, sizeof hex);
+  ASSERT_STREQ(hex, "0xffffffffffffffff");
+  mht_proc_free(&a);
   cli(&a, 30, "pi", "1e5", "1", "--seed", "random", NULL);
   assert_ok(&a, "random human");
   ASSERT(strstr(a.out, "\nseed        ") != NULL);
@@ -628,7 +767,8 @@ TEST(repeat_lines) {
   mht_proc_free(&one);
 }
 
-/* Parse the sweep table: rows "workers seconds points/s speedup eff% kf". */
+/* Parse the sweep table: rows "workers seconds min max points/s speedup
+ * eff% kf". */
 static int parse_table(char *out, mhc_sweep_row_t *rows, int cap, double *serial) {
   char *lines[64];
   int n = split_lines(out, lines, 64), nrows = 0, header = -1;
@@ -643,8 +783,9 @@ static int parse_table(char *out, mhc_sweep_row_t *rows, int cap, double *serial
     if (header < 0 || nrows == cap) continue;
     mhc_sweep_row_t r;
     char kf[32];
-    if (sscanf(lines[i], "%d %lf %lf %lf %lf%% %31s", &r.workers, &r.seconds,
-               &r.points_per_second, &r.speedup, &r.efficiency, kf) == 6) {
+    if (sscanf(lines[i], "%d %lf %lf %lf %lf %lf %lf%% %31s", &r.workers,
+               &r.seconds, &r.seconds_min, &r.seconds_max, &r.points_per_second,
+               &r.speedup, &r.efficiency, kf) == 8) {
       r.efficiency /= 100;
       r.karp_flatt = strcmp(kf, "-") == 0 ? NAN : strtod(kf, NULL);
       rows[nrows++] = r;
@@ -660,7 +801,8 @@ TEST(sweep_table) {
   cli(&r, 120, "pi", "4e7", "--sweep", "1-3", "--repeat", "2", NULL);
   assert_ok(&r, "sweep");
   ASSERT(strstr(r.out, "the same for every worker count") != NULL);
-  ASSERT(strstr(r.out, "2 runs per worker count (median time)") != NULL);
+  ASSERT(strstr(r.out, "2 runs per worker count (median time, interleaved) "
+                "after a warm-up run") != NULL);
   char *copy = strdup(r.out);
   mhc_sweep_row_t rows[8];
   double serial;
@@ -669,6 +811,8 @@ TEST(sweep_table) {
   for (int i = 0; i < 3; i++) {
     ASSERT_EQ(rows[i].workers, i + 1);
     ASSERT(rows[i].seconds > 0);
+    ASSERT(rows[i].seconds_min <= rows[i].seconds);
+    ASSERT(rows[i].seconds <= rows[i].seconds_max);
     /* The columns agree with each other, to their printed precision:
      * seconds to 0.5 us, points/s to 4 digits, speedup to 0.0005,
      * efficiency to 0.05 %, Karp-Flatt to 0.00005. */
@@ -694,7 +838,8 @@ TEST(sweep_table) {
   free(copy);
   mht_proc_free(&r);
 
-  /* JSON: one object per run, each with the sweep's numbers. */
+  /* JSON: one object per worker count, timed by the median of its runs
+   * (3 by default), the spread beside it. */
   cli(&r, 120, "pi", "5e6", "--sweep", "1,3", "--json", NULL);
   assert_ok(&r, "sweep json");
   char *lines[8];
@@ -705,6 +850,16 @@ TEST(sweep_table) {
     ASSERT_DEQ(json_num(lines[i], "speedup") * json_num(lines[i], "sweep_seconds"),
                json_num(lines[0], "sweep_seconds"), 1e-9);
     ASSERT(strstr(lines[i], "\"karp_flatt\":") != NULL);
+    ASSERT_EQ(json_u64(lines[i], "runs"), 3);
+    ASSERT_EQ(json_u64(lines[i], "repeat"), 3);
+    double med = json_num(lines[i], "sweep_seconds");
+    ASSERT_DEQ(json_num(lines[i], "seconds"), med, 0);
+    ASSERT(json_num(lines[i], "seconds_min") <= med);
+    ASSERT(med <= json_num(lines[i], "seconds_max"));
+    ASSERT(json_num(lines[i], "speedup_min") <= json_num(lines[i], "speedup"));
+    ASSERT(json_num(lines[i], "speedup") <= json_num(lines[i], "speedup_max"));
+    ASSERT_DEQ(json_num(lines[i], "speedup_min") * json_num(lines[i], "seconds_max"),
+               json_num(lines[0], "sweep_seconds"), 1e-9);
   }
   /* At full precision the fraction is exactly the fit of the two medians. */
   int p2[2] = {1, 3};
@@ -738,10 +893,10 @@ TEST(plot_chart) {
     tmp_name(file, sizeof file, exts[i]);
     mht_proc_result_t r;
     cli(&r, 120, "pi", "3e6", "--sweep", "1-2", "--plot", file, NULL);
-    assert_ok(&r, file);
-    ASSERT(strstr(r.out, "serial fraction") != NULL);
     struct stat st;
     if (have_gnuplot()) {
+      assert_ok(&r, file);
+      ASSERT(strstr(r.out, "serial fraction") != NULL);
       ASSERT_EQ(stat(file, &st), 0);
       ASSERT_GT(st.st_size, 500);
       char head[512] = {0};
@@ -754,9 +909,12 @@ TEST(plot_chart) {
         ASSERT(memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0);
       else
         ASSERT(strstr(head, "<svg") != NULL);
-      ASSERT_EQ(r.err_len, 0);
+      /* Nothing on stderr but warnings (a short run on a busy machine may
+       * show more speedup than CPUs, and the command says so). */
+      ASSERT(r.err_len == 0 || strncmp(r.err, "manyhands: warning: ", 20) == 0);
     } else {
-      /* Without gnuplot: the same run, a message, no file. */
+      /* Without gnuplot: exit 1, a message, no file. */
+      ASSERT(r.exited && r.status == 1);
       ASSERT(strstr(r.err, "gnuplot was not found") != NULL);
       ASSERT_EQ(stat(file, &st), -1);
     }
@@ -777,28 +935,107 @@ TEST(plot_chart) {
     svg[len] = 0;
     fclose(f);
     ASSERT(strstr(svg, "ideal (linear)") != NULL);
-    ASSERT(strstr(svg, "Amdahl fit, serial fraction") != NULL);
-    ASSERT(strstr(svg, "measured") != NULL);
+    const char *fitc = strstr(svg, "Amdahl fit, serial fraction");
+    const char *meas = strstr(svg, "measured: median, min..max of 3 runs");
+    ASSERT(fitc != NULL && meas != NULL);
+    /* The fit is drawn after the measured line, so it lies on top. */
+    ASSERT(fitc > meas);
+    /* The CPU count is marked. */
+    ASSERT(strstr(svg, "online CPU") != NULL);
     unlink(file);
     mht_proc_free(&r);
   }
 }
 
 TEST(plot_without_gnuplot) {
-  /* As if gnuplot were not installed: the run, the table and the exit code
-   * are unchanged; a message on stderr says what is missing. */
+  /* As if gnuplot were not installed: the user asked for a file and cannot
+   * get it, so it is a failure (exit 1), said before the sweep runs, with
+   * nothing on stdout and no file left behind. */
   char file[256];
   tmp_name(file, sizeof file, "png");
   setenv("PATH", "/nonexistent", 1);
   mht_proc_result_t r;
-  cli(&r, 120, "pi", "2e6", "--sweep", "1-2", "--plot", file, NULL);
-  assert_ok(&r, "no gnuplot");
-  ASSERT(strstr(r.out, "serial fraction") != NULL);
+  double t0 = mht_now();
+  cli(&r, 120, "pi", "1e12", "--sweep", "1-2", "--plot", file, NULL);
+  ASSERT(mht_now() - t0 < 5); /* 1e12 points would take minutes */
+  ASSERT(r.exited && r.status == 1);
+  ASSERT_EQ(r.out_len, 0);
   ASSERT(strncmp(r.err, "manyhands: gnuplot was not found on PATH", 40) == 0);
+  ASSERT(strstr(r.err, file) != NULL);
   ASSERT(strstr(r.err, "gnuplot-nox") != NULL);
   struct stat st;
   ASSERT_EQ(stat(file, &st), -1);
   mht_proc_free(&r);
+}
+
+/* A chart that cannot be written is a usage error found while parsing:
+ * exit 2 at once, before a sweep that would take minutes. */
+TEST(plot_path_checked_first) {
+  char dir[256], file[300], keep[256];
+  tmp_name(dir, sizeof dir, "svg");
+  ASSERT_EQ(mkdir(dir, 0700), 0); /* a directory named like a chart */
+  snprintf(file, sizeof file, "%s/x.png", dir);
+  static const char *names[] = {".svg", "x.pdf", "x.svg/", "dir/.png", "a\nb.svg",
+                                "", "/nonexistent-mht-dir/x.svg", "/proc/mht-x.png"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0] + 1; i++) {
+    const char *name = i < sizeof names / sizeof names[0] ? names[i] : dir;
+    mht_proc_result_t r;
+    double t0 = mht_now();
+    cli(&r, 30, "pi", "1e12", "--sweep", "1-2", "--plot", name, NULL);
+    ASSERT(mht_now() - t0 < 5);
+    char what[300];
+    snprintf(what, sizeof what, "--plot '%s'", name);
+    assert_usage_error(&r, what);
+    ASSERT(strstr(r.err, "invalid --plot") || strstr(r.err, "cannot write the chart"));
+    mht_proc_free(&r);
+  }
+  /* A good path is created at once... */
+  struct stat st;
+  tmp_name(keep, sizeof keep, "png");
+  mht_proc_result_t r;
+  cli(&r, 60, "pi", "2e6", "--sweep", "1-2", "--plot", file, NULL);
+  assert_ok(&r, "plot in a directory");
+  ASSERT_EQ(stat(file, &st), 0);
+  ASSERT_GT(st.st_size, 500);
+  unlink(file);
+  mht_proc_free(&r);
+  /* ...and taken away when the run then fails (here: a kernel the CPU is
+   * said to lack, exit 1). */
+  setenv("MANYHANDS_KERNELS", "scalar", 1);
+  cli(&r, 30, "pi", "2e6", "--sweep", "1-2", "--kernel", "avx2", "--plot", file, NULL);
+  unsetenv("MANYHANDS_KERNELS");
+  ASSERT(r.exited && r.status == 1);
+  ASSERT_EQ(stat(file, &st), -1);
+  mht_proc_free(&r);
+  /* An existing chart is not touched by a run that fails. */
+  FILE *f = fopen(keep, "w");
+  ASSERT(f != NULL);
+  fputs("old chart", f);
+  fclose(f);
+  setenv("MANYHANDS_KERNELS", "scalar", 1);
+  cli(&r, 30, "pi", "2e6", "--sweep", "1-2", "--kernel", "avx2", "--plot", keep, NULL);
+  unsetenv("MANYHANDS_KERNELS");
+  ASSERT(r.exited && r.status == 1);
+  ASSERT_EQ(stat(keep, &st), 0);
+  ASSERT_EQ(st.st_size, 9);
+  mht_proc_free(&r);
+  /* Not writable (as root every file is, so only as another user). */
+  if (geteuid() != 0) {
+    ASSERT_EQ(chmod(keep, 0444), 0);
+    cli(&r, 30, "pi", "1e12", "--sweep", "1-2", "--plot", keep, NULL);
+    assert_usage_error(&r, "read-only chart");
+    ASSERT(strstr(r.err, "cannot write the chart") != NULL);
+    mht_proc_free(&r);
+  }
+  unlink(keep);
+  rmdir(dir);
+  /* Unit: the names. */
+  ASSERT(mhc_plot_bad_name("a.svg") == NULL);
+  ASSERT(mhc_plot_bad_name("d/a.PNG") == NULL);
+  ASSERT(mhc_plot_bad_name("d/.png") != NULL);
+  ASSERT(mhc_plot_bad_name("a.svg/") != NULL);
+  ASSERT(mhc_plot_bad_name("a\tb.svg") != NULL);
+  ASSERT(mhc_plot_bad_name(NULL) != NULL);
 }
 
 /* ---- kernels --------------------------------------------------------------------- */
@@ -935,8 +1172,10 @@ static void sigint_run(const char *backend, int json /* 2: a sweep */) {
   fprintf(stderr, "%s: exited %.3f s after SIGINT\n", backend, took);
   ASSERT(WIFEXITED(st));
   ASSERT_EQ(WEXITSTATUS(st), 130);
-  /* Generous for sanitizer builds; the goal is 0.1 s. */
-  ASSERT(took < 2.0);
+  /* The goal is 0.1 s; the bound is generous for a loaded machine, and more
+   * so under the sanitizers, where the workers' teardown alone took 2.8 s
+   * beside two busy processes. */
+  ASSERT(took < (CLI_SANITIZED ? 8.0 : 2.0));
   /* Nothing of the command's process group is left... */
   ASSERT_EQ(kill(-pid, 0), -1);
   ASSERT_EQ(errno, ESRCH);
@@ -989,12 +1228,36 @@ TEST(sigint_sweep) { sigint_run("threads", 2); }
 /* Run the command with stderr on a pseudo-terminal (stdout to /dev/null),
  * SIGINT it after `run_for` seconds, and return what it wrote on the
  * terminal in buf. */
+/* The terminal's size for run_on_pty_sized: cols 0 leaves the pty's own
+ * (0 x 0, "unknown"); resize_cols > 0 changes it at resize_at seconds,
+ * which sends SIGWINCH to the command as a terminal window does. */
+typedef struct pty_size {
+  int cols, resize_cols;
+  double resize_at;
+} pty_size_t;
+
+static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
+                             size_t size, int *status, const pty_size_t *sz);
+
 static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
                        size_t size, int *status) {
+  pty_size_t none = {0, 0, 0};
+  run_on_pty_sized(n, quiet, run_for, buf, size, status, &none);
+}
+
+static void set_pty_cols(int m, int cols) {
+  struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
+  ASSERT_EQ(ioctl(m, TIOCSWINSZ, &ws), 0);
+}
+
+static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
+                             size_t size, int *status, const pty_size_t *sz) {
   int m = posix_openpt(O_RDWR | O_NOCTTY);
   ASSERT(m >= 0);
   ASSERT_EQ(grantpt(m), 0);
   ASSERT_EQ(unlockpt(m), 0);
+  if (sz->cols > 0) set_pty_cols(m, sz->cols);
+  int resized = 0;
   char *slave = ptsname(m);
   ASSERT(slave != NULL);
   pid_t pid = fork();
@@ -1021,6 +1284,10 @@ static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
     if (poll(&pfd, 1, 10) > 0 && (pfd.revents & POLLIN)) {
       ssize_t r = read(m, buf + len, size - 1 - len);
       if (r > 0) len += (size_t)r;
+    }
+    if (sz->resize_cols > 0 && !resized && mht_now() - t0 > sz->resize_at) {
+      set_pty_cols(m, sz->resize_cols);
+      resized = 1;
     }
     if (!sent && mht_now() - t0 > run_for) {
       kill(pid, SIGINT);
@@ -1059,6 +1326,107 @@ TEST(progress_bar) {
   run_on_pty("1e6", 0, 30.0, buf, sizeof buf, &st);
   ASSERT_EQ(st, 0);
   ASSERT_EQ(strlen(buf), 0);
+}
+
+/* The bar's text never reaches the last column, at any width. */
+TEST(progress_format_fits) {
+  static const double fracs[] = {0, 0.004, 0.5, 0.999, 1};
+  static const double rates[] = {0, 1, 3.3e8, 1.234e12};
+  static const double etas[] = {0, 59.4, 3599, 86399, 1e7, 1e15};
+  char buf[512];
+  for (int cols = 1; cols <= 250; cols++)
+    for (size_t f = 0; f < 5; f++)
+      for (size_t r = 0; r < 4; r++)
+        for (size_t e = 0; e < 6; e++) {
+          size_t len = mhc_progress_format(buf, sizeof buf, cols, fracs[f],
+                                           rates[r], etas[e]);
+          ASSERT_EQ(len, strlen(buf));
+          if ((int)len > cols - 1 && len > 0)
+            mht_fail(__FILE__, __LINE__, "%zu characters at %d columns: '%s'",
+                     len, cols, buf);
+          ASSERT(strchr(buf, '\n') == NULL && strchr(buf, '\r') == NULL);
+        }
+  /* What is dropped, and when: all of it at 80, the bar and percentage at
+   * 40, only the percentage at 12. */
+  mhc_progress_format(buf, sizeof buf, 80, 0.5, 3.3e8, 125);
+  ASSERT(buf[0] == '[' && strstr(buf, " 50.0%") && strstr(buf, "points/s") &&
+         strstr(buf, "2 min 05 s left"));
+  mhc_progress_format(buf, sizeof buf, 40, 0.5, 3.3e8, 125);
+  ASSERT(buf[0] == '[' && strstr(buf, " 50.0%") && !strstr(buf, "points/s"));
+  mhc_progress_format(buf, sizeof buf, 12, 0.5, 3.3e8, 125);
+  ASSERT_STREQ(buf, " 50.0%");
+}
+
+/* Check what a run on a `cols`-wide terminal drew: every redraw (the text
+ * between two "\r") fits in cols - 1 columns, and no line was left behind
+ * before the final message.  Returns the widest redraw. */
+static int check_bar_fits(const char *out, int cols, int *bars) {
+  const char *msg = strstr(out, "manyhands: interrupted");
+  ASSERT(msg != NULL);
+  for (const char *p = out; p < msg; p++)
+    if (*p == '\n') mht_fail(__FILE__, __LINE__, "a line was left: '%s'", out);
+  int widest = 0;
+  *bars = 0;
+  for (const char *p = out; p < msg;) {
+    const char *cr = strchr(p, '\r');
+    const char *end = cr && cr < msg ? cr : msg;
+    int width = 0;
+    for (const char *q = p; q < end; q++) {
+      if (*q == '\033') { /* skip an escape sequence up to its final letter */
+        while (q < end && !((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z'))) q++;
+        continue;
+      }
+      width++;
+    }
+    if (width > cols - 1)
+      mht_fail(__FILE__, __LINE__, "a redraw %d wide on %d columns: '%.*s'",
+               width, cols, (int)(end - p), p);
+    if (width > widest) widest = width;
+    if (width > 0) ++*bars;
+    p = end + (end == cr);
+    if (end == msg) break;
+  }
+  return widest;
+}
+
+TEST(progress_bar_fits_terminal) {
+  static char buf[1 << 16];
+  int st, bars;
+  /* 40 columns from the terminal itself. */
+  pty_size_t forty = {40, 0, 0};
+  run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &forty);
+  ASSERT_EQ(st, 130);
+  int w = check_bar_fits(buf, 40, &bars);
+  ASSERT_GE(bars, 2);
+  ASSERT_GE(w, 20);
+  /* A terminal that does not know its size: COLUMNS says it. */
+  setenv("COLUMNS", "40", 1);
+  pty_size_t unknown = {0, 0, 0};
+  run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &unknown);
+  unsetenv("COLUMNS");
+  ASSERT_EQ(st, 130);
+  check_bar_fits(buf, 40, &bars);
+  ASSERT_GE(bars, 2);
+  /* Widened from 40 to 100 columns mid-run (SIGWINCH): the bar grows, and
+   * narrowed from 100 to 30 it shrinks at once. */
+  pty_size_t wider = {40, 100, 2.0};
+  run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &wider);
+  ASSERT_EQ(st, 130);
+  ASSERT_GT(check_bar_fits(buf, 100, &bars), 39);
+  pty_size_t narrower = {100, 30, 2.0};
+  run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &narrower);
+  ASSERT_EQ(st, 130);
+  /* The last redraw (after the resize) fits 30 columns. */
+  const char *msg = strstr(buf, "manyhands: interrupted");
+  ASSERT(msg != NULL);
+  const char *last = buf, *p;
+  for (p = buf; p < msg; p++)
+    if (*p == '\r' && p + 1 < msg && p[1] != '\033') last = p + 1;
+  const char *esc = strchr(last, '\033');
+  ASSERT(esc != NULL);
+  if (esc - last > 29)
+    mht_fail(__FILE__, __LINE__, "last redraw %d wide after narrowing to 30",
+             (int)(esc - last));
 }
 
 /* ---- the tutorial's montecarlo.py ------------------------------------------------------ */
@@ -1254,6 +1622,9 @@ TEST(pi_processes_survive_killed_workers) {
   fclose(f);
   ASSERT_UEQ(json_u64(buf, "inside"), want);
   ASSERT_UEQ(json_u64(buf, "done"), UINT64_C(10000000000));
+  /* Most kills land mid-task, each costing one re-run. */
+  ASSERT(json_u64(buf, "reruns") >= 1);
+  ASSERT_ULE(json_u64(buf, "reruns"), 20 * 4); /* at most a worker's queued tasks each */
   unlink(out);
   unlink(err);
 }

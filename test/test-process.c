@@ -9,6 +9,7 @@
 #include <math.h>
 #include <sched.h>
 #include <stddef.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <signal.h>
@@ -360,7 +361,7 @@ TEST(reaped_elsewhere) {
 TEST(ignore_sigint) {
   mh_process_t *p, *q;
   int code = 0;
-  mh_process_options_t opts = {MH_PROCESS_IGNORE_SIGINT};
+  mh_process_options_t opts = {.flags = MH_PROCESS_IGNORE_SIGINT};
   ASSERT_OK(mh_process_start(&p, sleep_forever, NULL, &opts));
   ASSERT_OK(mh_process_start(&q, sleep_forever, NULL, NULL));
   ASSERT_EQ(kill(mh_process_pid(p), SIGINT), 0);
@@ -809,7 +810,7 @@ HELPER(setup_fails) {
     rc = deny_syscall(SYS_getpid + 100000, 0, EPERM); /* matches nothing */
   if (rc != 0) return 4;
   if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) != 2) return 5;
-  mh_process_options_t opts = {MH_PROCESS_IGNORE_SIGINT};
+  mh_process_options_t opts = {.flags = MH_PROCESS_IGNORE_SIGINT};
   if (strcmp(argv[0], "none") != 0) {
     for (int i = 0; i < 20; i++) {
       mh_process_t *p = (mh_process_t *)&opts; /* must be reset to NULL */
@@ -924,7 +925,7 @@ TEST(out_of_file_descriptors) {
 TEST(bad_input) {
   mh_process_t *p = NULL;
   int code;
-  mh_process_options_t bad = {0x80};
+  mh_process_options_t bad = {.flags = 0x80};
   ASSERT_ERR(mh_process_start(NULL, ret_arg, NULL, NULL), MH_EINVAL);
   ASSERT_ERR(mh_process_start(&p, NULL, NULL, NULL), MH_EINVAL);
   ASSERT_ERR(mh_process_start(&p, ret_arg, NULL, &bad), MH_EINVAL);
@@ -1015,4 +1016,234 @@ TEST(start_flush_interruptible) {
   ASSERT_EQ(r.exited, 0);
   ASSERT_EQ(r.status, SIGINT);
   mht_proc_free(&r);
+}
+
+/* ---- Python's names, daemons, exit rules ------------------------------------ */
+
+static char name_p1[] = "Process-1", name_talker[] = "talker";
+
+static int check_identity(void *arg) {
+  const char *want = arg;
+  if (strcmp(mh_process_current_name(), want) != 0) return 3;
+  if (mh_process_current_daemon() != 0) return 4;
+  if (mh_process_parent_pid() != getppid()) return 5;
+  /* A grandchild is named after us, "Process-N:1". */
+  mh_process_t *g;
+  if (mh_process_start(&g, ret_arg, NULL, NULL)) return 6;
+  char expect[128];
+  const char *colon = strchr(want, '-');
+  snprintf(expect, sizeof expect, "Process-%s:1", colon ? colon + 1 : "?");
+  int ok = strncmp(want, "Process-", 8) != 0 || strcmp(mh_process_name(g), expect) == 0;
+  mh_process_join(g, MH_FOREVER);
+  mh_process_free(g);
+  return ok ? 0 : 7;
+}
+
+static void expect_exit(mh_process_t *p, int want) {
+  int code = -1000;
+  ASSERT_OK(mh_process_join(p, MH_FOREVER));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT_EQ(code, want);
+}
+
+TEST(names_and_current_process) {
+  ASSERT_STREQ(mh_process_current_name(), "MainProcess");
+  ASSERT_EQ(mh_process_current_daemon(), 0);
+  ASSERT_EQ(mh_process_parent_pid(), 0);
+  mh_process_t *p, *q;
+  ASSERT_OK(mh_process_start(&p, check_identity, name_p1, NULL));
+  ASSERT_STREQ(mh_process_name(p), "Process-1");
+  ASSERT_EQ(mh_process_daemon(p), 0);
+  expect_exit(p, 0);
+  mh_process_free(p);
+  mh_process_options_t o = {.name = "talker"};
+  ASSERT_OK(mh_process_start(&q, check_identity, name_talker, &o));
+  ASSERT_STREQ(mh_process_name(q), "talker");
+  expect_exit(q, 0);
+  mh_process_free(q);
+  /* The counter goes on: the third child is Process-3. */
+  ASSERT_OK(mh_process_start(&p, ret_arg, NULL, NULL));
+  ASSERT_STREQ(mh_process_name(p), "Process-3");
+  expect_exit(p, 0);
+  mh_process_free(p);
+  ASSERT(mh_process_name(NULL) == NULL);
+  ASSERT_ERR(mh_process_daemon(NULL), MH_EINVAL);
+  assert_no_children();
+}
+
+static int daemon_tries_children(void *arg) {
+  (void)arg;
+  if (!mh_process_current_daemon()) return 3;
+  mh_process_t *p = (mh_process_t *)1;
+  int rc = mh_process_start(&p, ret_arg, NULL, NULL);
+  return rc == MH_EPERM && p == NULL ? 0 : 4;
+}
+
+TEST(daemon_has_no_children) {
+  mh_process_options_t o = {.daemon = 1};
+  mh_process_t *p;
+  ASSERT_OK(mh_process_start(&p, daemon_tries_children, NULL, &o));
+  ASSERT_EQ(mh_process_daemon(p), 1);
+  expect_exit(p, 0);
+  mh_process_free(p);
+}
+
+TEST(active_children_and_sentinel) {
+  enum { N = 4 };
+  mh_process_t *p[N];
+  pid_t pids[N + 2];
+  ASSERT_EQ(mh_process_active_children(NULL, 0), 0);
+  ASSERT_ERR(mh_process_active_children(NULL, 1), MH_EINVAL);
+  for (int i = 0; i < N; i++) ASSERT_OK(mh_process_start(&p[i], sleep_forever, NULL, NULL));
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), N);
+  for (int i = 0; i < N; i++) {
+    int found = 0;
+    for (int j = 0; j < N; j++) found |= pids[j] == mh_process_pid(p[i]);
+    ASSERT(found);
+  }
+  ASSERT_EQ(mh_process_active_children(pids, 1), N); /* the count, not the room */
+  /* A sentinel is readable exactly once its child has ended. */
+  int fd = mh_process_sentinel(p[0]);
+  ASSERT_GE(fd, 0);
+  struct pollfd pf = {fd, POLLIN, 0};
+  ASSERT_EQ(poll(&pf, 1, 0), 0);
+  ASSERT_OK(mh_process_kill(p[0]));
+  ASSERT_EQ(poll(&pf, 1, 30000), 1);
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), N - 1); /* ended, not yet reaped */
+  expect_exit(p[0], -SIGKILL);
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), N - 1);
+  /* A freed handle's child still counts while it runs. */
+  pid_t freed = mh_process_pid(p[1]);
+  mh_process_free(p[1]);
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), N - 1);
+  ASSERT_EQ(kill(freed, SIGKILL), 0);
+  for (int i = 0; i < 1000 && mh_process_active_children(pids, N + 2) != N - 2; i++)
+    mht_sleep(0.01);
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), N - 2);
+  for (int i = 2; i < N; i++) {
+    ASSERT_OK(mh_process_kill(p[i]));
+    expect_exit(p[i], -SIGKILL);
+  }
+  ASSERT_EQ(mh_process_active_children(pids, N + 2), 0);
+  mh_process_free(p[0]);
+  for (int i = 2; i < N; i++) mh_process_free(p[i]);
+  assert_no_children();
+}
+
+/* A marker file in the test's own temporary name. */
+static void marker_path(char *buf, size_t n, const char *what, pid_t who) {
+  snprintf(buf, n, "/tmp/mh-test-process-%d-%s", (int)who, what);
+}
+
+static int read_marker(const char *path, char *out, size_t n) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t got = fread(out, 1, n - 1, f);
+  out[got] = 0;
+  fclose(f);
+  unlink(path);
+  return 1;
+}
+
+static void write_marker(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
+static char g_marker[256];
+
+static int sleep_then_mark(void *arg) {
+  mht_sleep((double)(intptr_t)arg / 1000.0);
+  write_marker(g_marker, "finished");
+  return 0;
+}
+
+static void on_term(int sig) {
+  (void)sig;
+  write_marker(g_marker, "terminated");
+  _exit(0);
+}
+
+static mh_conn_t *g_ready_rx, *g_ready_tx; /* the daemon says "handler set" */
+
+static int daemon_waits_for_term(void *arg) {
+  (void)arg;
+  signal(SIGTERM, on_term);
+  mh_conn_close(g_ready_rx);
+  if (mh_conn_send(g_ready_tx, "r", 1)) return 3;
+  for (;;) pause();
+  return 0;
+}
+
+HELPER(exit_with_children) {
+  /* argv[0]: the marker path; argv[1]: "daemon" or "plain". */
+  if (argc < 2) return 2;
+  snprintf(g_marker, sizeof g_marker, "%s", argv[0]);
+  mh_process_options_t o = {.daemon = strcmp(argv[1], "daemon") == 0};
+  mh_process_t *p;
+  if (mh_pipe(&g_ready_rx, &g_ready_tx, 0)) return 3;
+  if (mh_process_start(&p, o.daemon ? daemon_waits_for_term : sleep_then_mark,
+                       (void *)(intptr_t)300, &o))
+    return 3;
+  mh_conn_close(g_ready_tx);
+  /* Wait until the daemon's handler is in place (no sleep: a busy machine
+   * may take long to run it). */
+  char c;
+  size_t len;
+  if (o.daemon && mh_conn_recv(g_ready_rx, &c, 1, &len)) return 4;
+  mh_conn_close(g_ready_rx);
+  /* Freed, not joined: exit must still wait for (or end) the child. */
+  mh_process_free(p);
+  return 0;
+}
+
+TEST(exit_waits_for_children_ends_daemons) {
+  /* As Python: a program that returns from main waits for its non-daemon
+   * children (the child's marker is there when the program is gone), and
+   * sends SIGTERM to its daemon children and waits for them (its handler
+   * ran: not the parent-death SIGKILL). */
+  for (int daemon = 0; daemon < 2; daemon++) {
+    char path[256], buf[64], mode[16];
+    marker_path(path, sizeof path, "exit", getpid());
+    unlink(path);
+    snprintf(mode, sizeof mode, "%s", daemon ? "daemon" : "plain");
+    char *args[] = {path, mode, NULL};
+    mht_proc_result_t r;
+    ASSERT_EQ(mht_run_helper("exit_with_children", args, 60, &r), 0);
+    ASSERT_EQ(r.exited, 1);
+    ASSERT_EQ(r.status, 0);
+    mht_proc_free(&r);
+    ASSERT(read_marker(path, buf, sizeof buf));
+    ASSERT_STREQ(buf, daemon ? "terminated" : "finished");
+  }
+}
+
+static void thread_sleeps_then_marks(void *arg) {
+  (void)arg;
+  mht_sleep(0.3);
+  write_marker(g_marker, "thread done");
+}
+
+static int child_leaves_a_thread(void *arg) {
+  mh_thread_t *t;
+  if (mh_thread_start(&t, thread_sleeps_then_marks, NULL, NULL)) return 3;
+  mh_thread_free(t);
+  return (int)(intptr_t)arg; /* returns at once; the thread runs on */
+}
+
+TEST(child_waits_for_its_threads) {
+  /* A child whose function returns while a non-daemon thread runs waits for
+   * it, as a Python child does, and keeps the function's exit code. */
+  marker_path(g_marker, sizeof g_marker, "thread", getpid());
+  unlink(g_marker);
+  mh_process_t *p;
+  ASSERT_OK(mh_process_start(&p, child_leaves_a_thread, (void *)(intptr_t)42, NULL));
+  expect_exit(p, 42);
+  mh_process_free(p);
+  char buf[64];
+  ASSERT(read_marker(g_marker, buf, sizeof buf));
+  ASSERT_STREQ(buf, "thread done");
 }

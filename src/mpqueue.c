@@ -1,0 +1,916 @@
+/* mpqueue.c - multiprocessing.Queue for C: byte messages between processes,
+ * safe against the death of any process at any instruction.
+ *
+ * The queue is one anonymous shared mapping: a header (struct mpq_sh) and a
+ * ring of `ringsz` bytes (about 2 x maxbytes of address space, MAP_NORESERVE)
+ * holding records laid end to end.  A record is a 16-byte header - a word
+ * (state | op slot << 32) and the message length - and the payload rounded
+ * up to 16 bytes, always contiguous: a record that would cross the end of
+ * the ring is put at the start of the next lap, after a PAD record.  Ring
+ * positions are 64-bit and only grow; a position's byte is at pos % ringsz.
+ *
+ * Invariants (all under the lock; "record at p" = the record starting at p):
+ * - head <= rd <= wr.  [head, wr) holds the records the ring still owns;
+ *   everything outside it is free.  wr - head <= ringsz.
+ * - Walking from head by record sizes (a PAD jumps to the next lap) reaches
+ *   wr exactly.  Records at or beyond wr do not exist, whatever the bytes
+ *   there say: a put writes its record there first and makes it exist by
+ *   moving wr, in one store of the journal (below).
+ * - States: WRITING (a put copies the payload in, outside the lock), READY
+ *   (whole, visible), CLAIMED (a get copies it out, outside the lock),
+ *   FREEING (got; its get gives the pages back before releasing the room),
+ *   DONE (got, discarded, or abandoned by a dead writer), PAD.  No READY record
+ *   lies before rd; head stops at the first WRITING, READY or CLAIMED one.
+ * - nready counts READY records, nwriting WRITING ones, nbytes the payload
+ *   bytes of WRITING, READY and CLAIMED ones; unfinished is puts committed
+ *   minus task_done calls and immediate discards.
+ * - A WRITING or CLAIMED record names an op slot, whose bit is set in
+ *   slot_busy and whose robust mutex the copying thread holds.  A thread that
+ *   dies copying leaves that mutex "owner died"; any process that finds a
+ *   busy slot's mutex not held by a live thread (trylock succeeds) reaps the
+ *   op: a dead writer's record becomes DONE (never delivered), a dead
+ *   reader's record becomes READY again (so a message is removed only by a
+ *   get that returns it).  Messages up to SMALL_MAX bytes, or when all op
+ *   slots are busy, are copied under the lock instead; a death there is a
+ *   death holding the lock, which leaves no trace but the journal.
+ *
+ * The journal.  Every change of the header or of a record that exists is
+ * made as a redo log: the new values (absolute, never increments) go into
+ * j[], then jvalid = 1 is the commit point, then they are applied, then
+ * jvalid = 0.  A process that takes the lock with EOWNERDEAD replays a valid
+ * journal (applying twice is harmless) and marks the lock consistent.  So an
+ * owner that died at any instruction left either none or all of its change.
+ * Compiler fences order these stores: a dead process's retired stores are
+ * all visible to the next owner of the lock (the kernel's exit path and the
+ * futex hand-over are full barriers), and stores retire in program order.
+ *
+ * Waiting.  Sleepers set bit 0 of a futex word (fw_get, fw_put, fw_join)
+ * under the lock and sleep on that value; a change that may let them go
+ * bumps the word under the lock and wakes all its sleepers after unlocking.
+ * A process may die between its change and its wake-up, and a sleeper cannot
+ * see deaths, so every sleep is bounded: POLL_BUSY while ops are in flight
+ * (to reap dead ones soon), POLL_IDLE otherwise; then the sleeper looks
+ * again.  Before sleeping a waiter spins briefly without the lock.
+ *
+ * Memory.  The first KEEP bytes of the ring stay mapped and warm; a record
+ * is put at the start of the next lap instead of beyond KEEP whenever it
+ * fits there, and an empty queue restarts at a lap's start.  The payload
+ * pages of a large record beyond KEEP are given back (MADV_REMOVE) by the
+ * get that copied it out, after removing the message (FREEING) and before
+ * releasing its room (DONE).
+ *
+ * Tags: I set at creation, read-only after; L under `lock`, changed only
+ * through the journal, read without the lock only as an atomic snapshot; J
+ * the journal, under `lock`; F futex words, changed under `lock`, read by
+ * anyone; O an op slot's mutex, held by the thread doing that op.
+ * Lock order: `lock` may be taken while holding an op slot's mutex (a copy
+ * outside the lock finishing), and a slot's mutex is only ever try-locked
+ * while holding `lock`, so neither order can wait on the other.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/futex.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "manyhands/mpqueue.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#define MPQ_MAGIC 0x6d686d7071756575ull /* "mhmpqueu" */
+
+/* Op slots: how many large copies may run outside the lock at once. */
+#define NSLOTS 64
+/* Journal entries: the largest change (a put's reservation) needs 9. */
+#define JMAX 24
+/* Messages up to this many bytes are copied under the lock: cheaper than the
+ * op slot's two extra lock round trips, and a copy this short holds the lock
+ * for less time than those would. */
+#define SMALL_MAX ((uint64_t)4096)
+/* The warm part of the ring (see Memory above). */
+#define KEEP ((uint64_t)8 << 20)
+/* Bounded sleeps, seconds (see Waiting above). */
+#define POLL_BUSY 0.02
+#define POLL_IDLE 0.2
+/* Spinning before sleeping: pauses, then yields. */
+#define SPIN_PAUSES 256
+#define SPIN_YIELDS 8
+/* Try-locks before blocking on the lock. */
+#define LOCK_SPINS 64
+
+enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
+enum { OP_FREE = 0, OP_PUT, OP_GET };
+enum { W_GET = 1, W_PUT = 2, W_JOIN = 4 };
+
+typedef struct rec {
+  _Atomic uint64_t word; /* state | slot << 32 */
+  _Atomic uint64_t len;
+} rec_t;
+
+typedef struct mpq_slot {
+  pthread_mutex_t m;      /* O: robust, process-shared */
+  _Atomic uint64_t kind;  /* L: OP_* */
+  _Atomic uint64_t pos;   /* L: the record's position */
+} __attribute__((aligned(64))) mpq_slot_t;
+
+typedef struct mpq_sh {
+  uint64_t magic;    /* I */
+  uint64_t ringsz;   /* I: bytes in the ring, a multiple of the page size */
+  uint64_t maxsize;  /* I: 0 = no bound */
+  uint64_t maxbytes; /* I */
+  uint64_t data_off; /* I: the ring's offset in the mapping */
+  uint64_t map_len;  /* I */
+  pthread_mutex_t lock; /* robust, process-shared */
+  _Atomic uint64_t head, rd, wr;              /* L */
+  _Atomic uint64_t nready, nwriting, nbytes;  /* L */
+  _Atomic uint64_t unfinished;                /* L */
+  _Atomic uint64_t shut;                      /* L: 0, 1, 2 = immediate */
+  _Atomic uint64_t slot_busy;                 /* L: bit i = slot i in use */
+  _Atomic uint64_t jvalid, jn;                /* J */
+  struct {
+    _Atomic uint64_t off, val;
+  } j[JMAX];                                  /* J */
+  char pad0[64];
+  _Atomic uint32_t fw_get, fw_put, fw_join;   /* F */
+  char pad1[64];
+  mpq_slot_t slots[NSLOTS];
+} mpq_sh_t;
+
+_Static_assert(NSLOTS <= 64, "slot_busy is one word");
+
+struct mh_mpqueue_s {
+  mpq_sh_t *sh;
+  unsigned char *ring;
+  uint64_t ringsz;
+  size_t map_len;
+  _Atomic bool closed; /* this process called close (a forked copy keeps its own) */
+};
+
+/* What one call has under way: its journal and the wake-ups it owes. */
+typedef struct ctx {
+  mh_mpqueue_t *q;
+  mpq_sh_t *sh;
+  unsigned n;    /* journal entries filled */
+  unsigned wake; /* W_* owed after unlocking */
+} ctx_t;
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static bool bad_timeout(double t) { return !(t >= 0) && t != MH_FOREVER; }
+
+static inline rec_t *rec_at(const mh_mpqueue_t *q, uint64_t pos) {
+  return (rec_t *)(void *)(q->ring + pos % q->ringsz);
+}
+
+static inline uint64_t rec_bytes(uint64_t len) { return 16 + ((len + 15) & ~(uint64_t)15); }
+
+static inline uint64_t next_lap(const mh_mpqueue_t *q, uint64_t pos) {
+  return (pos / q->ringsz + 1) * q->ringsz;
+}
+
+static inline unsigned rec_state(const rec_t *r) { return (unsigned)(LD(r->word) & 0xff); }
+
+static uint64_t rec_next(const mh_mpqueue_t *q, uint64_t pos) {
+  const rec_t *r = rec_at(q, pos);
+  if (rec_state(r) == R_PAD) return next_lap(q, pos);
+  return pos + rec_bytes(LD(r->len));
+}
+
+static void futex_wake_all(_Atomic uint32_t *w) {
+  syscall(SYS_futex, (uintptr_t)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+/* Sleep while *w == val, at most `secs` seconds (monotonic). */
+static void futex_wait_for(_Atomic uint32_t *w, uint32_t val, double secs) {
+  struct timespec ts;
+  if (secs < 0) secs = 0;
+  ts.tv_sec = (time_t)secs;
+  ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
+  syscall(SYS_futex, (uintptr_t)w, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+/* ---- the journal --------------------------------------------------------- */
+
+static void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val) {
+  mpq_sh_t *sh = c->sh;
+  if (c->n == JMAX) abort(); /* a bug in this file, never the caller's input */
+  atomic_store_explicit(&sh->j[c->n].off, (uint64_t)((uintptr_t)field - (uintptr_t)sh),
+                        memory_order_relaxed);
+  atomic_store_explicit(&sh->j[c->n].val, val, memory_order_relaxed);
+  c->n++;
+}
+
+static void japply(mpq_sh_t *sh, uint64_t n) {
+  for (uint64_t i = 0; i < n && i < JMAX; i++) {
+    uint64_t off = LD(sh->j[i].off);
+    /* A journal of ours only names 8-byte fields inside the mapping. */
+    if (off > sh->map_len - 8 || (off & 7)) continue;
+    atomic_store_explicit((_Atomic uint64_t *)(void *)((char *)sh + off), LD(sh->j[i].val),
+                          memory_order_relaxed);
+  }
+}
+
+static void jcommit(ctx_t *c) {
+  mpq_sh_t *sh = c->sh;
+  if (!c->n) return;
+  atomic_store_explicit(&sh->jn, c->n, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  atomic_store_explicit(&sh->jvalid, 1, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  japply(sh, c->n);
+  atomic_signal_fence(memory_order_seq_cst);
+  atomic_store_explicit(&sh->jvalid, 0, memory_order_relaxed);
+  c->n = 0;
+}
+
+/* ---- lock, wake-ups, waits ----------------------------------------------- */
+
+/* A change may let sleepers of `which` go: bump their word if any sleep. */
+static void mark_wake(ctx_t *c, unsigned which) {
+  _Atomic uint32_t *w[3] = {&c->sh->fw_get, &c->sh->fw_put, &c->sh->fw_join};
+  for (int i = 0; i < 3; i++) {
+    if (!(which & (1u << i))) continue;
+    uint32_t v = LD(*w[i]);
+    if (v & 1) {
+      atomic_store(w[i], (v + 2) & ~1u);
+      c->wake |= 1u << i;
+    }
+  }
+}
+
+static int q_lock(ctx_t *c) {
+  mpq_sh_t *sh = c->sh;
+  int rc = EBUSY;
+  for (int i = 0; i < LOCK_SPINS && rc == EBUSY; i++) {
+    rc = pthread_mutex_trylock(&sh->lock);
+    if (rc == EBUSY) cpu_relax();
+  }
+  if (rc == EBUSY) rc = pthread_mutex_lock(&sh->lock);
+  if (rc == EOWNERDEAD) {
+    /* The owner died holding the lock: replay its change if it committed
+     * one, and wake everybody, since the wake-ups it owed are lost. */
+    if (LD(sh->jvalid)) japply(sh, LD(sh->jn));
+    atomic_store_explicit(&sh->jvalid, 0, memory_order_relaxed);
+    pthread_mutex_consistent(&sh->lock);
+    atomic_fetch_or(&sh->fw_get, 1);
+    atomic_fetch_or(&sh->fw_put, 1);
+    atomic_fetch_or(&sh->fw_join, 1);
+    mark_wake(c, W_GET | W_PUT | W_JOIN);
+    rc = 0;
+  }
+  return -rc;
+}
+
+static void do_wakes(ctx_t *c) {
+  if (c->wake & W_GET) futex_wake_all(&c->sh->fw_get);
+  if (c->wake & W_PUT) futex_wake_all(&c->sh->fw_put);
+  if (c->wake & W_JOIN) futex_wake_all(&c->sh->fw_join);
+  c->wake = 0;
+}
+
+static void q_unlock(ctx_t *c) {
+  pthread_mutex_unlock(&c->sh->lock);
+  do_wakes(c);
+}
+
+static bool deadline_passed(const mh__deadline_t *dl) {
+  if (dl->kind == 0) return true;
+  if (dl->kind != 1) return false;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return now.tv_sec > dl->at.tv_sec ||
+         (now.tv_sec == dl->at.tv_sec && now.tv_nsec >= dl->at.tv_nsec);
+}
+
+static double deadline_left(const mh__deadline_t *dl) {
+  if (dl->kind != 1) return 1e9;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)(dl->at.tv_sec - now.tv_sec) + (double)(dl->at.tv_nsec - now.tv_nsec) * 1e-9;
+}
+
+/* Sleep on `w` (lock held on entry and on return) until woken, the deadline
+ * or the poll interval.  Returns the lock's code. */
+static int q_wait(ctx_t *c, _Atomic uint32_t *w, const mh__deadline_t *dl) {
+  uint32_t v = LD(*w) | 1;
+  atomic_store(w, v);
+  double t = LD(c->sh->slot_busy) ? POLL_BUSY : POLL_IDLE;
+  double left = deadline_left(dl);
+  if (left < t) t = left;
+  q_unlock(c);
+  futex_wait_for(w, v, t);
+  return q_lock(c);
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+/* Move head past records that no longer hold anything, and rd past those
+ * no get can take now.  Lock held. */
+static void advance(ctx_t *c) {
+  mh_mpqueue_t *q = c->q;
+  mpq_sh_t *sh = c->sh;
+  uint64_t wr = LD(sh->wr), h = LD(sh->head), r = LD(sh->rd);
+  while (h != wr) {
+    unsigned st = rec_state(rec_at(q, h));
+    if (st != R_PAD && st != R_DONE) break;
+    h = rec_next(q, h);
+  }
+  if (r < h) r = h;
+  while (r != wr && rec_state(rec_at(q, r)) != R_READY) r = rec_next(q, r);
+  if (h != LD(sh->head)) jset(c, &sh->head, h);
+  if (r != LD(sh->rd)) jset(c, &sh->rd, r);
+  jcommit(c);
+}
+
+/* The first READY record at or after rd, or UINT64_MAX. */
+static uint64_t find_ready(ctx_t *c) {
+  mh_mpqueue_t *q = c->q;
+  uint64_t wr = LD(c->sh->wr);
+  for (uint64_t r = LD(c->sh->rd); r != wr; r = rec_next(q, r))
+    if (rec_state(rec_at(q, r)) == R_READY) return r;
+  return UINT64_MAX;
+}
+
+/* Where a record of `s` bytes can go, or false when the ring has no room.
+ * Writes the PAD that skips to the next lap (beyond wr, so it does not exist
+ * until wr moves).  *reset: the queue is empty and head and rd move too. */
+static bool place(ctx_t *c, uint64_t s, uint64_t *pos, bool *reset) {
+  mh_mpqueue_t *q = c->q;
+  uint64_t head = LD(c->sh->head), wr = LD(c->sh->wr), R = q->ringsz;
+  uint64_t o = wr % R;
+  *reset = false;
+  if (head == wr) {
+    *pos = o ? next_lap(q, wr) : wr;
+    *reset = true;
+    return s <= R;
+  }
+  bool a = o + s <= R && wr - head + s <= R;
+  bool b = o != 0 && next_lap(q, wr) + s - head <= R;
+  uint64_t p;
+  if (b && (o >= KEEP && R > 2 * KEEP))
+    p = next_lap(q, wr);
+  else if (a)
+    p = wr;
+  else if (b)
+    p = next_lap(q, wr);
+  else
+    return false;
+  if (p != wr) {
+    rec_t *pad = rec_at(q, wr);
+    atomic_store_explicit(&pad->word, R_PAD, memory_order_relaxed);
+    atomic_store_explicit(&pad->len, 0, memory_order_relaxed);
+  }
+  *pos = p;
+  return true;
+}
+
+/* An op slot whose mutex we now hold, or -1 when all are busy.  Lock held. */
+static int slot_acquire(ctx_t *c) {
+  uint64_t busy = LD(c->sh->slot_busy);
+  for (int i = 0; i < NSLOTS; i++) {
+    if (busy >> i & 1) continue;
+    int rc = pthread_mutex_trylock(&c->sh->slots[i].m);
+    if (rc == EOWNERDEAD) {
+      /* It died after giving the slot back, before unlocking it. */
+      pthread_mutex_consistent(&c->sh->slots[i].m);
+      rc = 0;
+    }
+    if (rc == 0) return i;
+  }
+  return -1;
+}
+
+/* Reap the ops of threads that died copying.  Lock held.  Returns whether
+ * any was found. */
+static bool reap(ctx_t *c) {
+  mh_mpqueue_t *q = c->q;
+  mpq_sh_t *sh = c->sh;
+  uint64_t busy = LD(sh->slot_busy);
+  bool any = false;
+  while (busy) {
+    int i = __builtin_ctzll(busy);
+    busy &= busy - 1;
+    mpq_slot_t *sl = &sh->slots[i];
+    int rc = pthread_mutex_trylock(&sl->m);
+    if (rc == EOWNERDEAD) {
+      pthread_mutex_consistent(&sl->m);
+      rc = 0;
+    }
+    if (rc != 0) continue; /* a live thread is copying */
+    uint64_t kind = LD(sl->kind), pos = LD(sl->pos);
+    rec_t *r = rec_at(q, pos);
+    uint64_t len = LD(r->len);
+    if (kind == OP_PUT) {
+      jset(c, &r->word, R_DONE);
+      jset(c, &sh->nwriting, LD(sh->nwriting) - 1);
+      jset(c, &sh->nbytes, LD(sh->nbytes) - len);
+    } else if (kind == OP_GET && rec_state(r) == R_FREEING) {
+      /* It had got the message and was giving pages back. */
+      jset(c, &r->word, R_DONE);
+      jset(c, &sh->nbytes, LD(sh->nbytes) - len);
+    } else if (kind == OP_GET && LD(sh->shut) == 2) {
+      uint64_t u = LD(sh->unfinished);
+      jset(c, &r->word, R_DONE);
+      jset(c, &sh->nbytes, LD(sh->nbytes) - len);
+      jset(c, &sh->unfinished, u ? u - 1 : 0);
+      mark_wake(c, W_JOIN);
+    } else if (kind == OP_GET) {
+      jset(c, &r->word, R_READY);
+      jset(c, &sh->nready, LD(sh->nready) + 1);
+      if (pos < LD(sh->rd)) jset(c, &sh->rd, pos);
+      mark_wake(c, W_GET);
+    }
+    jset(c, &sl->kind, OP_FREE);
+    jset(c, &sh->slot_busy, LD(sh->slot_busy) & ~((uint64_t)1 << i));
+    jcommit(c);
+    pthread_mutex_unlock(&sl->m);
+    mark_wake(c, W_PUT);
+    any = true;
+  }
+  if (any) advance(c);
+  return any;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+static int robust_init(pthread_mutex_t *m) {
+  pthread_mutexattr_t a;
+  int rc = pthread_mutexattr_init(&a);
+  if (rc) return -rc;
+  if (pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED) ||
+      pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) {
+    pthread_mutexattr_destroy(&a);
+    return MH_ENOTSUP;
+  }
+  rc = pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+  return -rc;
+}
+
+int mh_mpqueue_new(mh_mpqueue_t **out, size_t maxsize, size_t maxbytes) {
+  if (!out) return MH_EINVAL;
+  *out = NULL;
+  if (maxbytes == 0 || maxbytes > MH_MPQUEUE_MAX_MAXBYTES) return MH_EINVAL;
+  long ps = sysconf(_SC_PAGESIZE);
+  uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
+  /* Twice the bound plus the largest record's header and padding: then a
+   * message that fits the byte bound always finds a contiguous place (the
+   * free room, split in two at most, has a part at least as large), and
+   * a queue of many small messages fills its count or byte bound first. */
+  uint64_t ringsz = 2 * (uint64_t)maxbytes + ((uint64_t)64 << 10);
+  ringsz = (ringsz + page - 1) / page * page;
+  uint64_t data_off = (sizeof(mpq_sh_t) + page - 1) / page * page;
+  size_t map_len = (size_t)(data_off + ringsz);
+
+  mh_mpqueue_t *q = mh__calloc(1, sizeof *q);
+  if (!q) return MH_ENOMEM;
+  void *m = mmap(NULL, map_len, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    mh__free(q);
+    return MH_ENOMEM;
+  }
+  mpq_sh_t *sh = m;
+  int rc = robust_init(&sh->lock);
+  for (int i = 0; i < NSLOTS && !rc; i++) rc = robust_init(&sh->slots[i].m);
+  if (rc) {
+    munmap(m, map_len);
+    mh__free(q);
+    return rc;
+  }
+  sh->magic = MPQ_MAGIC;
+  sh->ringsz = ringsz;
+  sh->maxsize = maxsize;
+  sh->maxbytes = maxbytes;
+  sh->data_off = data_off;
+  sh->map_len = map_len;
+  q->sh = sh;
+  q->ring = (unsigned char *)m + data_off;
+  q->ringsz = ringsz;
+  q->map_len = map_len;
+  *out = q;
+  return 0;
+}
+
+void mh_mpqueue_free(mh_mpqueue_t *q) {
+  if (!q) return;
+  /* The mutexes are not destroyed: other processes may still use them, and
+   * the mapping's memory goes with its last view. */
+  munmap(q->sh, q->map_len);
+  mh__free(q);
+}
+
+/* ---- put ------------------------------------------------------------------ */
+
+/* Spin without the lock until `ok` holds or the budget is spent. */
+#define SPIN_UNTIL(ok)                                   \
+  do {                                                   \
+    for (int i_ = 0; i_ < SPIN_PAUSES + SPIN_YIELDS; i_++) { \
+      if (ok) break;                                     \
+      if (i_ < SPIN_PAUSES)                              \
+        cpu_relax();                                     \
+      else                                               \
+        sched_yield();                                   \
+    }                                                    \
+  } while (0)
+
+static bool count_room(const mpq_sh_t *sh, uint64_t len) {
+  return (!sh->maxsize || LD(sh->nready) + LD(sh->nwriting) < sh->maxsize) &&
+         LD(sh->nbytes) + len <= sh->maxbytes;
+}
+
+int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout) {
+  if (!q || (!msg && len) || bad_timeout(timeout)) return MH_EINVAL;
+  if (q->closed) return MH_EBADF;
+  mpq_sh_t *sh = q->sh;
+  if (len > sh->maxbytes) return MH_EMSGSIZE;
+  mh__deadline_t dl;
+  mh__deadline_init(&dl, timeout);
+  ctx_t c = {q, sh, 0, 0};
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  uint64_t s = rec_bytes(len), p = 0;
+  bool spun = false, last = false, reset = false;
+  int slot = -1;
+  for (;;) {
+    if (LD(sh->shut)) {
+      rc = MH_ESHUTDOWN;
+      break;
+    }
+    if (count_room(sh, len) && place(&c, s, &p, &reset)) {
+      rec_t *r = rec_at(q, p);
+      if (len > SMALL_MAX) slot = slot_acquire(&c);
+      if (reset) {
+        jset(&c, &sh->head, p);
+        jset(&c, &sh->rd, p);
+      }
+      jset(&c, &sh->wr, p + s);
+      jset(&c, &sh->nbytes, LD(sh->nbytes) + len);
+      if (slot < 0) {
+        /* Copied under the lock; the record exists once wr moves. */
+        atomic_store_explicit(&r->len, len, memory_order_relaxed);
+        atomic_store_explicit(&r->word, R_READY, memory_order_relaxed);
+        if (len) memcpy((unsigned char *)r + 16, msg, len);
+        jset(&c, &sh->nready, LD(sh->nready) + 1);
+        jset(&c, &sh->unfinished, LD(sh->unfinished) + 1);
+        jcommit(&c);
+        mark_wake(&c, W_GET);
+        rc = 0;
+        break;
+      }
+      /* Reserve, copy outside the lock, commit. */
+      mpq_slot_t *sl = &sh->slots[slot];
+      atomic_store_explicit(&r->len, len, memory_order_relaxed);
+      atomic_store_explicit(&r->word, R_WRITING | (uint64_t)slot << 32, memory_order_relaxed);
+      jset(&c, &sh->nwriting, LD(sh->nwriting) + 1);
+      jset(&c, &sl->kind, OP_PUT);
+      jset(&c, &sl->pos, p);
+      jset(&c, &sh->slot_busy, LD(sh->slot_busy) | (uint64_t)1 << slot);
+      jcommit(&c);
+      q_unlock(&c);
+      unsigned char *dst = (unsigned char *)r + 16;
+      mh__prefault(dst, len);
+      memcpy(dst, msg, len);
+      rc = q_lock(&c);
+      if (rc) {
+        pthread_mutex_unlock(&sl->m);
+        return rc;
+      }
+      bool discard = LD(sh->shut) == 2;
+      jset(&c, &r->word, discard ? R_DONE : R_READY);
+      jset(&c, &sh->nwriting, LD(sh->nwriting) - 1);
+      if (discard) {
+        jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
+      } else {
+        jset(&c, &sh->nready, LD(sh->nready) + 1);
+        jset(&c, &sh->unfinished, LD(sh->unfinished) + 1);
+        if (p < LD(sh->rd)) jset(&c, &sh->rd, p);
+      }
+      jset(&c, &sl->kind, OP_FREE);
+      jset(&c, &sh->slot_busy, LD(sh->slot_busy) & ~((uint64_t)1 << slot));
+      jcommit(&c);
+      advance(&c);
+      mark_wake(&c, discard ? W_PUT : W_GET);
+      q_unlock(&c);
+      pthread_mutex_unlock(&sl->m);
+      return 0;
+    }
+    c.n = 0; /* nothing was journaled, but be plain about it */
+    if (LD(sh->slot_busy) && reap(&c)) continue;
+    if (timeout == 0) {
+      rc = MH_EAGAIN;
+      break;
+    }
+    if (last) {
+      rc = MH_ETIMEDOUT;
+      break;
+    }
+    if (!spun) {
+      spun = true;
+      q_unlock(&c);
+      SPIN_UNTIL(count_room(sh, len) || LD(sh->shut));
+      if ((rc = q_lock(&c))) return rc;
+      continue;
+    }
+    if ((rc = q_wait(&c, &sh->fw_put, &dl))) return rc;
+    last = deadline_passed(&dl);
+  }
+  q_unlock(&c);
+  return rc;
+}
+
+/* ---- get ------------------------------------------------------------------ */
+
+/* The whole pages of a record's payload beyond the warm part of the ring,
+ * [*lo, *hi) in ring offsets: whether there are any. */
+static bool punch_range(const mh_mpqueue_t *q, uint64_t pos, uint64_t len, uint64_t *lo,
+                        uint64_t *hi) {
+  if (q->ringsz <= 2 * KEEP) return false;
+  long ps = sysconf(_SC_PAGESIZE);
+  uint64_t page = ps > 0 ? (uint64_t)ps : 4096;
+  uint64_t a = pos % q->ringsz + 16, b = a + len;
+  if (a < KEEP) a = KEEP;
+  a = (a + page - 1) / page * page;
+  b = b / page * page;
+  if (lo) *lo = a;
+  if (hi) *hi = b;
+  return b > a;
+}
+
+/* Give back the pages of a got record beyond the warm part of the ring. */
+static void punch(mh_mpqueue_t *q, uint64_t pos, uint64_t len) {
+  uint64_t lo, hi;
+  if (punch_range(q, pos, len, &lo, &hi)) (void)madvise(q->ring + lo, hi - lo, MADV_REMOVE);
+}
+
+/* get and get_alloc.  With `grow` set, *bufp / *capp are a buffer of ours
+ * that grows to fit. */
+static int get_common(mh_mpqueue_t *q, void **bufp, size_t *capp, bool grow, size_t *len_out,
+                      double timeout) {
+  mpq_sh_t *sh = q->sh;
+  mh__deadline_t dl;
+  mh__deadline_init(&dl, timeout);
+  ctx_t c = {q, sh, 0, 0};
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  bool spun = false, last = false;
+  for (;;) {
+    uint64_t p = find_ready(&c);
+    if (p != UINT64_MAX) {
+      rec_t *r = rec_at(q, p);
+      uint64_t len = LD(r->len);
+      if (len > *capp || (grow && !*bufp)) {
+        if (!grow) {
+          *len_out = len;
+          rc = MH_ERANGE;
+          break;
+        }
+        /* Allocate without the lock, then look again: the message may
+         * have gone to another get meanwhile. */
+        q_unlock(&c);
+        size_t want = len ? len : 1;
+        void *nb = mh__realloc(*bufp, want);
+        if (!nb) return MH_ENOMEM;
+        *bufp = nb;
+        *capp = want;
+        if ((rc = q_lock(&c))) return rc;
+        continue;
+      }
+      unsigned char *src = (unsigned char *)r + 16;
+      int slot = len > SMALL_MAX ? slot_acquire(&c) : -1;
+      if (slot < 0) {
+        if (len) memcpy(*bufp, src, len);
+        jset(&c, &r->word, R_DONE);
+        jset(&c, &sh->nready, LD(sh->nready) - 1);
+        jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
+        jcommit(&c);
+        advance(&c);
+        mark_wake(&c, W_PUT);
+        *len_out = len;
+        rc = 0;
+        break;
+      }
+      /* Claim, copy outside the lock, release. */
+      mpq_slot_t *sl = &sh->slots[slot];
+      jset(&c, &r->word, R_CLAIMED | (uint64_t)slot << 32);
+      jset(&c, &sh->nready, LD(sh->nready) - 1);
+      jset(&c, &sl->kind, OP_GET);
+      jset(&c, &sl->pos, p);
+      jset(&c, &sh->slot_busy, LD(sh->slot_busy) | (uint64_t)1 << slot);
+      jcommit(&c);
+      advance(&c);
+      q_unlock(&c);
+      memcpy(*bufp, src, len);
+      rc = q_lock(&c);
+      if (rc) {
+        pthread_mutex_unlock(&sl->m);
+        return rc;
+      }
+      if (punch_range(q, p, len, NULL, NULL)) {
+        /* Pages to give back: the message is removed first (FREEING, the
+         * one store that removes it), and the room is released only after
+         * the pages are gone, so neither a reaper (who would make zeroed
+         * pages gettable again) nor a producer (whose bytes they would
+         * zero) can see them half-way. */
+        jset(&c, &r->word, R_FREEING | (uint64_t)slot << 32);
+        jcommit(&c);
+        q_unlock(&c);
+        punch(q, p, len);
+        rc = q_lock(&c);
+        if (rc) {
+          pthread_mutex_unlock(&sl->m);
+          return rc;
+        }
+      }
+      /* Without pages to give back, this is the one store that removes
+       * the message: DONE, in the journal. */
+      jset(&c, &r->word, R_DONE);
+      jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
+      jset(&c, &sl->kind, OP_FREE);
+      jset(&c, &sh->slot_busy, LD(sh->slot_busy) & ~((uint64_t)1 << slot));
+      jcommit(&c);
+      advance(&c);
+      mark_wake(&c, W_PUT);
+      q_unlock(&c);
+      pthread_mutex_unlock(&sl->m);
+      *len_out = len;
+      return 0;
+    }
+    if (LD(sh->slot_busy) && reap(&c)) continue;
+    uint64_t shut = LD(sh->shut);
+    if (shut == 2 || (shut && LD(sh->nwriting) == 0)) {
+      rc = MH_ESHUTDOWN;
+      break;
+    }
+    if (timeout == 0) {
+      rc = MH_EAGAIN;
+      break;
+    }
+    if (last) {
+      rc = MH_ETIMEDOUT;
+      break;
+    }
+    if (!spun) {
+      spun = true;
+      q_unlock(&c);
+      SPIN_UNTIL(LD(sh->nready) || LD(sh->shut));
+      if ((rc = q_lock(&c))) return rc;
+      continue;
+    }
+    if ((rc = q_wait(&c, &sh->fw_get, &dl))) return rc;
+    last = deadline_passed(&dl);
+  }
+  q_unlock(&c);
+  return rc;
+}
+
+int mh_mpqueue_get(mh_mpqueue_t *q, void *buf, size_t cap, size_t *len, double timeout) {
+  if (!q || !len || (!buf && cap) || bad_timeout(timeout)) return MH_EINVAL;
+  if (q->closed) return MH_EBADF;
+  void *b = buf;
+  return get_common(q, &b, &cap, false, len, timeout);
+}
+
+int mh_mpqueue_get_alloc(mh_mpqueue_t *q, void **msg, size_t *len, double timeout) {
+  if (msg) *msg = NULL;
+  if (!q || !msg || !len || bad_timeout(timeout)) return MH_EINVAL;
+  if (q->closed) return MH_EBADF;
+  void *b = NULL;
+  size_t cap = 0;
+  int rc = get_common(q, &b, &cap, true, len, timeout);
+  if (rc) {
+    mh__free(b);
+    return rc;
+  }
+  *msg = b;
+  return 0;
+}
+
+void mh_mpqueue_msg_free(void *msg) { mh__free(msg); }
+
+/* ---- sizes ------------------------------------------------------------------ */
+
+size_t mh_mpqueue_qsize(mh_mpqueue_t *q) { return q ? (size_t)atomic_load(&q->sh->nready) : 0; }
+
+int mh_mpqueue_empty(mh_mpqueue_t *q) {
+  if (!q) return MH_EINVAL;
+  return atomic_load(&q->sh->nready) == 0;
+}
+
+int mh_mpqueue_full(mh_mpqueue_t *q) {
+  if (!q) return MH_EINVAL;
+  return q->sh->maxsize && atomic_load(&q->sh->nready) >= q->sh->maxsize;
+}
+
+size_t mh_mpqueue_qbytes(mh_mpqueue_t *q) { return q ? (size_t)atomic_load(&q->sh->nbytes) : 0; }
+
+int mh_mpqueue_bounds(mh_mpqueue_t *q, size_t *maxsize, size_t *maxbytes) {
+  if (!q) return MH_EINVAL;
+  if (maxsize) *maxsize = (size_t)q->sh->maxsize;
+  if (maxbytes) *maxbytes = (size_t)q->sh->maxbytes;
+  return 0;
+}
+
+/* ---- task_done, join ---------------------------------------------------------- */
+
+int mh_mpqueue_task_done(mh_mpqueue_t *q) {
+  if (!q) return MH_EINVAL;
+  ctx_t c = {q, q->sh, 0, 0};
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  uint64_t u = LD(q->sh->unfinished);
+  if (u == 0) {
+    rc = MH_EINVAL;
+  } else {
+    jset(&c, &q->sh->unfinished, u - 1);
+    jcommit(&c);
+    if (u == 1) mark_wake(&c, W_JOIN);
+  }
+  q_unlock(&c);
+  return rc;
+}
+
+int mh_mpqueue_join(mh_mpqueue_t *q, double timeout) {
+  if (!q || bad_timeout(timeout)) return MH_EINVAL;
+  mh__deadline_t dl;
+  mh__deadline_init(&dl, timeout);
+  ctx_t c = {q, q->sh, 0, 0};
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  bool last = false;
+  while (LD(q->sh->unfinished)) {
+    if (timeout == 0 || last) {
+      rc = MH_ETIMEDOUT;
+      break;
+    }
+    if ((rc = q_wait(&c, &q->sh->fw_join, &dl))) return rc;
+    last = deadline_passed(&dl);
+  }
+  q_unlock(&c);
+  return rc;
+}
+
+/* ---- shutdown, close -------------------------------------------------------- */
+
+int mh_mpqueue_shutdown(mh_mpqueue_t *q, int immediate) {
+  if (!q) return MH_EINVAL;
+  mpq_sh_t *sh = q->sh;
+  ctx_t c = {q, sh, 0, 0};
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  uint64_t mode = immediate ? 2 : 1;
+  if (LD(sh->shut) < mode) {
+    jset(&c, &sh->shut, mode);
+    jcommit(&c);
+  }
+  if (immediate) {
+    /* Discard every READY record, a journal's worth at a time; each batch
+     * changes its records and the counters together. */
+    uint64_t wr = LD(sh->wr), r = LD(sh->rd);
+    while (r != wr) {
+      uint64_t k = 0, bytes = 0;
+      for (; r != wr && k < JMAX - 4; r = rec_next(q, r)) {
+        rec_t *rr = rec_at(q, r);
+        if (rec_state(rr) != R_READY) continue;
+        jset(&c, &rr->word, R_DONE);
+        bytes += LD(rr->len);
+        k++;
+      }
+      uint64_t u = LD(sh->unfinished);
+      jset(&c, &sh->nready, LD(sh->nready) - k);
+      jset(&c, &sh->nbytes, LD(sh->nbytes) - bytes);
+      jset(&c, &sh->unfinished, u > k ? u - k : 0);
+      jcommit(&c);
+    }
+    advance(&c);
+  }
+  mark_wake(&c, W_GET | W_PUT | W_JOIN);
+  q_unlock(&c);
+  return 0;
+}
+
+int mh_mpqueue_is_shutdown(mh_mpqueue_t *q) {
+  if (!q) return MH_EINVAL;
+  return atomic_load(&q->sh->shut) != 0;
+}
+
+int mh_mpqueue_close(mh_mpqueue_t *q) {
+  if (!q) return MH_EINVAL;
+  q->closed = true;
+  return 0;
+}

@@ -1,0 +1,729 @@
+/* test-mpqueue.c - the queue between processes (mpqueue.h): semantics in one
+ * process, then many producer and consumer processes, processes killed at
+ * random moments and processes that die in the middle of copying a message.
+ *
+ * Messages carry their id in their first 8 bytes (when 8 or more long) and
+ * bytes that follow from the id, so a consumer can tell a whole message from
+ * a torn or mixed one; the length follows from the id too. */
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define MB ((size_t)1 << 20)
+
+/* A sanitizer catches the SIGSEGV of a copy that faults and exits with its
+ * own code (TSan 66, ASan 1) instead of dying by the signal. */
+#if defined(__SANITIZE_THREAD__)
+#define DIED_BY_SANITIZER 66
+#elif defined(__SANITIZE_ADDRESS__)
+#define DIED_BY_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define DIED_BY_SANITIZER 66
+#elif __has_feature(address_sanitizer)
+#define DIED_BY_SANITIZER 1
+#endif
+#endif
+#ifndef DIED_BY_SANITIZER
+#define DIED_BY_SANITIZER (-SIGSEGV)
+#endif
+
+/* ---- messages ---------------------------------------------------------- */
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+/* Sizes 0..64 KiB, spread over every power of two (uniform in log size), so
+ * that small and large messages (both copy paths) are frequent. */
+static size_t len_of(uint64_t id, size_t max) {
+  uint64_t h = mix(id + 1);
+  unsigned bits = (unsigned)(h % 18); /* 0..17: up to 64 KiB */
+  size_t len = bits ? (size_t)((h >> 8) & (((uint64_t)1 << bits) - 1)) : 0;
+  if (len > max) len = max;
+  return len;
+}
+
+static void fill(unsigned char *p, size_t len, uint64_t id) {
+  uint64_t w = mix(id ^ 0x5555);
+  size_t i = 0;
+  if (len >= 8) {
+    memcpy(p, &id, 8);
+    i = 8;
+  }
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v = w + i;
+    memcpy(p + i, &v, 8);
+  }
+  for (; i < len; i++) p[i] = (unsigned char)(w >> (i % 8 * 8));
+}
+
+/* Whether p[0..len) is message `id`, whole. */
+static int check(const unsigned char *p, size_t len, uint64_t id) {
+  uint64_t w = mix(id ^ 0x5555);
+  size_t i = 0;
+  if (len >= 8) {
+    uint64_t got;
+    memcpy(&got, p, 8);
+    if (got != id) return 0;
+    i = 8;
+  }
+  for (; i + 8 <= len; i += 8) {
+    uint64_t v;
+    memcpy(&v, p + i, 8);
+    if (v != w + i) return 0;
+  }
+  for (; i < len; i++)
+    if (p[i] != (unsigned char)(w >> (i % 8 * 8))) return 0;
+  return 1;
+}
+
+static mh_mpqueue_t *new_queue(size_t maxsize, size_t maxbytes) {
+  mh_mpqueue_t *q;
+  ASSERT_OK(mh_mpqueue_new(&q, maxsize, maxbytes));
+  return q;
+}
+
+static void *shared(size_t n) {
+  void *p;
+  ASSERT_OK(mh_shared_mem_new(&p, n));
+  return p;
+}
+
+static mh_process_t *start(mh_process_fn fn, void *arg) {
+  mh_process_t *p;
+  ASSERT_OK(mh_process_start(&p, fn, arg, NULL));
+  return p;
+}
+
+static int join_ok(mh_process_t *p, double timeout) {
+  int rc = mh_process_join(p, timeout), code = -1000;
+  ASSERT_OK(rc);
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  mh_process_free(p);
+  return code;
+}
+
+/* ---- one process -------------------------------------------------------- */
+
+TEST(fifo_sizes_and_codes) {
+  mh_mpqueue_t *q = new_queue(4, 1 * MB);
+  unsigned char buf[70000], *big = malloc(MB + 1);
+  size_t len = 99;
+  ASSERT_EQ(mh_mpqueue_empty(q), 1);
+  ASSERT_ERR(mh_mpqueue_get(q, buf, sizeof buf, &len, 0), MH_EAGAIN);
+  double t0 = mht_now();
+  ASSERT_ERR(mh_mpqueue_get(q, buf, sizeof buf, &len, 0.05), MH_ETIMEDOUT);
+  ASSERT(mht_now() - t0 >= 0.049);
+  /* 0-byte, small and large messages keep their order and bytes. */
+  size_t lens[4] = {0, 100, 5000, 65536};
+  for (int i = 0; i < 4; i++) {
+    fill(buf, lens[i], (uint64_t)i);
+    ASSERT_OK(mh_mpqueue_put(q, i ? buf : NULL, lens[i], MH_FOREVER));
+  }
+  ASSERT_EQ(mh_mpqueue_qsize(q), 4);
+  ASSERT_EQ(mh_mpqueue_full(q), 1);
+  ASSERT_UEQ(mh_mpqueue_qbytes(q), 100 + 5000 + 65536);
+  ASSERT_ERR(mh_mpqueue_put(q, buf, 1, 0), MH_EAGAIN);
+  ASSERT_ERR(mh_mpqueue_put(q, buf, 1, 0.02), MH_ETIMEDOUT);
+  for (int i = 0; i < 4; i++) {
+    memset(buf, 0xee, sizeof buf);
+    if (i == 3) {
+      /* Too small a buffer: the size is reported, the message stays. */
+      ASSERT_ERR(mh_mpqueue_get(q, buf, 100, &len, 0), MH_ERANGE);
+      ASSERT_UEQ(len, 65536);
+      ASSERT_EQ(mh_mpqueue_qsize(q), 1);
+    }
+    ASSERT_OK(mh_mpqueue_get(q, i ? buf : NULL, i ? sizeof buf : 0, &len, 0));
+    ASSERT_UEQ(len, lens[i]);
+    ASSERT(check(buf, len, (uint64_t)i));
+  }
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(q), 0);
+  /* Over the byte bound: refused at once, nothing queued. */
+  ASSERT_ERR(mh_mpqueue_put(q, big, MB + 1, MH_FOREVER), MH_EMSGSIZE);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  /* The byte bound: exactly maxbytes fits; one byte more waits. */
+  ASSERT_OK(mh_mpqueue_put(q, big, MB, 0));
+  ASSERT_ERR(mh_mpqueue_put(q, big, 1, 0), MH_EAGAIN);
+  void *m;
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, MB);
+  mh_mpqueue_msg_free(m);
+  ASSERT_OK(mh_mpqueue_put(q, NULL, 0, 0));
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, 0);
+  ASSERT(m != NULL);
+  mh_mpqueue_msg_free(m);
+  size_t ms, mb;
+  ASSERT_OK(mh_mpqueue_bounds(q, &ms, &mb));
+  ASSERT_UEQ(ms, 4);
+  ASSERT_UEQ(mb, MB);
+  free(big);
+  mh_mpqueue_free(q);
+}
+
+TEST(many_laps_keep_order) {
+  /* A small ring, many laps, messages of every size: the wrap and the pad
+   * records, and order kept across them. */
+  mh_mpqueue_t *q = new_queue(0, 256 << 10);
+  unsigned char *buf = malloc(1 << 17);
+  uint64_t put = 0, got = 0;
+  for (int round = 0; round < 3000; round++) {
+    int k = (int)(mht_rand() % 6);
+    for (int i = 0; i < k; i++) {
+      size_t len = len_of(put, 64 << 10);
+      fill(buf, len, put);
+      int rc = mh_mpqueue_put(q, buf, len, 0);
+      if (rc == MH_EAGAIN) break;
+      ASSERT_OK(rc);
+      put++;
+    }
+    k = (int)(mht_rand() % 6);
+    for (int i = 0; i < k && got < put; i++) {
+      size_t len;
+      ASSERT_OK(mh_mpqueue_get(q, buf, 1 << 17, &len, 0));
+      ASSERT_UEQ(len, len_of(got, 64 << 10));
+      ASSERT(check(buf, len, got));
+      got++;
+    }
+  }
+  ASSERT_UEQ(mh_mpqueue_qsize(q), put - got);
+  free(buf);
+  mh_mpqueue_free(q);
+}
+
+TEST(bad_input) {
+  mh_mpqueue_t *q = (mh_mpqueue_t *)1;
+  ASSERT_ERR(mh_mpqueue_new(NULL, 0, MB), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_new(&q, 0, 0), MH_EINVAL);
+  ASSERT(q == NULL);
+  ASSERT_ERR(mh_mpqueue_new(&q, 0, MH_MPQUEUE_MAX_MAXBYTES + 1), MH_EINVAL);
+  q = new_queue(0, MB);
+  char b[8];
+  size_t len;
+  void *m = (void *)1;
+  ASSERT_ERR(mh_mpqueue_put(NULL, b, 1, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_put(q, NULL, 1, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_put(q, b, 1, -2.0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_put(q, b, 1, 0.0 / 0.0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get(NULL, b, 8, &len, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get(q, b, 8, NULL, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get(q, NULL, 8, &len, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get(q, b, 8, &len, -0.5), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get_alloc(q, NULL, &len, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_get_alloc(q, &m, NULL, 0), MH_EINVAL);
+  ASSERT(m == NULL);
+  ASSERT_ERR(mh_mpqueue_get_alloc(NULL, &m, &len, 0), MH_EINVAL);
+  ASSERT_EQ(mh_mpqueue_qsize(NULL), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(NULL), 0);
+  ASSERT_ERR(mh_mpqueue_empty(NULL), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_full(NULL), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_bounds(NULL, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_task_done(NULL), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_task_done(q), MH_EINVAL); /* more done than put */
+  ASSERT_ERR(mh_mpqueue_join(NULL, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_join(q, -3), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_shutdown(NULL, 0), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_is_shutdown(NULL), MH_EINVAL);
+  ASSERT_ERR(mh_mpqueue_close(NULL), MH_EINVAL);
+  mh_mpqueue_free(NULL);
+  mh_mpqueue_msg_free(NULL);
+  mh_mpqueue_free(q);
+}
+
+TEST(task_done_join_shutdown) {
+  mh_mpqueue_t *q = new_queue(0, MB);
+  char b[16] = "x";
+  size_t len;
+  ASSERT_OK(mh_mpqueue_join(q, 0));
+  for (int i = 0; i < 3; i++) ASSERT_OK(mh_mpqueue_put(q, b, sizeof b, 0));
+  ASSERT_ERR(mh_mpqueue_join(q, 0), MH_ETIMEDOUT);
+  ASSERT_ERR(mh_mpqueue_join(q, 0.02), MH_ETIMEDOUT);
+  ASSERT_OK(mh_mpqueue_get(q, b, sizeof b, &len, 0));
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  /* Normal shutdown: puts fail, the rest is still got, then ESHUTDOWN. */
+  ASSERT_OK(mh_mpqueue_shutdown(q, 0));
+  ASSERT_EQ(mh_mpqueue_is_shutdown(q), 1);
+  ASSERT_ERR(mh_mpqueue_put(q, b, 1, MH_FOREVER), MH_ESHUTDOWN);
+  ASSERT_OK(mh_mpqueue_get(q, b, sizeof b, &len, MH_FOREVER));
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  /* Immediate: the last one is discarded and counted done. */
+  ASSERT_OK(mh_mpqueue_shutdown(q, 1));
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  ASSERT_ERR(mh_mpqueue_get(q, b, sizeof b, &len, MH_FOREVER), MH_ESHUTDOWN);
+  ASSERT_OK(mh_mpqueue_join(q, 0));
+  ASSERT_ERR(mh_mpqueue_task_done(q), MH_EINVAL);
+  mh_mpqueue_free(q);
+}
+
+TEST(close_is_per_process) {
+  mh_mpqueue_t *q = new_queue(0, MB);
+  char b[4] = "abc";
+  size_t len;
+  ASSERT_OK(mh_mpqueue_put(q, b, 3, 0));
+  ASSERT_OK(mh_mpqueue_close(q));
+  ASSERT_ERR(mh_mpqueue_put(q, b, 3, 0), MH_EBADF);
+  ASSERT_ERR(mh_mpqueue_get(q, b, 4, &len, 0), MH_EBADF);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 1);
+  mh_mpqueue_free(q);
+}
+
+/* ---- across processes --------------------------------------------------- */
+
+typedef struct wake_arg {
+  mh_mpqueue_t *q;
+  double delay;
+  int mode; /* 0 put, 1 shutdown, 2 task_done, 3 get */
+} wake_arg_t;
+
+static int waker(void *arg) {
+  wake_arg_t *a = arg;
+  char b[32] = "hello";
+  size_t len;
+  mht_sleep(a->delay);
+  switch (a->mode) {
+  case 0: return mh_mpqueue_put(a->q, b, 6, MH_FOREVER) ? 1 : 0;
+  case 1: return mh_mpqueue_shutdown(a->q, 0) ? 1 : 0;
+  case 2: return mh_mpqueue_task_done(a->q) ? 1 : 0;
+  default: return mh_mpqueue_get(a->q, b, sizeof b, &len, MH_FOREVER) ? 1 : 0;
+  }
+}
+
+TEST(blocking_calls_woken_by_other_processes) {
+  mh_mpqueue_t *q = new_queue(1, MB);
+  char b[32];
+  size_t len;
+  /* A get waiting on an empty queue wakes for another process's put. */
+  wake_arg_t a = {q, 0.05, 0};
+  mh_process_t *p = start(waker, &a);
+  ASSERT_OK(mh_mpqueue_get(q, b, sizeof b, &len, 10));
+  ASSERT_STREQ(b, "hello");
+  ASSERT_EQ(join_ok(p, 10), 0);
+  /* A put waiting on a full queue wakes for another process's get. */
+  ASSERT_OK(mh_mpqueue_put(q, "x", 2, 0));
+  a.mode = 3;
+  p = start(waker, &a);
+  double t0 = mht_now();
+  ASSERT_OK(mh_mpqueue_put(q, "y", 2, 10));
+  ASSERT(mht_now() - t0 < 5);
+  ASSERT_EQ(join_ok(p, 10), 0);
+  /* join waits for another process's task_done (three puts, three done). */
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  ASSERT_ERR(mh_mpqueue_join(q, 0.01), MH_ETIMEDOUT);
+  a.mode = 2;
+  p = start(waker, &a);
+  ASSERT_OK(mh_mpqueue_join(q, 10));
+  ASSERT_EQ(join_ok(p, 10), 0);
+  /* A get waiting on an empty queue fails when another process shuts it. */
+  ASSERT_OK(mh_mpqueue_get(q, b, sizeof b, &len, 0));
+  a.mode = 1;
+  p = start(waker, &a);
+  ASSERT_ERR(mh_mpqueue_get(q, b, sizeof b, &len, 10), MH_ESHUTDOWN);
+  ASSERT_EQ(join_ok(p, 10), 0);
+  mh_mpqueue_free(q);
+}
+
+/* ---- 4 x 4 processes, every message exactly once ----------------------------- */
+
+typedef struct stress {
+  mh_mpqueue_t *q;
+  long n, nprod;
+  _Atomic unsigned char *seen; /* shared: deliveries per id */
+  _Atomic long *bad;           /* shared: torn or wrong messages seen */
+  _Atomic uint64_t *sum;       /* shared: sum of ids got */
+  _Atomic uint64_t *nshort;    /* shared: messages under 8 bytes got */
+  _Atomic uint64_t *short_sum; /* shared: their checksum */
+  int id;
+} stress_t;
+
+/* A message under 8 bytes cannot carry its id: it carries the id's low
+ * bytes, and such messages are checked by count and checksum. */
+static uint64_t short_value(uint64_t id, size_t len) {
+  return len ? (id & (~(uint64_t)0 >> (64 - 8 * len))) : 0;
+}
+
+static uint64_t short_check(uint64_t v, size_t len) { return mix(v * 8 + len); }
+
+static int stress_producer(void *arg) {
+  stress_t *s = arg;
+  unsigned char *buf = malloc(64 << 10);
+  long lo = s->n * s->id / s->nprod, hi = s->n * (s->id + 1) / s->nprod;
+  for (long i = lo; i < hi; i++) {
+    size_t len = len_of((uint64_t)i, 64 << 10);
+    if (len < 8) {
+      uint64_t v = short_value((uint64_t)i, len);
+      memcpy(buf, &v, len);
+    } else {
+      fill(buf, len, (uint64_t)i);
+    }
+    if (mh_mpqueue_put(s->q, buf, len, MH_FOREVER)) return 1;
+  }
+  free(buf);
+  return 0;
+}
+
+static int stress_consumer(void *arg) {
+  stress_t *s = arg;
+  unsigned char *buf = malloc(64 << 10);
+  size_t len;
+  int rc;
+  while ((rc = mh_mpqueue_get(s->q, buf, 64 << 10, &len, MH_FOREVER)) == 0) {
+    uint64_t id = 0;
+    if (len < 8) {
+      memcpy(&id, buf, len);
+      atomic_fetch_add(s->nshort, 1);
+      atomic_fetch_add(s->short_sum, short_check(id, len));
+      continue;
+    }
+    memcpy(&id, buf, 8);
+    if (id >= (uint64_t)s->n || len != len_of(id, 64 << 10) || !check(buf, len, id)) {
+      atomic_fetch_add(s->bad, 1);
+      continue;
+    }
+    atomic_fetch_add(&s->seen[id], 1);
+    atomic_fetch_add(s->sum, id);
+  }
+  free(buf);
+  return rc == MH_ESHUTDOWN ? 0 : 2;
+}
+
+TEST(four_by_four_exactly_once) {
+  long n = mht_scaled(1000000);
+  stress_t base = {new_queue(1024, 8 * MB), n, 4, shared((size_t)n), shared(64),
+                   shared(64), shared(64), shared(64), 0};
+  stress_t args[8];
+  mh_process_t *p[8];
+  for (int i = 0; i < 8; i++) {
+    args[i] = base;
+    args[i].id = i % 4;
+    p[i] = start(i < 4 ? stress_producer : stress_consumer, &args[i]);
+  }
+  for (int i = 0; i < 4; i++) ASSERT_EQ(join_ok(p[i], 300), 0);
+  ASSERT_OK(mh_mpqueue_shutdown(base.q, 0));
+  for (int i = 4; i < 8; i++) ASSERT_EQ(join_ok(p[i], 300), 0);
+  ASSERT_EQ(atomic_load(base.bad), 0);
+  long missing = 0, dup = 0;
+  uint64_t nshort = 0, short_sum = 0, sum = 0;
+  for (long i = 0; i < n; i++) {
+    size_t len = len_of((uint64_t)i, 64 << 10);
+    unsigned v = atomic_load(&base.seen[i]);
+    if (len < 8) {
+      nshort++;
+      short_sum += short_check(short_value((uint64_t)i, len), len);
+      continue;
+    }
+    sum += (uint64_t)i;
+    missing += v == 0;
+    dup += v > 1;
+  }
+  ASSERT_EQ(missing, 0);
+  ASSERT_EQ(dup, 0);
+  ASSERT_UEQ(atomic_load(base.sum), sum);
+  ASSERT_GT(nshort, 0);
+  ASSERT_UEQ(atomic_load(base.nshort), nshort);
+  ASSERT_UEQ(atomic_load(base.short_sum), short_sum);
+  ASSERT_EQ(mh_mpqueue_qsize(base.q), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(base.q), 0);
+  mh_mpqueue_free(base.q);
+}
+
+/* ---- processes that die copying a message ------------------------------------ */
+
+/* A buffer of `len` bytes whose last page is not accessible: a copy into or
+ * out of it dies with SIGSEGV part-way, at a known point. */
+static unsigned char *trap_buffer(size_t len, size_t *usable) {
+  size_t ps = (size_t)sysconf(_SC_PAGESIZE);
+  size_t total = (len + ps - 1) / ps * ps + ps;
+  unsigned char *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT(m != MAP_FAILED);
+  ASSERT_EQ(mprotect(m + total - ps, ps, PROT_NONE), 0);
+  *usable = total - ps;
+  return m;
+}
+
+typedef struct die_arg {
+  mh_mpqueue_t *q;
+  size_t len;
+} die_arg_t;
+
+/* Put a message of `len` bytes from a buffer that ends part-way. */
+static int die_putting(void *arg) {
+  die_arg_t *a = arg;
+  size_t usable;
+  unsigned char *b = trap_buffer(a->len / 2, &usable);
+  memset(b, 0x77, usable);
+  mh_mpqueue_put(a->q, b + usable - a->len / 2, a->len, MH_FOREVER);
+  return 0; /* not reached: the copy faults */
+}
+
+/* Get into a buffer that claims `len` bytes but ends half-way. */
+static int die_getting(void *arg) {
+  die_arg_t *a = arg;
+  size_t usable, len;
+  unsigned char *b = trap_buffer(a->len / 2, &usable);
+  mh_mpqueue_get(a->q, b + usable - a->len / 2, a->len, &len, MH_FOREVER);
+  return 0;
+}
+
+static void die_mid_copy(size_t len) {
+  mh_mpqueue_t *q = new_queue(8, 4 * MB);
+  unsigned char *buf = malloc(len);
+  size_t got;
+  int code;
+  /* A producer dies half-way through its message: nothing is delivered,
+   * and the queue takes the next message as if nothing happened. */
+  die_arg_t a = {q, len};
+  mh_process_t *p = start(die_putting, &a);
+  ASSERT_OK(mh_process_join(p, 30));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT(code == -SIGSEGV || code == DIED_BY_SANITIZER);
+  mh_process_free(p);
+  ASSERT_ERR(mh_mpqueue_get(q, buf, len, &got, 0.3), MH_ETIMEDOUT);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(q), 0); /* its room was reclaimed */
+  fill(buf, len, 42);
+  ASSERT_OK(mh_mpqueue_put(q, buf, len, 1));
+  /* A consumer dies half-way through copying it out: the message stays in
+   * the queue, whole, for the next get. */
+  p = start(die_getting, &a);
+  ASSERT_OK(mh_process_join(p, 30));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT(code == -SIGSEGV || code == DIED_BY_SANITIZER);
+  mh_process_free(p);
+  memset(buf, 0, len);
+  ASSERT_OK(mh_mpqueue_get(q, buf, len, &got, 5));
+  ASSERT_UEQ(got, len);
+  ASSERT(check(buf, len, 42));
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  /* And it still works both ways. */
+  ASSERT_OK(mh_mpqueue_put(q, buf, len, 1));
+  ASSERT_OK(mh_mpqueue_get(q, buf, len, &got, 1));
+  ASSERT(check(buf, len, 42));
+  free(buf);
+  mh_mpqueue_free(q);
+}
+
+/* A copy under the lock (small message): the dead process held the lock. */
+TEST(die_mid_copy_holding_the_lock) { die_mid_copy(3 * 4096); }
+
+/* A copy outside the lock (large message), in an op slot. */
+TEST(die_mid_copy_outside_the_lock) { die_mid_copy(256 << 10); }
+
+/* ---- SIGKILL at random moments ----------------------------------------------- */
+
+#define KP 2 /* producers */
+#define KC 2 /* consumers */
+#define KMAX (64 << 10) /* receive buffer per consumer */
+
+typedef struct killst {
+  mh_mpqueue_t *q;
+  long n;
+  _Atomic long *next;          /* next id to put */
+  _Atomic int *stop;           /* producers: stop taking ids */
+  _Atomic unsigned char *ok;   /* put returned 0 */
+  _Atomic unsigned char *seen; /* deliveries */
+  _Atomic long *bad;
+  _Atomic long *cur;           /* per producer role: id being put, or -1 */
+  unsigned char *cbuf;         /* per consumer role: KMAX bytes, shared */
+  size_t maxlen;               /* longest message */
+  int slow;                    /* consumers nap now and then: a backlog */
+  int role;
+} killst_t;
+
+static int kill_producer(void *arg) {
+  killst_t *s = arg;
+  unsigned char *buf = malloc(KMAX);
+  while (!atomic_load(s->stop)) {
+    /* Claim the next id so that cur names it whenever it is taken: a kill
+     * after the CAS leaves cur == id. */
+    long id = atomic_load(s->next);
+    if (id >= s->n) break;
+    atomic_store(&s->cur[s->role], id);
+    if (!atomic_compare_exchange_strong(s->next, &id, id + 1)) continue;
+    size_t len = len_of((uint64_t)id, s->maxlen);
+    if (len < 8) len = 8;
+    fill(buf, len, (uint64_t)id);
+    if (mh_mpqueue_put(s->q, buf, len, MH_FOREVER)) return 1;
+    atomic_store(&s->ok[id], 1);
+    atomic_store(&s->cur[s->role], -1);
+  }
+  free(buf);
+  return 0;
+}
+
+static int kill_consumer(void *arg) {
+  killst_t *s = arg;
+  unsigned char *buf = s->cbuf + (size_t)(s->role - KP) * KMAX;
+  size_t len;
+  int rc;
+  while ((rc = mh_mpqueue_get(s->q, buf, KMAX, &len, MH_FOREVER)) == 0) {
+    uint64_t id;
+    memcpy(&id, buf, 8);
+    size_t want = len_of(id, s->maxlen);
+    if (want < 8) want = 8;
+    if (id >= (uint64_t)s->n || len != want || !check(buf, len, id)) {
+      atomic_fetch_add(s->bad, 1);
+      continue;
+    }
+    atomic_fetch_add(&s->seen[id], 1);
+    if (s->slow && mht_rand() % 32 == 0) mht_sleep(0.001);
+  }
+  return rc == MH_ESHUTDOWN ? 0 : 2;
+}
+
+static void sigkill_loop(long kills, size_t maxsize, size_t maxbytes, size_t maxlen, int slow) {
+  killst_t s;
+  s.n = 20000000;
+  s.maxlen = maxlen;
+  s.slow = slow;
+  s.stop = shared(64);
+  s.q = new_queue(maxsize, maxbytes);
+  s.next = shared(64);
+  s.ok = shared((size_t)s.n);
+  s.seen = shared((size_t)s.n);
+  s.bad = shared(64);
+  s.cur = shared(64);
+  s.cbuf = shared((size_t)KC * KMAX);
+  for (int i = 0; i < KP; i++) atomic_store(&s.cur[i], -1);
+  killst_t args[KP + KC];
+  mh_process_t *p[KP + KC];
+  for (int i = 0; i < KP + KC; i++) {
+    args[i] = s;
+    args[i].role = i;
+    p[i] = start(i < KP ? kill_producer : kill_consumer, &args[i]);
+  }
+  /* Candidates for messages a killed consumer took with it, and the ids a
+   * killed producer was putting. */
+  long *lost_ok = malloc(sizeof(long) * (size_t)(kills + 1)), nlost = 0;
+  long *inflight = malloc(sizeof(long) * (size_t)(kills + 1)), ninflight = 0;
+  long consumer_kills = 0;
+  for (long k = 0; k < kills && atomic_load(s.next) < s.n; k++) {
+    mht_jitter(2000);
+    int r = (int)(mht_rand() % (KP + KC));
+    ASSERT_OK(mh_process_kill(p[r]));
+    ASSERT_OK(mh_process_join(p[r], 30));
+    mh_process_free(p[r]);
+    if (r < KP) {
+      long id = atomic_load(&s.cur[r]);
+      if (id >= 0) inflight[ninflight++] = id;
+      atomic_store(&s.cur[r], -1);
+    } else {
+      uint64_t id;
+      memcpy(&id, s.cbuf + (size_t)(r - KP) * KMAX, 8);
+      lost_ok[nlost++] = (long)id;
+      consumer_kills++;
+    }
+    p[r] = start(r < KP ? kill_producer : kill_consumer, &args[r]);
+  }
+  /* No survivor hangs: the producers stop, the consumers drain. */
+  atomic_store(s.stop, 1);
+  for (int i = 0; i < KP; i++) ASSERT_EQ(join_ok(p[i], 120), 0);
+  ASSERT_OK(mh_mpqueue_shutdown(s.q, 0));
+  for (int i = KP; i < KP + KC; i++) ASSERT_EQ(join_ok(p[i], 120), 0);
+  ASSERT_EQ(atomic_load(s.bad), 0); /* nothing torn, mixed or foreign */
+  long missing = 0, n = atomic_load(s.next);
+  unsigned char *mark = calloc((size_t)s.n, 1);
+  for (long j = 0; j < ninflight; j++)
+    if (inflight[j] >= 0 && inflight[j] < s.n) mark[inflight[j]] |= 1;
+  for (long j = 0; j < nlost; j++)
+    if (lost_ok[j] >= 0 && lost_ok[j] < s.n) mark[lost_ok[j]] |= 2;
+  ASSERT_GT(n, kills);
+  for (long i = 0; i < n; i++) {
+    unsigned seen = atomic_load(&s.seen[i]);
+    ASSERT_LE(seen, 1); /* never twice */
+    int in_flight = (mark[i] & 1) != 0;
+    if (atomic_load(&s.ok[i])) {
+      if (seen == 0) {
+        /* Only a consumer killed after its get returned may lose it, and
+         * then the message is in that consumer's buffer. */
+        int found = (mark[i] & 2) != 0;
+        if (!found) fprintf(stderr, "message %ld lost\n", i);
+        ASSERT(found);
+        missing++;
+      }
+    } else {
+      /* A put that did not return: only a killed producer's. */
+      ASSERT(in_flight);
+    }
+  }
+  ASSERT_LE(missing, consumer_kills);
+  fprintf(stderr, "%ld messages, %ld kills (%ld consumers), %ld lost with a killed consumer\n",
+          n, kills, consumer_kills, missing);
+  ASSERT_EQ(mh_mpqueue_qsize(s.q), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(s.q), 0);
+  free(mark);
+  free(lost_ok);
+  free(inflight);
+  mh_mpqueue_free(s.q);
+}
+
+/* A small ring: messages up to 16 KiB, both copy paths, many laps. */
+TEST(sigkill_at_random_moments) { sigkill_loop(mht_scaled(1000), 64, 1 * MB, 16 << 10, 0); }
+
+/* A ring larger than its warm part, no count bound, messages up to 64 KiB:
+ * the backlog runs past the warm part, and gets give pages back while
+ * processes die around them. */
+TEST(sigkill_with_pages_given_back) {
+  sigkill_loop(mht_scaled(300), 0, 24 * MB, 64 << 10, 1);
+}
+
+/* ---- large messages ------------------------------------------------------------ */
+
+typedef struct big_arg {
+  mh_mpqueue_t *q;
+  size_t len;
+} big_arg_t;
+
+static int put_big_and_exit(void *arg) {
+  big_arg_t *a = arg;
+  unsigned char *b = malloc(a->len);
+  if (!b) return 3;
+  fill(b, a->len, 7);
+  return mh_mpqueue_put(a->q, b, a->len, MH_FOREVER) ? 1 : 0;
+}
+
+TEST(hundred_megabyte_message) {
+  size_t len = 100 * 1000 * 1000;
+  mh_mpqueue_t *q = new_queue(0, 128 * MB);
+  big_arg_t a = {q, len};
+  mh_process_t *p = start(put_big_and_exit, &a);
+  void *m;
+  size_t got;
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &got, 60));
+  ASSERT_UEQ(got, len);
+  ASSERT(check(m, got, 7));
+  mh_mpqueue_msg_free(m);
+  ASSERT_EQ(join_ok(p, 60), 0);
+  mh_mpqueue_free(q);
+}
+
+TEST(join_with_large_message_outstanding) {
+  /* cpython#73983: a process that put a large message could not be joined
+   * before the message was got.  Here put has copied it when it returns. */
+  size_t len = 32 * MB;
+  mh_mpqueue_t *q = new_queue(0, MH_MPQUEUE_DEFAULT_MAXBYTES);
+  big_arg_t a = {q, len};
+  mh_process_t *p = start(put_big_and_exit, &a);
+  ASSERT_EQ(join_ok(p, 60), 0);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 1);
+  ASSERT_ERR(mh_mpqueue_join(q, 0.01), MH_ETIMEDOUT);
+  void *m;
+  size_t got;
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &got, 0));
+  ASSERT_UEQ(got, len);
+  ASSERT(check(m, got, 7));
+  mh_mpqueue_msg_free(m);
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  ASSERT_OK(mh_mpqueue_join(q, 0));
+  mh_mpqueue_free(q);
+}
