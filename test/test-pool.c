@@ -762,7 +762,9 @@ TEST(executors_at_exit) {
   mh_backend_t bs[2] = {MH_BACKEND_THREADS, MH_BACKEND_PROCESSES};
   for (int b = 0; b < 2; b++) {
     ASSERT_EQ(ax_run(bs[b], 0), 40);
-    ASSERT_LT(ax_run(bs[b], 1), 40);
+    int abandoned = ax_run(bs[b], 1);
+    /* (A sanitizer's own exit work is slow enough for all to finish.) */
+    if (!MHT_TSAN && !MHT_ASAN) ASSERT_LT(abandoned, 40);
     ASSERT_EQ(ax_run(bs[b], 2), 40);
     ASSERT_EQ(ax_run(bs[b], 3), 40);
   }
