@@ -757,8 +757,12 @@ static void pp_disp_cancel_all(mh__pp_t *pp) {
       unsigned idx = k % PP_RING;
       pp_job_t *j = w->job[idx];
       if (!j) continue;
+      /* Its future already says running (begin() ran when it went into the
+       * ring), and a running future is not cancelled (Python runs what sits
+       * in its call queue too): revoked only when terminating. */
       uint32_t q = E_QUEUED;
-      if (atomic_compare_exchange_strong(&s->ring[idx].claim, &q, E_REVOKED)) {
+      if (pp->terminating &&
+          atomic_compare_exchange_strong(&s->ring[idx].claim, &q, E_REVOKED)) {
         w->job[idx] = NULL;
         pp->cfg.hooks.cancel(pp->cfg.hooks.arg, j->user, 1);
         pp_disp_recycle(pp, j);
