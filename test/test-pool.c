@@ -572,6 +572,7 @@ TEST(cancel_futures_lets_running_finish) {
     ASSERT_EQ(mh_future_done(f[i]), 1);
     int rc = mh_future_result(f[i], 0);
     ASSERT_EQ(mh_future_cancelled(f[i]), rc == MH_ECANCELED);
+    if (i < 2) ASSERT_OK(rc); /* the two that were running finished */
     if (rc == 0) {
       ASSERT_EQ(out[i], 7);
       ran++;
@@ -581,7 +582,6 @@ TEST(cancel_futures_lets_running_finish) {
     }
     mh_future_release(f[i]);
   }
-  ASSERT_EQ(mh_future_cancelled(f[0]) + mh_future_cancelled(f[1]), 0);
   ASSERT_GE(ran, 2);
   ASSERT_GE(cancelled, 1);
   pool_free(ex);
