@@ -18,12 +18,24 @@
  * g_cancel is the only state shared with a handler: written by it, read by
  * the library's polling (the thread that called mh_pi_run) and by us.
  *
+ * The first Ctrl-C ends the command within 0.5 s whatever its workers do
+ * (a stopped or hung worker would make the run wait for its task): the
+ * handler also posts g_sigsem, and the watcher thread escalates.  After
+ * 0.1 s it terminates the live executor (MH_SHUTDOWN_TERMINATE: running
+ * tasks are cancelled, their workers get SIGTERM, then SIGKILL after the
+ * 0.1 s grace we give process pools); if the command is still there at
+ * 0.4 s (a pool of thousands still starting, say), it says "interrupted"
+ * and _exits with 130 (the pool's processes die with us).  g_ex, the
+ * executor the watcher may terminate, is guarded by g_ex_mu.
+ *
  * The command line is parsed by pi_args.c and everything printed goes
  * through report.c; the MPI layout of each run reaches the printers in an
  * mhc_run_info_t, not through globals.
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,9 +50,45 @@ static volatile sig_atomic_t g_cancel;
 _Static_assert(sizeof(sig_atomic_t) == sizeof(int),
                "opts.cancel points at an int");
 
+static sem_t g_sigsem; /* posted by the handler (async-signal-safe) */
+static pthread_mutex_t g_ex_mu = PTHREAD_MUTEX_INITIALIZER;
+static mh_executor_t *g_ex; /* under g_ex_mu: the executor running now */
+
+static volatile sig_atomic_t g_watching; /* the watcher thread runs */
+
 static void on_sigint(int sig) {
   (void)sig;
   g_cancel = 1;
+  if (g_watching) sem_post(&g_sigsem);
+}
+
+static void set_live_executor(mh_executor_t *ex) {
+  pthread_mutex_lock(&g_ex_mu);
+  g_ex = ex;
+  pthread_mutex_unlock(&g_ex_mu);
+}
+
+/* Free an executor the watcher may be terminating. */
+static void free_executor(mh_executor_t *ex) {
+  set_live_executor(NULL);
+  mh_executor_free(ex);
+}
+
+static void *ctrl_c_watcher(void *arg) {
+  (void)arg;
+  while (sem_wait(&g_sigsem) != 0) {
+  }
+  struct timespec t = {0, 100 * 1000 * 1000};
+  nanosleep(&t, NULL);
+  pthread_mutex_lock(&g_ex_mu);
+  if (g_ex) mh_executor_shutdown(g_ex, MH_SHUTDOWN_TERMINATE);
+  pthread_mutex_unlock(&g_ex_mu);
+  t.tv_nsec = 300 * 1000 * 1000;
+  nanosleep(&t, NULL);
+  static const char msg[] = "manyhands: interrupted\n";
+  ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)w;
+  _exit(MHC_EXIT_INTERRUPTED);
 }
 
 /* ---- kernels ------------------------------------------------------------ */
@@ -127,8 +175,12 @@ static int make_executor(const mhc_pi_args_t *a, int ranks, int workers,
   mh_executor_options_init(&eo);
   eo.backend = a->backend;
   eo.workers = workers;
+  eo.grace = 0.1; /* Ctrl-C: SIGKILL soon after SIGTERM (see the top) */
   int rc = mh_executor_new(ex, &eo);
-  if (rc == 0) return 0;
+  if (rc == 0) {
+    set_live_executor(*ex);
+    return 0;
+  }
   if (rc == MH_ENOTSUP)
     mhc_error("the %s backend is not available in this build",
               mhc_backend_name(a->backend));
@@ -213,7 +265,7 @@ static int run_plain(const mhc_pi_args_t *a, mhc_progress_t *pg) {
     reps++;
   }
   double total = mhc_now() - t0;
-  mh_executor_free(ex);
+  free_executor(ex);
   if (tutorial && code == MHC_EXIT_OK) {
     double mean = sum / (double)reps;
     double var = (sumsq - sum * mean) / (double)(reps - 1);
@@ -279,7 +331,7 @@ static int sweep_run(const mhc_pi_args_t *a, const mhc_sweep_row_t *row,
   int code = make_executor(a, row->ranks, row->threads, &ex, lay);
   if (code) return code;
   int rc = run_one(ex, a, a->seed, pg, res);
-  mh_executor_free(ex);
+  free_executor(ex);
   if (rc == 0 || rc == MH_ECANCELED) return rc;
   return run_failed(rc);
 }
@@ -521,6 +573,13 @@ int mhc_cmd_pi(int argc, char **argv) {
   sa.sa_handler = on_sigint;
   sa.sa_flags = SA_RESETHAND;
   sigemptyset(&sa.sa_mask);
+  /* (Not on MPI: there the ranks end together through the launcher.) */
+  pthread_t watcher;
+  if (a->backend != MH_BACKEND_MPI && sem_init(&g_sigsem, 0, 0) == 0 &&
+      pthread_create(&watcher, NULL, ctrl_c_watcher, NULL) == 0) {
+    pthread_detach(watcher);
+    g_watching = 1;
+  }
   sigaction(SIGINT, &sa, NULL);
 
   mhc_progress_t pg;

@@ -1618,3 +1618,83 @@ TEST(pi_processes_survive_killed_workers) {
   unlink(out);
   unlink(err);
 }
+
+/* ---- Ctrl-C with a stopped worker, and during start-up --------------------------- */
+
+/* Start the command in its own process group, output to /dev/null. */
+static pid_t start_quiet(const char *const argv[]) {
+  pid_t me = getpid();
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    mht_child_dies_with_parent(me);
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    execv(CLI, (char *const *)(uintptr_t)argv);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  return pid;
+}
+
+/* SIGINT, then how long until the command exited, with its status. */
+static double interrupt_and_time(pid_t pid, int *st, double limit) {
+  double t0 = mht_now();
+  ASSERT_OK(kill(pid, SIGINT));
+  pid_t w;
+  while ((w = waitpid(pid, st, WNOHANG)) == 0 && mht_now() - t0 < limit)
+    mht_sleep(0.002);
+  double took = mht_now() - t0;
+  if (w != pid) {
+    kill(-pid, SIGKILL);
+    waitpid(pid, st, 0);
+    mht_fail(__FILE__, __LINE__, "still running %.1f s after Ctrl-C", took);
+  }
+  return took;
+}
+
+/* Issue 12 item 3: with one worker SIGSTOPped, Ctrl-C used to wait for its
+ * task for ever; now the command exits 130 within 0.5 s. */
+TEST(pi_ctrl_c_with_stopped_worker) {
+  const char *argv[] = {CLI, "pi", "1e12", "2", "--backend", "processes", NULL};
+  pid_t pid = start_quiet(argv);
+  pid_t seen[64], victim = 0;
+  unsigned long long seen_ticks[64];
+  int nseen = 0, st = 0;
+  double t0 = mht_now();
+  while (!victim && mht_now() - t0 < 60) {
+    mht_sleep(0.05);
+    victim = busiest_worker(pid, seen, seen_ticks, &nseen);
+  }
+  ASSERT(victim > 0);
+  mht_sleep(0.2); /* let it be mid-task */
+  ASSERT_OK(kill(victim, SIGSTOP));
+  mht_sleep(0.05);
+  double took = interrupt_and_time(pid, &st, 30);
+  fprintf(stderr, "  exit %#x %.3f s after Ctrl-C\n", st, took);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 130);
+  ASSERT(took < (MH__SANITIZED ? 3.0 : 0.5));
+}
+
+/* Issue 12 item 2: Ctrl-C while a pool of 4096 processes starts ends the
+ * command too (it used to hang in start-up, and Ctrl-C only set a flag). */
+TEST(pi_ctrl_c_during_startup) {
+  const char *argv[] = {CLI, "pi", "1e9", "4096", "--backend", "processes", NULL};
+  pid_t pid = start_quiet(argv);
+  mht_sleep(0.5);
+  int st = 0;
+  double took = interrupt_and_time(pid, &st, 30);
+  fprintf(stderr, "  exit %#x %.3f s after Ctrl-C\n", st, took);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 130);
+  ASSERT(took < (MH__SANITIZED ? 3.0 : 0.5));
+  mht_sleep(0.5);
+  pid_t pids[64], ppids[64];
+  unsigned long long ticks[64];
+  ASSERT_EQ(group_members(pid, pid, pids, ppids, ticks, 64), 0); /* none left */
+}

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,7 +90,7 @@ TEST(engine_chunks) {
   for (int i = 0; i < J * C; i++) in[i] = i, out[i] = -1, st[i] = 99;
   for (int k = 0; k < J; k++) {
     jobs[k].t = (mh__task_t){t_square, NULL, in + k * C, sizeof(long),
-                             out + k * C, sizeof(long), C, st + k * C};
+                             out + k * C, sizeof(long), C, st + k * C, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   e_wait(J, 30);
@@ -132,7 +133,7 @@ static void engine_kill_run(int retries) {
   memset(jobs, 0, sizeof jobs);
   for (int k = 0; k < J; k++) {
     jobs[k].t = (mh__task_t){t_slow, &delay, in + k * C, sizeof(long),
-                             out + k * C, sizeof(long), C, st + k * C};
+                             out + k * C, sizeof(long), C, st + k * C, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   while (atomic_load(&e_settled) < J / 4) mht_sleep(0.001);
@@ -182,7 +183,7 @@ TEST(engine_crashes) {
   static ejob_t jobs[4];
   for (int k = 0; k < 4; k++) {
     jobs[k].t = (mh__task_t){t_slow, NULL, in + k, sizeof(long), out + k,
-                             sizeof(long), 1, st + k};
+                             sizeof(long), 1, st + k, 0};
     ASSERT_OK(mh__pp_submit(pp, &jobs[k], &jobs[k].t));
   }
   e_wait(4, 30);
@@ -197,13 +198,13 @@ TEST(engine_crashes) {
   int s = 0;
   ejob_t hj;
   memset(&hj, 0, sizeof hj);
-  hj.t = (mh__task_t){t_slow, NULL, &hang, sizeof hang, &o, sizeof o, 1, &s};
+  hj.t = (mh__task_t){t_slow, NULL, &hang, sizeof hang, &o, sizeof o, 1, &s, 0};
   atomic_store(&e_settled, 0);
   ASSERT_OK(mh__pp_submit(pp, &hj, &hj.t));
   while (atomic_load(&hj.state) != 1) mht_sleep(0.001);
   mht_sleep(0.05);
   double t0 = mht_now();
-  ASSERT_OK(mh__pp_shutdown(pp, MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES));
+  ASSERT_OK(mh__pp_shutdown(pp, MH_SHUTDOWN_WAIT | MH_SHUTDOWN_TERMINATE));
   ASSERT_LT(mht_now() - t0, 5.0);
   ASSERT_EQ(atomic_load(&e_settled), 1);
   ASSERT_EQ(s, MH_ECANCELED);
@@ -501,10 +502,11 @@ TEST(hang_cancel) {
   mht_sleep(0.05);
   double t0 = mht_now();
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   ASSERT_LT(mht_now() - t0, 5.0);
   for (int i = 0; i < 2; i++) {
     ASSERT_EQ(mh_future_done(h[i]), 1);
+    ASSERT_EQ(mh_future_cancelled(h[i]), 1); /* as its result says */
     ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
     mh_future_release(h[i]);
   }
@@ -518,6 +520,235 @@ TEST(hang_cancel) {
   ASSERT_ERR(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL, &f),
              MH_ESHUTDOWN);
   pool_free(ex);
+}
+
+/* Issue 12 item 6: a cancelling shutdown cancels what has not started and
+ * lets running tasks finish (Python's cancel_futures=True); before, it
+ * SIGTERMed them and their futures said MH_ECANCELED with
+ * mh_future_cancelled 0.  Every future's two answers agree. */
+static int t_nap(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  mht_sleep(0.3);
+  int v = 7;
+  memcpy(out, &v, sizeof v);
+  return 0;
+}
+
+TEST(cancel_futures_lets_running_finish) {
+  mh_executor_t *ex = pool_new(2, 0);
+  mh_future_t *f[10];
+  int out[10] = {0};
+  for (int i = 0; i < 10; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
+                                 NULL, &f[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(f[0]) && mh_future_running(f[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
+                                         MH_SHUTDOWN_CANCEL_FUTURES));
+  int ran = 0, cancelled = 0;
+  for (int i = 0; i < 10; i++) {
+    ASSERT_EQ(mh_future_done(f[i]), 1);
+    int rc = mh_future_result(f[i], 0);
+    ASSERT_EQ(mh_future_cancelled(f[i]), rc == MH_ECANCELED);
+    if (i < 2) ASSERT_OK(rc); /* the two that were running finished */
+    if (rc == 0) {
+      ASSERT_EQ(out[i], 7);
+      ran++;
+    } else {
+      ASSERT_ERR(rc, MH_ECANCELED);
+      cancelled++;
+    }
+    mh_future_release(f[i]);
+  }
+  ASSERT_GE(ran, 2);
+  ASSERT_GE(cancelled, 1);
+  pool_free(ex);
+}
+
+/* MH_SHUTDOWN_TERMINATE ends running tasks, also when added by a second
+ * call while another thread waits in a plain shutdown: their futures are
+ * cancelled, and say so both ways. */
+static void *shut_wait(void *arg) {
+  mh_executor_shutdown(arg, MH_SHUTDOWN_WAIT);
+  return NULL;
+}
+
+TEST(terminate_while_another_waits) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4;
+  mh_future_t *h[2], *q[4];
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &h[i]));
+  for (int i = 0; i < 4; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &hang, sizeof hang, NULL, 0,
+                                 NULL, &q[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(h[0]) && mh_future_running(h[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, shut_wait, ex), 0);
+  mht_sleep(0.1);
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_TERMINATE));
+  pthread_join(th, NULL);
+  ASSERT_LT(mht_now() - t0, 5.0);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(mh_future_cancelled(h[i]), 1);
+    ASSERT_ERR(mh_future_result(h[i], 0), MH_ECANCELED);
+    mh_future_release(h[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(mh_future_cancelled(q[i]), 1);
+    mh_future_release(q[i]);
+  }
+  pool_free(ex);
+}
+
+/* Issue 12 item 3: a stopped or hung worker used to hang everything.  With
+ * a time limit the watchdog SIGKILLs it, the task fails with MH_ETIMEDOUT,
+ * the worker is replaced and the pool goes on. */
+TEST(timeout_hung_task) {
+  mh_executor_t *ex = pool_new(2, 0);
+  int hang = 4, ok = 0;
+  mh_future_t *h, *f[6];
+  double t0 = mht_now();
+  ASSERT_OK(mh_executor_submit_timeout(ex, t_crash, &hang, sizeof hang, NULL,
+                                       0, NULL, 0.3, &h));
+  for (int i = 0; i < 6; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &ok, sizeof ok, NULL, 0, NULL,
+                                 &f[i]));
+  ASSERT_ERR(mh_future_result(h, 30), MH_ETIMEDOUT);
+  ASSERT_GE(mht_now() - t0, 0.29);
+  ASSERT_EQ(mh_future_cancelled(h), 0);
+  mh_future_release(h);
+  for (int i = 0; i < 6; i++) {
+    ASSERT_OK(mh_future_result(f[i], 30));
+    mh_future_release(f[i]);
+  }
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2); /* replaced */
+  check_map(ex, 1000, 1);
+  /* The per-call limit of a map: item 5 hangs, only it fails. */
+  int in[40], st[40];
+  for (int i = 0; i < 40; i++) in[i] = i == 5 ? 4 : 0, st[i] = 99;
+  ASSERT_ERR(mh_executor_map_timeout(ex, t_crash, NULL, in, sizeof in[0], NULL,
+                                     0, 40, 2, st, 0.3),
+             MH_ETIMEDOUT);
+  for (int i = 0; i < 40; i++) ASSERT_EQ(st[i], i == 5 ? MH_ETIMEDOUT : 0);
+  pool_free(ex);
+}
+
+TEST(timeout_sigstopped_worker) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.task_timeout = 1.0;
+  o.retries = 1; /* a timed-out task runs again on a fresh worker */
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  mh_future_t *f[2];
+  int out[2] = {0};
+  for (int i = 0; i < 2; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
+                                 NULL, &f[i]));
+  double end = mht_now() + 20;
+  while (!(mh_future_running(f[0]) && mh_future_running(f[1]))) {
+    ASSERT(mht_now() < end);
+    mht_sleep(0.001);
+  }
+  int pids[2];
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[0], SIGSTOP));
+  for (int i = 0; i < 2; i++) {
+    ASSERT_OK(mh_future_result(f[i], 30)); /* re-run after the timeout */
+    ASSERT_EQ(out[i], 7);
+    mh_future_release(f[i]);
+  }
+  /* Stopped again: the map goes on. */
+  long in[64], outl[64];
+  int st[64];
+  for (int i = 0; i < 64; i++) in[i] = i, outl[i] = -1, st[i] = 99;
+  ASSERT_EQ(pool_pids(ex, pids, 2), 2);
+  ASSERT_OK(kill(pids[1], SIGSTOP));
+  ASSERT_OK(mh_executor_map_timeout(ex, t_sq, NULL, in, sizeof in[0], outl,
+                                    sizeof outl[0], 64, 1, st, 0.5));
+  for (int i = 0; i < 64; i++) ASSERT_EQ(outl[i], (long)i * i);
+  pool_free(ex);
+}
+
+/* Issue 12 item 5: an executor still alive at exit() runs the tasks it was
+ * given first (CPython's test_interpreter_shutdown); `daemon` abandons them.
+ * Each case runs in a child that counts finished tasks in shared memory. */
+static _Atomic int *ax_count;
+
+static int t_count(const void *in, size_t isz, void *out, size_t osz,
+                   void *ctx) {
+  mht_sleep(0.01);
+  atomic_fetch_add(ax_count, 1);
+  return 0;
+}
+
+static mh_executor_t *ax_free_me;
+static void ax_user_free(void) { mh_executor_free(ax_free_me); }
+
+/* how: 0 plain exit, 1 daemon, 2 the program frees it from its own atexit
+ * handler, 3 exit from a fork child of the process that made it. */
+static int ax_run(mh_backend_t backend, int how) {
+  atomic_store(ax_count, 0);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = backend;
+    o.workers = 2;
+    o.daemon = how == 1;
+    mh_executor_t *ex = NULL;
+    if (mh_executor_new(&ex, &o)) _exit(3);
+    for (int i = 0; i < 40; i++) {
+      mh_future_t *f;
+      if (mh_executor_submit(ex, t_count, NULL, 0, NULL, 0, NULL, &f)) _exit(4);
+      mh_future_release(f);
+    }
+    if (how == 2) {
+      ax_free_me = ex;
+      atexit(ax_user_free);
+    }
+    if (how == 3) {
+      pid_t g = fork();
+      if (g == 0) exit(0); /* must not wait for its parent's executor */
+      int st;
+      if (waitpid(g, &st, 0) != g || !WIFEXITED(st)) _exit(5);
+    }
+    exit(0);
+  }
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+  return atomic_load(ax_count);
+}
+
+TEST(executors_at_exit) {
+  ax_count = mmap(NULL, sizeof *ax_count, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT(ax_count != MAP_FAILED);
+  mh_backend_t bs[2] = {MH_BACKEND_THREADS, MH_BACKEND_PROCESSES};
+  for (int b = 0; b < 2; b++) {
+    ASSERT_EQ(ax_run(bs[b], 0), 40);
+    int abandoned = ax_run(bs[b], 1);
+    /* (A sanitizer's own exit work is slow enough for all to finish.) */
+    if (!MH__TSAN && !MH__ASAN) ASSERT_LT(abandoned, 40);
+    ASSERT_EQ(ax_run(bs[b], 2), 40);
+    ASSERT_EQ(ax_run(bs[b], 3), 40);
+  }
+  munmap(ax_count, sizeof *ax_count);
 }
 
 /* ---- a pool made while other threads hold locks --------------------------- */
@@ -822,6 +1053,63 @@ TEST(many_workers_and_alloc_failures) {
   }
 }
 
+/* Issue 12 item 2: the dispatcher sends a spawn request per worker before it
+ * reads a reply; a server that answered with blocking sends filled the
+ * socket both ways after a few hundred forks and the pool never started.
+ * 4096 (the documented maximum) start, and a map and submits run on them;
+ * or, where RLIMIT_NPROC is lower, as many as it allows. */
+TEST(start_4096_workers) {
+  int n = 4096;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NPROC, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < 4096 + 512 && geteuid() != 0)
+    n = (int)rl.rlim_cur / 2;
+  if (MH__TSAN || MH__ASAN) n = n > 1024 ? 1024 : n;
+  double t0 = mht_now();
+  mh_executor_t *ex = pool_new(n, 0);
+  double started = mht_now() - t0;
+  ASSERT_LT(started, 120.0);
+  int *pids = malloc((size_t)n * sizeof *pids);
+  ASSERT(pids);
+  ASSERT_EQ(pool_pids(ex, pids, n), n);
+  free(pids);
+  check_map(ex, (size_t)n * 4, 1);
+  long v = 12, out = 0;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, t_sq, &v, sizeof v, &out, sizeof out, NULL,
+                               &f));
+  ASSERT_OK(mh_future_result(f, 60));
+  ASSERT_EQ(out, 144);
+  mh_future_release(f);
+  pool_free(ex);
+  fprintf(stderr, "  %d workers started in %.2f s\n", n, started);
+}
+
+/* Past RLIMIT_NPROC the pool does not start, with a clear code, and leaves
+ * no process behind . */
+TEST(start_past_nproc_limit) {
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    struct rlimit rl = {64, 64};
+    setrlimit(RLIMIT_NPROC, &rl);
+    /* The limit does not bind root: become nobody (the uid of few or no
+     * other processes here). */
+    if (geteuid() == 0 && setuid(65534) != 0) _exit(3);
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.backend = MH_BACKEND_PROCESSES;
+    o.workers = 600;
+    mh_executor_t *ex = NULL;
+    int rc = mh_executor_new(&ex, &o);
+    _exit(rc == MH_EAGAIN ? 0 : 1);
+  }
+  int st;
+  ASSERT_EQ(waitpid(c, &st, 0), c);
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
+}
+
 TEST(pooling_example) {
   static char path[] = MHT_BUILD_DIR "/examples/pooling";
   char *argv[] = {path, NULL};
@@ -962,7 +1250,7 @@ TEST(cancel_queued) {
   ASSERT_GE(cancelled, K - 2 * 4);
   ASSERT_ERR(mh_future_result(q[K - 1], 0), MH_ECANCELED);
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   for (int i = 0; i < 2; i++) mh_future_release(h[i]);
   for (int i = 0; i < K; i++) {
     ASSERT_EQ(mh_future_done(q[i]), 1);
@@ -1251,7 +1539,7 @@ TEST(map_hang_cancel) {
   mht_sleep(0.05);
   double t0 = mht_now();
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
-                                         MH_SHUTDOWN_CANCEL_FUTURES));
+                                         MH_SHUTDOWN_TERMINATE));
   pthread_join(th, NULL);
   ASSERT_LT(mht_now() - t0, 5.0);
   ASSERT_ERR(st[300], MH_ECANCELED);

@@ -77,6 +77,23 @@ typedef struct mh_executor_options_s {
                                       fails with MH_EWORKERDIED; 0 = never */
   double grace;                  /**< processes: seconds a cancelling shutdown
                                       waits before SIGKILL; <= 0 = 1.0 */
+  double task_timeout;           /**< processes: seconds one task (one item
+                                      of a map) may run; past it its worker
+                                      is SIGKILLed and replaced and the task
+                                      fails with MH_ETIMEDOUT (or re-runs,
+                                      within `retries`); 0 = no limit.  The
+                                      thread backend cannot stop a thread:
+                                      non-zero there is MH_EINVAL. */
+  int daemon;                    /**< 0 (default): when the program calls
+                                      exit() or returns from main, the
+                                      executor first runs the tasks it was
+                                      given (an atexit handler shuts it down
+                                      and waits), as Python's executors do;
+                                      1: abandon them (the process ends,
+                                      its workers with it), like a daemon
+                                      thread.  Not in fork children: an
+                                      executor belongs to the process that
+                                      made it. */
 } mh_executor_options_t;
 
 /** Fill `opts` with the defaults (threads, one worker per online CPU).
@@ -121,21 +138,68 @@ MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
                                  size_t out_size, void *ctx,
                                  mh_future_t **fut);
 
+/* ---- per-call time limits (process backend) ---------------------------- */
+
+/** mh_executor_submit with a time limit of its own: `timeout` seconds > 0
+ * replaces the executor's task_timeout for this task, 0 keeps it, < 0 means
+ * no limit.  A task past its limit gets its worker SIGKILLed (a stopped or
+ * hung worker included), the worker is replaced, and the future fails with
+ * MH_ETIMEDOUT (or the task re-runs, within `retries`).  The time is counted
+ * from when the task began on its worker, as seen by the pool's dispatcher
+ * (it may notice up to a few ms late).  Thread backend: a timeout > 0 is
+ * MH_EINVAL. */
+MH_EXTERN int mh_executor_submit_timeout(mh_executor_t *ex, mh_task_fn fn,
+                                         const void *in, size_t in_size,
+                                         void *out, size_t out_size, void *ctx,
+                                         double timeout, mh_future_t **fut);
+
+/** mh_executor_map with a time limit per item (as in
+ * mh_executor_submit_timeout): an item past it gives MH_ETIMEDOUT in its
+ * status and its worker is replaced; the other items run as usual.
+ * @return as mh_executor_map (MH_ETIMEDOUT when the lowest failing item ran
+ * out of time).
+ * @param ex the executor
+ * @param fn the function to run
+ * @param ctx passed unchanged to every call of the task
+ * @param in the input buffer: item i starts at in + i * in_size
+ * @param in_size bytes of one input item (may be 0)
+ * @param out the output buffer: item i starts at out + i * out_size
+ * @param out_size bytes of one output item (may be 0)
+ * @param n the number of items
+ * @param chunksize items per chunk; 0 picks one from n and the worker count
+ * @param status NULL, or where each item's code is written
+ * @param timeout seconds per item: > 0 this map's, 0 the executor's, < 0 none */
+MH_EXTERN int mh_executor_map_timeout(mh_executor_t *ex, mh_task_fn fn,
+                                      void *ctx, const void *in,
+                                      size_t in_size, void *out,
+                                      size_t out_size, size_t n,
+                                      size_t chunksize, int *status,
+                                      double timeout);
+
 /** Flags of mh_executor_shutdown. */
 #define MH_SHUTDOWN_WAIT 1u           /**< wait for running and queued tasks */
 #define MH_SHUTDOWN_CANCEL_FUTURES 2u /**< cancel tasks not yet started */
+#define MH_SHUTDOWN_TERMINATE 4u      /**< also end running tasks (processes) */
 
 /** Stop accepting work.  With MH_SHUTDOWN_CANCEL_FUTURES pending tasks are
- * cancelled (their futures give MH_ECANCELED); otherwise queued tasks still
- * run.  With MH_SHUTDOWN_WAIT the call returns when every worker has
- * finished.  On the process backend a cancelling shutdown also ends running
- * tasks: SIGTERM, then SIGKILL after `grace`.  Calling it again is harmless:
- * a later call that adds MH_SHUTDOWN_WAIT waits; one that only adds
- * MH_SHUTDOWN_CANCEL_FUTURES has no effect.  A task may call it with flags 0
- * on its own executor.
+ * cancelled (their futures give MH_ECANCELED and mh_future_cancelled 1);
+ * running tasks finish, as with Python's shutdown(cancel_futures=True);
+ * otherwise queued tasks still run.  MH_SHUTDOWN_TERMINATE (Python 3.14's
+ * terminate_workers()) implies CANCEL_FUTURES and, on the process backend,
+ * ends the running tasks too: SIGTERM, then SIGKILL after `grace`; their
+ * futures are cancelled (mh_future_cancelled 1, MH_ECANCELED), a map's items
+ * that were running or not begun give MH_ECANCELED.  Threads cannot be
+ * stopped: on the thread backend TERMINATE is CANCEL_FUTURES.  With
+ * MH_SHUTDOWN_WAIT the call returns when every worker has finished.  Calling
+ * it again is harmless: a later call that adds MH_SHUTDOWN_WAIT waits; one
+ * that adds MH_SHUTDOWN_TERMINATE terminates at once, even while another
+ * thread waits in a shutdown (so a signal-watching thread can escalate);
+ * one that only adds MH_SHUTDOWN_CANCEL_FUTURES has no effect.  A task may
+ * call it with flags 0 on its own executor.
  * @return 0 on success, or one of these errors: MH_EINVAL (NULL ex, unknown flags).
  * @param ex the executor
- * @param flags MH_SHUTDOWN_WAIT and/or MH_SHUTDOWN_CANCEL_FUTURES, or 0 */
+ * @param flags MH_SHUTDOWN_WAIT, MH_SHUTDOWN_CANCEL_FUTURES and/or
+ * MH_SHUTDOWN_TERMINATE, or 0 */
 MH_EXTERN int mh_executor_shutdown(mh_executor_t *ex, unsigned flags);
 
 /** Shut down with MH_SHUTDOWN_WAIT (if not done yet) and free the executor.

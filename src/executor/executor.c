@@ -36,6 +36,7 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -61,6 +62,10 @@ struct mh_executor_s {
    * back to the executor does not exist, so a submit from one of them fails
    * with MH_EPERM instead of writing into a dead copy of the queues. */
   pid_t owner;
+  /* X (under ax_mu): the list of live executors the exit handler waits for,
+   * and whether the handler is shutting this one down now or did already. */
+  mh_executor_t *ax_prev, *ax_next;
+  int ax_busy, ax_done;
 };
 
 /* MH_EPERM when called from a worker process of a process-based executor
@@ -68,6 +73,75 @@ struct mh_executor_s {
 static int foreign_process(const mh_executor_t *ex) {
   return ex->ops != &mh__backend_threads && getpid() != ex->owner;
 }
+
+/* ---- executors at exit ---------------------------------------
+ * Like Python's ThreadPoolExecutor and ProcessPoolExecutor, an executor
+ * still alive when the program calls exit() (or returns from main) runs the
+ * tasks it was given first: an atexit handler shuts each one down and waits
+ * (MH_SHUTDOWN_WAIT), unless its `daemon` option says to abandon it.
+ *   - Only executors made by this process: a fork child that exits inherits
+ *     the list but not the threads, and must not wait for them.
+ *   - An executor freed meanwhile (by another thread, or by an atexit
+ *     handler of the program) leaves the list under ax_mu; one the handler
+ *     is shutting down is freed only after that (ax_busy).
+ *   - The handler never holds ax_mu while it waits: a task may make or free
+ *     executors.  ax_mu is taken around fork (atfork) so a child finds it
+ *     free.
+ * Lock order: ax_mu is taken alone (never with slock). */
+static pthread_mutex_t ax_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t ax_cv = PTHREAD_COND_INITIALIZER;
+static mh_executor_t *ax_head; /* X */
+static pthread_once_t ax_once = PTHREAD_ONCE_INIT;
+
+static void ax_prepare(void) { pthread_mutex_lock(&ax_mu); }
+static void ax_release(void) { pthread_mutex_unlock(&ax_mu); }
+
+static void ax_at_exit(void) {
+  pid_t me = getpid();
+  pthread_mutex_lock(&ax_mu);
+  for (;;) {
+    mh_executor_t *ex = ax_head;
+    while (ex && (ex->owner != me || ex->ax_done || ex->opts.daemon))
+      ex = ex->ax_next;
+    if (!ex) break;
+    ex->ax_done = 1;
+    ex->ax_busy = 1;
+    pthread_mutex_unlock(&ax_mu);
+    mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+    pthread_mutex_lock(&ax_mu);
+    ex->ax_busy = 0;
+    pthread_cond_broadcast(&ax_cv);
+  }
+  pthread_mutex_unlock(&ax_mu);
+}
+
+static void ax_setup(void) {
+  pthread_atfork(ax_prepare, ax_release, ax_release);
+  atexit(ax_at_exit);
+}
+
+static void ax_add(mh_executor_t *ex) {
+  pthread_once(&ax_once, ax_setup);
+  pthread_mutex_lock(&ax_mu);
+  ex->ax_prev = NULL;
+  ex->ax_next = ax_head;
+  if (ax_head) ax_head->ax_prev = ex;
+  ax_head = ex;
+  pthread_mutex_unlock(&ax_mu);
+}
+
+static void ax_remove(mh_executor_t *ex) {
+  pthread_mutex_lock(&ax_mu);
+  while (ex->ax_busy) pthread_cond_wait(&ax_cv, &ax_mu);
+  if (ex->ax_prev)
+    ex->ax_prev->ax_next = ex->ax_next;
+  else if (ax_head == ex)
+    ax_head = ex->ax_next;
+  if (ex->ax_next) ex->ax_next->ax_prev = ex->ax_prev;
+  ex->ax_prev = ex->ax_next = NULL;
+  pthread_mutex_unlock(&ax_mu);
+}
+/* ---- end of executors at exit ---- */
 
 /* ---- the backend table ------------------------------------------------- */
 
@@ -113,7 +187,9 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
     mh_executor_options_init(&o);
   }
   if (o.flags || o.workers < 0 || o.workers > 4096 || o.retries < 0 ||
-      o.max_tasks_per_child < 0 || o.grace != o.grace)
+      o.max_tasks_per_child < 0 || o.grace != o.grace ||
+      !(o.task_timeout >= 0) ||
+      (o.task_timeout > 0 && o.backend != MH_BACKEND_PROCESSES))
     return MH_EINVAL;
   if ((unsigned)o.backend > (unsigned)MH_BACKEND_MPI) return MH_EINVAL;
   const mh__backend_ops_t *ops = backend_ops(o.backend);
@@ -132,6 +208,7 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
   if (rc) goto fail_mutex;
   rc = ops->start(ex, &ex->opts);
   if (rc) goto fail_cond;
+  ax_add(ex);
   *out = ex;
   return 0;
 fail_cond:
@@ -154,21 +231,63 @@ int mh_executor_backend(const mh_executor_t *ex) {
 static int submit_task(mh_executor_t *ex, const mh__task_t *t,
                        mh_future_t **fut);
 
+/* ---- per-call time limits ---- */
+_Thread_local double mh__call_timeout;
+
+int mh_executor_submit_timeout(mh_executor_t *ex, mh_task_fn fn,
+                               const void *in, size_t in_size, void *out,
+                               size_t out_size, void *ctx, double timeout,
+                               mh_future_t **fut) {
+  if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size) ||
+      timeout != timeout ||
+      (timeout > 0 && ex->opts.backend != MH_BACKEND_PROCESSES))
+    return MH_EINVAL;
+  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL, timeout};
+  return submit_task(ex, &t, fut);
+}
+
+int mh_executor_map_timeout(mh_executor_t *ex, mh_task_fn fn, void *ctx,
+                            const void *in, size_t in_size, void *out,
+                            size_t out_size, size_t n, size_t chunksize,
+                            int *status, double timeout) {
+  if (!ex || timeout != timeout ||
+      (timeout > 0 && ex->opts.backend != MH_BACKEND_PROCESSES))
+    return MH_EINVAL;
+  double saved = mh__call_timeout;
+  mh__call_timeout = timeout;
+  int rc = mh_executor_map(ex, fn, ctx, in, in_size, out, out_size, n,
+                           chunksize, status);
+  mh__call_timeout = saved;
+  return rc;
+}
+/* ---- end of per-call time limits ---- */
+
 int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
                        size_t in_size, void *out, size_t out_size, void *ctx,
                        mh_future_t **fut) {
   if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size))
     return MH_EINVAL;
-  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL};
+  mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL, 0};
   return submit_task(ex, &t, fut);
 }
 
 int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
-  if (!ex || (flags & ~(MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES)))
+  if (!ex || (flags & ~(MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES |
+                        MH_SHUTDOWN_TERMINATE)))
     return MH_EINVAL;
+  /* ---- shutdown: terminating ---- */
+  if (flags & MH_SHUTDOWN_TERMINATE) flags |= MH_SHUTDOWN_CANCEL_FUTURES;
   atomic_store(&ex->closed, 1);
   int rc = 0;
   pthread_mutex_lock(&ex->slock);
+  if (ex->called && (flags & MH_SHUTDOWN_TERMINATE) &&
+      !(ex->first_flags & MH_SHUTDOWN_TERMINATE)) {
+    /* Terminating is the one thing a later call adds to a shutdown under
+     * way, even while another thread waits in it (Ctrl-C escalates). */
+    ex->first_flags |= MH_SHUTDOWN_TERMINATE | MH_SHUTDOWN_CANCEL_FUTURES;
+    ex->ops->shutdown(ex, MH_SHUTDOWN_TERMINATE | MH_SHUTDOWN_CANCEL_FUTURES);
+  }
+  /* ---- end of terminating ---- */
   if (!ex->called) {
     ex->called = 1;
     ex->first_flags = flags;
@@ -190,7 +309,7 @@ int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
     pthread_mutex_unlock(&ex->slock);
     return 0;
   } else {
-    flags |= ex->first_flags & MH_SHUTDOWN_CANCEL_FUTURES;
+    flags |= ex->first_flags & (MH_SHUTDOWN_CANCEL_FUTURES | MH_SHUTDOWN_TERMINATE);
   }
   ex->waiting = 1;
   pthread_mutex_unlock(&ex->slock);
@@ -207,6 +326,7 @@ int mh_executor_shutdown(mh_executor_t *ex, unsigned flags) {
 void mh_executor_free(mh_executor_t *ex) {
   if (!ex) return;
   mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT);
+  ax_remove(ex);
   ex->ops->destroy(ex);
   pthread_cond_destroy(&ex->scond);
   pthread_mutex_destroy(&ex->slock);
@@ -247,7 +367,7 @@ static mh__task_t chunk_task(mh_task_fn fn, void *ctx, const void *in,
   size_t lo = c * chunk, cnt = n - lo < chunk ? n - lo : chunk;
   mh__task_t t = {fn,       ctx, in ? (const char *)in + lo * in_size : NULL,
                   in_size,  out ? (char *)out + lo * out_size : NULL,
-                  out_size, cnt, statuses};
+                  out_size, cnt, statuses, mh__call_timeout};
   return t;
 }
 

@@ -36,7 +36,13 @@ typedef struct mh__task {
   size_t out_size;
   size_t count;
   int *statuses;
+  double timeout; /* process backend: seconds per item; 0 = the executor's
+                     task_timeout, < 0 = none */
 } mh__task_t;
+
+/* The per-item limit of the mh_executor_map_timeout call running on this
+ * thread (0 outside one): the chunk tasks and the claim-based map read it. */
+extern _Thread_local double mh__call_timeout;
 
 typedef struct mh__backend_ops {
   const char *name;

@@ -58,6 +58,7 @@ static int ps_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   c.max_tasks_per_child = opts->max_tasks_per_child;
   c.retries = opts->retries;
   c.grace = opts->grace;
+  c.task_timeout = opts->task_timeout;
   c.hooks.arg = ex;
   c.hooks.begin = ps_begin;
   c.hooks.requeue = ps_requeue;
@@ -111,7 +112,7 @@ static int ps_map(mh_executor_t *ex, mh_task_fn fn, void *ctx, const void *in,
                   size_t in_size, void *out, size_t out_size, size_t n,
                   size_t chunksize, int *status) {
   return mh__pp_map(mh__executor_impl(ex), fn, ctx, in, in_size, out, out_size,
-                    n, chunksize, status);
+                    n, chunksize, status, mh__call_timeout);
 }
 
 const mh__backend_ops_t mh__backend_processes = {

@@ -43,7 +43,7 @@
  * No backend lock is held while a task runs or a future completes, so
  * callbacks may submit, cancel or wait freely.
  *
- * Fork-join (issue 11).  A task that submits to its own executor pushes onto
+ * Fork-join.  A task that submits to its own executor pushes onto
  * its worker's Chase-Lev deque (tworker_t; memory orders after Le et al.,
  * "Correct and efficient work-stealing for weak memory models", 2013): the
  * owner takes from the bottom, idle workers steal from the top, and no lock

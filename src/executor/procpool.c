@@ -50,6 +50,12 @@
 
 /* ==== dispatcher: jobs ==================================================== */
 
+/* A job's time limit per item in seconds, 0 = none. */
+static double pp_job_lim(const mh__pp_t *pp, const pp_job_t *j) {
+  double t = j->t->timeout;
+  return t > 0 ? t : t < 0 ? 0 : pp->cfg.task_timeout;
+}
+
 static void pp_disp_recycle(mh__pp_t *pp, pp_job_t *j) {
   j->next = pp->pfree;
   pp->pfree = j;
@@ -241,6 +247,7 @@ static int pp_disp_assign(mh__pp_t *pp) {
     atomic_store_explicit(&e->started, first, memory_order_relaxed);
     atomic_store_explicit(&e->claim, E_QUEUED, memory_order_relaxed);
     w->job[idx] = j;
+    if (pp_job_lim(pp, j) > 0) pp->wd_on = 1;
     w->off[idx] = off;
     w->len[idx] = len;
     w->dhead = off + len;
@@ -328,17 +335,21 @@ static void pp_disp_map_dead(mh__pp_t *pp, int slot) {
     uint64_t next = upto;
     int done = 0;
     if (pp->cancelling || pp->broken) {
+      /* The item it ran fails as a death unless we ended it (terminating);
+       * the ones it had not begun are cancelled. */
       int code = pp->cancelling ? MH_ECANCELED : MH_EWORKERDIED;
+      int rcode = pp->terminating || pp->broken ? code : MH_EWORKERDIED;
       for (uint64_t i = upto; i < hi; i++)
-        if (sts) sts[base + i] = code;
-      if (upto < hi && !m->code[k]) m->code[k] = code;
+        if (sts) sts[base + i] = i == upto && running ? rcode : code;
+      if (upto < hi && !m->code[k]) m->code[k] = running ? rcode : code;
       done = 1;
     } else if (running) {
+      int dcode = pp->wk[slot].timed_out ? MH_ETIMEDOUT : MH_EWORKERDIED;
       if (pp->mtries[k] < pp->cfg.retries) {
         pp->mtries[k]++;
       } else {
-        if (sts) sts[base + upto] = MH_EWORKERDIED;
-        if (!m->code[k]) m->code[k] = MH_EWORKERDIED;
+        if (sts) sts[base + upto] = dcode;
+        if (!m->code[k]) m->code[k] = dcode;
         pp->mtries[k] = 0;
         next = upto + 1;
       }
@@ -397,6 +408,8 @@ static int pp_disp_spawn(mh__pp_t *pp, int slot) {
   w->exit_sent = 0;
   w->kill_at = 0;
   w->respawn_at = 0;
+  w->wd_key = 0;
+  w->timed_out = 0;
   pp_msg_t m = {M_SPAWN, slot, 0, 0};
   int rc = mh__pp_io_send(pp->srv, &m, w->data_fd);
   if (rc < 0) return rc;
@@ -454,15 +467,29 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
         requeue = 1; /* died between two items: none of the rest began */
       } else if (prog < e->count) {
         size_t d = (size_t)prog;
-        if (pp->cancelling) {
+        if (pp->terminating) {
+          /* Ended by MH_SHUTDOWN_TERMINATE: cancelled, as the future says
+           * (a job of which nothing finished is cancelled outright below). */
           for (size_t k = d; k < j->t->count; k++)
             if (j->t->statuses) j->t->statuses[k] = MH_ECANCELED;
           if (!j->code) j->code = MH_ECANCELED;
           j->next_item = j->t->count;
+          if (d == 0) {
+            pp->cfg.hooks.cancel(pp->cfg.hooks.arg, j->user, 1);
+            pp_disp_recycle(pp, j);
+            continue;
+          }
         } else if (j->tries < retries) {
           j->tries++;
           j->next_item = d;
           requeue = 1;
+        } else if (w->timed_out) {
+          /* Killed by the watchdog: the item ran past its limit. */
+          if (j->t->statuses) j->t->statuses[d] = MH_ETIMEDOUT;
+          if (!j->code) j->code = MH_ETIMEDOUT;
+          j->tries = 0;
+          j->next_item = d + 1;
+          requeue = j->next_item < j->t->count;
         } else {
           if (j->t->statuses) j->t->statuses[d] = MH_EWORKERDIED;
           if (!j->code) j->code = MH_EWORKERDIED;
@@ -706,7 +733,7 @@ static int pp_disp_take_queue(mh__pp_t *pp, int *shut) {
 }
 
 /* First sight of a cancelling shutdown: drop what is queued, revoke what
- * waits in rings, SIGTERM what runs. */
+ * waits in rings; running tasks go on (Python's cancel_futures=True). */
 static void pp_disp_cancel_all(mh__pp_t *pp) {
   pp->cancelling = 1;
   /* A claim-based map stops handing out chunks; its thread cancels what
@@ -730,8 +757,12 @@ static void pp_disp_cancel_all(mh__pp_t *pp) {
       unsigned idx = k % PP_RING;
       pp_job_t *j = w->job[idx];
       if (!j) continue;
+      /* Its future already says running (begin() ran when it went into the
+       * ring), and a running future is not cancelled (Python runs what sits
+       * in its call queue too): revoked only when terminating. */
       uint32_t q = E_QUEUED;
-      if (atomic_compare_exchange_strong(&s->ring[idx].claim, &q, E_REVOKED)) {
+      if (pp->terminating &&
+          atomic_compare_exchange_strong(&s->ring[idx].claim, &q, E_REVOKED)) {
         w->job[idx] = NULL;
         pp->cfg.hooks.cancel(pp->cfg.hooks.arg, j->user, 1);
         pp_disp_recycle(pp, j);
@@ -740,11 +771,20 @@ static void pp_disp_cancel_all(mh__pp_t *pp) {
       }
     }
     if (w->in_map) running = 1;
-    if (running && w->state == W_LIVE) {
+    if (running && w->state == W_LIVE && pp->terminating) {
       pp_disp_kill(pp, i, SIGTERM);
       w->kill_at = now + pp->cfg.grace;
     }
   }
+}
+
+/* MH_SHUTDOWN_TERMINATE (also after a plain or cancelling shutdown began):
+ * cancel what waits, SIGTERM every worker that runs something, SIGKILL
+ * after the grace (pp_disp_timers). */
+static void pp_disp_terminate(mh__pp_t *pp) {
+  pp->terminating = 1;
+  pp->cancelling = 0; /* pp_disp_cancel_all runs again, now killing too */
+  pp_disp_cancel_all(pp);
 }
 
 static int pp_disp_in_flight(mh__pp_t *pp) {
@@ -759,10 +799,87 @@ static int pp_disp_in_flight(mh__pp_t *pp) {
   return 0;
 }
 
-/* Timers: respawns to retry, SIGKILLs due.  Returns the poll timeout in ms
- * until the next one (-1 = none). */
+/* The watchdog (task time limits).  What worker `slot` runs now: a key that
+ * differs for every item it begins (0 = nothing), and that item's limit in
+ * *lim (0 = none).  Seen from here only, with no clock read in the worker:
+ * the time an item runs is counted from the first time the dispatcher saw
+ * its key, so a limit is noticed at most one check late. */
+static uint64_t pp_disp_running(mh__pp_t *pp, int slot, double *lim) {
+  pp_wk_t *w = &pp->wk[slot];
+  pp_slot_t *s = &pp->ctl->slots[slot];
+  *lim = 0;
+  if (w->in_map) {
+    uint64_t st = atomic_load(&s->m_started), d = atomic_load(&s->m_done);
+    *lim = (double)atomic_load(&pp->map_lim_us) / 1e6;
+    if (st != UINT64_MAX && st > d) return st | (1ull << 63);
+    /* The map is over and it has not let go within the limit (a stopped
+     * worker): the map's caller waits for it, so it counts as hung. */
+    if (atomic_load(&pp->msh->stop)) return (3ull << 61) ^ d;
+  }
+  for (uint32_t k = w->coll; k != w->head; k++) {
+    unsigned idx = k % PP_RING;
+    pp_job_t *j = w->job[idx];
+    if (!j) continue;
+    pp_entry_t *e = &s->ring[idx];
+    if (atomic_load(&e->claim) != E_TAKEN) {
+      /* Next to run and not taken: a healthy worker takes it at once, one
+       * stopped while idle never does; that too is past the limit. */
+      if (*lim == 0) *lim = pp_job_lim(pp, j);
+      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) | (1ull << 62);
+    }
+    uint64_t st = atomic_load(&e->started), pr = atomic_load(&e->progress);
+    if (st > pr) {
+      *lim = pp_job_lim(pp, j);
+      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) ^ st;
+    }
+  }
+  return 0;
+}
+
+/* SIGKILL a worker whose item ran past its limit; its death is then
+ * settled as MH_ETIMEDOUT (pp_disp_exited).  Returns the next check due. */
+static double pp_disp_watchdog(mh__pp_t *pp, double now, double next) {
+  for (int i = 0; i < pp->n; i++) {
+    pp_wk_t *w = &pp->wk[i];
+    if (w->state != W_LIVE || w->timed_out) continue;
+    if (w->coll == w->head && !w->in_map) {
+      w->wd_key = 0;
+      continue;
+    }
+    double lim;
+    uint64_t key = pp_disp_running(pp, i, &lim);
+    if (!key || lim <= 0) {
+      w->wd_key = 0;
+      /* Work is queued on it with a limit: look again soon, since its start
+       * wakes nobody. */
+      if (lim > 0) {
+        double t = now + (lim / 4 < 0.01 ? lim / 4 : 0.01);
+        if (next < 0 || t < next) next = t;
+      }
+      continue;
+    }
+    if (key != w->wd_key) {
+      w->wd_key = key;
+      w->wd_since = now;
+    }
+    double due = w->wd_since + lim;
+    if (now >= due) {
+      w->timed_out = 1;
+      pp_disp_kill(pp, i, SIGKILL);
+      continue;
+    }
+    if (next < 0 || due < next) next = due;
+  }
+  return next;
+}
+
+/* Timers: respawns to retry, SIGKILLs due, the watchdog.  Returns the poll
+ * timeout in ms until the next one (-1 = none). */
 static int pp_disp_timers(mh__pp_t *pp) {
   double now = mh__now(), next = -1;
+  if (!pp->wd_on && atomic_load_explicit(&pp->map_lim_us, memory_order_relaxed))
+    pp->wd_on = 1;
+  if (pp->wd_on) next = pp_disp_watchdog(pp, now, next);
   for (int i = 0; i < pp->n; i++) {
     pp_wk_t *w = &pp->wk[i];
     if (w->kill_at > 0) {
@@ -826,7 +943,10 @@ static void pp_disp_loop(mh__pp_t *pp) {
     if ((++iter & 127) == 0) did += pp_disp_server_msgs(pp, 0);
     for (int i = 0; i < pp->n; i++) did += pp_disp_collect(pp, i);
     did += pp_disp_take_queue(pp, &shut);
-    if (shut == 3 && !pp->cancelling) pp_disp_cancel_all(pp);
+    if ((shut & 4) && !pp->terminating)
+      pp_disp_terminate(pp);
+    else if ((shut & 2) && !pp->cancelling)
+      pp_disp_cancel_all(pp);
     if (pp->broken) pp_disp_fail_queue(pp);
     did += pp_disp_assign(pp);
     did += pp_disp_map_post(pp);
@@ -913,6 +1033,7 @@ static void pp_call_free_mem(mh__pp_t *pp) {
   mh__pp_io_fd_close(pp->evfd);
   mh__free(pp->wk);
   mh__free(pp->srv_pids);
+  mh__free(pp->srv_out);
   mh__free(pp);
 }
 
@@ -934,7 +1055,12 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
   int rc = MH_ENOMEM;
   pp->wk = mh__calloc((size_t)pp->n, sizeof *pp->wk);
   pp->srv_pids = mh__calloc((size_t)pp->n, sizeof *pp->srv_pids);
-  if (!pp->wk || !pp->srv_pids) goto fail;
+  /* The server's outbox: a slot has at most one M_SPAWNED and one M_EXITED
+   * unread (the dispatcher asks for no new worker in a slot before it has
+   * read the old one's exit), so 2n entries never overflow. */
+  pp->srv_out_cap = 2u * (unsigned)pp->n + 4;
+  pp->srv_out = mh__calloc(pp->srv_out_cap, sizeof *pp->srv_out);
+  if (!pp->wk || !pp->srv_pids || !pp->srv_out) goto fail;
   for (int i = 0; i < pp->n; i++) pp->wk[i].data_fd = -1;
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   pp->ctl_len = (sizeof(pp_ctl_t) + (size_t)pp->n * sizeof(pp_slot_t) + page - 1) &
@@ -1059,7 +1185,9 @@ int mh__pp_submit(mh__pp_t *pp, void *user, const mh__task_t *t) {
 int mh__pp_shutdown(mh__pp_t *pp, unsigned flags) {
   if (!pp) return MH_EINVAL;
   pthread_mutex_lock(&pp->mu);
-  int s = atomic_load(&pp->shut) | 1 | ((flags & MH_SHUTDOWN_CANCEL_FUTURES) ? 2 : 0);
+  int s = atomic_load(&pp->shut) | 1 |
+          ((flags & (MH_SHUTDOWN_CANCEL_FUTURES | MH_SHUTDOWN_TERMINATE)) ? 2 : 0) |
+          ((flags & MH_SHUTDOWN_TERMINATE) ? 4 : 0);
   atomic_store(&pp->shut, s);
   pthread_mutex_unlock(&pp->mu);
   mh__pp_io_wake_disp(pp, 1);

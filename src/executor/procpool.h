@@ -37,6 +37,8 @@ typedef struct mh__pp_config {
   int max_tasks_per_child; /* 0 = never replace */
   int retries;             /* re-runs of an item whose worker died */
   double grace;            /* seconds between SIGTERM and SIGKILL */
+  double task_timeout;     /* seconds an item may run (0 = none); a task's
+                              own timeout (mh__task_t) overrides it */
   mh__pp_hooks_t hooks;
 } mh__pp_config_t;
 
@@ -60,9 +62,12 @@ int mh__pp_submit_many(mh__pp_t *pp, void *const *users,
  * futures.  MH_ESHUTDOWN after shutdown began. */
 int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
                size_t in_size, void *out, size_t out_size, size_t n,
-               size_t chunksize, int *status);
+               size_t chunksize, int *status, double timeout);
 
-/* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES as in executor.h. */
+/* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES / MH_SHUTDOWN_TERMINATE as
+ * in executor.h (TERMINATE implies CANCEL_FUTURES).  A later call may add
+ * TERMINATE to a shutdown already under way (also while another thread
+ * waits in it). */
 int mh__pp_shutdown(mh__pp_t *pp, unsigned flags);
 
 /* Shut down (waiting) if not done, and free.  NULL ignored. */

@@ -36,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +70,35 @@ static void pp_child_signals(void) {
 
 /* ==== the fork server ==================================================== */
 
+/* Send a report to the parent without ever blocking: a server blocked in a
+ * send stops reading, and a dispatcher that sends spawn requests faster than
+ * it reads the replies (a pool of thousands starting) then blocks too, for
+ * ever.  What the socket cannot take waits in the outbox, in order, and
+ * goes out when poll says there is room. */
+static void pp_child_server_flush(mh__pp_t *pp, int sock) {
+  while (pp->srv_out_n) {
+    if (mh__pp_io_send_flags(sock, &pp->srv_out[pp->srv_out_h], -1,
+                             MSG_DONTWAIT) == MH_EAGAIN)
+      return;
+    pp->srv_out_h = (pp->srv_out_h + 1) % pp->srv_out_cap;
+    pp->srv_out_n--;
+  }
+}
+
+static void pp_child_server_report(mh__pp_t *pp, int sock, const pp_msg_t *m) {
+  pp_child_server_flush(pp, sock);
+  if (!pp->srv_out_n &&
+      mh__pp_io_send_flags(sock, m, -1, MSG_DONTWAIT) != MH_EAGAIN)
+    return;
+  if (pp->srv_out_n == pp->srv_out_cap) {
+    /* Cannot happen (see srv_out_cap); blocking beats losing a report. */
+    mh__pp_io_send(sock, m, -1);
+    return;
+  }
+  pp->srv_out[(pp->srv_out_h + pp->srv_out_n) % pp->srv_out_cap] = *m;
+  pp->srv_out_n++;
+}
+
 /* Reap every exited worker and tell the parent about each. */
 static void pp_child_server_reap(mh__pp_t *pp, int sock, int *pids) {
   int st;
@@ -80,7 +110,7 @@ static void pp_child_server_reap(mh__pp_t *pp, int sock, int *pids) {
         pids[i] = 0;
         m.slot = i;
       }
-    mh__pp_io_send(sock, &m, -1);
+    pp_child_server_report(pp, sock, &m);
   }
 }
 
@@ -101,19 +131,21 @@ void mh__pp_child_server(mh__pp_t *pp, int sock, pid_t parent) {
   if (sfd < 0) _exit(127);
   int *pids = pp->srv_pids;
   for (;;) {
-    struct pollfd p[2] = {{.fd = sock, .events = POLLIN},
-                          {.fd = sfd, .events = POLLIN}};
+    struct pollfd p[2] = {
+        {.fd = sock, .events = POLLIN | (pp->srv_out_n ? POLLOUT : 0)},
+        {.fd = sfd, .events = POLLIN}};
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
       break;
     }
+    if (p[0].revents & POLLOUT) pp_child_server_flush(pp, sock);
     if (p[1].revents) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) > 0) {
       }
       pp_child_server_reap(pp, sock, pids);
     }
-    if (p[0].revents) {
+    if (p[0].revents & ~POLLOUT) {
       pp_msg_t m;
       int fd;
       int r = mh__pp_io_recv(sock, &m, &fd, 0);
@@ -132,7 +164,7 @@ void mh__pp_child_server(mh__pp_t *pp, int sock, pid_t parent) {
         if (pid > 0) pids[m.slot] = pid;
         pp_msg_t rep = {M_SPAWNED, m.slot, pid > 0 ? pid : 0,
                         pid > 0 ? 0 : -err};
-        mh__pp_io_send(sock, &rep, -1);
+        pp_child_server_report(pp, sock, &rep);
       } else if (m.op == M_KILL && m.slot >= 0 && m.slot < pp->n) {
         /* Only a child not yet reaped is signalled, so a recycled pid is
          * never hit. */

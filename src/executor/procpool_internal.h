@@ -226,6 +226,9 @@ typedef struct pp_wk {
   int exit_sent;        /* D: a K_EXIT is in the ring */
   double kill_at;       /* D: SIGKILL after SIGTERM, 0 = none */
   double respawn_at;    /* D: retry a failed spawn, 0 = none */
+  uint64_t wd_key;      /* D: watchdog: the item seen running (0 = none) */
+  double wd_since;      /* D: when wd_key was first seen */
+  int timed_out;        /* D: SIGKILLed for running past its time limit */
 } pp_wk_t;
 
 struct mh__pp {
@@ -238,6 +241,9 @@ struct mh__pp {
   int srv;              /* D: parent end of the server socket, -1 when closed */
   _Atomic int srv_pid;  /* D, A: the server, 0 once it is reaped */
   int *srv_pids;        /* V: the server's table of its workers */
+  pp_msg_t *srv_out;    /* V: reports the socket could not take yet, a ring
+                           of srv_out_cap (see procpool_child.c) */
+  unsigned srv_out_cap, srv_out_h, srv_out_n; /* V: its size, head, count */
   pp_wk_t *wk;          /* I: the array; each record is D (see pp_wk_t) */
 
   pthread_t thread;     /* I: the dispatcher */
@@ -249,11 +255,16 @@ struct mh__pp {
   int start_done, start_rc; /* M: the dispatcher's boot finished, its code */
   pp_job_t *qh, *qt, *freelist; /* M: submission queue, spare records */
   _Atomic size_t nq;    /* M, A: jobs in the submission queue */
-  _Atomic int shut;     /* M, A: 1 = shutting, 3 = shutting and cancelling */
+  _Atomic int shut;     /* M, A: bits 1 = shutting, 2 = cancelling what has
+                           not started, 4 = terminating what runs */
 
   pp_job_t *ph, *pt, *pfree; /* D: private queue, records to give back */
   unsigned rr;          /* D: where round robin looks first */
   int cancelling;       /* D: a cancelling shutdown was seen */
+  int terminating;      /* D: running workers were told to end (SIGTERM) */
+  int wd_on;            /* D: some task has a time limit: the watchdog runs */
+  _Atomic int64_t map_lim_us; /* A, written by the map's caller before
+                           map_on: the running map's per-item limit, 0 = none */
   int exits_sent;       /* D: every worker was told to exit */
   int broken;           /* D: the server is gone; everything fails */
   int bad_starts;       /* D: workers in a row that died before doing anything */
@@ -289,6 +300,8 @@ void mh__pp_io_drop_others(int keep1, int keep2, const void *keep_a,
 /* One message, optionally with a descriptor (fd >= 0), on the socket:
  * 0 or a negative code. */
 int mh__pp_io_send(int sock, const pp_msg_t *m, int fd);
+/* The same with extra sendmsg flags (MSG_DONTWAIT): MH_EAGAIN when full. */
+int mh__pp_io_send_flags(int sock, const pp_msg_t *m, int fd, int flags);
 /* Receive one message (and an fd if one came, -1 if none; pass NULL to close
  * any).  Returns 1, 0 at EOF, or a negative code (MH_EAGAIN when
  * non-blocking and nothing is there). */

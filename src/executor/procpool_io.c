@@ -120,6 +120,10 @@ static void pp_io_pkt_init(pp_io_pkt_t *p, pp_msg_t *m, int with_fd) {
 }
 
 int mh__pp_io_send(int sock, const pp_msg_t *m, int fd) {
+  return mh__pp_io_send_flags(sock, m, fd, 0);
+}
+
+int mh__pp_io_send_flags(int sock, const pp_msg_t *m, int fd, int flags) {
   pp_io_pkt_t p;
   pp_io_pkt_init(&p, (pp_msg_t *)(uintptr_t)m, fd >= 0);
   if (fd >= 0) {
@@ -130,9 +134,10 @@ int mh__pp_io_send(int sock, const pp_msg_t *m, int fd) {
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    ssize_t r = sendmsg(sock, &p.mh, MSG_NOSIGNAL);
+    ssize_t r = sendmsg(sock, &p.mh, MSG_NOSIGNAL | flags);
     if (r == (ssize_t)sizeof *m) return 0;
     if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return MH_EAGAIN;
     return r < 0 ? -errno : MH_EIO;
   }
 }

@@ -175,7 +175,7 @@ static void pp_call_end(mh__pp_t *pp) {
 
 int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
                size_t in_size, void *out, size_t out_size, size_t n,
-               size_t chunksize, int *status) {
+               size_t chunksize, int *status, double timeout) {
   if (!pp || !fn || (n && ((!in && in_size) || (!out && out_size))))
     return MH_EINVAL;
   if (n == 0) return 0;
@@ -207,6 +207,8 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   pp_mapcall_t c = {in, out, status, in_size, out_size, n, chunk, nchunks, wc, 0, 0, 0};
   pp_call_start(pp, &c, fn, ctx);
   size_t filled = wc, next = 0;
+  double lim = timeout > 0 ? timeout : timeout < 0 ? 0 : pp->cfg.task_timeout;
+  atomic_store(&pp->map_lim_us, (int64_t)(lim * 1e6));
   pthread_mutex_lock(&pp->mu);
   atomic_store(&pp->map_on, 1);
   pthread_mutex_unlock(&pp->mu);
