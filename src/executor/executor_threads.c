@@ -64,6 +64,7 @@
 #include "executor_internal.h"
 #include "internal.h"
 #include "spin.h"
+#include "trace_internal.h"
 
 /* ---- the pool record --------------------------------------------------- */
 
@@ -135,7 +136,9 @@ static void run_batch(mh_future_t *f, int broken) {
   while (f) {
     mh_future_t *next = *mh__future_link(f);
     if (mh__future_set_running(f)) {
+      uint64_t t0 = mh__trace_begin();
       int code = broken ? broken : mh__task_run(mh__future_task(f));
+      mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, mh__future_task(f)->count, code);
       mh__future_finish_release(f, code);
     } else {
       mh_future_release(f);
@@ -167,6 +170,7 @@ static int spin_for_work(tpool_t *p) {
 
 static void *worker_main(void *arg) {
   tpool_t *p = arg;
+  mh__trace_role(MH__TR_ROLE_THREAD, -1);
   /* A failing initializer breaks this worker: the tasks it takes fail with
    * the initializer's code, as the header says. */
   int broken = p->init ? p->init(p->initarg) : 0;
@@ -319,6 +323,7 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   pthread_mutex_unlock(&p->lock);
   /* Complete the cancelled ones outside the lock: their callbacks may call
    * back into the executor. */
+  if (cancel) mh__trace_mark(MH__TR_CANCEL, 0, -1, 0, MH_ECANCELED);
   while (cancel) {
     mh_future_t *next = *mh__future_link(cancel);
     mh__future_cancel_queued(cancel);
