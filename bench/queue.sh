@@ -65,3 +65,16 @@ for pc in 1 2; do
   printf '| %-6s | %-18s | %-22s | %-16s | %-16s | %-16s |\n' "$pc -> $pc" \
     "$(cell "$tmp/mh1.$pc")" "$(cell "$tmp/mh64.$pc")" "$py" "$r1" "$r64"
 done
+
+# Ping-pong: one item handed back and forth between two threads, per queue
+# shape, beside a plain mutex + condition variable; idle, then with LOAD
+# busy processes that queue_bench starts and stops itself (threads outnumber
+# cores, as on a shared machine).
+load=${LOAD:-4}
+pp_n=${PP_N:-3000}
+echo
+echo "ping-pong, us per hand-off (one run each, $pp_n rounds): idle | with $load busy processes"
+"$bin/queue_bench" -P -n "$pp_n" >"$tmp/pp.idle"
+"$bin/queue_bench" -P -n "$pp_n" -l "$load" >"$tmp/pp.load"
+paste -d' ' "$tmp/pp.idle" "$tmp/pp.load" |
+  awk '{printf "| %-14s | %10s | %10s |\n", $1, $2, $5}'

@@ -9,13 +9,25 @@
  * items/cpu-s" on one line (the second divides by the CPU time the process
  * used, which says more than wall time on a machine shared with other work)
  * and fails (exit 1) if the items received do not add up to the items sent.
+ *
+ * usage: queue_bench -P [-n ROUNDS] [-l LOAD]
+ *
+ * Ping-pong: two threads hand one item back and forth through two queues of
+ * each shape (the bounded ring, unbounded FIFO, LIFO, priority), and through
+ * a plain mutex + condition variable for comparison; prints one line per
+ * shape, "<shape> <us> us/hand-off".  With -l, LOAD busy processes (a spin
+ * loop each) run beside it for the whole run, started and stopped here, so
+ * that threads outnumber cores as on a shared machine.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,21 +90,183 @@ static void *consumer(void *arg) {
   return NULL;
 }
 
+/* ---- ping-pong ----------------------------------------------------------- */
+
+enum { PP_RING, PP_UNBOUNDED, PP_LIFO, PP_PRIO, PP_CONDVAR, PP_SHAPES };
+static const char *const pp_names[] = {"ring", "unbounded", "lifo", "priority", "mutex+condvar"};
+
+static int cmp_u64(const void *a, const void *b, void *arg) {
+  (void)arg;
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The baseline: a one-item mailbox under a mutex and condition variable. */
+typedef struct box {
+  pthread_mutex_t m;
+  pthread_cond_t c;
+  int full;
+  uint64_t v;
+} box_t;
+
+static void box_put(box_t *b, uint64_t v) {
+  pthread_mutex_lock(&b->m);
+  b->v = v;
+  b->full = 1;
+  pthread_cond_signal(&b->c);
+  pthread_mutex_unlock(&b->m);
+}
+
+static uint64_t box_get(box_t *b) {
+  pthread_mutex_lock(&b->m);
+  while (!b->full) pthread_cond_wait(&b->c, &b->m);
+  b->full = 0;
+  uint64_t v = b->v;
+  pthread_mutex_unlock(&b->m);
+  return v;
+}
+
+typedef struct pingpong {
+  int shape;
+  long rounds;
+  mh_queue_t *there, *back;
+  box_t bthere, bback;
+} pingpong_t;
+
+static void pp_send(pingpong_t *p, int back, uint64_t v) {
+  if (p->shape == PP_CONDVAR) {
+    box_put(back ? &p->bback : &p->bthere, v);
+  } else if (mh_queue_put(back ? p->back : p->there, &v, MH_FOREVER)) {
+    abort();
+  }
+}
+
+static uint64_t pp_recv(pingpong_t *p, int back) {
+  if (p->shape == PP_CONDVAR) return box_get(back ? &p->bback : &p->bthere);
+  uint64_t v;
+  if (mh_queue_get(back ? p->back : p->there, &v, MH_FOREVER)) abort();
+  return v;
+}
+
+static void *pp_pong(void *arg) {
+  pingpong_t *p = arg;
+  for (long i = 0; i < p->rounds; i++) pp_send(p, 1, pp_recv(p, 0) + 1);
+  return NULL;
+}
+
+static mh_queue_t *pp_queue(int shape) {
+  mh_queue_t *pq = NULL;
+  int rc = shape == PP_RING        ? mh_queue_new(&pq, 8, 2)
+           : shape == PP_UNBOUNDED ? mh_queue_new(&pq, 8, 0)
+           : shape == PP_LIFO      ? mh_queue_new_lifo(&pq, 8, 2)
+                                   : mh_queue_new_priority(&pq, 8, 2, cmp_u64, NULL);
+  if (rc) {
+    fprintf(stderr, "queue_bench: %s\n", mh_strerror(rc));
+    exit(1);
+  }
+  return pq;
+}
+
+/* Microseconds per hand-off (one put + one get) for one shape. */
+static double pp_run(int shape, long rounds) {
+  pingpong_t p;
+  memset(&p, 0, sizeof p);
+  p.shape = shape;
+  p.rounds = rounds;
+  if (shape == PP_CONDVAR) {
+    pthread_mutex_init(&p.bthere.m, NULL);
+    pthread_cond_init(&p.bthere.c, NULL);
+    pthread_mutex_init(&p.bback.m, NULL);
+    pthread_cond_init(&p.bback.c, NULL);
+  } else {
+    p.there = pp_queue(shape);
+    p.back = pp_queue(shape);
+  }
+  pthread_t t;
+  pthread_create(&t, NULL, pp_pong, &p);
+  double t0 = bench_now();
+  for (long i = 0; i < rounds; i++) {
+    pp_send(&p, 0, (uint64_t)i);
+    if (pp_recv(&p, 1) != (uint64_t)i + 1) {
+      fprintf(stderr, "queue_bench: ping-pong lost an item\n");
+      exit(1);
+    }
+  }
+  double secs = bench_now() - t0;
+  pthread_join(t, NULL);
+  if (shape == PP_CONDVAR) {
+    pthread_mutex_destroy(&p.bthere.m);
+    pthread_cond_destroy(&p.bthere.c);
+    pthread_mutex_destroy(&p.bback.m);
+    pthread_cond_destroy(&p.bback.c);
+  } else {
+    mh_queue_free(p.there);
+    mh_queue_free(p.back);
+  }
+  return secs / (double)(2 * rounds) * 1e6;
+}
+
+static pid_t hogs[64];
+static int n_hogs;
+
+/* Start `n` busy processes that die with this one. */
+static void hogs_start(int n) {
+  pid_t parent = getpid();
+  for (int i = 0; i < n; i++) {
+    pid_t pid = fork();
+    if (pid < 0) {
+      perror("queue_bench: fork");
+      exit(1);
+    }
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(0);
+      volatile unsigned long x = 0;
+      for (;;) x++;
+    }
+    hogs[n_hogs++] = pid;
+  }
+}
+
+static void hogs_stop(void) {
+  for (int i = 0; i < n_hogs; i++) kill(hogs[i], SIGKILL);
+  for (int i = 0; i < n_hogs; i++) waitpid(hogs[i], NULL, 0);
+  n_hogs = 0;
+}
+
+static int ping_pong_main(long rounds, int load) {
+  hogs_start(load);
+  for (int shape = 0; shape < PP_SHAPES; shape++)
+    printf("%s %.2f us/hand-off\n", pp_names[shape], pp_run(shape, rounds));
+  hogs_stop();
+  return 0;
+}
+
 int main(int argc, char **argv) {
   long maxsize = 1024;
+  int ping = 0, load = 0;
   n_items = 10000000;
   int opt;
-  while ((opt = getopt(argc, argv, "p:c:n:m:b:")) != -1) {
+  while ((opt = getopt(argc, argv, "p:c:n:m:b:Pl:")) != -1) {
     switch (opt) {
+    case 'P': ping = 1; break;
+    case 'l': load = atoi(optarg); break;
     case 'p': producers = atoi(optarg); break;
     case 'c': consumers = atoi(optarg); break;
     case 'n': n_items = (long)atof(optarg); break;
     case 'm': maxsize = atol(optarg); break;
     case 'b': batch = (size_t)atol(optarg); break;
     default:
-      fprintf(stderr, "usage: %s [-p P] [-c C] [-n N] [-m MAXSIZE] [-b BATCH]\n", argv[0]);
+      fprintf(stderr, "usage: %s [-p P] [-c C] [-n N] [-m MAXSIZE] [-b BATCH] | -P [-n ROUNDS] [-l LOAD]\n", argv[0]);
       return 2;
     }
+  }
+  if (ping) {
+    if (load < 0 || load > 64 || n_items < 1) {
+      fprintf(stderr, "queue_bench: bad arguments\n");
+      return 2;
+    }
+    return ping_pong_main(n_items, load);
   }
   if (producers < 1 || producers > 64 || consumers < 1 || consumers > 64 || n_items < 1 ||
       maxsize < 0 || batch < 1 || batch > 256) {

@@ -2,7 +2,7 @@
 # found.  Included by CMakeLists.txt after the core library is defined.
 #
 # MPI: when CMake finds MPI (and MH_WITH_MPI is ON) we build manyhands_mpi
-# (src/mpi/*.c, a static library on top of manyhands_static), the MPI-enabled
+# (src/mpi/, a static library on top of manyhands_static), the MPI-enabled
 # command manyhands-mpi, and the MPI tests run under mpiexec with 2 ranks.
 # Without MPI everything else builds, and the MPI tests report themselves
 # skipped (exit code 77, see SKIP_RETURN_CODE in CMakeLists.txt).
@@ -17,31 +17,83 @@ endif()
 
 if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(MH_HAVE_MPI 1)
-  file(GLOB MH_MPI_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/mpi/*.c)
-  add_library(manyhands_mpi STATIC ${MH_MPI_SOURCES})
-  set_target_properties(manyhands_mpi PROPERTIES C_VISIBILITY_PRESET hidden
-                        POSITION_INDEPENDENT_CODE ON)
-  target_compile_definitions(manyhands_mpi PRIVATE _GNU_SOURCE)
-  target_compile_definitions(manyhands_mpi PUBLIC MH_WITH_MPI=1)
-  target_compile_options(manyhands_mpi PRIVATE ${MH_WARNINGS})
-  target_include_directories(manyhands_mpi PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
-  target_link_libraries(manyhands_mpi PUBLIC manyhands_static MPI::MPI_C)
+  # One unit: the core (start-up, sentinel, watchdog), the map protocol and
+  # executor backend on top of it (mh_mpi_finalize lives there, so a program
+  # that finalizes links the backend), and pi over ranks.
+  # Built twice like the core: manyhands_mpi (installed, no test hooks) and
+  # manyhands_mpi_test on manyhands_test (the tests' manyhands-mpi reads the
+  # MH_MPI_TEST_* hooks).
+  set(MH_MPI_SOURCES src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c)
+  set(mh_mpi_variants manyhands_mpi manyhands_static)
+  if(MH_BUILD_TESTS)
+    list(APPEND mh_mpi_variants manyhands_mpi_test manyhands_test)
+  endif()
+  while(mh_mpi_variants)
+    list(POP_FRONT mh_mpi_variants lib base)
+    add_library(${lib} STATIC ${MH_MPI_SOURCES})
+    set_target_properties(${lib} PROPERTIES C_VISIBILITY_PRESET hidden
+                          POSITION_INDEPENDENT_CODE ON)
+    target_compile_definitions(${lib} PRIVATE _GNU_SOURCE)
+    target_compile_definitions(${lib} PUBLIC MH_WITH_MPI=1)
+    target_compile_options(${lib} PRIVATE ${MH_WARNINGS})
+    target_include_directories(${lib} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+    target_link_libraries(${lib} PUBLIC ${base} MPI::MPI_C)
+  endwhile()
   add_library(manyhands::manyhands_mpi ALIAS manyhands_mpi)
-  # Not in the exported package: a consumer would also need find_package(MPI).
-  install(TARGETS manyhands_mpi
-          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-  install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands)
+  target_include_directories(manyhands_mpi PUBLIC
+    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+  # Installed and exported as the package's "mpi" component:
+  # find_package(manyhands COMPONENTS mpi) gives manyhands::manyhands_mpi
+  # (and finds MPI for it); pkg-config's name is manyhands-mpi.  It is a
+  # static library only: it uses the library's internals, which the shared
+  # object does not export, so it links libmanyhands.a, not the .so.
+  install(TARGETS manyhands_mpi EXPORT manyhandsMpiTargets
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT mpi_dev)
+  install(EXPORT manyhandsMpiTargets NAMESPACE manyhands::
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/manyhands COMPONENT mpi_dev)
+  install(FILES include/manyhands/mpi.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/manyhands
+          COMPONENT mpi_dev)
+  # The .pc file names MPI's own flags as CMake found them: MPI
+  # implementations do not agree on a pkg-config name of their own.
+  set(MH_PC_MPI_CFLAGS "")
+  foreach(dir ${MPI_C_INCLUDE_DIRS})
+    string(APPEND MH_PC_MPI_CFLAGS " -I${dir}")
+  endforeach()
+  set(MH_PC_MPI_LIBS "")
+  foreach(lib ${MPI_C_LIBRARIES})
+    string(APPEND MH_PC_MPI_LIBS " ${lib}")
+  endforeach()
+  configure_file(${CMAKE_CURRENT_SOURCE_DIR}/cmake/manyhands-mpi.pc.in
+                 ${CMAKE_CURRENT_BINARY_DIR}/manyhands-mpi.pc @ONLY)
+  install(FILES ${CMAKE_CURRENT_BINARY_DIR}/manyhands-mpi.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT mpi_dev)
 
-  # The MPI-enabled command: the same MH_CLI_SOURCES (CMakeLists.txt) built
-  # with MH_WITH_MPI (from manyhands_mpi's interface), so cli/pi_mpi.c hooks
-  # --backend mpi in.
+  # The MPI-enabled command: the same cli/*.c built with MH_WITH_MPI (from
+  # manyhands_mpi's interface), so cli/pi_mpi.c hooks --backend mpi in.  The
+  # tests run their own copy, build/test/manyhands-mpi, with the test hooks.
   if(MH_BUILD_CLI)
-    add_executable(manyhands_mpi_cli ${MH_CLI_SOURCES})
-    set_target_properties(manyhands_mpi_cli PROPERTIES OUTPUT_NAME manyhands-mpi)
-    target_compile_definitions(manyhands_mpi_cli PRIVATE _GNU_SOURCE)
-    target_compile_options(manyhands_mpi_cli PRIVATE ${MH_WARNINGS})
-    target_link_libraries(manyhands_mpi_cli PRIVATE manyhands_mpi)
-    install(TARGETS manyhands_mpi_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+    set(mh_cli_variants manyhands_mpi_cli manyhands_mpi)
+    if(MH_BUILD_TESTS)
+      list(APPEND mh_cli_variants manyhands_mpi_cli_test manyhands_mpi_test)
+    endif()
+    while(mh_cli_variants)
+      list(POP_FRONT mh_cli_variants exe lib)
+      add_executable(${exe} ${MH_CLI_SOURCES})
+      set_target_properties(${exe} PROPERTIES OUTPUT_NAME manyhands-mpi)
+      target_compile_definitions(${exe} PRIVATE _GNU_SOURCE)
+      target_compile_options(${exe} PRIVATE ${MH_WARNINGS})
+      target_link_libraries(${exe} PRIVATE ${lib})
+    endwhile()
+    if(MH_BUILD_TESTS)
+      set_target_properties(manyhands_mpi_cli_test PROPERTIES
+                            RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/test)
+    endif()
+    install(TARGETS manyhands_mpi_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+            COMPONENT mpi_cli)
+    if(NOT MH_DEB)  # MH_DEB: cmake/package.cmake installs it compressed
+      install(FILES docs/manyhands-mpi.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1
+              COMPONENT mpi_cli)
+    endif()
   endif()
 
   set(MH_MPIEXEC ${MPIEXEC_EXECUTABLE})

@@ -135,6 +135,7 @@ int main(int argc, char **argv) {
         iterations = v;
       i++;
     } else {
+      fprintf(stderr, "bank: unknown option '%s'\n", argv[i]);
       usage(stderr);
       return 2;
     }

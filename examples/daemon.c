@@ -28,6 +28,7 @@ static void thread_function(void *arg) {
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     FILE *to = strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ? stdout : stderr;
+    if (to == stderr) fprintf(stderr, "daemon: unknown option '%s'\n", argv[i]);
     fprintf(to,
             "usage: daemon\n"
             "Start a daemon thread that would sleep 2 seconds; the program\n"

@@ -14,6 +14,7 @@
  * stores: the lost update is the same as in Python, but it is a race of the
  * program's logic, not a data race (which C leaves undefined). */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -64,8 +65,26 @@ static int locked_update(const void *in, size_t in_size, void *out,
   return 0;
 }
 
+static void usage(FILE *to) {
+  fputs("usage: fakedb [--lock] [--help]\n"
+        "Two workers update one value without a lock (one update is lost);\n"
+        "with --lock they take turns and log each step.\n", to);
+}
+
 int main(int argc, char **argv) {
-  int use_lock = argc > 1 && strcmp(argv[1], "--lock") == 0;
+  int use_lock = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--lock") == 0) {
+      use_lock = 1;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else {
+      fprintf(stderr, "fakedb: unknown option '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
   if (use_lock) mh_log_set_level(MH_LOG_DEBUG);
   fake_database_t database;
   atomic_init(&database.value, 0);

@@ -81,7 +81,17 @@ int main(int argc, char **argv) {
       explicit_backend = 1;
       continue;
     }
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf("usage: montecarlo [--backend processes|threads] [[--n] N]\n"
+             "Estimates pi from N points (default 10^7), timed with 1 and then 5\n"
+             "workers (processes by default).\n");
+      return 0;
+    }
     const char *arg = argv[i];
+    if (arg[0] == '-' && strcmp(arg, "--n") != 0 && strncmp(arg, "--n=", 4) != 0) {
+      fprintf(stderr, "montecarlo: unknown option '%s'\n", arg);
+      return usage("see --help");
+    }
     if (strcmp(arg, "--n") == 0 && i + 1 < argc)
       arg = argv[++i];
     else if (strncmp(arg, "--n=", 4) == 0)

@@ -8,6 +8,8 @@
  *
  * All three "starting" lines come together and the program ends after about
  * two seconds, because the three calls run at the same time. */
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include <manyhands.h>
@@ -29,7 +31,15 @@ static int thread_function(const void *in, size_t in_size, void *out,
   return 0;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    int help = strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
+    if (!help) fprintf(stderr, "multithreading: unknown option '%s'\n", argv[i]);
+    fputs("usage: multithreading [--help]\n"
+          "Three workers of a thread pool each log a start, wait 2 s, log an end.\n",
+          help ? stdout : stderr);
+    return help ? 0 : 2;
+  }
   mh_executor_options_t opts;
   mh_executor_options_init(&opts);
   opts.workers = 3;

@@ -37,6 +37,7 @@ static void usage(FILE *to) {
 int main(int argc, char **argv) {
   if (argc > 1) {
     int help = strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0;
+    if (!help) fprintf(stderr, "processes: unknown option '%s'\n", argv[1]);
     usage(help ? stdout : stderr);
     return help ? 0 : 2;
   }

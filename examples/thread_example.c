@@ -50,6 +50,7 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     } else {
+      fprintf(stderr, "thread_example: unknown option '%s'\n", argv[i]);
       usage(stderr);
       return 2;
     }

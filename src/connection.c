@@ -40,6 +40,8 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "manyhands/connection.h"
+#include "manyhands/process.h"
 
 /* Receive buffer per end: large enough that a read of a small message and
  * the headers of a burst come in one call, small next to the socket's own

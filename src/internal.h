@@ -12,7 +12,10 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "manyhands.h"
+/* Only the ground of the public API: the bottom layer sees nothing above it
+ * (each source includes the public headers of what it implements or uses). */
+#include "manyhands/common.h"
+#include "manyhands/error.h"
 
 /* ---- allocation (alloc.c): every library allocation goes through these, so
  * that mh_replace_allocator() can count them or make them fail. ---------- */

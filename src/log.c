@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "manyhands/log.h"
 #include "internal.h"
 
 static atomic_int log_level = MH_LOG_INFO;

@@ -79,6 +79,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "manyhands/mpqueue.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

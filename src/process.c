@@ -54,6 +54,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "manyhands/process.h"
 #include "internal.h"
 #include "thread_internal.h"
 

@@ -56,16 +56,9 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "manyhands/queue.h"
 #include "internal.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
+#include "spin.h"
 
 enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
 
@@ -76,13 +69,7 @@ enum { KIND_FIFO, KIND_LIFO, KIND_PRIO };
 #define LOCKED_MIN_CAP 16
 #define SHUT_BIT ((uint64_t)1 << 63)
 /* Before it sleeps, a thread that finds the queue full (empty) looks again
- * SPIN_ROUNDS times with a pause in between, then YIELD_ROUNDS times after
- * sched_yield().  On an idle machine the peer on the other core answers
- * within the spin; on a loaded one the yields let a peer that shares this
- * core run, which costs far less CPU than spinning (measured with
- * queue_bench: about twice the items per CPU-second of a 256-round spin). */
-#define SPIN_ROUNDS 64
-#define YIELD_ROUNDS 4
+ * along the ladder of MH__SPIN_QUEUE (spin.h), which holds the numbers. */
 
 #define PAD(name) char name[MH__CACHE_LINE]
 
@@ -594,11 +581,9 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
   }
 
   /* Spin briefly: a consumer on another core usually frees a slot soon. */
-  for (int i = 0; i < SPIN_ROUNDS + YIELD_ROUNDS; i++) {
-    if (i < SPIN_ROUNDS)
-      cpu_relax();
-    else
-      sched_yield();
+  mh__spin_t spin = MH__SPIN_INIT;
+  const mh__spin_policy_t policy = MH__SPIN_QUEUE;
+  while (mh__spin_again(&spin, &policy)) {
     if (!can_put(q)) continue;
     k = do_put(q, items + moved * q->item_size, n - moved, &err);
     if (k) {
@@ -677,11 +662,9 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
     goto out;
   }
 
-  for (int i = 0; i < SPIN_ROUNDS + YIELD_ROUNDS; i++) {
-    if (i < SPIN_ROUNDS)
-      cpu_relax();
-    else
-      sched_yield();
+  mh__spin_t spin = MH__SPIN_INIT;
+  const mh__spin_policy_t policy = MH__SPIN_QUEUE;
+  while (mh__spin_again(&spin, &policy)) {
     if (!can_get(q)) continue;
     k = do_get(q, out, max, &err);
     if (k) goto got;

@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "manyhands/shared.h"
 #include "internal.h"
 
 #define MH__SHM_MAGIC 0x6d68736861726564ull /* "mhshared" */

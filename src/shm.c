@@ -53,6 +53,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "manyhands/shm.h"
 
 #define SHM_DIR "/dev/shm/"
 #define PATH_CAP (sizeof SHM_DIR + MH_SHM_NAME_MAX + 16)

@@ -54,10 +54,35 @@ static inline void mh__cpu_relax(void) {
 /* ---- the ladder ----------------------------------------------------------- */
 
 typedef struct mh__spin_policy {
-  unsigned pauses;  /* rung 1: rounds of mh__cpu_relax() */
-  unsigned yields;  /* rung 2 by count: sched_yield() this many times ... */
-  double yield_for; /* ... or, when yields == 0, until the spell is this old */
+  unsigned pauses;   /* rung 1: rounds of mh__cpu_relax() */
+  unsigned yields;   /* rung 2 by count: sched_yield() this many times ... */
+  double yield_for;  /* ... or, when yields == 0, until the spell is this old */
+  double yield_slow; /* > 0 (count rung only): a yield that took longer than
+                        this gave the core to another runnable task, so the
+                        thread skips rung 2 for a while (see below) */
 } mh__spin_policy_t;
+
+/* A yield that returns after `yield_slow` means the core is shared with a
+ * busy task: the kernel let it run for its whole slice (milliseconds) while
+ * the yielder, still runnable, cannot be woken with preference as a futex
+ * sleeper would be when its peer answers.  So after a slow yield the thread
+ * goes straight from the pauses to sleeping for MH__SPIN_SKIP_SPELLS spells,
+ * doubled (up to << MH__SPIN_SKIP_MAX_SHIFT) after each further slow probe,
+ * and back to the base after a quick one: on a loaded machine a probe costs
+ * a slice only every few thousand waits, on an idle one nothing changes.
+ * Per thread, and per file that includes this header (its own static). */
+#define MH__SPIN_SKIP_SPELLS 1024u
+#define MH__SPIN_SKIP_MAX_SHIFT 6u
+
+typedef struct mh__spin_yield_state {
+  unsigned skip;   /* spells left that skip rung 2 */
+  unsigned streak; /* slow probes in a row */
+} mh__spin_yield_state_t;
+
+static inline mh__spin_yield_state_t *mh__spin_yield_state(void) {
+  static _Thread_local mh__spin_yield_state_t st;
+  return &st;
+}
 
 typedef struct mh__spin {
   unsigned rounds; /* looks so far in this spell */
@@ -88,6 +113,23 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
   }
   if (p->yields) {
     if (r - p->pauses >= p->yields) return 0;
+    if (p->yield_slow > 0) {
+      mh__spin_yield_state_t *st = mh__spin_yield_state();
+      if (st->skip) {
+        st->skip--; /* once per spell: the spell ends here */
+        return 0;
+      }
+      double t0 = mh__now();
+      sched_yield();
+      if (mh__now() - t0 > p->yield_slow) {
+        unsigned shift = st->streak < MH__SPIN_SKIP_MAX_SHIFT ? st->streak : MH__SPIN_SKIP_MAX_SHIFT;
+        st->skip = MH__SPIN_SKIP_SPELLS << shift;
+        st->streak++;
+      } else if (r == p->pauses) {
+        st->streak = 0;
+      }
+      return 1;
+    }
     sched_yield();
     return 1;
   }
@@ -106,17 +148,22 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
 
 /* A thread waiting for a future: a tiny task is often done within a
  * microsecond; a few yields help when threads outnumber cores. */
-#define MH__SPIN_FUTURE_WAIT ((mh__spin_policy_t){100, 8, 0.0})
+#define MH__SPIN_FUTURE_WAIT ((mh__spin_policy_t){100, 8, 0.0, 0.0})
 /* An idle thread-pool worker looking for new work: a submitter that sees a
  * spinning worker need not wake anybody (a system call saved on each side). */
-#define MH__SPIN_WORKER_IDLE ((mh__spin_policy_t){400, 4, 0.0})
+#define MH__SPIN_WORKER_IDLE ((mh__spin_policy_t){400, 4, 0.0, 0.0})
 /* A queue user that found the queue full (empty): on an idle machine the peer
- * on the other core answers within the pauses. */
-#define MH__SPIN_QUEUE ((mh__spin_policy_t){64, 4, 0.0})
+ * on the other core answers within the pauses, and a few yields let a peer
+ * that shares this core run (twice the items per CPU-second of sleeping at
+ * once, queue_bench 1 -> 1).  On a machine with busy neighbours a yield costs
+ * a whole slice: the yields stop after the first one that takes over 50 us
+ * (queue_bench -P -l 4: 800-5000 us per hand-off with yields, 12-40 us
+ * without; see docs/queue.md). */
+#define MH__SPIN_QUEUE ((mh__spin_policy_t){64, 4, 0.0, 50e-6})
 /* The process pool's waits: a few pauses, then yields for `seconds`.  A
  * worker waiting for a job or a chunk, and the map's caller waiting for
  * chunks, yield for up to 200 us. */
-#define MH__SPIN_PP_POLL(seconds) ((mh__spin_policy_t){64, 0, (seconds)})
+#define MH__SPIN_PP_POLL(seconds) ((mh__spin_policy_t){64, 0, (seconds), 0.0})
 #define MH__SPIN_PP_WORKER_SECONDS 200e-6
 #define MH__SPIN_PP_WORKER MH__SPIN_PP_POLL(MH__SPIN_PP_WORKER_SECONDS)
 /* The process pool's dispatcher: poll for up to MH__SPIN_PP_BUSY seconds

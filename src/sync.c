@@ -9,6 +9,12 @@
  *   "release a lock you do not hold" and "acquire a Lock you hold" into
  *   MH_EINVAL / MH_EDEADLK without ever giving pthreads (or a sanitizer) an
  *   invalid call.  An RLock's `count` is touched only by its holder.
+ * - An Event's `gen` counts set() calls: a waiter returns success when the
+ *   flag is set or the generation moved since it first looked, so a set()
+ *   followed at once by clear() still releases everyone who was waiting.
+ *   `waiters` counts threads inside wait(), so that a set() with nobody
+ *   waiting makes no futex call.  A process that dies inside wait() leaves
+ *   `waiters` one too high, which costs only a needless broadcast.
  * - Semaphore, Event and Barrier keep all their state under their own
  *   `mutex`, and signal their `cond` with the mutex held, so that a waiter
  *   that wakes, sees the final state and destroys the object cannot race
@@ -29,6 +35,7 @@
 #include <errno.h>
 #include <limits.h>
 
+#include "manyhands/sync.h"
 #include "internal.h"
 #include "thread_internal.h"
 
@@ -311,14 +318,28 @@ int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
   /* NULL means "the own lock": a stored address of own_lock would be wrong
    * in a process that maps the shared condition elsewhere. */
   cond->lock = lock;
+  cond->rlock = NULL;
   cond->waiters = 0;
   cond->flags = flags;
   return 0;
 }
 
+int mh_cond_init_rlock(mh_cond_t *cond, mh_rlock_t *rlock) {
+  if (!cond || !rlock) return MH_EINVAL;
+  int rc = mh__cond_init(&cond->cond, false);
+  if (rc) return rc;
+  cond->lock = NULL;
+  cond->rlock = rlock;
+  cond->waiters = 0;
+  cond->flags = 0;
+  return 0;
+}
+
+mh_rlock_t *mh_cond_rlock(mh_cond_t *cond) { return cond ? cond->rlock : NULL; }
+
 int mh_cond_destroy(mh_cond_t *cond) {
   if (!cond) return MH_EINVAL;
-  if (!cond->lock) {
+  if (!cond->lock && !cond->rlock) {
     int rc = mh_lock_destroy(&cond->own_lock);
     if (rc) return rc;
   }
@@ -330,24 +351,49 @@ static mh_lock_t *cond_lock(mh_cond_t *cond) {
   return cond->lock ? cond->lock : &cond->own_lock;
 }
 
-mh_lock_t *mh_cond_lock(mh_cond_t *cond) { return cond ? cond_lock(cond) : NULL; }
+mh_lock_t *mh_cond_lock(mh_cond_t *cond) {
+  return cond && !cond->rlock ? cond_lock(cond) : NULL;
+}
+
+/* The owner mark of the bound lock, whichever kind it is. */
+static int *cond_owner(mh_cond_t *cond) {
+  return cond->rlock ? &cond->rlock->owner : &cond_lock(cond)->owner;
+}
 
 int mh_cond_acquire(mh_cond_t *cond, double timeout) {
-  return cond ? mh_lock_acquire(cond_lock(cond), timeout) : MH_EINVAL;
+  if (!cond) return MH_EINVAL;
+  if (cond->rlock) return mh_rlock_acquire(cond->rlock, timeout);
+  return mh_lock_acquire(cond_lock(cond), timeout);
 }
 
 int mh_cond_release(mh_cond_t *cond) {
-  return cond ? mh_lock_release(cond_lock(cond)) : MH_EINVAL;
+  if (!cond) return MH_EINVAL;
+  if (cond->rlock) return mh_rlock_release(cond->rlock);
+  return mh_lock_release(cond_lock(cond));
 }
 
-/* One wait against an absolute deadline; the caller checked ownership. */
+/* One wait against an absolute deadline; the caller checked ownership.  An
+ * RLock is released whole, whatever its depth, and its depth restored after
+ * (Python's _release_save / _acquire_restore): the mutex is held once, the
+ * depth is only a count kept by the holder. */
 static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
   if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
-  mh_lock_t *lock = cond_lock(cond);
   cond->waiters++;
-  owner_set(&lock->owner, 0);
-  int rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
-  owner_set(&lock->owner, me);
+  int rc;
+  if (cond->rlock) {
+    mh_rlock_t *r = cond->rlock;
+    unsigned long depth = r->count;
+    r->count = 0;
+    owner_set(&r->owner, 0);
+    rc = mh__cond_wait(&cond->cond, &r->mutex, dl);
+    owner_set(&r->owner, me);
+    r->count = depth;
+  } else {
+    mh_lock_t *lock = cond_lock(cond);
+    owner_set(&lock->owner, 0);
+    rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
+    owner_set(&lock->owner, me);
+  }
   cond->waiters--;
   return rc;
 }
@@ -358,7 +404,7 @@ int mh_cond_wait(mh_cond_t *cond, double timeout) {
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   int me = mh__tid();
-  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
   return cond_wait_dl(cond, &dl, me);
 }
 
@@ -369,7 +415,7 @@ int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   int me = mh__tid();
-  if (owner_get(&cond_lock(cond)->owner) != me) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
   while (!pred(arg)) {
     rc = cond_wait_dl(cond, &dl, me);
     if (rc == MH_ETIMEDOUT) return pred(arg) ? 0 : MH_ETIMEDOUT;
@@ -380,7 +426,7 @@ int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
 
 int mh_cond_notify(mh_cond_t *cond, unsigned n) {
   if (!cond) return MH_EINVAL;
-  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
   if (n == 0) return 0;
   if (cond->flags & MH_SYNC_PROCESS_SHARED) {
     /* See the file comment: a dead waiter may take a single signal. */
@@ -398,7 +444,7 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
 
 int mh_cond_notify_all(mh_cond_t *cond) {
   if (!cond) return MH_EINVAL;
-  if (owner_get(&cond_lock(cond)->owner) != mh__tid()) return MH_EINVAL;
+  if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
   pthread_cond_broadcast(&cond->cond);
   return 0;
 }
@@ -498,6 +544,8 @@ int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
     return rc;
   }
   ev->is_set = 0;
+  ev->gen = 0;
+  ev->waiters = 0;
   ev->flags = flags;
   return 0;
 }
@@ -514,7 +562,10 @@ int mh_event_set(mh_event_t *ev) {
   int rc = imutex_lock(&ev->mutex);
   if (rc) return rc;
   ev->is_set = 1;
-  pthread_cond_broadcast(&ev->cond);
+  /* A new generation tells every thread waiting now that a set happened,
+   * whatever the flag says by the time it wakes up. */
+  ev->gen++;
+  if (ev->waiters) pthread_cond_broadcast(&ev->cond);
   imutex_unlock(&ev->mutex);
   return 0;
 }
@@ -543,11 +594,17 @@ int mh_event_wait(mh_event_t *ev, double timeout) {
   int rc = mh__deadline_init(&dl, timeout);
   if (rc) return rc;
   if ((rc = imutex_lock(&ev->mutex))) return rc;
-  while (!ev->is_set) {
+  /* Wait for the flag or for a set() after this look (a set followed by a
+   * clear before the wake-up still counts: CPython's bpo-13502).  32 bits
+   * of generations cannot wrap around during one wake-up. */
+  unsigned gen = ev->gen;
+  ev->waiters++;
+  while (!ev->is_set && ev->gen == gen) {
     rc = icond_wait(&ev->cond, &ev->mutex, &dl);
-    if (rc == MH_ETIMEDOUT && !ev->is_set) break;
+    if (rc == MH_ETIMEDOUT && !ev->is_set && ev->gen == gen) break;
     rc = 0;
   }
+  ev->waiters--;
   imutex_unlock(&ev->mutex);
   return rc;
 }

@@ -27,9 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "manyhands/thread.h"
 #include "internal.h"
 #include "thread_internal.h"
 
@@ -183,6 +185,29 @@ static void *trampoline(void *arg) {
   return NULL;
 }
 
+int mh__thread_create_error(int rc, const pthread_attr_t *attr) {
+  if (rc != EAGAIN) return rc == ENOMEM ? MH_ENOMEM : -rc;
+  size_t stack = 0, guard = 0;
+  pthread_attr_t def;
+  if (!attr) {
+    if (pthread_attr_init(&def)) return MH_EAGAIN;
+    attr = &def;
+  }
+  /* An attribute without a size gives the default (RLIMIT_STACK's, as the
+   * new thread would have had). */
+  pthread_attr_getstacksize(attr, &stack);
+  pthread_attr_getguardsize(attr, &guard);
+  if (attr == &def) pthread_attr_destroy(&def);
+  if (stack == 0) return MH_EAGAIN;
+  /* The mapping glibc makes for a stack; if it fails now for want of memory,
+   * so did pthread_create's (a thread limit leaves mmap alone). */
+  void *p = mmap(NULL, stack + guard, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (p == MAP_FAILED) return errno == ENOMEM ? MH_ENOMEM : MH_EAGAIN;
+  munmap(p, stack + guard);
+  return MH_EAGAIN;
+}
+
 int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
                     const mh_thread_options_t *opts) {
   if (thread) *thread = NULL;
@@ -250,10 +275,11 @@ int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
     while (!t->started) pthread_cond_wait(&t->done, &reg.mutex);
   }
   pthread_mutex_unlock(&reg.mutex);
+  if (rc) rc = mh__thread_create_error(rc, &attr);
   pthread_attr_destroy(&attr);
   if (rc) {
     record_free(t);
-    return rc == EAGAIN ? MH_EAGAIN : -rc;
+    return rc;
   }
   *thread = t;
   return 0;

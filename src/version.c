@@ -1,4 +1,5 @@
 /* version.c - the version of the linked library. */
+#include "manyhands/version.h"
 #include "internal.h"
 
 unsigned mh_version(void) { return MH_VERSION_HEX; }

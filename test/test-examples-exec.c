@@ -193,3 +193,35 @@ TEST(producer_consumer_options) {
   ASSERT(strstr(res.err, "manyhands: unknown option '--bogus'") != NULL);
   mht_proc_free(&res);
 }
+
+/* Every tutorial program (producer_consumer has tests of its own) answers
+ * --help on stdout with exit 0, and rejects an unknown option with exit 2
+ * and a "<prog>: ..." line on stderr, running nothing. */
+TEST(examples_help_and_unknown_option) {
+  static const char *const names[] = {"thread_example", "daemon", "multithreading",
+                                      "fakedb", "processes", "bank", "pooling",
+                                      "montecarlo"};
+  for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+    char path[4096], prefix[64];
+    snprintf(path, sizeof path, "%s/examples/%s", MHT_BUILD_DIR, names[k]);
+    snprintf(prefix, sizeof prefix, "%s: ", names[k]);
+    mht_proc_result_t res;
+    char help[] = "--help", bad[] = "--no-such-option";
+    char *argv_help[] = {path, help, NULL};
+    ASSERT_EQ(mht_run(argv_help, 60, &res), 0);
+    if (res.status != 0) fprintf(stderr, "%s --help: %s\n", names[k], res.err);
+    ASSERT_EQ(res.exited, 1);
+    ASSERT_EQ(res.status, 0);
+    ASSERT(strstr(res.out, "usage: ") != NULL);
+    mht_proc_free(&res);
+    char *argv_bad[] = {path, bad, NULL};
+    ASSERT_EQ(mht_run(argv_bad, 60, &res), 0);
+    if (res.status != 2) fprintf(stderr, "%s --no-such-option: %s\n", names[k], res.err);
+    ASSERT_EQ(res.exited, 1);
+    ASSERT_EQ(res.status, 2);
+    ASSERT(strncmp(res.err, prefix, strlen(prefix)) == 0);
+    ASSERT(strstr(res.err, "--no-such-option") != NULL);
+    ASSERT_EQ(res.out_len, 0);
+    mht_proc_free(&res);
+  }
+}

@@ -22,7 +22,8 @@
 #include "manyhands/mpi.h"
 #endif
 
-#define CLI MHT_BUILD_DIR "/manyhands-mpi"
+/* The tests' own manyhands-mpi, built with the test hooks (MH_MPI_TEST_*). */
+#define CLI MHT_BUILD_DIR "/test/manyhands-mpi"
 #define BLOCK MH_PI_BLOCK_POINTS
 
 static void need_mpi(void) {

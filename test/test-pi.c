@@ -5,7 +5,7 @@
 #include <sys/mman.h>
 
 #include "test.h"
-#include "../src/pi_internal.h"
+#include "../src/pi/pi_internal.h"
 
 static const mh_pi_kernel_t all_kernels[] = {
     MH_PI_KERNEL_SCALAR, MH_PI_KERNEL_AVX2, MH_PI_KERNEL_AVX512};

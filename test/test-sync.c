@@ -404,6 +404,67 @@ TEST(cond_timeouts_and_notify_n) {
   ASSERT_OK(mh_cond_destroy(&n.cond));
 }
 
+/* Condition over an RLock, Python's default: a waiter holding it three
+ * times releases every level (or the notifier could never take it), and
+ * gets all three back. */
+struct rcond {
+  mh_rlock_t r;
+  mh_cond_t c;
+  int items; /* guarded by r */
+  int rounds;
+};
+
+static void *rcond_notifier(void *arg) {
+  struct rcond *t = arg;
+  for (int i = 0; i < t->rounds; i++) {
+    if ((i & 15) == 0) mht_jitter(300);
+    ASSERT_OK(mh_cond_acquire(&t->c, 20.0));
+    ASSERT_OK(mh_rlock_acquire(&t->r, 0)); /* nested, as the waiter is */
+    t->items++;
+    ASSERT_OK(mh_cond_notify(&t->c, 1));
+    ASSERT_OK(mh_rlock_release(&t->r));
+    ASSERT_OK(mh_cond_release(&t->c));
+  }
+  return NULL;
+}
+
+static int rcond_has_item(void *arg) { return ((struct rcond *)arg)->items > 0; }
+
+TEST(cond_over_rlock) {
+  struct rcond t = {.rounds = (int)mht_scaled(2000)};
+  ASSERT_OK(mh_rlock_init(&t.r));
+  ASSERT_ERR(mh_cond_init_rlock(&t.c, NULL), MH_EINVAL);
+  ASSERT_ERR(mh_cond_init_rlock(NULL, &t.r), MH_EINVAL);
+  ASSERT_OK(mh_cond_init_rlock(&t.c, &t.r));
+  ASSERT(mh_cond_rlock(&t.c) == &t.r);
+  ASSERT(mh_cond_lock(&t.c) == NULL);
+  /* Not held: wait and notify refuse. */
+  ASSERT_ERR(mh_cond_wait(&t.c, 0.01), MH_EINVAL);
+  ASSERT_ERR(mh_cond_notify(&t.c, 1), MH_EINVAL);
+  /* Held three times: a timed-out wait still gives back all three. */
+  for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+  ASSERT_ERR(mh_cond_wait(&t.c, 0.01), MH_ETIMEDOUT);
+  for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_release(&t.r));
+  ASSERT_ERR(mh_rlock_release(&t.r), MH_EINVAL);
+
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, rcond_notifier, &t), 0);
+  for (int got = 0; got < t.rounds; got++) {
+    ASSERT_OK(mh_cond_acquire(&t.c, 20.0));
+    ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+    ASSERT_OK(mh_rlock_acquire(&t.r, 0));
+    ASSERT_OK(mh_cond_wait_for(&t.c, rcond_has_item, &t, 20.0));
+    t.items--;
+    /* All three levels are back: three releases work, a fourth does not. */
+    for (int i = 0; i < 3; i++) ASSERT_OK(mh_rlock_release(&t.r));
+    ASSERT_ERR(mh_rlock_release(&t.r), MH_EINVAL);
+  }
+  ASSERT_EQ(pthread_join(th, NULL), 0);
+  ASSERT_EQ(t.items, 0);
+  ASSERT_OK(mh_cond_destroy(&t.c));
+  ASSERT_OK(mh_rlock_destroy(&t.r));
+}
+
 /* ---- Semaphore ------------------------------------------------------- */
 
 struct semtest {
@@ -587,6 +648,91 @@ TEST(event_set_clear_race) {
   ASSERT_GT(atomic_load(&r.woke) + atomic_load(&r.timed_out), 0);
   ASSERT_OK(mh_event_wait(&r.ev, 0));
   ASSERT_OK(mh_event_destroy(&r.ev));
+}
+
+/* CPython's test for bpo-13502: a waiter that was waiting when set() ran
+ * must return success even when clear() follows at once, before it woke. */
+struct evpulse {
+  mh_event_t *ev;
+  mh_barrier_t *start;
+  atomic_int ready;
+  atomic_int failed;
+  int rounds;
+};
+
+static void *evpulse_waiter(void *arg) {
+  struct evpulse *p = arg;
+  for (int r = 0; r < p->rounds; r++) {
+    ASSERT(mh_barrier_wait(p->start) >= 0);
+    atomic_fetch_add(&p->ready, 1);
+    int rc = mh_event_wait(p->ev, 10.0);
+    if (rc != 0) atomic_fetch_add(&p->failed, 1);
+    ASSERT(mh_barrier_wait(p->start) >= 0);
+  }
+  return NULL;
+}
+
+/* Number of threads inside mh_event_wait (a private field, read under the
+ * event's own mutex as the library does). */
+static unsigned ev_waiters(mh_event_t *ev) {
+  ASSERT_EQ(pthread_mutex_lock(&ev->mutex), 0);
+  unsigned n = ev->waiters;
+  pthread_mutex_unlock(&ev->mutex);
+  return n;
+}
+
+/* The set must come after every waiter's first look at the flag, or the
+ * waiter was not waiting when it happened: wait until all `n` are counted
+ * inside mh_event_wait (they took the generation there, under the mutex),
+ * then set and clear at once. */
+static void evpulse_round(struct evpulse *p, mh_barrier_t *start, int n, int round) {
+  ASSERT(mh_barrier_wait(start) >= 0);
+  while (atomic_load(&p->ready) < n * (round + 1)) sched_yield();
+  double t0 = mht_now();
+  while (ev_waiters(p->ev) < (unsigned)n) {
+    ASSERT(mht_now() - t0 < 20.0);
+    mht_sleep(0.0002);
+  }
+  if (round & 1) mht_sleep(0.001); /* some rounds: the waiters asleep for sure */
+  ASSERT_OK(mh_event_set(p->ev));
+  ASSERT_OK(mh_event_clear(p->ev));
+  ASSERT(mh_barrier_wait(start) >= 0);
+}
+
+static void evpulse_run(mh_event_t *ev, mh_barrier_t *start, int rounds) {
+  enum { N = 5 };
+  struct evpulse p = {.ev = ev, .start = start, .rounds = rounds};
+  pthread_t th[N];
+  for (int i = 0; i < N; i++) ASSERT_EQ(pthread_create(&th[i], NULL, evpulse_waiter, &p), 0);
+  for (int r = 0; r < rounds; r++) evpulse_round(&p, start, N, r);
+  for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+  ASSERT_EQ(atomic_load(&p.failed), 0);
+}
+
+TEST(event_set_then_clear) {
+  mh_event_t ev;
+  mh_barrier_t start;
+  ASSERT_OK(mh_event_init(&ev));
+  ASSERT_OK(mh_barrier_init(&start, 6, NULL, NULL, MH_FOREVER));
+  evpulse_run(&ev, &start, (int)mht_scaled(200));
+  ASSERT_EQ(mh_event_is_set(&ev), 0);
+  ASSERT_OK(mh_barrier_destroy(&start));
+  ASSERT_OK(mh_event_destroy(&ev));
+}
+
+/* The same on a process-shared event (and barrier), used by threads of
+ * one process: the generation lives in the shared object. */
+TEST(shared_event_set_then_clear) {
+  struct {
+    mh_event_t ev;
+    mh_barrier_t start;
+  } *s = shared_map(sizeof *s);
+  ASSERT_OK(mh_event_init_ex(&s->ev, MH_SYNC_PROCESS_SHARED));
+  ASSERT_OK(mh_barrier_init_ex(&s->start, 6, NULL, NULL, MH_FOREVER, MH_SYNC_PROCESS_SHARED));
+  evpulse_run(&s->ev, &s->start, (int)mht_scaled(200));
+  ASSERT_OK(mh_barrier_destroy(&s->start));
+  ASSERT_OK(mh_event_destroy(&s->ev));
+  munmap(s, sizeof *s);
 }
 
 /* ---- Barrier --------------------------------------------------------- */

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -292,6 +293,87 @@ TEST(enomem_leaks_nothing) {
   mht_alloc_reset();
   ASSERT(ok);
   ASSERT_EQ(atomic_load(&flag), 1);
+}
+
+/* Under a small address-space limit (`ulimit -v`) pthread_create cannot map
+ * the new thread's stack and says EAGAIN, as it does when the system is out
+ * of threads: the answer must be MH_ENOMEM, "out of memory".  In a child
+ * process, since the limit is for the whole process. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define MHT_SHADOW_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define MHT_SHADOW_SANITIZER 1
+#endif
+#endif
+
+/* Address space the process maps now, in bytes (/proc/self/statm). */
+static size_t vm_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  ASSERT(f != NULL);
+  unsigned long pages = 0;
+  ASSERT_EQ(fscanf(f, "%lu", &pages), 1);
+  fclose(f);
+  return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static void as_limit(rlim_t bytes) {
+  struct rlimit rl;
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &rl), 0);
+  rl.rlim_cur = bytes;
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &rl), 0);
+}
+
+static void stack_enomem_child(void) {
+  atomic_int flag = 0;
+  mh_thread_t *t = NULL;
+  /* Start (and finish) one thread first, so the library's one-time state
+   * and the allocator's arenas are in place before the limit. */
+  ASSERT_OK(mh_thread_start(&t, set_flag, &flag, NULL));
+  ASSERT_OK(mh_thread_join(t, 30));
+  mh_thread_free(t);
+  mh_executor_t *ex = NULL;
+  mh_executor_options_t eo;
+  mh_executor_options_init(&eo);
+  eo.workers = 4;
+
+  as_limit((rlim_t)(vm_bytes() + ((size_t)1 << 20)));
+  mh_thread_options_t o = {.stack_size = (size_t)64 << 20};
+  ASSERT_ERR(mh_thread_start(&t, set_flag, &flag, &o), MH_ENOMEM);
+  ASSERT(t == NULL);
+  ASSERT_STREQ(mh_strerror(MH_ENOMEM), "out of memory");
+  /* The thread pool's workers, on default stacks: the same answer (glibc
+   * may reuse the first thread's cached stack for one of them, not for
+   * all four). */
+  ASSERT_ERR(mh_executor_new(&ex, &eo), MH_ENOMEM);
+
+  /* With the limit lifted the same starts work: it was the memory. */
+  as_limit(RLIM_INFINITY);
+  ASSERT_OK(mh_thread_start(&t, set_flag, &flag, &o));
+  ASSERT_OK(mh_thread_join(t, 30));
+  mh_thread_free(t);
+  ASSERT_OK(mh_executor_new(&ex, &eo));
+  mh_executor_free(ex);
+  ASSERT_EQ(atomic_load(&flag), 1);
+}
+
+TEST(stack_enomem) {
+#ifdef MHT_SHADOW_SANITIZER
+  /* The sanitizers' shadow memory does not live with an address limit. */
+  printf("skipped under a sanitizer with shadow memory\n");
+  exit(77);
+#endif
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    stack_enomem_child();
+    _exit(0);
+  }
+  int st;
+  while (waitpid(pid, &st, 0) < 0) {
+  }
+  ASSERT(WIFEXITED(st));
+  ASSERT_EQ(WEXITSTATUS(st), 0);
 }
 
 /* ---- exit semantics (child programs) ---------------------------------- */

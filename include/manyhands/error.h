@@ -9,6 +9,16 @@
 #ifndef MANYHANDS_ERROR_H
 #define MANYHANDS_ERROR_H
 
+/** @defgroup mh_error error.h: the status codes every manyhands function returns
+ * @brief The status codes every manyhands function returns.
+ *
+ * Part of <manyhands.h>.  The overview of the module (what maps to
+ * which Python name, and how it behaves) opens the header
+ * <manyhands/error.h>.
+ * @{
+ */
+
+
 #include <errno.h>
 #include "common.h"
 
@@ -16,8 +26,9 @@
 extern "C" {
 #endif
 
-/* One list generates the enum, mh_strerror() and mh_err_name().
- * XX(name, value, message) */
+/** One list generates the enum, mh_strerror() and mh_err_name():
+ * XX(name, value, message), for MH_name = value.  The codes on Linux are
+ * minus the errno values of the same name where one exists. */
 #define MH_ERROR_MAP(XX)                                                     \
   XX(EINVAL, -EINVAL, "invalid argument")                                    \
   XX(ENOMEM, -ENOMEM, "out of memory")                                       \
@@ -53,6 +64,7 @@ extern "C" {
   XX(ERANKDIED, -4004, "an MPI rank died")                                   \
   XX(EEOF, -4095, "end of iteration")
 
+/** The status codes: MH_EINVAL, MH_ENOMEM, ... as listed in MH_ERROR_MAP. */
 typedef enum {
 #define MH__ERR_ENUM(name, value, msg) MH_##name = (value),
   MH_ERROR_MAP(MH__ERR_ENUM)
@@ -63,14 +75,19 @@ typedef enum {
 
 /** A short English description of `code`.  Never NULL: unknown negative codes
  * give "unknown error", codes at or below MH_EUSER give "application error",
- * 0 gives "success". */
+ * 0 gives "success".
+ * @param code a status code (0 or a negative MH_E* value)
+ * @return what the description above says */
 MH_EXTERN const char *mh_strerror(int code);
 
 /** The code's name, e.g. "EINVAL" for MH_EINVAL.  Never NULL ("UNKNOWN",
- * "EUSER" or "OK" for the cases mh_strerror() describes). */
+ * "EUSER" or "OK" for the cases mh_strerror() describes).
+ * @param code a status code (0 or a negative MH_E* value)
+ * @return what the description above says */
 MH_EXTERN const char *mh_err_name(int code);
 
 #ifdef __cplusplus
 }
 #endif
+/** @} */
 #endif /* MANYHANDS_ERROR_H */

@@ -21,6 +21,17 @@
 #ifndef MANYHANDS_MPI_H
 #define MANYHANDS_MPI_H
 
+/** @defgroup mh_mpi mpi.h: the pi job and a map over MPI ranks
+ * @brief The pi job and a map over MPI ranks (link manyhands_mpi; installed by
+ * builds that found MPI).
+ *
+ * Not part of <manyhands.h>: include <manyhands/mpi.h>.  The overview of
+ * the module (what maps to which Python name, and how it behaves) opens
+ * that header.
+ * @{
+ */
+
+
 #include "common.h"
 #include "executor.h"
 #include "pi.h"
@@ -32,19 +43,24 @@ extern "C" {
 /** Initialise MPI (MPI_Init_thread, unless the program did it already) and
  * manyhands' own communicator, learn where every rank runs, and start the
  * watchdog.  Collective.  argc/argv may be NULL.
- * Errors: MH_EMPI (MPI failed to start or lacks MPI_THREAD_SERIALIZED),
+ * @param argc main()'s argc, passed on to MPI_Init
+ * @param argv main()'s argv, passed on to MPI_Init
+ * @return 0 on success, or one of these errors: MH_EMPI (MPI failed to start or lacks MPI_THREAD_SERIALIZED),
  * MH_EBUSY (already initialised), MH_ENOMEM, MH_EAGAIN (no watchdog
  * thread). */
 MH_EXTERN int mh_mpi_init(int *argc, char ***argv);
 
 /** Stop the watchdog, free manyhands' communicator and finalise MPI if
  * mh_mpi_init started it.  Collective.  On rank 0 it first releases ranks
- * waiting in mh_mpi_serve().  Errors: MH_EINVAL (not initialised). */
+ * waiting in mh_mpi_serve().
+ * @return 0 on success, or one of these errors: MH_EINVAL (not initialised). */
 MH_EXTERN int mh_mpi_finalize(void);
 
-/** This rank (0 .. size-1), or MH_EINVAL before mh_mpi_init. */
+/** This rank (0 .. size-1), or MH_EINVAL before mh_mpi_init.
+ * @return what the description above says */
 MH_EXTERN int mh_mpi_rank(void);
-/** Number of ranks, or MH_EINVAL before mh_mpi_init. */
+/** Number of ranks, or MH_EINVAL before mh_mpi_init.
+ * @return what the description above says */
 MH_EXTERN int mh_mpi_size(void);
 
 /* ---- pi over ranks x threads ------------------------------------------- */
@@ -69,7 +85,11 @@ typedef struct mh_mpi_pi_stats_s {
  * and threads.  Every rank gets rank 0's whole result in `res` (workers = the
  * total thread count, backend MH_BACKEND_MPI) and rank 0's return code, so
  * all ranks take the same branches afterwards.  `stats` may be NULL.
- * Errors: MH_EINVAL (NULL opts/res, threads out of range or 0 on rank 0,
+ * @param opts the run's options (N, seed, ...); NULL for the defaults
+ * @param threads worker threads per rank; 0: one per online CPU
+ * @param res receives the result (on every rank)
+ * @param stats NULL, or receives per-rank figures
+ * @return 0 on success, or one of these errors: MH_EINVAL (NULL opts/res, threads out of range or 0 on rank 0,
  * n == 0 or > 2^63-1, not initialised), MH_ENOTSUP (kernel not supported on a rank),
  * MH_ECANCELED (rank 0's opts->cancel was set; `res` holds the partial
  * result), MH_ENOMEM, MH_EAGAIN, MH_EMPI. */
@@ -81,23 +101,31 @@ MH_EXTERN int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
 /** Register `fn` under `name` (1..63 characters) in this rank.  Pointers do
  * not cross machines, so every rank registers the same names, before
  * mh_mpi_serve / mh_mpi_map.  Registering a name again replaces its function.
- * Errors: MH_EINVAL (NULL, empty or too long name), MH_ENOMEM. */
+ * @param name the name the task is known by on every rank
+ * @param fn the task
+ * @return 0 on success, or one of these errors: MH_EINVAL (NULL, empty or too long name), MH_ENOMEM. */
 MH_EXTERN int mh_task_register(const char *name, mh_task_fn fn);
 
-/** The function registered as `name`, or NULL. */
+/** The function registered as `name`, or NULL.
+ * @param name a registered name
+ * @return what the description above says */
 MH_EXTERN mh_task_fn mh_task_lookup(const char *name);
 
-/** The name `fn` was registered under, or NULL. */
+/** The name `fn` was registered under, or NULL.
+ * @param fn a registered task
+ * @return what the description above says */
 MH_EXTERN const char *mh_task_name(mh_task_fn fn);
 
 /** On ranks other than 0: run the chunks rank 0 sends through mh_mpi_map
- * until rank 0 calls mh_mpi_serve_stop() or mh_mpi_finalize().  Returns at
+ * until rank 0 calls mh_mpi_serve_stop() or mh_mpi_finalize().
+ * @return at
  * once on rank 0.  Tasks run with ctx NULL (a context is a pointer and
  * does not cross machines).  Errors: MH_EINVAL (not initialised), MH_EMPI. */
 MH_EXTERN int mh_mpi_serve(void);
 
 /** On rank 0: release the ranks in mh_mpi_serve().  Harmless twice.
- * Errors: MH_EINVAL (not initialised or not rank 0), MH_EMPI. */
+ *
+ * @return 0 on success, or one of these errors: MH_EINVAL (not initialised or not rank 0), MH_EMPI. */
 MH_EXTERN int mh_mpi_serve_stop(void);
 
 /* The executor on MPI ranks.  On rank 0, mh_executor_new with
@@ -117,11 +145,21 @@ MH_EXTERN int mh_mpi_serve_stop(void);
  * out + i*out_size); chunks of `chunksize` items (0: picked from n and the
  * rank count) go to the ranks in mh_mpi_serve() and to a thread of rank 0
  * (which runs them with `ctx`).  `status`, if not NULL, gets each item's
- * code.  Returns 0, or the code of the lowest-indexed failing item (every
+ * code.
+ * @return 0, or the code of the lowest-indexed failing item (every
  * item still runs).  A busy rank silent for MH_MPI_TIMEOUT seconds, or a
  * chunk running over MH_MPI_TASK_TIMEOUT (when set), ends the job with a
  * message naming the rank (MPI_Abort): it does not return.  Errors also: MH_EINVAL (NULL, unknown name, not rank 0,
- * a chunk over 1 GiB), MH_ENOMEM, MH_EMPI. */
+ * a chunk over 1 GiB), MH_ENOMEM, MH_EMPI.
+ * @param name the registered name of the task
+ * @param ctx passed unchanged to every call of the task
+ * @param in the input buffer: item i starts at in + i * in_size
+ * @param in_size bytes of one input item (may be 0)
+ * @param out the output buffer: item i starts at out + i * out_size
+ * @param out_size bytes of one output item (may be 0)
+ * @param n the number of items
+ * @param chunksize items per chunk; 0 picks one from n and the worker count
+ * @param status NULL, or where each item's code is written */
 MH_EXTERN int mh_mpi_map(const char *name, void *ctx, const void *in,
                          size_t in_size, void *out, size_t out_size,
                          size_t n, size_t chunksize, int *status);
@@ -129,4 +167,5 @@ MH_EXTERN int mh_mpi_map(const char *name, void *ctx, const void *in,
 #ifdef __cplusplus
 }
 #endif
+/** @} */
 #endif /* MANYHANDS_MPI_H */

@@ -39,6 +39,16 @@
 #ifndef MANYHANDS_PROCESS_H
 #define MANYHANDS_PROCESS_H
 
+/** @defgroup mh_process process.h: child processes (multiprocessing.Process)
+ * @brief Child processes (multiprocessing.Process).
+ *
+ * Part of <manyhands.h>.  The overview of the module (what maps to
+ * which Python name, and how it behaves) opens the header
+ * <manyhands/process.h>.
+ * @{
+ */
+
+
 #include <sys/types.h>
 
 #include "common.h"
@@ -87,7 +97,11 @@ typedef struct mh_process_options_s {
  * cannot fail unless a seccomp filter denies it; so only when the calling
  * thread runs under a seccomp filter does the child report its set-up back
  * over a pipe, and this call wait for that report.
- * Returns 0, or
+ * @param process receives the new process handle
+ * @param fn the function the child runs
+ * @param arg passed to fn in the child
+ * @param opts the options; NULL for the defaults
+ * @return 0, or
  * - MH_EINVAL: `process` or `fn` is NULL, or unknown option flags;
  * - MH_EPERM: the caller is a daemon child (daemons have no children);
  * - MH_ENOMEM: no memory for the handle (nothing was started);
@@ -101,7 +115,9 @@ typedef struct mh_process_options_s {
 MH_EXTERN int mh_process_start(mh_process_t **process, mh_process_fn fn, void *arg,
                                const mh_process_options_t *opts);
 
-/** The child's process id (also after it ended), or MH_EINVAL for NULL. */
+/** The child's process id (also after it ended), or MH_EINVAL for NULL.
+ * @param process the process handle
+ * @return what the description above says */
 MH_EXTERN pid_t mh_process_pid(const mh_process_t *process);
 
 /** A file descriptor that becomes readable once the child has ended
@@ -115,19 +131,25 @@ MH_EXTERN int mh_process_sentinel(const mh_process_t *process);
 /** Wait until the child ends, at most `timeout` seconds (MH_FOREVER: as long
  * as it takes; 0: only check).  Waits without spinning (a pidfd on Linux 5.3
  * and later, else short sleeps).  Interrupting signals are retried.
- * Returns 0 once the child has ended and been reaped, or
+ * @param process the process handle
+ * @param timeout seconds to wait: MH_FOREVER blocks, 0 does not block
+ * @return 0 once the child has ended and been reaped, or
  * - MH_ETIMEDOUT: still running when the timeout passed;
  * - MH_EINVAL: NULL handle, or a negative timeout other than MH_FOREVER, NaN. */
 MH_EXTERN int mh_process_join(mh_process_t *process, double timeout);
 
 /** 1 while the child runs, 0 once it has ended (reaping it), MH_EINVAL for
- * NULL. */
+ * NULL.
+ * @param process the process handle
+ * @return what the description above says */
 MH_EXTERN int mh_process_is_alive(mh_process_t *process);
 
 /** How the child ended: *exitcode is its exit status (0..255), or minus the
  * number of the signal that ended it (-9 after mh_process_kill()), as Python's
  * Process.exitcode.  Does not wait.
- * Returns 0 when *exitcode was set, or
+ * @param process the process handle
+ * @param exitcode receives the exit status (>= 0) or minus the signal number
+ * @return 0 when *exitcode was set, or
  * - MH_EBUSY: the child is still running (*exitcode untouched) - Python's None;
  * - MH_ECHILD: the child was reaped by someone else (waitpid(-1) elsewhere in
  *   the program, SIGCHLD ignored, or a handle inherited by a child process),
@@ -137,10 +159,13 @@ MH_EXTERN int mh_process_exitcode(mh_process_t *process, int *exitcode);
 
 /** Send SIGTERM (Process.terminate).  The child's own handlers, if any, run;
  * join to wait for it.  A child that has already ended is left alone.
- * Returns 0, MH_EINVAL for NULL, or the code of a failed kill (MH_EPERM). */
+ * @param process the process handle
+ * @return 0, MH_EINVAL for NULL, or the code of a failed kill (MH_EPERM). */
 MH_EXTERN int mh_process_terminate(mh_process_t *process);
 
-/** Send SIGKILL (Process.kill).  As mh_process_terminate() otherwise. */
+/** Send SIGKILL (Process.kill).  As mh_process_terminate() otherwise.
+ * @param process the process handle
+ * @return what the description above says */
 MH_EXTERN int mh_process_kill(mh_process_t *process);
 
 /** The child's name (Process.name): the option's, or "Process-N".
@@ -187,10 +212,12 @@ MH_EXTERN pid_t mh_process_parent_pid(void);
  * background when it ends, so it never becomes a zombie (only when not even
  * a small thread can be created for that is the child killed and reaped at
  * once).  To stop it first, call mh_process_kill() and mh_process_join().
- * NULL is ignored. */
+ * NULL is ignored.
+ * @param process the process handle */
 MH_EXTERN void mh_process_free(mh_process_t *process);
 
 #ifdef __cplusplus
 }
 #endif
+/** @} */
 #endif /* MANYHANDS_PROCESS_H */

@@ -64,6 +64,7 @@
 #include "executor_internal.h"
 #include "internal.h"
 #include "spin.h"
+#include "thread_internal.h"
 #include "trace_internal.h"
 
 /* ---- the pool record --------------------------------------------------- */
@@ -262,7 +263,10 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   }
   p->alive = p->nthreads;
   for (int i = 0; i < p->nthreads; i++) {
-    if (pthread_create(&p->threads[i], NULL, worker_main, p)) {
+    int err = pthread_create(&p->threads[i], NULL, worker_main, p);
+    if (err) {
+      /* Told apart now, while the started workers still hold their stacks. */
+      err = mh__thread_create_error(err, NULL);
       pthread_mutex_lock(&p->lock);
       p->stopping = 1;
       p->alive -= p->nthreads - i; /* these never started */
@@ -270,7 +274,7 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
       pthread_mutex_unlock(&p->lock);
       for (int j = 0; j < i; j++) pthread_join(p->threads[j], NULL);
       pool_free(p);
-      return MH_EAGAIN;
+      return err;
     }
   }
   mh__executor_set_impl(ex, p);

@@ -32,6 +32,10 @@
  * (see mpi_internal.h); the watchdog reads it.  sentinel_fd is written by
  * mh_mpi_init/finalize only; the quiet byte may be written by two threads at
  * once (fatal and the watchdog), which is harmless: it is one byte.
+ *
+ * Layering: the core calls nothing in mpi_map.c or mpi_pi.c, which are built
+ * on it; mh_mpi_finalize is in mpi_map.c (the map protocol's stop first) and
+ * calls mh__mpi_core_finalize here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,19 +50,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../executor/executor_internal.h"
 #include "mpi_internal.h"
 
 mh__mpi_state_t mh__mpi;
 
-/* The executor refers to the MPI backend only weakly (it links without
- * MPI); this reference pulls the backend out of the static archive into every
- * program that calls mh_mpi_init. */
-__attribute__((used)) static const mh__backend_ops_t *const keep_backend =
-    &mh__backend_mpi;
-
 static pthread_t watchdog;
-static _Atomic int watchdog_stop; /* set by mh_mpi_finalize */
+static _Atomic int watchdog_stop; /* set by mh__mpi_core_finalize */
 static sigset_t watched, old_mask;
 /* 1 while SIGTERM is blocked by mh_mpi_init (it was not before): a child
  * forked meanwhile unblocks it again (see sentinel_forget_in_child). */
@@ -389,12 +386,7 @@ fail_mask:
   return MH_EMPI;
 }
 
-int mh_mpi_finalize(void) {
-  if (!mh__mpi.inited) return MH_EINVAL;
-  /* Every rank > 0 receives rank 0's stop message exactly once, in
-   * mh_mpi_serve or here. */
-  if (mh__mpi.rank == 0 && !mh__mpi.serve_stopped) mh_mpi_serve_stop();
-  if (mh__mpi.rank != 0) mh__mpi_take_stop();
+void mh__mpi_core_finalize(void) {
   /* Wait for every rank before the watchdogs stop: a rank that dies now is
    * still reported. */
   MPI_Barrier(mh__mpi.comm);
@@ -413,7 +405,6 @@ int mh_mpi_finalize(void) {
    * we stop); it would then be taken by the restored default action. */
   pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
   term_blocked_by_us = 0;
-  return 0;
 }
 
 int mh_mpi_rank(void) { return mh__mpi.inited ? mh__mpi.rank : MH_EINVAL; }

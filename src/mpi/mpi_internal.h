@@ -56,9 +56,10 @@ void mh__mpi_fatal(const char *fmt, ...)
  * that the compute threads need). */
 void mh__mpi_nap(long microseconds);
 
-/* Ranks > 0: receive rank 0's stop message if mh_mpi_serve did not
- * (mpi_map.c; called by mh_mpi_finalize). */
-int mh__mpi_take_stop(void);
+/* The second half of mh_mpi_finalize (which is in mpi_map.c, after the map
+ * protocol's stop): wait for every rank, stop the watchdog and the sentinel,
+ * free the communicator, finalize MPI if we initialised it (mpi_core.c). */
+void mh__mpi_core_finalize(void);
 
 /* Map an MPI error code to MH_EMPI (0 stays 0). */
 int mh__mpi_err(int mpi_rc);

@@ -265,7 +265,8 @@ int mh_mpi_serve(void) {
   return rc;
 }
 
-int mh__mpi_take_stop(void) {
+/* Ranks > 0: receive rank 0's stop message if mh_mpi_serve did not. */
+static int take_stop(void) {
   int rc = 0;
   if (!got_stop) {
     map_cmd_t cmd;
@@ -290,6 +291,18 @@ int mh_mpi_serve_stop(void) {
                  mh__mpi.comm) != MPI_SUCCESS)
       rc = MH_EMPI;
   return rc;
+}
+
+/* The end of the map protocol comes first: every rank > 0 receives rank 0's
+ * stop message exactly once, in mh_mpi_serve or here; then the core tears
+ * down what mh_mpi_init set up.  It lives here, not in mpi_core.c, so that the
+ * core never calls into the protocol built on it. */
+int mh_mpi_finalize(void) {
+  if (!mh__mpi.inited) return MH_EINVAL;
+  if (mh__mpi.rank == 0 && !mh__mpi.serve_stopped) mh_mpi_serve_stop();
+  if (mh__mpi.rank != 0) take_stop();
+  mh__mpi_core_finalize();
+  return 0;
 }
 
 /* ---- rank 0 --------------------------------------------------------------- */

@@ -1,5 +1,8 @@
-/* pi_internal.h - the canonical point stream of the pi job, shared by the
- * scalar, AVX2 and AVX-512 kernels.  Never installed.
+/* pi_stream.h - the canonical point stream of the pi job, shared by the
+ * scalar, AVX2 and AVX-512 kernels: the generators, the thresholds, the exact
+ * test of a band point and the kernels' contract.  Never installed.  Only
+ * <stdint.h>: the kernels are compiled for their own instruction sets and
+ * see nothing of the rest of the library.
  *
  * The stream (docs/pi.md has the reasoning):
  *  - A block has MH__PI_LANES = 16 xoshiro256++ generators ("lanes") and one
@@ -22,12 +25,10 @@
  * So the count is a pure function of (seed, block, n); every kernel computes
  * this same function, only faster.
  */
-#ifndef MH_PI_INTERNAL_H
-#define MH_PI_INTERNAL_H
+#ifndef MH_PI_STREAM_H
+#define MH_PI_STREAM_H
 
 #include <stdint.h>
-
-#include "manyhands/pi.h"
 
 #define MH__PI_LANES 16
 #define MH__PI_STEP_POINTS 32
@@ -118,34 +119,4 @@ uint64_t mh__pi_kernel_scalar(mh__pi_stream_t *st, uint64_t npoints);
 uint64_t mh__pi_kernel_avx2(mh__pi_stream_t *st, uint64_t npoints);
 uint64_t mh__pi_kernel_avx512(mh__pi_stream_t *st, uint64_t npoints);
 
-/* How mh_pi_run cuts n points into blocks and tasks (pi.c). */
-typedef struct mh__pi_plan {
-  uint64_t n;
-  uint64_t nblocks;         /* ceil(n / MH_PI_BLOCK_POINTS) */
-  uint64_t last_points;     /* points of the last block, 1 .. BLOCK_POINTS */
-  uint64_t blocks_per_task; /* 1 .. 8, from n and the worker count */
-  uint64_t ntasks;          /* ceil(nblocks / blocks_per_task): tasks of
-                               full size; the last ones are smaller */
-  size_t window;            /* tasks in flight at most */
-} mh__pi_plan_t;
-
-/* Plan a run: MH_EINVAL for n == 0, n > 2^63 - 1, workers < 1. */
-int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan);
-
-/* Test hook: when non-zero, mh__pi_stream_init ignores the block index, so
- * every block repeats the same stream.  Only the statistics test sets it, to
- * show that the test catches such a broken generator. */
-extern int mh__pi_test_broken_streams;
-
-/* Test hook: bit k set makes mh_pi_kernel_supported(k) report 0 for the SIMD
- * kernels, as on a CPU without them (the scalar kernel cannot be disabled). */
-extern unsigned mh__pi_test_disabled_kernels;
-
-/* Test hook: when mh__pi_test_kill_armed points at a non-zero int (in shared
- * memory, so that process workers see one flag), the task that counts block
- * mh__pi_test_kill_block clears it and kills its own process with SIGKILL -
- * a worker dying mid-run, once. */
-extern uint64_t mh__pi_test_kill_block;
-extern int *mh__pi_test_kill_armed;
-
-#endif /* MH_PI_INTERNAL_H */
+#endif /* MH_PI_STREAM_H */

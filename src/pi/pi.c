@@ -3,7 +3,7 @@
  *
  * Invariants:
  *  - The count of a block is a pure function of (seed, block, npoints)
- *    (pi_internal.h defines the stream); which kernel computes it, on which
+ *    (pi_stream.h defines the stream); which kernel computes it, on which
  *    worker, in which order, changes nothing.
  *  - A run of n points is blocks 0 .. ceil(n / MH_PI_BLOCK_POINTS) - 1, all
  *    full but the last; the split does not depend on the worker count.
@@ -14,13 +14,19 @@
 #include <signal.h>
 #include <string.h>
 
-#include "internal.h"
+#include "../internal.h"
 #include "pi_internal.h"
 
+#ifdef MH_TEST_HOOKS
+/* Test builds only (manyhands_test): see pi_internal.h. */
 int mh__pi_test_broken_streams = 0;
 unsigned mh__pi_test_disabled_kernels = 0;
 uint64_t mh__pi_test_kill_block = 0;
 int *mh__pi_test_kill_armed = NULL;
+#define TEST_HOOK(stmt) stmt
+#else
+#define TEST_HOOK(stmt)
+#endif
 
 /* The golden-ratio increment of SplitMix64. */
 #define MH__PI_GAMMA UINT64_C(0x9e3779b97f4a7c15)
@@ -36,7 +42,7 @@ int *mh__pi_test_kill_armed = NULL;
  * for the xoshiro family. */
 void mh__pi_stream_init(mh__pi_stream_t *st, uint64_t seed, uint64_t block) {
   uint64_t base = mh__pi_mix64(seed);
-  if (mh__pi_test_broken_streams) block = 0;
+  TEST_HOOK(if (mh__pi_test_broken_streams) block = 0;)
   for (int j = 0; j < MH__PI_GENS; j++) {
     uint64_t z = base + (block * MH__PI_GENS + (uint64_t)j) * 4 * MH__PI_GAMMA;
     for (int w = 0; w < 4; w++) {
@@ -81,7 +87,7 @@ int mh_pi_kernel_supported(mh_pi_kernel_t kernel) {
   case MH_PI_KERNEL_SCALAR:
     return 1;
   case MH_PI_KERNEL_AVX2:
-    if (mh__pi_test_disabled_kernels & (1u << MH_PI_KERNEL_AVX2)) return 0;
+    TEST_HOOK(if (mh__pi_test_disabled_kernels & (1u << MH_PI_KERNEL_AVX2)) return 0;)
 #if defined(__x86_64__) || defined(__i386__)
     /* libgcc's and compiler-rt's checks include the OS's XSAVE support. */
     return __builtin_cpu_supports("avx2") ? 1 : 0;
@@ -89,7 +95,7 @@ int mh_pi_kernel_supported(mh_pi_kernel_t kernel) {
     return 0;
 #endif
   case MH_PI_KERNEL_AVX512:
-    if (mh__pi_test_disabled_kernels & (1u << MH_PI_KERNEL_AVX512)) return 0;
+    TEST_HOOK(if (mh__pi_test_disabled_kernels & (1u << MH_PI_KERNEL_AVX512)) return 0;)
 #if defined(__x86_64__) || defined(__i386__)
     return (__builtin_cpu_supports("avx512f") &&
             __builtin_cpu_supports("avx512bw")) ? 1 : 0;
@@ -227,9 +233,11 @@ static int pi_task(const void *in, size_t in_size, void *out, size_t out_size,
   uint64_t inside = 0, points = 0;
   for (uint64_t i = 0; i < t->nblocks; i++) {
     uint64_t np = i + 1 == t->nblocks ? t->last_points : MH_PI_BLOCK_POINTS;
+#ifdef MH_TEST_HOOKS
     if (mh__pi_test_kill_armed && t->first_block + i == mh__pi_test_kill_block &&
         __atomic_exchange_n(mh__pi_test_kill_armed, 0, __ATOMIC_SEQ_CST))
       raise(SIGKILL);
+#endif
     inside += count_block(t->seed, t->first_block + i, np, k);
     points += np;
   }

@@ -3,7 +3,7 @@
  * Compiled with -mavx2 (CMake adds the flag for *_avx2.c) and called only
  * after pi.c has checked the CPU.  The 16 lanes live in four groups of four
  * 64-bit elements (ymm registers); as 32-bit elements, element j of group g's
- * output is canonical point 8g + j of the step (pi_internal.h).  vpmaddwd
+ * output is canonical point 8g + j of the step (pi_stream.h).  vpmaddwd
  * gives s = a*a + b*b for eight points per instruction.  AVX2 has no
  * unsigned compare, so s is biased by 2^31 (a xor) and compared signed; no
  * rotate either, so rotations are two shifts and an or.  Band points are
@@ -11,7 +11,7 @@
  */
 #include <immintrin.h>
 
-#include "pi_internal.h"
+#include "pi_stream.h"
 
 #define GROUPS 4
 

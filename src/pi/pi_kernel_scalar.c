@@ -2,10 +2,10 @@
  * at a time, in canonical order.
  *
  * This file defines the stream that the SIMD kernels reproduce (see
- * pi_internal.h): step by step, lane by lane, low half before high half.  It
+ * pi_stream.h): step by step, lane by lane, low half before high half.  It
  * is compiled for baseline x86-64 and runs on any CPU.
  */
-#include "pi_internal.h"
+#include "pi_stream.h"
 
 uint64_t mh__pi_kernel_scalar(mh__pi_stream_t *st, uint64_t npoints) {
   uint64_t inside = 0;

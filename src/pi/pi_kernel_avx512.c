@@ -5,7 +5,7 @@
  * eight 64-bit elements (zmm registers), four state words each.  One step
  * gives two output vectors; as 32-bit elements, element j of the first is
  * canonical point j of the step and element j of the second point 16 + j,
- * exactly the order of pi_internal.h.  vpmaddwd squares and adds the two
+ * exactly the order of pi_stream.h.  vpmaddwd squares and adds the two
  * signed 16-bit words of every element: s = a*a + b*b for 16 points per
  * instruction.  One unsigned compare decides "clearly inside"; a second,
  * masked by the first, finds band points, which are rare, so the loop only
@@ -14,7 +14,7 @@
  */
 #include <immintrin.h>
 
-#include "pi_internal.h"
+#include "pi_stream.h"
 
 typedef struct {
   __m512i s0, s1, s2, s3;
