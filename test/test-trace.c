@@ -485,3 +485,90 @@ TEST(env_variable_writes_at_exit) {
   trace_free(&t);
   unlink(path);
 }
+
+/* ---- the command: --trace and --timeline --------------------------------- */
+
+#define CLI MHT_BUILD_DIR "/manyhands"
+
+/* Run the command with these arguments (NULL-ended), copied so that
+ * string literals stay const. */
+static int run_cli(mht_proc_result_t *r, const char *const *args) {
+  char *argv[16];
+  size_t n = 0;
+  argv[n++] = strdup(CLI);
+  for (; *args && n < 15; args++) argv[n++] = strdup(*args);
+  argv[n] = NULL;
+  int rc = mht_run(argv, 120, r);
+  for (size_t i = 0; i < n; i++) free(argv[i]);
+  return rc;
+}
+
+static int have_gnuplot(void) {
+  const char *path = getenv("PATH");
+  char buf[4096];
+  while (path && *path) {
+    size_t len = strcspn(path, ":");
+    snprintf(buf, sizeof buf, "%.*s/gnuplot", (int)len, path);
+    if (access(buf, X_OK) == 0) return 1;
+    path += len + (path[len] == ':');
+  }
+  return 0;
+}
+
+static void cli_trace_and_timeline(const char *backend, const char *ext) {
+  char json[128], chart[128];
+  tmp_path(json, sizeof json, backend);
+  snprintf(chart, sizeof chart, "/tmp/mh-trace-%d-%s.%s", (int)getpid(), backend, ext);
+  unlink(chart);
+  mht_proc_result_t r;
+  ASSERT_OK(run_cli(&r, (const char *[]){"pi", "2e7", "3", "--backend", backend, "-q",
+                                         "--trace", json, "--timeline", chart, NULL}));
+  if (!have_gnuplot()) {
+    /* The trace is written anyway; the missing chart is a failure (exit 1). */
+    ASSERT_EQ(r.status, 1);
+    ASSERT(strstr(r.err, "gnuplot") != NULL);
+    mht_proc_free(&r);
+    unlink(json);
+    return;
+  }
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  mht_proc_free(&r);
+  trace_t t;
+  trace_load(json, &t);
+  /* The pi job's tasks, and one track per worker asked for. */
+  ASSERT(count(&t, "task", "X") >= 1);
+  ASSERT(tracks(&t, strcmp(backend, "threads") ? "process worker" : "thread worker") <= 3);
+  trace_free(&t);
+  char *img = slurp(chart);
+  ASSERT(img != NULL);
+  if (!strcmp(ext, "svg")) {
+    ASSERT(strstr(img, "<svg") != NULL);
+    ASSERT(strstr(img, "worker 0") != NULL);
+  } else {
+    ASSERT(!memcmp(img, "\x89PNG", 4));
+  }
+  free(img);
+  unlink(json);
+  unlink(chart);
+}
+
+TEST(cli_threads_svg) { cli_trace_and_timeline("threads", "svg"); }
+TEST(cli_processes_png) { cli_trace_and_timeline("processes", "png"); }
+
+TEST(cli_usage_errors) {
+  mht_proc_result_t r;
+  ASSERT_OK(run_cli(&r, (const char *[]){"pi", "1e6", "--timeline", "x.txt", NULL}));
+  ASSERT_EQ(r.status, 2);
+  ASSERT(strstr(r.err, "manyhands: invalid --timeline") != NULL);
+  mht_proc_free(&r);
+  ASSERT_OK(run_cli(&r, (const char *[]){"pi", "1e6", "--sweep", "1,2", "--trace", "x.json",
+                                         NULL}));
+  ASSERT_EQ(r.status, 2);
+  mht_proc_free(&r);
+  ASSERT_OK(run_cli(&r, (const char *[]){"pi", "1e6", "-q", "--trace",
+                                         "/nonexistent-dir/t.json", NULL}));
+  ASSERT_EQ(r.status, 1);
+  ASSERT(strstr(r.err, "manyhands: cannot write the trace") != NULL);
+  mht_proc_free(&r);
+}
