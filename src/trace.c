@@ -81,6 +81,7 @@ static _Thread_local struct {
   uint32_t gen;      /* T: generation of that block */
   int32_t pid, tid;  /* T: 0 until first used */
   int32_t role, number;
+  int32_t autonum;   /* T: number is the trace's (asked as -1), per generation */
 } tl;
 
 uint64_t mh__trace_clock(void) {
@@ -93,6 +94,7 @@ uint64_t mh__trace_clock(void) {
 void mh__trace_role(int role, int number) {
   tl.role = role;
   tl.number = number;
+  tl.autonum = number < 0;
 }
 
 /* In a forked child: this thread is a new track with no block. */
@@ -112,6 +114,8 @@ static rec_t *trace_take(hdr_t *h) {
       tl.next = tl.end = NULL;
       return NULL;
     }
+    /* A new trace numbers its workers afresh. */
+    if (tl.gen != gen && tl.autonum) tl.number = -1;
     tl.next = &h->recs[at];
     tl.end = tl.next + BLOCK;
     tl.gen = gen;
