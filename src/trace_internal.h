@@ -50,11 +50,15 @@ static inline uint64_t mh__trace_begin(void) {
   return 0;
 }
 
-/* End the slice begun at t0 (nothing when t0 is 0). */
-static inline void mh__trace_end(uint64_t t0, int kind, uint64_t index, uint64_t items,
-                                 int status) {
-  if (__builtin_expect(t0 != 0, 0)) mh__trace_slice(t0, kind, index, items, status);
-}
+/* End the slice begun at t0 (nothing when t0 is 0).  A macro, so that the
+ * arguments (a call to fetch a task's item count, say) are evaluated only
+ * when tracing. */
+#define mh__trace_end(t0, kind, index, items, status)               \
+  do {                                                              \
+    uint64_t mh__tr_t0_ = (t0);                                     \
+    if (__builtin_expect(mh__tr_t0_ != 0, 0))                       \
+      mh__trace_slice(mh__tr_t0_, (kind), (index), (items), (status)); \
+  } while (0)
 
 /* An instant mark on the track of worker process `pid` (0: the calling
  * thread's own track), `number` its worker number. */
