@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <manyhands.h>
 
@@ -128,6 +129,22 @@ const char *mhc_find_on_path(const char *prog, char *buf, size_t size);
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
                    const mhc_amdahl_t *fit, const char *title, int cpus);
 
+/* Run gnuplot with the script `write` prints (to its standard input) and
+ * check that it drew `path`.  Returns 0, 1 when gnuplot is not installed,
+ * -1 when it failed (a message was printed either way). */
+int mhc_gnuplot(const char *path, void (*write)(FILE *f, void *arg), void *arg);
+
+/* Write s as a gnuplot single-quoted string. */
+void mhc_plot_put_quoted(FILE *f, const char *s);
+
+/* ---- timeline.c -------------------------------------------------------- */
+
+/* Draw `chart` (.svg or .png) from the trace file `trace` (as written by
+ * mh_trace_stop): one bar per worker over time, busy slices filled, the
+ * idle tail after each worker's last task marked.  Same returns as
+ * mhc_gnuplot. */
+int mhc_timeline_draw(const char *trace, const char *chart, const char *title);
+
 /* ---- pi_args.c: the command line of `manyhands pi` ------------------- */
 
 /* What `manyhands pi` was asked to do.  Filled by mhc_pi_parse, read-only
@@ -145,6 +162,9 @@ typedef struct mhc_pi_args {
   size_t nsweep;
   const char *plot;
   int plot_created; /* the parser created the chart file (remove on failure) */
+  const char *trace;    /* --trace FILE.json */
+  const char *timeline; /* --timeline FILE.svg|png */
+  int timeline_created; /* the parser created the timeline file */
   int json;
   int quiet;
   mh_pi_kernel_t kernel;

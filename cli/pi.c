@@ -584,10 +584,51 @@ int mhc_cmd_pi(int argc, char **argv) {
 
   mhc_progress_t pg;
   mhc_progress_init(&pg, !a->quiet && isatty(STDERR_FILENO));
+  /* Tracing starts before the executor is made, so that its process
+   * workers record too; --timeline alone traces into a temporary file. */
+  char tmp[4096] = "";
+  const char *trace = a->trace;
+  if (a->timeline && !trace) {
+    const char *dir = getenv("TMPDIR");
+    snprintf(tmp, sizeof tmp, "%s/manyhands-trace-XXXXXX.json",
+             dir && *dir ? dir : "/tmp");
+    int fd = mkstemps(tmp, 5);
+    if (fd < 0) {
+      mhc_error("cannot make a temporary trace file in %s: %s",
+                dir && *dir ? dir : "/tmp", strerror(errno));
+      code = MHC_EXIT_FAIL;
+      goto out;
+    }
+    close(fd);
+    trace = tmp;
+  }
+  if (trace) {
+    int rc = mh_trace_start(trace);
+    if (rc) {
+      mhc_error("cannot write the trace '%s': %s", trace, mh_strerror(rc));
+      code = MHC_EXIT_FAIL;
+      goto out;
+    }
+  }
   code = a->nsweep ? run_sweep(a, &pg) : run_plain(a, &pg);
+  if (trace) {
+    int rc = mh_trace_stop();
+    if (rc && code == MHC_EXIT_OK) {
+      mhc_error("cannot write the trace '%s': %s", trace, mh_strerror(rc));
+      code = MHC_EXIT_FAIL;
+    }
+  }
+  if (a->timeline && code == MHC_EXIT_OK) {
+    char title[160];
+    snprintf(title, sizeof title, "manyhands pi: what ran where (%s)",
+             a->backend == MH_BACKEND_PROCESSES ? "processes" : "threads");
+    if (mhc_timeline_draw(trace, a->timeline, title) != 0) code = MHC_EXIT_FAIL;
+  }
+  if (tmp[0]) unlink(tmp);
 out:
   /* A chart file the parser created and the run did not draw goes again. */
   if (code != MHC_EXIT_OK && a->plot_created) unlink(a->plot);
+  if (code != MHC_EXIT_OK && a->timeline_created) unlink(a->timeline);
   free(a);
   return code;
 }

@@ -42,6 +42,10 @@ static void pi_help(void) {
       "      --plot FILE  with --sweep: speedup chart, FILE.svg or FILE.png,\n"
       "                   drawn by gnuplot (needed on PATH); FILE is checked\n"
       "                   and created before the sweep runs\n"
+      "      --trace FILE write what ran where as Chrome trace-event JSON\n"
+      "                   (open it in ui.perfetto.dev or chrome://tracing)\n"
+      "      --timeline FILE  one bar per worker over time, FILE.svg or\n"
+      "                   FILE.png, drawn by gnuplot: busy, idle, the tail\n"
       "      --json       one JSON object per run on stdout\n"
       "  -k, --kernel K   auto (default: the best this CPU has), scalar, avx2,\n"
       "                   avx512; one the CPU lacks is an error (exit 1)\n"
@@ -73,7 +77,7 @@ static int usage_error_n(const char *s) {
 /* The options.  A long option with a short form returns the short letter,
  * so both spellings take the same path; the others return codes past any
  * letter. */
-enum { OPT_SWEEP = 256, OPT_PLOT, OPT_JSON };
+enum { OPT_SWEEP = 256, OPT_PLOT, OPT_JSON, OPT_TRACE, OPT_TIMELINE };
 
 static const struct option long_opts[] = {
     {"backend", required_argument, NULL, 'b'},
@@ -82,6 +86,8 @@ static const struct option long_opts[] = {
     {"sweep", required_argument, NULL, OPT_SWEEP},
     {"plot", required_argument, NULL, OPT_PLOT},
     {"json", no_argument, NULL, OPT_JSON},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {"timeline", required_argument, NULL, OPT_TIMELINE},
     {"kernel", required_argument, NULL, 'k'},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
@@ -256,6 +262,25 @@ int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a) {
         a->plot = v;
         break;
       }
+      case OPT_TRACE:
+        if (!*v) {
+          mhc_error("invalid --trace: the file name is empty");
+          return -1;
+        }
+        a->trace = v;
+        break;
+      case OPT_TIMELINE: {
+        const char *why = mhc_plot_bad_name(v);
+        if (why) {
+          if (strstr(why, "control characters"))
+            mhc_error("invalid --timeline: %s", why);
+          else
+            mhc_error("invalid --timeline '%s': %s", v, why);
+          return -1;
+        }
+        a->timeline = v;
+        break;
+      }
       case 'k':
         if (mh_pi_kernel_parse(v, &a->kernel) != 0) {
           mhc_error("unknown kernel '%s': expected auto, scalar, avx2 or avx512", v);
@@ -297,6 +322,18 @@ int mhc_pi_parse(int argc, char **argv, mhc_pi_args_t *a) {
   /* Last, once the rest is known to be right (so a usage error creates no
    * file): the chart's path must be writable now, not found unwritable
    * after a sweep of an hour. */
+  if ((a->trace || a->timeline) && a->nsweep) {
+    mhc_error("--trace and --timeline record one run: give P, not --sweep");
+    return -1;
+  }
+  if (a->timeline) {
+    int rc = mhc_plot_probe(a->timeline, &a->timeline_created);
+    if (rc != 0) {
+      mhc_error("cannot write the timeline '%s': %s", a->timeline,
+                rc == -EINVAL ? "not a regular file" : strerror(-rc));
+      return -1;
+    }
+  }
   if (a->plot) {
     int rc = mhc_plot_probe(a->plot, &a->plot_created);
     if (rc != 0) {

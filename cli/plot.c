@@ -106,6 +106,8 @@ static int has_control(const char *s) {
   return 0;
 }
 
+void mhc_plot_put_quoted(FILE *f, const char *s) { put_quoted(f, s); }
+
 static void write_script(FILE *f, const char *path, int kind,
                          const mhc_sweep_row_t *rows, size_t n,
                          const mhc_amdahl_t *fit, const char *title, int cpus) {
@@ -173,15 +175,39 @@ static void write_script(FILE *f, const char *path, int kind,
   fputs("\nset output\n", f);
 }
 
+typedef struct sweep_chart {
+  const char *path;
+  int kind;
+  const mhc_sweep_row_t *rows;
+  size_t n;
+  const mhc_amdahl_t *fit;
+  const char *title;
+  int cpus;
+} sweep_chart_t;
+
+static void write_sweep(FILE *f, void *arg) {
+  const sweep_chart_t *c = arg;
+  write_script(f, c->path, c->kind, c->rows, c->n, c->fit, c->title, c->cpus);
+}
+
 int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
                    const mhc_amdahl_t *fit, const char *title, int cpus) {
-  char gp[4096];
   int kind = mhc_plot_kind(path);
   if (kind == 0 || n == 0) {
     mhc_error("cannot draw '%s': the chart file must end in .svg or .png", path);
     return -1;
   }
-  if (has_control(path) || has_control(title)) {
+  if (has_control(title)) {
+    mhc_error("cannot draw '%s': control characters in the title", path);
+    return -1;
+  }
+  sweep_chart_t c = {path, kind, rows, n, fit, title, cpus};
+  return mhc_gnuplot(path, write_sweep, &c);
+}
+
+int mhc_gnuplot(const char *path, void (*write)(FILE *f, void *arg), void *arg) {
+  char gp[4096];
+  if (has_control(path)) {
     mhc_error("cannot draw '%s': control characters in the file name", path);
     return -1;
   }
@@ -217,7 +243,7 @@ int mhc_plot_sweep(const char *path, const mhc_sweep_row_t *rows, size_t n,
   sigaction(SIGPIPE, &ign, &old);
   FILE *f = fdopen(fds[1], "w");
   if (f) {
-    write_script(f, path, kind, rows, n, fit, title, cpus);
+    write(f, arg);
     fclose(f);
   } else {
     close(fds[1]);

@@ -21,5 +21,6 @@
 #include "manyhands/shm.h"
 #include "manyhands/mpqueue.h"
 #include "manyhands/pi.h"
+#include "manyhands/trace.h"
 
 #endif /* MANYHANDS_H */

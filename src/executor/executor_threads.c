@@ -81,6 +81,7 @@
 #include "internal.h"
 #include "spin.h"
 #include "thread_internal.h"
+#include "trace_internal.h"
 
 /* ---- the pool record --------------------------------------------------- */
 
@@ -292,7 +293,9 @@ static void run_one(tworker_t *w, mh_future_t *f, int spawned) {
     mh__future_cancel_queued(f);
     mh_future_release(f);
   } else if (mh__future_set_running(f)) {
+    uint64_t t0 = mh__trace_begin();
     int code = w->broken ? w->broken : mh__task_run(mh__future_task(f));
+    mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, mh__future_task(f)->count, code);
     mh__future_finish_release(f, code);
   } else {
     mh_future_release(f);
@@ -397,6 +400,7 @@ static void *worker_main(void *arg) {
   tpool_t *p = w->p;
   tls_self = w;
   mh__helper = help_once;
+  mh__trace_role(MH__TR_ROLE_THREAD, -1);
   /* A failing initializer breaks this worker: the tasks it takes fail with
    * the initializer's code, as the header says. */
   w->broken = p->init ? p->init(p->initarg) : 0;
@@ -623,6 +627,7 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
   pthread_mutex_unlock(&p->lock);
   /* Complete the cancelled ones outside the lock: their callbacks may call
    * back into the executor. */
+  if (cancel) mh__trace_mark(MH__TR_CANCEL, 0, -1, 0, MH_ECANCELED);
   while (cancel) {
     mh_future_t *next = *mh__future_link(cancel);
     mh__future_cancel_queued(cancel);

@@ -47,6 +47,7 @@
 
 #include "procpool_internal.h"
 #include "spin.h"
+#include "trace_internal.h"
 
 /* ==== dispatcher: jobs ==================================================== */
 
@@ -347,6 +348,7 @@ static void pp_disp_map_dead(mh__pp_t *pp, int slot) {
       int dcode = pp->wk[slot].timed_out ? MH_ETIMEDOUT : MH_EWORKERDIED;
       if (pp->mtries[k] < pp->cfg.retries) {
         pp->mtries[k]++;
+        mh__trace_mark(MH__TR_RETRY, atomic_load(&pp->wk[slot].pid), slot, upto, pp->mtries[k]);
       } else {
         if (sts) sts[base + upto] = dcode;
         if (!m->code[k]) m->code[k] = dcode;
@@ -443,6 +445,7 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
   int exitcode = WIFEXITED(st) ? WEXITSTATUS(st)
                  : WIFSIGNALED(st) ? -WTERMSIG(st)
                                    : st;
+  if (exitcode) mh__trace_mark(MH__TR_DEATH, pid, slot, 0, exitcode);
   pp_disp_collect(pp, slot);
   pp_slot_t *s = &pp->ctl->slots[slot];
   /* A worker that dies before finishing or even starting anything (its
@@ -481,6 +484,7 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
           }
         } else if (j->tries < retries) {
           j->tries++;
+          mh__trace_mark(MH__TR_RETRY, pid, slot, d, j->tries);
           j->next_item = d;
           requeue = 1;
         } else if (w->timed_out) {
@@ -736,6 +740,7 @@ static int pp_disp_take_queue(mh__pp_t *pp, int *shut) {
  * waits in rings; running tasks go on (Python's cancel_futures=True). */
 static void pp_disp_cancel_all(mh__pp_t *pp) {
   pp->cancelling = 1;
+  mh__trace_mark(MH__TR_CANCEL, 0, -1, 0, MH_ECANCELED);
   /* A claim-based map stops handing out chunks; its thread cancels what
    * was not claimed. */
   atomic_store(&pp->msh->stop, 2);

@@ -42,6 +42,7 @@
 
 #include "procpool_internal.h"
 #include "spin.h"
+#include "trace_internal.h"
 
 static const mh__deadline_t pp_child_forever = {MH__DL_FOREVER, {0, 0}};
 
@@ -206,7 +207,7 @@ static void pp_child_map_run(const pp_map_sh_t *mc, pp_map_sh_t *m, char *data,
                              pp_slot_t *s, uint64_t j, uint64_t k, int init) {
   uint64_t chunk = mc->chunk, lo = j * chunk;
   uint64_t hi = lo + chunk < mc->n ? lo + chunk : mc->n;
-  uint64_t first = m->start[k];
+  uint64_t first = m->start[k], t0 = mh__trace_begin();
   atomic_store_explicit(&s->m_done, first, memory_order_relaxed);
   atomic_store_explicit(&s->m_started, first, memory_order_relaxed);
   size_t isz = (size_t)mc->in_size, osz = (size_t)mc->out_size;
@@ -226,6 +227,7 @@ static void pp_child_map_run(const pp_map_sh_t *mc, pp_map_sh_t *m, char *data,
     if (rc && !m->code[k]) m->code[k] = rc;
     atomic_store_explicit(&s->m_done, i + 1, memory_order_release);
   }
+  mh__trace_end(t0, MH__TR_CHUNK, j, hi - first, m->code[k]);
 }
 
 /* A worker's part of a claim-based map: claim chunks until the parent says
@@ -368,9 +370,11 @@ static void pp_child_run_entry(pp_slot_t *s, pp_entry_t *e, int dfd, char **data
   void *ctx = e->ctx;
   for (uint64_t i = 0; i < n; i++) {
     atomic_store_explicit(&e->started, e->first + i + 1, memory_order_relaxed);
+    uint64_t t0 = mh__trace_begin();
     st[i] = init ? init
                  : fn(in ? in + i * isz : NULL, isz, out ? out + i * osz : NULL,
                       osz, ctx);
+    mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, 1, st[i]);
     atomic_store_explicit(&e->progress, e->first + i + 1, memory_order_release);
   }
 }
@@ -385,6 +389,7 @@ static void pp_child_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
    * parent's to print, not ours. */
   __fpurge(stdout);
   __fpurge(stderr);
+  mh__trace_role(MH__TR_ROLE_PROCESS, slot);
   pp_slot_t *s = &pp->ctl->slots[slot];
   _Atomic uint32_t *psleep = &pp->ctl->parent_sleeping;
   int evfd = pp->evfd;

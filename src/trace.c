@@ -1,0 +1,384 @@
+/* trace.c - record what ran where and write it as Chrome trace-event JSON.
+ *
+ * One buffer of fixed-size records in an anonymous MAP_SHARED mapping, made
+ * at the first start and kept for the life of the process, so that every
+ * process forked after it (the process pool's fork server and its workers)
+ * writes into the same memory and the one file holds them all.  Writers
+ * never lock: a thread takes a block of BLOCK records with one fetch-add on
+ * the shared `next` and fills it alone (a block is a page, so two writers
+ * never share a cache line); a record is published by a release store of
+ * its kind, the last field written.  The writer of the file skips records
+ * whose kind is 0 (reserved, never filled, or still being written).
+ *
+ * Invariants:
+ *   - hdr->next only grows between two starts; records below min(next, cap)
+ *     were handed out in blocks of the current generation or are zero.
+ *   - A thread's block belongs to the generation it was taken in (tl.gen);
+ *     after a restart the thread takes a new block.
+ *   - After fork the child's thread forgets its block, its ids and its role
+ *     (atfork handler), so a child never writes into its parent's block.
+ *   - Only the process that started the trace (g_owner) writes the file.
+ *
+ * Who may touch what:
+ *   A   atomic, any thread of any process
+ *   O   the owner process, under g_mu (start, stop)
+ *   T   the calling thread only (thread-local)
+ *   SX  shared with the children, changed atomically
+ * Lock order: g_mu alone; never held by a hook.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "trace_internal.h"
+
+#define BLOCK 64u                   /* records per block: one 4 KiB page */
+#define CAP_DEFAULT (1u << 20)      /* records in the buffer */
+#define CAP_MAX (64u << 20)
+
+typedef struct rec {
+  _Atomic uint32_t kind; /* SX: 0 until published (release) */
+  uint16_t role;         /* the track's role (MH__TR_ROLE_*) */
+  uint16_t gen;          /* generation of the trace it belongs to */
+  int32_t number;        /* worker number in its role, -1 unknown */
+  int32_t pid, tid;      /* the track */
+  int32_t status;
+  uint64_t t0, t1;       /* ns on CLOCK_MONOTONIC; t1 == t0 for a mark */
+  uint64_t index, items;
+  uint64_t pad;
+} rec_t;
+_Static_assert(sizeof(rec_t) == 64, "a record is one cache line");
+
+typedef struct hdr {
+  _Alignas(64) _Atomic uint64_t next; /* SX: records handed out */
+  _Atomic uint64_t dropped;           /* SX: events that found no room */
+  _Atomic uint64_t seq;               /* SX: numbers MH__TR_SEQ slices */
+  _Atomic uint32_t open;              /* SX: 1 while recording */
+  _Atomic uint32_t gen;               /* SX: bumped by each start */
+  _Atomic int32_t numbers;            /* SX: next number for role number -1 */
+  uint64_t cap;                       /* O: records after the header */
+  uint64_t t_start;                   /* O: ns at start */
+  _Alignas(64) rec_t recs[];
+} hdr_t;
+
+_Atomic int mh__trace_on;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static hdr_t *g_hdr;      /* O (set once, then read by anyone) */
+static size_t g_len;      /* O: bytes mapped */
+static FILE *g_file;      /* O: the open trace file */
+static pid_t g_owner;     /* O: the process that started the trace */
+
+static _Thread_local struct {
+  rec_t *next, *end; /* T: the free part of this thread's block */
+  uint32_t gen;      /* T: generation of that block */
+  int32_t pid, tid;  /* T: 0 until first used */
+  int32_t role, number;
+  int32_t autonum;   /* T: number is the trace's (asked as -1), per generation */
+} tl;
+
+uint64_t mh__trace_clock(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  return t ? t : 1; /* 0 means "not tracing" to mh__trace_end */
+}
+
+void mh__trace_role(int role, int number) {
+  tl.role = role;
+  tl.number = number;
+  tl.autonum = number < 0;
+}
+
+/* In a forked child: this thread is a new track with no block. */
+static void trace_atfork_child(void) {
+  memset(&tl, 0, sizeof tl);
+}
+
+/* A free record for the calling thread, or NULL (recording closed, buffer
+ * full). */
+static rec_t *trace_take(hdr_t *h) {
+  uint32_t gen = atomic_load_explicit(&h->gen, memory_order_acquire);
+  if (!atomic_load_explicit(&h->open, memory_order_relaxed)) return NULL;
+  if (tl.next == tl.end || tl.gen != gen) {
+    uint64_t at = atomic_fetch_add_explicit(&h->next, BLOCK, memory_order_relaxed);
+    if (at + BLOCK > h->cap) {
+      atomic_fetch_add_explicit(&h->dropped, 1, memory_order_relaxed);
+      tl.next = tl.end = NULL;
+      return NULL;
+    }
+    /* A new trace numbers its workers afresh. */
+    if (tl.gen != gen && tl.autonum) tl.number = -1;
+    tl.next = &h->recs[at];
+    tl.end = tl.next + BLOCK;
+    tl.gen = gen;
+  }
+  if (!tl.pid) {
+    tl.pid = (int32_t)getpid();
+    tl.tid = (int32_t)syscall(SYS_gettid);
+  }
+  if (tl.role && tl.number < 0)
+    tl.number = atomic_fetch_add_explicit(&h->numbers, 1, memory_order_relaxed);
+  return tl.next++;
+}
+
+static void trace_put(rec_t *r, int kind, int pid, int tid, int role, int number,
+                      uint64_t t0, uint64_t t1, uint64_t index, uint64_t items,
+                      int status) {
+  r->role = (uint16_t)role;
+  r->gen = (uint16_t)tl.gen;
+  r->number = number;
+  r->pid = pid;
+  r->tid = tid;
+  r->status = status;
+  r->t0 = t0;
+  r->t1 = t1;
+  r->index = index;
+  r->items = items;
+  atomic_store_explicit(&r->kind, (uint32_t)kind, memory_order_release);
+}
+
+void mh__trace_slice(uint64_t t0, int kind, uint64_t index, uint64_t items, int status) {
+  hdr_t *h = g_hdr;
+  if (!h) return;
+  uint64_t t1 = mh__trace_clock();
+  rec_t *r = trace_take(h);
+  if (!r) return;
+  if (index == MH__TR_SEQ)
+    index = atomic_fetch_add_explicit(&h->seq, 1, memory_order_relaxed);
+  trace_put(r, kind, tl.pid, tl.tid, tl.role, tl.number, t0, t1, index, items, status);
+}
+
+void mh__trace_mark_(int kind, int pid, int number, uint64_t index, int status) {
+  hdr_t *h = g_hdr;
+  if (!h) return;
+  uint64_t t = mh__trace_clock();
+  rec_t *r = trace_take(h);
+  if (!r) return;
+  if (pid > 0)
+    trace_put(r, kind, pid, pid, MH__TR_ROLE_PROCESS, number, t, t, index, 0, status);
+  else
+    trace_put(r, kind, tl.pid, tl.tid, tl.role, tl.number, t, t, index, 0, status);
+}
+
+/* ==== start and stop (the owner) ========================================= */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static void trace_once(void) { pthread_atfork(NULL, NULL, trace_atfork_child); }
+
+static uint64_t trace_cap(void) {
+  const char *s = getenv("MH_TRACE_EVENTS");
+  if (!s || !*s) return CAP_DEFAULT;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (*end || v < BLOCK) return CAP_DEFAULT;
+  if (v > CAP_MAX) v = CAP_MAX;
+  return (v + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+int mh_trace_start(const char *path) {
+  if (!path || !*path) return MH_EINVAL;
+  pthread_once(&g_once, trace_once);
+  pthread_mutex_lock(&g_mu);
+  int rc = 0;
+  if (atomic_load(&mh__trace_on) && g_owner == getpid()) {
+    rc = MH_EBUSY;
+    goto out;
+  }
+  if (!g_hdr) {
+    uint64_t cap = trace_cap();
+    size_t len = sizeof(hdr_t) + (size_t)cap * sizeof(rec_t);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+      rc = MH_ENOMEM;
+      goto out;
+    }
+    g_hdr = p;
+    g_len = len;
+    g_hdr->cap = cap;
+  }
+  FILE *f = fopen(path, "w");
+  if (!f) {
+    rc = errno ? -errno : MH_EIO;
+    goto out;
+  }
+  g_file = f;
+  g_owner = getpid();
+  hdr_t *h = g_hdr;
+  atomic_store(&h->next, 0);
+  atomic_store(&h->dropped, 0);
+  atomic_store(&h->seq, 0);
+  atomic_store(&h->numbers, 0);
+  h->t_start = mh__trace_clock();
+  atomic_fetch_add(&h->gen, 1);
+  atomic_store(&h->open, 1);
+  atomic_store(&mh__trace_on, 1);
+out:
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+int mh_trace_active(void) {
+  return atomic_load_explicit(&mh__trace_on, memory_order_relaxed) &&
+         g_hdr && atomic_load(&g_hdr->open);
+}
+
+/* ---- writing the file ---------------------------------------------------- */
+
+typedef struct track {
+  int32_t pid, tid, role, number;
+} track_t;
+
+static const char *kind_name(uint32_t k) {
+  switch (k) {
+    case MH__TR_TASK: return "task";
+    case MH__TR_CHUNK: return "chunk";
+    case MH__TR_JOB: return "job";
+    case MH__TR_DEATH: return "worker died";
+    case MH__TR_RETRY: return "retry";
+    case MH__TR_CANCEL: return "cancelled";
+    default: return "event";
+  }
+}
+
+static void track_name(const track_t *t, pid_t owner, char *buf, size_t n) {
+  switch (t->role) {
+    case MH__TR_ROLE_THREAD: snprintf(buf, n, "thread worker %d", t->number); break;
+    case MH__TR_ROLE_PROCESS: snprintf(buf, n, "process worker %d", t->number); break;
+    case MH__TR_ROLE_RANK: snprintf(buf, n, "rank %d", t->number); break;
+    default:
+      if (t->tid == (int32_t)owner) snprintf(buf, n, "main");
+      else snprintf(buf, n, "thread %d", t->tid);
+  }
+}
+
+/* Add (pid, tid) to the table unless there; returns -1 on ENOMEM. */
+static int track_add(track_t **tab, size_t *n, size_t *cap, const rec_t *r) {
+  for (size_t i = *n; i-- > 0;)
+    if ((*tab)[i].pid == r->pid && (*tab)[i].tid == r->tid) {
+      /* A death mark may name a track the worker never wrote to. */
+      if (!(*tab)[i].role) {
+        (*tab)[i].role = r->role;
+        (*tab)[i].number = r->number;
+      }
+      return 0;
+    }
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 64;
+    track_t *t = mh__realloc(*tab, nc * sizeof *t);
+    if (!t) return -1;
+    *tab = t;
+    *cap = nc;
+  }
+  (*tab)[(*n)++] = (track_t){r->pid, r->tid, r->role, r->number};
+  return 0;
+}
+
+static void us(FILE *f, uint64_t ns) {
+  fprintf(f, "%llu.%03llu", (unsigned long long)(ns / 1000),
+          (unsigned long long)(ns % 1000));
+}
+
+static int trace_write(FILE *f, hdr_t *h, pid_t owner) {
+  uint64_t n = atomic_load(&h->next);
+  if (n > h->cap) n = h->cap;
+  uint32_t gen = (uint16_t)atomic_load(&h->gen);
+  track_t *tab = NULL;
+  size_t nt = 0, ct = 0;
+  int first = 1;
+  fputs("{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n", f);
+  for (uint64_t i = 0; i < n; i++) {
+    rec_t *r = &h->recs[i];
+    uint32_t k = atomic_load_explicit(&r->kind, memory_order_acquire);
+    if (!k || r->gen != gen) continue;
+    if (track_add(&tab, &nt, &ct, r)) {
+      mh__free(tab);
+      return MH_ENOMEM;
+    }
+    uint64_t t0 = r->t0 >= h->t_start ? r->t0 - h->t_start : 0;
+    uint64_t t1 = r->t1 >= r->t0 ? r->t1 - r->t0 : 0;
+    fputs(first ? "" : ",\n", f);
+    first = 0;
+    fprintf(f, "{\"name\":\"%s\",\"cat\":\"manyhands\",\"pid\":%d,\"tid\":%d,\"ts\":",
+            kind_name(k), r->pid, r->tid);
+    us(f, t0);
+    if (k <= MH__TR_JOB) {
+      fputs(",\"ph\":\"X\",\"dur\":", f);
+      us(f, t1);
+      fprintf(f, ",\"args\":{\"index\":%llu,\"items\":%llu,\"status\":%d}}",
+              (unsigned long long)r->index, (unsigned long long)r->items, r->status);
+    } else {
+      fprintf(f, ",\"ph\":\"i\",\"s\":\"t\",\"args\":{\"index\":%llu,\"status\":%d}}",
+              (unsigned long long)r->index, r->status);
+    }
+  }
+  /* Names: each process, then each track. */
+  fprintf(f, "%s{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,"
+             "\"args\":{\"name\":\"manyhands (pid %d)\"}}",
+          first ? "" : ",\n", (int)owner, (int)owner, (int)owner);
+  for (size_t i = 0; i < nt; i++) {
+    char name[64];
+    track_name(&tab[i], owner, name, sizeof name);
+    if (tab[i].pid != (int32_t)owner && tab[i].tid == tab[i].pid)
+      fprintf(f, ",\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,"
+                 "\"args\":{\"name\":\"%s (pid %d)\"}}",
+              tab[i].pid, tab[i].tid, name, tab[i].pid);
+    fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,"
+               "\"args\":{\"name\":\"%s\"}}",
+            tab[i].pid, tab[i].tid, name);
+  }
+  fprintf(f, "\n],\"otherData\":{\"dropped\":%llu,\"tracks\":%zu}}\n",
+          (unsigned long long)atomic_load(&h->dropped), nt);
+  mh__free(tab);
+  return 0;
+}
+
+int mh_trace_stop(void) {
+  pthread_mutex_lock(&g_mu);
+  if (!g_file || g_owner != getpid() || !atomic_load(&mh__trace_on)) {
+    pthread_mutex_unlock(&g_mu);
+    return MH_EINVAL;
+  }
+  hdr_t *h = g_hdr;
+  atomic_store(&h->open, 0);
+  atomic_store(&mh__trace_on, 0);
+  FILE *f = g_file;
+  g_file = NULL;
+  int rc = trace_write(f, h, g_owner);
+  if (ferror(f) && !rc) rc = errno ? -errno : MH_EIO;
+  if (fclose(f) && !rc) rc = errno ? -errno : MH_EIO;
+  /* Give the used pages back (late writers get fresh zero pages). */
+  size_t used = sizeof(hdr_t) + (size_t)atomic_load(&h->next) * sizeof(rec_t);
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if (used > g_len) used = g_len;
+  size_t from = (sizeof(hdr_t) + page - 1) / page * page;
+  if (used > from) madvise((char *)h + from, used - from, MADV_REMOVE);
+  pthread_mutex_unlock(&g_mu);
+  return rc;
+}
+
+/* ==== MH_TRACE ============================================================ */
+
+static void trace_at_exit(void) {
+  if (g_owner == getpid() && atomic_load(&mh__trace_on)) mh_trace_stop();
+}
+
+__attribute__((constructor)) static void trace_from_env(void) {
+  pthread_once(&g_once, trace_once);
+  const char *p = getenv("MH_TRACE");
+  if (!p || !*p) return;
+  int rc = mh_trace_start(p);
+  if (rc) {
+    fprintf(stderr, "manyhands: MH_TRACE=%s: %s\n", p, mh_strerror(rc));
+    return;
+  }
+  atexit(trace_at_exit);
+}

@@ -1,0 +1,71 @@
+/* trace_internal.h - the hooks the executors call to record a trace.
+ * Never installed.  trace.c is ground level: it sees no executor header;
+ * the backends call these, one or two lines per hook.
+ *
+ * Off, a hook costs one relaxed load of mh__trace_on and a predictable
+ * branch: mh__trace_begin() returns 0 and mh__trace_end() does nothing for
+ * a zero start time.
+ */
+#ifndef MH_TRACE_INTERNAL_H
+#define MH_TRACE_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "manyhands/trace.h"
+
+/* A: 1 while this process records (a forked child inherits its copy). */
+extern _Atomic int mh__trace_on;
+
+/* What a record is. */
+enum {
+  MH__TR_TASK = 1, /* slice: a task (or a chunk of the generic map) */
+  MH__TR_CHUNK,    /* slice: a chunk of the process backend's map */
+  MH__TR_JOB,      /* slice: items of a job run by a process worker */
+  MH__TR_DEATH,    /* mark: a worker died (status: exit code or -signal) */
+  MH__TR_RETRY,    /* mark: an item is run again after its worker died */
+  MH__TR_CANCEL    /* mark: queued work was cancelled (items: how many) */
+};
+
+/* Who the calling thread is (its track's name). */
+enum { MH__TR_ROLE_NONE = 0, MH__TR_ROLE_THREAD, MH__TR_ROLE_PROCESS, MH__TR_ROLE_RANK };
+
+/* Index meaning "number the slices in the order they end". */
+#define MH__TR_SEQ UINT64_MAX
+
+uint64_t mh__trace_clock(void);
+void mh__trace_slice(uint64_t t0, int kind, uint64_t index, uint64_t items, int status);
+void mh__trace_mark_(int kind, int pid, int number, uint64_t index, int status);
+
+/* Say, once at a worker's start, who this thread is: worker `number` of a
+ * role (-1: numbered by the trace in order of first event).  Costs a store
+ * to thread-local memory, tracing or not, so a trace started later still
+ * names the track. */
+void mh__trace_role(int role, int number);
+
+/* Start time of a slice, or 0 when not tracing. */
+static inline uint64_t mh__trace_begin(void) {
+  if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
+    return mh__trace_clock();
+  return 0;
+}
+
+/* End the slice begun at t0 (nothing when t0 is 0).  A macro, so that the
+ * arguments (a call to fetch a task's item count, say) are evaluated only
+ * when tracing. */
+#define mh__trace_end(t0, kind, index, items, status)               \
+  do {                                                              \
+    uint64_t mh__tr_t0_ = (t0);                                     \
+    if (__builtin_expect(mh__tr_t0_ != 0, 0))                       \
+      mh__trace_slice(mh__tr_t0_, (kind), (index), (items), (status)); \
+  } while (0)
+
+/* An instant mark on the track of worker process `pid` (0: the calling
+ * thread's own track), `number` its worker number. */
+static inline void mh__trace_mark(int kind, int pid, int number, uint64_t index,
+                                  int status) {
+  if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
+    mh__trace_mark_(kind, pid, number, index, status);
+}
+
+#endif /* MH_TRACE_INTERNAL_H */
