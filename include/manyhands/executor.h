@@ -14,10 +14,26 @@
  * alive until the future is done.  The thread backend passes the pointers
  * through; the process backend copies `in` into shared memory for the worker
  * and copies the worker's `out` back before the future completes, so `out`
- * must not contain pointers meant for the parent.  `ctx` is passed through
- * unchanged: on the process backend it must point at memory that existed when
- * the executor was created (workers inherit it by fork) or at shared memory.
- * A task returns 0 or a negative code (MH_E* or <= MH_EUSER).
+ * must not contain pointers meant for the parent.  A task returns 0 or a
+ * negative code (MH_E* or <= MH_EUSER).
+ *
+ * The context rule.  `ctx` is passed to the task unchanged.  On the thread
+ * backend it may point anywhere.  On the process backend a worker is a copy
+ * of the parent made when the executor was created, so plain memory the
+ * parent changes later would be read stale; submit, map and imap therefore
+ * accept only a `ctx` that is
+ *   - NULL,
+ *   - inside the executor's own context: mh_executor_set_context(ex, &v,
+ *     sizeof v) copies `v` there, and mh_executor_context(ex) is the pointer
+ *     to pass (on every backend); set it again to change it,
+ *   - inside shared memory that existed before mh_executor_new (mh_shared_*
+ *     of shared.h, or any MAP_SHARED mapping): both sides see every write,
+ *   - inside memory that was read-only then (string literals, const data),
+ * and fail with MH_EINVAL otherwise (a plain global, the heap, the stack,
+ * or an integer cast to a pointer: put the integer in the context).  Not
+ * detected: shared memory freed after mh_executor_new and a new block mapped
+ * at the same address.  Python differs: its Pool pickles the arguments of
+ * each call, and a global is copied at fork the same silent way.
  */
 #ifndef MANYHANDS_EXECUTOR_H
 #define MANYHANDS_EXECUTOR_H
@@ -82,7 +98,8 @@ MH_EXTERN int mh_executor_backend(const mh_executor_t *ex);
 
 /** Schedule fn(in, in_size, out, out_size, ctx) and return its future in
  * `*fut` (the caller owns one reference: mh_future_release it).
- * Errors: MH_EINVAL (NULL ex/fn/fut, NULL buffer with non-zero size),
+ * Errors: MH_EINVAL (NULL ex/fn/fut, NULL buffer with non-zero size, a
+ * ctx the process backend refuses: see "The context rule" above),
  * MH_ESHUTDOWN (the executor was shut down), MH_ENOMEM. */
 MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
                                  const void *in, size_t in_size, void *out,
@@ -146,6 +163,34 @@ MH_EXTERN int mh_map_iter_next(mh_map_iter_t *it, double timeout,
 
 /** Cancel what has not started, wait for what runs, free.  NULL ignored. */
 MH_EXTERN void mh_map_iter_free(mh_map_iter_t *it);
+
+/* ---- the task context (see "The context rule" above) ------------------ */
+
+/** Copy `size` bytes of `data` into the executor's context, which tasks of
+ * every backend read through mh_executor_context(ex).  On the process
+ * backend the context lives in memory shared with the workers, so a change
+ * reaches them at once, with no copy made at pool creation to go stale.
+ * Tasks read it live, not a snapshot: call it between maps, or when no task
+ * that reads it is running (calls of it are not serialised with each other
+ * either).  Errors: MH_EINVAL (NULL ex, NULL data with a non-zero size,
+ * size over 64 MiB).
+ * @param ex   the executor
+ * @param data the bytes to copy (may be NULL when size is 0)
+ * @param size their number, 0..64 MiB; 0 empties the context
+ * @return 0 or MH_EINVAL */
+MH_EXTERN int mh_executor_set_context(mh_executor_t *ex, const void *data,
+                                      size_t size);
+
+/** The pointer to pass as `ctx` to reach the executor's context (the same
+ * address in the parent and in every worker).
+ * @param ex the executor
+ * @return the context's first byte, or NULL for a NULL ex */
+MH_EXTERN void *mh_executor_context(const mh_executor_t *ex);
+
+/** Bytes of the executor's context (the last mh_executor_set_context size).
+ * @param ex the executor
+ * @return the size, 0 for a NULL ex or a context never set */
+MH_EXTERN size_t mh_executor_context_size(const mh_executor_t *ex);
 
 /* ---- futures ------------------------------------------------------------ */
 
