@@ -8,7 +8,9 @@
  * must reach the workers.
  */
 #include <stdatomic.h>
+#include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -240,4 +242,257 @@ TEST(shared_ctx_processes) {
   }
   mh_executor_free(ex);
   mh_shared_mem_free(c);
+}
+
+/* ---- results of any size (issue 10 item 4) ------------------------------ */
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+static size_t size_of_item(uint64_t i, size_t max) {
+  uint64_t h = mix(i + 1);
+  if (h % 5 == 0) return 0;
+  if (h % 5 == 1) return (size_t)(h >> 8) % 41; /* inline sizes */
+  return (size_t)(h >> 8) % (max + 1);
+}
+
+/* in: {index, max}.  The result: size_of_item bytes of a pattern; odd
+ * indices grow their buffer in two steps to test the resize. */
+static int t_var(const void *in, size_t isz, void *out, size_t osz,
+                 void *ctx) {
+  (void)isz, (void)ctx;
+  ASSERT(out == NULL && osz == 0);
+  const uint64_t *a = in;
+  size_t n = size_of_item(a[0], (size_t)a[1]);
+  unsigned char *p;
+  if (a[0] % 2) {
+    p = mh_task_output(n / 2);
+    if (!p) return MH_ENOMEM;
+    for (size_t k = 0; k < n / 2; k++) p[k] = (unsigned char)(a[0] * 7 + k);
+  }
+  p = mh_task_output(n);
+  if (!p) return MH_ENOMEM;
+  for (size_t k = a[0] % 2 ? n / 2 : 0; k < n; k++)
+    p[k] = (unsigned char)(a[0] * 7 + k);
+  if (a[0] % 97 == 13) return MH_EUSER - 1; /* fails: no result */
+  return 0;
+}
+
+static void check_var(uint64_t i, size_t max, int st, void *data,
+                      size_t size) {
+  if (i % 97 == 13) {
+    ASSERT_ERR(st, MH_EUSER - 1);
+    ASSERT(data == NULL && size == 0);
+    return;
+  }
+  ASSERT_OK(st);
+  ASSERT_EQ(size, size_of_item(i, max));
+  ASSERT(size == 0 ? data == NULL : data != NULL);
+  const unsigned char *p = data;
+  for (size_t k = 0; k < size; k++)
+    if (p[k] != (unsigned char)(i * 7 + k))
+      ASSERT_EQ(p[k], (unsigned char)(i * 7 + k));
+  mh_bytes_free(data);
+}
+
+static void var_results(mh_backend_t b) {
+  mh_executor_t *ex = pool(b, 3);
+  enum { N = 150 };
+  const size_t max = 1 << 20;
+  static uint64_t in[N][2];
+  for (int i = 0; i < N; i++) in[i][0] = (uint64_t)i, in[i][1] = max;
+  /* map, several chunk sizes */
+  static void *outs[N];
+  static size_t sizes[N];
+  static int st[N];
+  size_t chunks[] = {0, 1, 7};
+  for (int r = 0; r < 3; r++) {
+    int rc = mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], N,
+                                   chunks[r], st, outs, sizes);
+    ASSERT_ERR(rc, MH_EUSER - 1); /* item 13 is the lowest failing one */
+    for (int i = 0; i < N; i++) check_var((uint64_t)i, max, st[i], outs[i], sizes[i]);
+  }
+  /* imap, ordered and not */
+  for (unsigned fl = 0; fl <= MH_MAP_UNORDERED; fl++) {
+    mh_bytes_iter_t *it;
+    ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 0,
+                                     fl, &it));
+    size_t idx, got = 0, prev = 0;
+    int s;
+    void *data;
+    size_t size;
+    while (mh_bytes_iter_next(it, 60, &idx, &s, &data, &size) == 0) {
+      if (!fl) ASSERT(got == 0 || idx == prev + 1);
+      prev = idx;
+      check_var(idx, max, s, data, size);
+      got++;
+    }
+    ASSERT_EQ(got, N);
+    mh_bytes_iter_free(it);
+  }
+  /* an iterator freed before its results were taken frees them */
+  mh_bytes_iter_t *it;
+  ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 3, 0,
+                                   &it));
+  mh_bytes_iter_free(it);
+  /* submit */
+  enum { S = 40 };
+  mh_future_t *fs[S];
+  static mh_bytes_slot_t slots[S];
+  for (int i = 0; i < S; i++)
+    ASSERT_OK(mh_executor_submit_bytes(ex, t_var, in[i], sizeof in[i], NULL,
+                                       &slots[i], &fs[i]));
+  for (int i = 0; i < S; i++) {
+    void *data;
+    size_t size;
+    int rc = mh_future_result_bytes(fs[i], &slots[i], 60, &data, &size);
+    check_var((uint64_t)i, max, rc, data, size);
+    ASSERT_ERR(mh_future_result_bytes(fs[i], &slots[i], 60, &data, &size),
+               i % 97 == 13 ? MH_EUSER - 1 : 0);
+    ASSERT(data == NULL && size == 0); /* taken once */
+    mh_future_release(fs[i]);
+  }
+  /* bad input */
+  void *o1;
+  size_t s1;
+  ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], 1, 0,
+                                   NULL, NULL, &s1),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map_bytes(NULL, t_var, NULL, in, sizeof in[0], 1, 0,
+                                   NULL, &o1, &s1),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], 1, 0,
+                                    0, NULL),
+             MH_EINVAL);
+  ASSERT(mh_task_output(10) == NULL); /* not inside a task */
+  mh_executor_free(ex);
+}
+
+TEST(var_results_processes) { var_results(MH_BACKEND_PROCESSES); }
+TEST(var_results_threads) { var_results(MH_BACKEND_THREADS); }
+
+static long rss_kib(void) {
+  FILE *fp = fopen("/proc/self/status", "r");
+  char line[256];
+  long total = 0, v;
+  while (fp && fgets(line, sizeof line, fp))
+    if (sscanf(line, "RssAnon: %ld", &v) == 1 ||
+        sscanf(line, "RssShmem: %ld", &v) == 1)
+      total += v;
+  if (fp) fclose(fp);
+  return total;
+}
+
+/* 10^5 items of up to 32 KiB each (about 1 GB in all) through imap: the
+ * parent's resident memory stays flat (the per-item records aside). */
+static void long_imap(mh_backend_t b) {
+  mh_executor_t *ex = pool(b, 2);
+  enum { N = 100000 };
+  const size_t max = 32 << 10;
+  uint64_t(*in)[2] = malloc(sizeof *in * N);
+  ASSERT(in);
+  for (size_t i = 0; i < N; i++) in[i][0] = i, in[i][1] = max;
+  mh_bytes_iter_t *it;
+  ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 0,
+                                   0, &it));
+  size_t idx, got = 0;
+  int s;
+  void *data;
+  size_t size;
+  long base = 0, peak = 0;
+  uint64_t bytes = 0;
+  while (mh_bytes_iter_next(it, 120, &idx, &s, &data, &size) == 0) {
+    ASSERT_EQ(idx, got);
+    bytes += size;
+    check_var(idx, max, s, data, size);
+    got++;
+    if (got == 2000) base = rss_kib();
+    if (got > 2000 && got % 1000 == 0) {
+      long r = rss_kib();
+      if (r > peak) peak = r;
+    }
+  }
+  ASSERT_EQ(got, N);
+  mh_bytes_iter_free(it);
+  printf("imap of %d items, %.2f GB: resident %ld KiB after 2000 items, "
+         "peak %ld KiB\n",
+         N, bytes / 1e9, base, peak);
+  ASSERT(bytes > (uint64_t)512 << 20);
+  ASSERT(peak < base + 64 * 1024); /* < 64 MiB of growth for 1 GB */
+  mh_executor_free(ex);
+  free(in);
+}
+
+TEST(long_imap_flat_processes) { long_imap(MH_BACKEND_PROCESSES); }
+TEST(long_imap_flat_threads) { long_imap(MH_BACKEND_THREADS); }
+
+/* A worker SIGKILLed while it writes a large result: that item fails with
+ * MH_EWORKERDIED, every other result is right, and the pool goes on. */
+typedef struct {
+  _Atomic int pid;
+} kpid_t;
+
+static int t_slow_big(const void *in, size_t isz, void *out, size_t osz,
+                      void *ctx) {
+  (void)isz, (void)out, (void)osz;
+  kpid_t *kp = ctx;
+  _Atomic int *pid = &kp->pid;
+  uint64_t i = *(const uint64_t *)in;
+  size_t n = i == 5 ? (8u << 20) : 1000 + i;
+  unsigned char *p = mh_task_output(n);
+  if (!p) return MH_ENOMEM;
+  for (size_t k = 0; k < n; k++) {
+    p[k] = (unsigned char)(i + k);
+    if (i == 5 && k == n / 2) {
+      atomic_store(pid, (int)getpid());
+      for (;;) pause(); /* half-way through its result */
+    }
+  }
+  return 0;
+}
+
+TEST(worker_killed_mid_result) {
+  void *mem = NULL;
+  ASSERT_OK(mh_shared_mem_new(&mem, sizeof(kpid_t)));
+  kpid_t *kp = mem;
+  _Atomic int *pid = &kp->pid;
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  enum { N = 40 };
+  uint64_t in[N];
+  for (int i = 0; i < N; i++) in[i] = (uint64_t)i;
+  for (int round = 0; round < 3; round++) {
+    atomic_store(pid, 0);
+    mh_bytes_iter_t *it;
+    ASSERT_OK(mh_executor_imap_bytes(ex, t_slow_big, kp, in,
+                                     sizeof in[0], N, 1, MH_MAP_UNORDERED,
+                                     &it));
+    while (atomic_load(pid) == 0) usleep(1000);
+    kill(atomic_load(pid), SIGKILL);
+    size_t idx, got = 0;
+    int s;
+    void *data;
+    size_t size;
+    while (mh_bytes_iter_next(it, 60, &idx, &s, &data, &size) == 0) {
+      got++;
+      if (idx == 5) {
+        ASSERT_ERR(s, MH_EWORKERDIED);
+        ASSERT(data == NULL && size == 0);
+        continue;
+      }
+      ASSERT_OK(s);
+      ASSERT_EQ(size, 1000 + idx);
+      const unsigned char *p = data;
+      for (size_t k = 0; k < size; k++)
+        ASSERT_EQ(p[k], (unsigned char)(idx + k));
+      mh_bytes_free(data);
+    }
+    ASSERT_EQ(got, N);
+    mh_bytes_iter_free(it);
+  }
+  mh_executor_free(ex);
+  mh_shared_mem_free(mem);
 }

@@ -220,6 +220,8 @@ void *mh_executor_context(const mh_executor_t *ex) {
   return ex ? mh__exctx_ptr(ex->cx) : NULL;
 }
 
+mh__exctx_t *mh__executor_ctx(const mh_executor_t *ex) { return ex->cx; }
+
 size_t mh_executor_context_size(const mh_executor_t *ex) {
   return ex ? mh__exctx_size(ex->cx) : 0;
 }

@@ -49,6 +49,8 @@ struct mh__exctx {
   size_t cap;      /* I */
   size_t size;     /* U: bytes of the current context */
   int check;       /* I: ctx pointers are checked (process backend) */
+  char *heap;      /* I: executor_bytes.c's result heap, or NULL */
+  size_t heap_len; /* I */
   range_t *ranges; /* I: memory a later-forked worker really shares */
   size_t nranges;  /* I */
 };
@@ -105,6 +107,18 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
   cx->area = p;
   cx->cap = CTX_CAP;
   cx->check = check;
+  /* The result heap: address space only (pages are given back as soon as
+   * the parent copied a result out).  As large as the system lets us. */
+  for (size_t len = (size_t)16 << 30; len >= ((size_t)64 << 20);
+       len /= 4) {
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      cx->heap = p;
+      cx->heap_len = len;
+      break;
+    }
+  }
   if (check) {
     int rc = read_maps(cx);
     if (rc < 0) {
@@ -119,6 +133,7 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
 void mh__exctx_free(mh__exctx_t *cx) {
   if (!cx) return;
   munmap(cx->area, cx->cap);
+  if (cx->heap) munmap(cx->heap, cx->heap_len);
   mh__free(cx->ranges);
   mh__free(cx);
 }
@@ -152,3 +167,8 @@ int mh__exctx_set(mh__exctx_t *cx, const void *data, size_t size) {
 
 void *mh__exctx_ptr(const mh__exctx_t *cx) { return cx->area; }
 size_t mh__exctx_size(const mh__exctx_t *cx) { return cx->size; }
+
+void *mh__exctx_heap(const mh__exctx_t *cx, size_t *len) {
+  *len = cx->heap_len;
+  return cx->heap;
+}

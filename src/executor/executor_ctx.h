@@ -26,4 +26,13 @@ int mh__exctx_set(mh__exctx_t *cx, const void *data, size_t size);
 void *mh__exctx_ptr(const mh__exctx_t *cx);
 size_t mh__exctx_size(const mh__exctx_t *cx);
 
+/* The result heap of the bytes calls (executor_bytes.c): shared with the
+ * workers, made with the context area.  NULL when it could not be reserved
+ * (the bytes calls then say MH_ENOMEM on the process backend). */
+void *mh__exctx_heap(const mh__exctx_t *cx, size_t *len);
+
+/* The record of an executor (executor.c). */
+struct mh_executor_s;
+mh__exctx_t *mh__executor_ctx(const struct mh_executor_s *ex);
+
 #endif /* MH_EXECUTOR_CTX_H */
