@@ -8,8 +8,10 @@
  * where the bytes are:
  *   - thread backend: a block from the library's allocator, handed to the
  *     caller as is (no copy);
- *   - process backend: up to 40 bytes inline in the descriptor, else a
- *     page-aligned range of the executor's result heap, a MAP_SHARED
+ *   - process backend: up to 40 bytes inline in the descriptor; up to
+ *     4 KiB packed into a 64 KiB block of the worker's (reference counted,
+ *     given back when its last result was taken); else a page-aligned range
+ *     of the executor's result heap, a MAP_SHARED
  *     reservation made before the workers were forked (executor_ctx.c), so
  *     it is at the same address in every process.  The parent copies the
  *     bytes into a block of its own and gives the pages back at once
@@ -53,7 +55,16 @@
 #define REC_OFF 4096u
 #define DATA_OFF ((size_t)4 << 20)
 
-enum { D_NONE = 0, D_INLINE = 1, D_HEAP = 2, D_BLOCK = 3 };
+enum { D_NONE = 0, D_INLINE = 1, D_HEAP = 2, D_BLOCK = 3, D_SUB = 4 };
+
+/* Results of INL+1..SMALL bytes are packed into blocks of BLK bytes that a
+ * worker takes from the heap (a page fault per result would cost more than
+ * the result).  A block's first word counts references: one for the worker
+ * while it still packs into it, one per result handed out and not yet
+ * taken; whoever drops the last gives the block back. */
+#define SMALL 4096u
+#define BLK ((size_t)64 << 10)
+#define BLK_HDR 64u
 
 typedef struct desc {
   uint64_t size;  /* bytes of the result */
@@ -117,6 +128,7 @@ typedef struct cur {
   void *buf;        /* the current output */
   size_t size;
   size_t alen;      /* D_HEAP: bytes of the heap range (whole pages) */
+  int sub;          /* buf lies in the worker's block */
   unsigned char inl[INL];
 } cur_t;
 
@@ -140,11 +152,37 @@ static void *heap_alloc(const rec_t *r, size_t size, size_t *alen) {
   return r->heap + DATA_OFF + start % r->cap;
 }
 
+/* The worker's current block (a worker process runs one task at a time). */
+static _Thread_local char *blk;
+static _Thread_local size_t blk_used;
+
+static void blk_unref(char *b) {
+  if (atomic_fetch_sub_explicit((_Atomic int64_t *)(void *)b, 1,
+                                memory_order_acq_rel) == 1)
+    heap_give_back(b, BLK);
+}
+
+static void *blk_alloc(const rec_t *r, size_t size) {
+  size_t need = (size + 15) & ~(size_t)15;
+  if (!blk || blk_used + need > BLK) {
+    size_t alen;
+    char *nb = heap_alloc(r, BLK, &alen);
+    if (!nb) return NULL;
+    atomic_store_explicit((_Atomic int64_t *)(void *)nb, 1, memory_order_relaxed);
+    if (blk) blk_unref(blk);
+    blk = nb;
+    blk_used = BLK_HDR;
+  }
+  void *p = blk + blk_used;
+  blk_used += need;
+  return p;
+}
+
 static void cur_release(cur_t *c) {
   if (!c->buf) return;
   if (!c->rec->procs)
     mh__free(c->buf);
-  else if (c->buf != c->inl)
+  else if (c->buf != c->inl && !c->sub)
     heap_give_back(c->buf, c->alen);
   c->buf = NULL;
   c->size = c->alen = 0;
@@ -161,15 +199,25 @@ void *mh_task_output(size_t size) {
     return p;
   }
   size_t alen = 0;
-  void *p = size <= INL ? (void *)c->inl : heap_alloc(c->rec, size, &alen);
+  int sub = 0;
+  void *p;
+  if (size <= INL)
+    p = c->inl;
+  else if (size <= SMALL && !(c->sub && size <= c->size))
+    p = blk_alloc(c->rec, size), sub = 1;
+  else if (c->sub && size <= c->size)
+    p = c->buf, sub = 1; /* shrinking in place */
+  else
+    p = heap_alloc(c->rec, size, &alen);
   if (!p) return NULL;
   if (p != c->buf) {
     if (c->buf) memmove(p, c->buf, c->size < size ? c->size : size);
-    if (c->buf && c->buf != c->inl) heap_give_back(c->buf, c->alen);
+    if (c->buf && c->buf != c->inl && !c->sub) heap_give_back(c->buf, c->alen);
   }
   c->buf = p;
   c->size = size;
   c->alen = alen;
+  c->sub = sub;
   return p;
 }
 
@@ -191,6 +239,11 @@ static int bytes_tramp(const void *in, size_t isz, void *out, size_t osz,
   } else if (cur.buf == cur.inl) {
     d->kind = D_INLINE, d->size = cur.size;
     memcpy(d->inl, cur.inl, cur.size);
+  } else if (cur.sub) {
+    atomic_fetch_add_explicit((_Atomic int64_t *)(void *)blk, 1,
+                              memory_order_relaxed);
+    d->kind = D_SUB, d->size = cur.size, d->where = (uintptr_t)cur.buf;
+    memcpy(d->inl, &blk, sizeof blk);
   } else {
     d->kind = D_HEAP, d->size = cur.size, d->where = (uintptr_t)cur.buf;
   }
@@ -215,6 +268,7 @@ static int take(desc_t *d, void **data, size_t *size) {
     p = (void *)(uintptr_t)d->where;
     break;
   case D_INLINE:
+  case D_SUB:
   case D_HEAP: {
     const void *src = d->kind == D_INLINE ? (const void *)d->inl
                                           : (const void *)(uintptr_t)d->where;
@@ -222,6 +276,11 @@ static int take(desc_t *d, void **data, size_t *size) {
     if (p) memcpy(p, src, n);
     else if (n) rc = MH_ENOMEM;
     if (d->kind == D_HEAP) heap_give_back((void *)(uintptr_t)d->where, round_pages(n));
+    if (d->kind == D_SUB) {
+      char *b;
+      memcpy(&b, d->inl, sizeof b);
+      blk_unref(b);
+    }
     break;
   }
   default:
