@@ -422,7 +422,13 @@ static void long_imap(mh_backend_t b) {
          "peak %ld KiB\n",
          N, bytes / 1e9, base, peak);
   ASSERT(bytes > (uint64_t)512 << 20);
-  ASSERT(peak < base + 64 * 1024); /* < 64 MiB of growth for 1 GB */
+  /* < 64 MiB of growth for 1 GB; ASan keeps 256 MiB of freed blocks in
+   * quarantine, so there the bound only says "not 1 GB". */
+#if defined(__SANITIZE_ADDRESS__)
+  ASSERT(peak < base + 400 * 1024);
+#else
+  ASSERT(peak < base + 64 * 1024);
+#endif
   mh_executor_free(ex);
   free(in);
 }
