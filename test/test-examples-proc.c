@@ -1,5 +1,8 @@
 /* test-examples-proc.c - the tutorial's multiprocessing programs in C
  * (examples/processes, examples/bank) print what the tutorial shows. */
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "test.h"
 
 static void run_example(const char *name, const char *a1, const char *a2, const char *a3,
@@ -135,4 +138,53 @@ TEST(bank_help_and_bad_args) {
   ASSERT_EQ(r.status, 0);
   ASSERT_STREQ(r.out, "Final balance = 100\nFinal balance = 100\n");
   mht_proc_free(&r);
+}
+
+/* wordcount: per-file word counts of very different sizes (a file of 20,000
+ * distinct words gives a report of ~200 KB, another one line), in argument
+ * order; an unreadable file is named with its reason; --help and unknown
+ * options. */
+TEST(wordcount_files) {
+  char dir[] = "/tmp/mh-wc-XXXXXX";
+  ASSERT(mkdtemp(dir));
+  char big[256], small[256], missing[256];
+  snprintf(big, sizeof big, "%s/big.txt", dir);
+  snprintf(small, sizeof small, "%s/small.txt", dir);
+  snprintf(missing, sizeof missing, "%s/none.txt", dir);
+  FILE *fp = fopen(big, "w");
+  ASSERT(fp);
+  for (int i = 0; i < 20000; i++) fprintf(fp, "w%05d%s", i, i % 10 ? " " : "\n");
+  fprintf(fp, "the the the\n");
+  fclose(fp);
+  fp = fopen(small, "w");
+  ASSERT(fp);
+  fprintf(fp, "hello world hello\n");
+  fclose(fp);
+  mht_proc_result_t r;
+  run_example("wordcount", big, small, NULL, &r);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "(20003 words, 20001 distinct)\nthe 3\nw00000 1\n"));
+  ASSERT(strstr(r.out, "w19999 1\n== "));
+  ASSERT(strstr(r.out, "small.txt (3 words, 2 distinct)\nhello 2\nworld 1\n"));
+  ASSERT(strstr(r.out, "big.txt") < strstr(r.out, "small.txt"));
+  ASSERT_EQ(count_lines(r.out), 1 + 20001 + 1 + 2);
+  mht_proc_free(&r);
+  run_example("wordcount", small, missing, NULL, &r);
+  ASSERT_EQ(r.status, 1);
+  ASSERT(strstr(r.out, "none.txt cannot be counted: no such file"));
+  ASSERT(strstr(r.out, "hello 2\n"));
+  mht_proc_free(&r);
+  run_example("wordcount", "--help", NULL, NULL, &r);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "usage: wordcount"));
+  mht_proc_free(&r);
+  run_example("wordcount", "--frob", small, NULL, &r);
+  ASSERT_EQ(r.status, 2);
+  ASSERT(strstr(r.err, "manyhands: unknown option '--frob'"));
+  mht_proc_free(&r);
+  run_example("wordcount", NULL, NULL, NULL, &r);
+  ASSERT_EQ(r.status, 2);
+  mht_proc_free(&r);
+  unlink(big), unlink(small), rmdir(dir);
 }

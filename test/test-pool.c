@@ -1370,7 +1370,7 @@ static void map_kill_random(int retries) {
   enum { N = 6000 };
   static long in[N], out[N];
   static int st[N];
-  static double delay = 30e-6;
+  static const double delay = 30e-6;
   size_t chunks[] = {1, 0, 7};
   int total_kills = 0;
   for (int round = 0; round < 3; round++) {
@@ -1378,7 +1378,7 @@ static void map_kill_random(int retries) {
     rkill_t k = {.ex = ex, .max_kills = 4};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, random_killer, &k), 0);
-    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+    int rc = mh_executor_map(ex, t_slow, (void *)(uintptr_t)&delay, in, sizeof(long), out,
                              sizeof(long), N, chunks[round], st);
     atomic_store(&k.stop, 1);
     pthread_join(th, NULL);
@@ -1408,7 +1408,7 @@ TEST(map_kill_random_retry) { map_kill_random(100); }
 static int t_add(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
   long v = 0;
   if (isz) memcpy(&v, in, sizeof v);
-  v += (long)(intptr_t)ctx;
+  v += *(const long *)ctx; /* the executor's context */
   if (osz) memcpy(out, &v, sizeof v);
   return v % 97 == 0 ? MH_EUSER - 1 : 0;
 }
@@ -1431,7 +1431,8 @@ TEST(map_many_in_a_row) {
     long add = (long)(mht_rand() % 50);
     int want_st = (int)(mht_rand() % 2), no_in = r % 7 == 3;
     for (size_t i = 0; i < n; i++) out[i] = -1, st[i] = 99;
-    int rc = mh_executor_map(ex, t_add, (void *)(intptr_t)add,
+    ASSERT_OK(mh_executor_set_context(ex, &add, sizeof add));
+    int rc = mh_executor_map(ex, t_add, mh_executor_context(ex),
                              no_in ? NULL : in, no_in ? 0 : sizeof(long), out,
                              sizeof(long), n, chunk, want_st ? st : NULL);
     int first = 0;
@@ -1473,13 +1474,13 @@ TEST(map_shutdown_race) {
   enum { N = 20000 };
   static long in[N], out[N];
   static int st[N];
-  static double delay = 20e-6;
+  static const double delay = 20e-6;
   for (int i = 0; i < N; i++) in[i] = i;
   for (int round = 0; round < (int)mht_scaled(6); round++) {
     int cancel = round % 2;
     mh_executor_t *ex = pool_new(2, 0);
     for (int i = 0; i < N; i++) out[i] = -1, st[i] = 99;
-    mapper_t m = {ex, in, out, st, N, round % 3 == 0 ? 1 : 0, &delay, 99};
+    mapper_t m = {ex, in, out, st, N, round % 3 == 0 ? 1 : 0, (double *)(uintptr_t)&delay, 99};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, run_map, &m), 0);
     mht_jitter(50000);
@@ -1620,7 +1621,7 @@ TEST(map_kill_claims) {
   enum { N = 20000 };
   static long in[N], out[N];
   static int st[N];
-  static double delay = 5e-6;
+  static const double delay = 5e-6;
   int rounds = (int)mht_scaled(10), total_kills = 0;
   if (rounds < 2) rounds = 2;
   alarm(120); /* a lost chunk hangs the map: fail rather than wait */
@@ -1629,7 +1630,7 @@ TEST(map_kill_claims) {
     rkill_t k = {.ex = ex, .max_kills = 100};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, fast_killer, &k), 0);
-    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+    int rc = mh_executor_map(ex, t_slow, (void *)(uintptr_t)&delay, in, sizeof(long), out,
                              sizeof(long), N, 1 + (size_t)(round % 3), st);
     atomic_store(&k.stop, 1);
     pthread_join(th, NULL);
@@ -1665,7 +1666,7 @@ TEST(map_broken_by_kills) {
   enum { N = 20000 };
   static long in[N], out[N];
   static int st[N];
-  static double delay = 5e-6;
+  static const double delay = 5e-6;
   int rounds = (int)mht_scaled(8);
   if (rounds < 2) rounds = 2;
   alarm(100); /* a chunk left to a worker given up for dead hangs the map */
@@ -1675,7 +1676,7 @@ TEST(map_broken_by_kills) {
     rkill_t k = {.ex = ex, .max_kills = 1000};
     pthread_t th;
     ASSERT_EQ(pthread_create(&th, NULL, faster_killer, &k), 0);
-    int rc = mh_executor_map(ex, t_slow, &delay, in, sizeof(long), out,
+    int rc = mh_executor_map(ex, t_slow, (void *)(uintptr_t)&delay, in, sizeof(long), out,
                              sizeof(long), N, 1 + (size_t)(round % 2), st);
     atomic_store(&k.stop, 1);
     pthread_join(th, NULL);

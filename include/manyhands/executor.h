@@ -14,10 +14,26 @@
  * alive until the future is done.  The thread backend passes the pointers
  * through; the process backend copies `in` into shared memory for the worker
  * and copies the worker's `out` back before the future completes, so `out`
- * must not contain pointers meant for the parent.  `ctx` is passed through
- * unchanged: on the process backend it must point at memory that existed when
- * the executor was created (workers inherit it by fork) or at shared memory.
- * A task returns 0 or a negative code (MH_E* or <= MH_EUSER).
+ * must not contain pointers meant for the parent.  A task returns 0 or a
+ * negative code (MH_E* or <= MH_EUSER).
+ *
+ * The context rule.  `ctx` is passed to the task unchanged.  On the thread
+ * backend it may point anywhere.  On the process backend a worker is a copy
+ * of the parent made when the executor was created, so plain memory the
+ * parent changes later would be read stale; submit, map and imap therefore
+ * accept only a `ctx` that is
+ *   - NULL,
+ *   - inside the executor's own context: mh_executor_set_context(ex, &v,
+ *     sizeof v) copies `v` there, and mh_executor_context(ex) is the pointer
+ *     to pass (on every backend); set it again to change it,
+ *   - inside shared memory that existed before mh_executor_new (mh_shared_*
+ *     of shared.h, or any MAP_SHARED mapping): both sides see every write,
+ *   - inside memory that was read-only then (string literals, const data),
+ * and fail with MH_EINVAL otherwise (a plain global, the heap, the stack,
+ * or an integer cast to a pointer: put the integer in the context).  Not
+ * detected: shared memory freed after mh_executor_new and a new block mapped
+ * at the same address.  Python differs: its Pool pickles the arguments of
+ * each call, and a global is copied at fork the same silent way.
  */
 #ifndef MANYHANDS_EXECUTOR_H
 #define MANYHANDS_EXECUTOR_H
@@ -130,7 +146,8 @@ MH_EXTERN int mh_executor_backend(const mh_executor_t *ex);
  * @param out_size bytes of one output item (may be 0)
  * @param ctx passed unchanged to every call of the task
  * @param fut receives the new future (one reference, the caller's)
- * @return 0 on success, or one of these errors: MH_EINVAL (NULL ex/fn/fut, NULL buffer with non-zero size),
+ * @return 0 on success, or one of these errors: MH_EINVAL (NULL ex/fn/fut, NULL buffer with non-zero size, a
+ * ctx the process backend refuses: see "The context rule" above),
  * MH_ESHUTDOWN (the executor was shut down), MH_ENOMEM, MH_EPERM (called
  * from a worker process of a process or MPI executor: see "fork-join"). */
 MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
@@ -273,6 +290,157 @@ MH_EXTERN int mh_map_iter_next(mh_map_iter_t *it, double timeout,
 /** Cancel what has not started, wait for what runs, free.  NULL ignored.
  * @param it the map iterator */
 MH_EXTERN void mh_map_iter_free(mh_map_iter_t *it);
+
+/* ---- the task context (see "The context rule" above) ------------------ */
+
+/** Copy `size` bytes of `data` into the executor's context, which tasks of
+ * every backend read through mh_executor_context(ex).  On the process
+ * backend the context lives in memory shared with the workers, so a change
+ * reaches them at once, with no copy made at pool creation to go stale.
+ * Tasks read it live, not a snapshot: call it between maps, or when no task
+ * that reads it is running (calls of it are not serialised with each other
+ * either).  Errors: MH_EINVAL (NULL ex, NULL data with a non-zero size,
+ * size over 64 MiB).
+ * @param ex   the executor
+ * @param data the bytes to copy (may be NULL when size is 0)
+ * @param size their number, 0..64 MiB; 0 empties the context
+ * @return 0 or MH_EINVAL */
+MH_EXTERN int mh_executor_set_context(mh_executor_t *ex, const void *data,
+                                      size_t size);
+
+/** The pointer to pass as `ctx` to reach the executor's context (the same
+ * address in the parent and in every worker).
+ * @param ex the executor
+ * @return the context's first byte, or NULL for a NULL ex */
+MH_EXTERN void *mh_executor_context(const mh_executor_t *ex);
+
+/** Bytes of the executor's context (the last mh_executor_set_context size).
+ * @param ex the executor
+ * @return the size, 0 for a NULL ex or a context never set */
+MH_EXTERN size_t mh_executor_context_size(const mh_executor_t *ex);
+
+/* ---- results of any size ---------------------------------------------- *
+ *
+ * A task run by the *_bytes calls is an ordinary mh_task_fn called with
+ * out = NULL and out_size = 0; it decides the size of its result while it
+ * runs by calling mh_task_output(size), and writes the bytes there.  The
+ * caller receives each result as a block it owns (free it with
+ * mh_bytes_free), on every backend.  On threads the block is the one the task
+ * filled; on processes the worker writes into memory shared with the parent,
+ * which copies the bytes out and gives the shared pages back at once, so a
+ * long imap holds only the results not yet taken.  A task that returns
+ * non-zero has no result (NULL, 0).  The ctx rule of the file comment holds.
+ */
+
+/** Room for one result of mh_executor_submit_bytes; the caller keeps it
+ * alive until mh_future_result_bytes took the result (or the future is
+ * done and dropped). */
+typedef struct mh_bytes_slot_s {
+  unsigned long long opaque[8];
+} mh_bytes_slot_t;
+
+/** Iterator of mh_executor_imap_bytes. */
+typedef struct mh_bytes_iter_s mh_bytes_iter_t;
+
+/** Inside a task run by a *_bytes call: the buffer of its result, `size`
+ * bytes.  Calling it again resizes the result and keeps the first bytes, as
+ * realloc does (the pointer may change).
+ * @param size bytes of the result (0 allowed: an empty result)
+ * @return the buffer, or NULL outside such a task or when memory ran out
+ *         (then the previous buffer stays the result) */
+MH_EXTERN void *mh_task_output(size_t size);
+
+/** Free a result handed out by a *_bytes call.  NULL is ignored.
+ * @param data the block */
+MH_EXTERN void mh_bytes_free(void *data);
+
+/** Submit fn(in, in_size, NULL, 0, ctx), whose result is bytes of any size.
+ * @param ex      the executor
+ * @param fn      the task (calls mh_task_output)
+ * @param in      its input (copied on processes), may be NULL if in_size 0
+ * @param in_size bytes of the input
+ * @param ctx     the context (see the context rule)
+ * @param slot    where the result waits for mh_future_result_bytes
+ * @param fut     receives the future (one reference: release it)
+ * @return 0, MH_EINVAL (NULL ex/fn/slot/fut, NULL in with a size, a refused
+ *         ctx), MH_ESHUTDOWN, MH_ENOMEM */
+MH_EXTERN int mh_executor_submit_bytes(mh_executor_t *ex, mh_task_fn fn,
+                                       const void *in, size_t in_size,
+                                       void *ctx, mh_bytes_slot_t *slot,
+                                       mh_future_t **fut);
+
+/** Wait for a future of mh_executor_submit_bytes and take its result; call
+ * it once per future (a second call gives NULL, 0).
+ * @param f       the future
+ * @param slot    the slot given to mh_executor_submit_bytes
+ * @param timeout seconds, MH_FOREVER, or 0
+ * @param data    receives the result (the caller frees it with
+ *                mh_bytes_free), NULL when empty or on error
+ * @param size    receives its size
+ * @return the task's code (0 on success), or what mh_future_result returns
+ *         (MH_ETIMEDOUT: try again later), MH_ENOMEM (the copy failed),
+ *         MH_EINVAL (a NULL argument) */
+MH_EXTERN int mh_future_result_bytes(mh_future_t *f, mh_bytes_slot_t *slot,
+                                     double timeout, void **data,
+                                     size_t *size);
+
+/** mh_executor_map whose items return bytes of any size: item i reads
+ * in + i*in_size; its result goes to outs[i] (owned by the caller, free each
+ * with mh_bytes_free) and sizes[i].  Failed items give NULL, 0.
+ * @param ex        the executor
+ * @param fn        the task (calls mh_task_output)
+ * @param ctx       the context (see the context rule)
+ * @param in        n inputs of in_size bytes (NULL if in_size is 0)
+ * @param in_size   bytes of one input
+ * @param n         number of items
+ * @param chunksize items per chunk, 0 = automatic
+ * @param status    NULL or n codes, one per item
+ * @param outs      n pointers, filled
+ * @param sizes     n sizes, filled
+ * @return 0 when every item returned 0, else the lowest-indexed failing
+ *         item's code; MH_EINVAL, MH_ESHUTDOWN, MH_ENOMEM */
+MH_EXTERN int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn,
+                                    void *ctx, const void *in, size_t in_size,
+                                    size_t n, size_t chunksize, int *status,
+                                    void **outs, size_t *sizes);
+
+/** mh_executor_imap whose items return bytes: each result is handed to the
+ * caller by mh_bytes_iter_next and freed by the caller, so resident memory
+ * stays flat however long the map (the iterator keeps a 64-byte record per
+ * item).
+ * @param ex        the executor
+ * @param fn        the task (calls mh_task_output)
+ * @param ctx       the context (see the context rule)
+ * @param in        n inputs of in_size bytes, valid until the iterator is
+ *                  freed
+ * @param in_size   bytes of one input
+ * @param n         number of items
+ * @param chunksize items per chunk, 0 = automatic
+ * @param flags     0 or MH_MAP_UNORDERED
+ * @param it        receives the iterator
+ * @return 0, MH_EINVAL, MH_ESHUTDOWN, MH_ENOMEM */
+MH_EXTERN int mh_executor_imap_bytes(mh_executor_t *ex, mh_task_fn fn,
+                                     void *ctx, const void *in,
+                                     size_t in_size, size_t n,
+                                     size_t chunksize, unsigned flags,
+                                     mh_bytes_iter_t **it);
+
+/** Next finished item of an mh_executor_imap_bytes.
+ * @param it      the iterator
+ * @param timeout seconds, MH_FOREVER, or 0
+ * @param index   receives the item's index
+ * @param status  receives its code (MH_ENOMEM when its copy failed)
+ * @param data    receives its result (free with mh_bytes_free), or NULL
+ * @param size    receives the result's size
+ * @return 0, MH_EEOF when every item was yielded, MH_ETIMEDOUT, MH_EINVAL */
+MH_EXTERN int mh_bytes_iter_next(mh_bytes_iter_t *it, double timeout,
+                                 size_t *index, int *status, void **data,
+                                 size_t *size);
+
+/** Cancel what has not started, wait for what runs, free the results not
+ * taken and the iterator.  NULL ignored.
+ * @param it the iterator */
+MH_EXTERN void mh_bytes_iter_free(mh_bytes_iter_t *it);
 
 /* ---- futures ------------------------------------------------------------ */
 

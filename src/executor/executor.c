@@ -40,6 +40,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "executor_ctx.h"
 #include "executor_internal.h"
 #include "future.h"
 #include "internal.h"
@@ -66,6 +67,7 @@ struct mh_executor_s {
    * and whether the handler is shutting this one down now or did already. */
   mh_executor_t *ax_prev, *ax_next;
   int ax_busy, ax_done;
+  mh__exctx_t *cx;      /* I: the context area and the ctx check */
 };
 
 /* MH_EPERM when called from a worker process of a process-based executor
@@ -206,11 +208,16 @@ int mh_executor_new(mh_executor_t **out, const mh_executor_options_t *opts) {
   if (rc) goto fail_ex;
   rc = mh__cond_init(&ex->scond, false);
   if (rc) goto fail_mutex;
-  rc = ops->start(ex, &ex->opts);
+  /* Before the backend forks anything: the area must be inherited. */
+  rc = mh__exctx_new(&ex->cx, o.backend == MH_BACKEND_PROCESSES);
   if (rc) goto fail_cond;
+  rc = ops->start(ex, &ex->opts);
+  if (rc) goto fail_cx;
   ax_add(ex);
   *out = ex;
   return 0;
+fail_cx:
+  mh__exctx_free(ex->cx);
 fail_cond:
   pthread_cond_destroy(&ex->scond);
 fail_mutex:
@@ -267,6 +274,7 @@ int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn, const void *in,
                        mh_future_t **fut) {
   if (!ex || !fn || !fut || (!in && in_size) || (!out && out_size))
     return MH_EINVAL;
+  if (mh__exctx_check(ex->cx, ctx)) return MH_EINVAL;
   mh__task_t t = {fn, ctx, in, in_size, out, out_size, 1, NULL, 0};
   return submit_task(ex, &t, fut);
 }
@@ -330,7 +338,25 @@ void mh_executor_free(mh_executor_t *ex) {
   ex->ops->destroy(ex);
   pthread_cond_destroy(&ex->scond);
   pthread_mutex_destroy(&ex->slock);
+  mh__exctx_free(ex->cx);
   mh__free(ex);
+}
+
+/* ---- the context (executor_ctx.c) ------------------------------------- */
+
+int mh_executor_set_context(mh_executor_t *ex, const void *data, size_t size) {
+  if (!ex) return MH_EINVAL;
+  return mh__exctx_set(ex->cx, data, size);
+}
+
+void *mh_executor_context(const mh_executor_t *ex) {
+  return ex ? mh__exctx_ptr(ex->cx) : NULL;
+}
+
+mh__exctx_t *mh__executor_ctx(const mh_executor_t *ex) { return ex->cx; }
+
+size_t mh_executor_context_size(const mh_executor_t *ex) {
+  return ex ? mh__exctx_size(ex->cx) : 0;
 }
 
 /* ---- map and imap ------------------------------------------------------ */
@@ -397,6 +423,7 @@ int mh_executor_map(mh_executor_t *ex, mh_task_fn fn, void *ctx,
                     size_t out_size, size_t n, size_t chunksize, int *status) {
   int rc = map_check(ex, fn, in, in_size, out, out_size, n);
   if (rc) return rc;
+  if (mh__exctx_check(ex->cx, ctx)) return MH_EINVAL;
   if (n == 0) return 0;
   if (ex->ops->map) {
     /* The backend may run the whole map itself (the process backend's
@@ -494,6 +521,7 @@ int mh_executor_imap(mh_executor_t *ex, mh_task_fn fn, void *ctx,
                      unsigned flags, mh_map_iter_t **out_it) {
   int rc = map_check(ex, fn, in, in_size, out, out_size, n);
   if (rc || !out_it || (flags & ~MH_MAP_UNORDERED)) return MH_EINVAL;
+  if (mh__exctx_check(ex->cx, ctx)) return MH_EINVAL;
   if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
     return MH_ESHUTDOWN;
   /* Items are yielded one by one, so chunks stay small by default: the

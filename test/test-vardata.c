@@ -1,0 +1,518 @@
+/* test-vardata.c - a task context that cannot go stale (issue 10 item 5).
+ *
+ * The new user's program: a pool counts primes below a limit read through
+ * `ctx` and adds into a total.  With plain memory as ctx the process
+ * backend must refuse at submit / map / imap time (no silent total = 0);
+ * with the executor's by-value context or shared memory made before the
+ * pool it must give the right answer, and a context changed between maps
+ * must reach the workers.
+ */
+#include <stdatomic.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "test.h"
+
+typedef struct {
+  long limit;         /* count primes in [in, in + step) below limit */
+  long step;
+  _Atomic long total; /* used when the context is shared memory */
+} prime_ctx_t;
+
+static int is_prime(long v) {
+  if (v < 2) return 0;
+  for (long d = 2; d * d <= v; d++)
+    if (v % d == 0) return 0;
+  return 1;
+}
+
+/* in: a block start; out: the primes counted in it (also added to total). */
+static int t_primes(const void *in, size_t isz, void *out, size_t osz,
+                    void *ctx) {
+  (void)isz, (void)osz;
+  prime_ctx_t *c = ctx;
+  long lo = *(const long *)in, n = 0;
+  for (long v = lo; v < lo + c->step && v < c->limit; v++) n += is_prime(v);
+  *(long *)out = n;
+  atomic_fetch_add(&c->total, n);
+  return 0;
+}
+
+static long primes_below(long limit) {
+  long n = 0;
+  for (long v = 0; v < limit; v++) n += is_prime(v);
+  return n;
+}
+
+static mh_executor_t *pool(mh_backend_t b, int workers) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = b;
+  o.workers = workers;
+  mh_executor_t *ex = NULL;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  return ex;
+}
+
+enum { NB = 64 };
+
+static long sum(const long *v, size_t n) {
+  long s = 0;
+  for (size_t i = 0; i < n; i++) s += v[i];
+  return s;
+}
+
+/* out: the first byte of ctx, or -1 for NULL. */
+static int t_first_byte(const void *in, size_t isz, void *out, size_t osz,
+                        void *ctx) {
+  (void)in, (void)isz, (void)osz;
+  *(long *)out = ctx ? *(const char *)ctx : -1;
+  return 0;
+}
+
+static prime_ctx_t plain_global; /* .bss: copied into the workers at fork */
+
+/* The user's program as it was written: ctx is plain memory (a global, the
+ * heap, the stack, an integer) on the process backend.  Every entry point
+ * refuses it, before any work starts; the thread backend accepts it. */
+TEST(plain_ctx_refused) {
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  prime_ctx_t on_stack = {20000, 20000 / NB + 1, 0};
+  plain_global = on_stack;
+  prime_ctx_t *on_heap = malloc(sizeof *on_heap);
+  ASSERT(on_heap);
+  *on_heap = on_stack;
+  void *bad[] = {&on_stack, &plain_global, on_heap, (void *)(intptr_t)12345};
+  long in[NB], out[NB];
+  for (int i = 0; i < NB; i++) in[i] = i * on_stack.step, out[i] = -1;
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    ASSERT_ERR(mh_executor_map(ex, t_primes, bad[k], in, sizeof(long), out,
+                               sizeof(long), NB, 0, NULL),
+               MH_EINVAL);
+    mh_future_t *f = NULL;
+    ASSERT_ERR(mh_executor_submit(ex, t_primes, in, sizeof(long), out,
+                                  sizeof(long), bad[k], &f),
+               MH_EINVAL);
+    ASSERT(f == NULL);
+    mh_map_iter_t *it = NULL;
+    ASSERT_ERR(mh_executor_imap(ex, t_primes, bad[k], in, sizeof(long), out,
+                                sizeof(long), NB, 0, 0, &it),
+               MH_EINVAL);
+    ASSERT(it == NULL);
+  }
+  for (int i = 0; i < NB; i++) ASSERT_EQ(out[i], -1); /* nothing ran */
+  /* A block shared after the pool was made is not visible to the workers
+   * either: refused. */
+  void *late = NULL;
+  ASSERT_OK(mh_shared_mem_new(&late, sizeof(prime_ctx_t)));
+  ASSERT_ERR(mh_executor_map(ex, t_primes, late, in, sizeof(long), out,
+                             sizeof(long), NB, 0, NULL),
+             MH_EINVAL);
+  /* NULL and a string literal (read-only at fork) are fine. */
+  mh_future_t *f = NULL;
+  ASSERT_OK(mh_executor_submit(ex, t_first_byte, NULL, 0, out, sizeof(long),
+                               (void *)(uintptr_t) "xyz", &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  ASSERT_EQ(out[0], 'x');
+  mh_future_release(f);
+  ASSERT_OK(mh_executor_submit(ex, t_first_byte, NULL, 0, out, sizeof(long),
+                               NULL, &f));
+  ASSERT_OK(mh_future_result(f, 30));
+  ASSERT_EQ(out[0], -1);
+  mh_future_release(f);
+  mh_executor_free(ex);
+  mh_shared_mem_free(late);
+  /* Threads: the same program is right with plain memory. */
+  ex = pool(MH_BACKEND_THREADS, 3);
+  ASSERT_OK(mh_executor_map(ex, t_primes, on_heap, in, sizeof(long), out,
+                            sizeof(long), NB, 0, NULL));
+  ASSERT_EQ(atomic_load(&on_heap->total), primes_below(on_stack.limit));
+  ASSERT_EQ(sum(out, NB), primes_below(on_stack.limit));
+  mh_executor_free(ex);
+  free(on_heap);
+}
+
+/* The by-value context on both backends: the right answer for map, imap
+ * and submit, and a context changed between maps reaches the workers. */
+static void by_value(mh_backend_t b) {
+  mh_executor_t *ex = pool(b, 3);
+  long limits[] = {5000, 30000, 1, 12000, 30000};
+  for (size_t r = 0; r < sizeof limits / sizeof limits[0]; r++) {
+    prime_ctx_t c = {limits[r], 30000 / NB + 1, 0};
+    ASSERT_OK(mh_executor_set_context(ex, &c, sizeof c));
+    ASSERT_EQ(mh_executor_context_size(ex), sizeof c);
+    prime_ctx_t *cp = mh_executor_context(ex);
+    ASSERT(cp);
+    long in[NB], out[NB];
+    for (int i = 0; i < NB; i++) in[i] = i * c.step, out[i] = -1;
+    long want = primes_below(limits[r]);
+    ASSERT_OK(mh_executor_map(ex, t_primes, cp, in, sizeof(long), out,
+                              sizeof(long), NB, (size_t)r, NULL));
+    ASSERT_EQ(sum(out, NB), want);
+    ASSERT_EQ(atomic_load(&cp->total), want); /* workers added into it */
+    /* imap, unordered */
+    mh_map_iter_t *it;
+    for (int i = 0; i < NB; i++) out[i] = -1;
+    ASSERT_OK(mh_executor_imap(ex, t_primes, cp, in, sizeof(long), out,
+                               sizeof(long), NB, 1, MH_MAP_UNORDERED, &it));
+    size_t idx;
+    int st, got = 0;
+    while (mh_map_iter_next(it, 30, &idx, &st) == 0) {
+      ASSERT_OK(st);
+      got++;
+    }
+    mh_map_iter_free(it);
+    ASSERT_EQ(got, NB);
+    ASSERT_EQ(sum(out, NB), want);
+    /* submit */
+    mh_future_t *fs[NB];
+    for (int i = 0; i < NB; i++)
+      ASSERT_OK(mh_executor_submit(ex, t_primes, &in[i], sizeof(long),
+                                   &out[i], sizeof(long), cp, &fs[i]));
+    for (int i = 0; i < NB; i++) {
+      ASSERT_OK(mh_future_result(fs[i], 30));
+      mh_future_release(fs[i]);
+    }
+    ASSERT_EQ(sum(out, NB), want);
+    ASSERT_EQ(atomic_load(&cp->total), 3 * want);
+  }
+  /* Bad input. */
+  ASSERT_ERR(mh_executor_set_context(NULL, "x", 1), MH_EINVAL);
+  ASSERT_ERR(mh_executor_set_context(ex, NULL, 1), MH_EINVAL);
+  ASSERT_ERR(mh_executor_set_context(ex, "x", ((size_t)64 << 20) + 1),
+             MH_EINVAL);
+  ASSERT_OK(mh_executor_set_context(ex, NULL, 0));
+  ASSERT_EQ(mh_executor_context_size(ex), 0);
+  ASSERT(mh_executor_context(NULL) == NULL);
+  ASSERT_EQ(mh_executor_context_size(NULL), 0);
+  mh_executor_free(ex);
+}
+
+TEST(by_value_processes) { by_value(MH_BACKEND_PROCESSES); }
+TEST(by_value_threads) { by_value(MH_BACKEND_THREADS); }
+
+/* A large context (8 MiB) changed between maps: every worker reads the
+ * current bytes, not those of an earlier map. */
+static int t_ctx_sum(const void *in, size_t isz, void *out, size_t osz,
+                     void *ctx) {
+  (void)isz, (void)osz;
+  const unsigned char *c = ctx;
+  size_t lo = *(const size_t *)in, s = 0;
+  for (size_t i = lo; i < lo + (1u << 17); i++) s += c[i];
+  *(size_t *)out = s;
+  return 0;
+}
+
+TEST(big_context_changes) {
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  enum { SZ = 8 << 20, N = SZ >> 17 };
+  unsigned char *buf = malloc(SZ);
+  ASSERT(buf);
+  size_t in[N], out[N];
+  for (size_t i = 0; i < N; i++) in[i] = i << 17;
+  for (int r = 0; r < 6; r++) {
+    memset(buf, r * 37 + 1, SZ);
+    ASSERT_OK(mh_executor_set_context(ex, buf, SZ));
+    ASSERT_OK(mh_executor_map(ex, t_ctx_sum, mh_executor_context(ex), in,
+                              sizeof(size_t), out, sizeof(size_t), N, 1,
+                              NULL));
+    for (size_t i = 0; i < N; i++)
+      ASSERT_EQ(out[i], (size_t)(r * 37 + 1) << 17);
+  }
+  mh_executor_free(ex);
+  free(buf);
+}
+
+/* Shared memory made before the pool: the user's program is right. */
+TEST(shared_ctx_processes) {
+  prime_ctx_t *c = NULL;
+  ASSERT_OK(mh_shared_mem_new((void **)&c, sizeof *c));
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 3);
+  for (long limit = 1000; limit <= 30000; limit *= 3) {
+    c->limit = limit;
+    c->step = 30000 / NB + 1;
+    atomic_store(&c->total, 0);
+    long in[NB], out[NB];
+    for (int i = 0; i < NB; i++) in[i] = i * c->step;
+    ASSERT_OK(mh_executor_map(ex, t_primes, c, in, sizeof(long), out,
+                              sizeof(long), NB, 0, NULL));
+    ASSERT_EQ(atomic_load(&c->total), primes_below(limit));
+    ASSERT_EQ(sum(out, NB), primes_below(limit));
+  }
+  mh_executor_free(ex);
+  mh_shared_mem_free(c);
+}
+
+/* ---- results of any size (issue 10 item 4) ------------------------------ */
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return x;
+}
+
+static size_t size_of_item(uint64_t i, size_t max) {
+  uint64_t h = mix(i + 1);
+  if (h % 5 == 0) return 0;
+  if (h % 5 == 1) return (size_t)(h >> 8) % 41; /* inline sizes */
+  return (size_t)(h >> 8) % (max + 1);
+}
+
+/* in: {index, max}.  The result: size_of_item bytes of a pattern; odd
+ * indices grow their buffer in two steps to test the resize. */
+static int t_var(const void *in, size_t isz, void *out, size_t osz,
+                 void *ctx) {
+  (void)isz, (void)ctx;
+  ASSERT(out == NULL && osz == 0);
+  const uint64_t *a = in;
+  size_t n = size_of_item(a[0], (size_t)a[1]);
+  unsigned char *p;
+  if (a[0] % 2) {
+    p = mh_task_output(n / 2);
+    if (!p) return MH_ENOMEM;
+    for (size_t k = 0; k < n / 2; k++) p[k] = (unsigned char)(a[0] * 7 + k);
+  }
+  p = mh_task_output(n);
+  if (!p) return MH_ENOMEM;
+  for (size_t k = a[0] % 2 ? n / 2 : 0; k < n; k++)
+    p[k] = (unsigned char)(a[0] * 7 + k);
+  if (a[0] % 97 == 13) return MH_EUSER - 1; /* fails: no result */
+  return 0;
+}
+
+static void check_var(uint64_t i, size_t max, int st, void *data,
+                      size_t size) {
+  if (i % 97 == 13) {
+    ASSERT_ERR(st, MH_EUSER - 1);
+    ASSERT(data == NULL && size == 0);
+    return;
+  }
+  ASSERT_OK(st);
+  ASSERT_EQ(size, size_of_item(i, max));
+  ASSERT(size == 0 ? data == NULL : data != NULL);
+  const unsigned char *p = data;
+  for (size_t k = 0; k < size; k++)
+    if (p[k] != (unsigned char)(i * 7 + k))
+      ASSERT_EQ(p[k], (unsigned char)(i * 7 + k));
+  mh_bytes_free(data);
+}
+
+static void var_results(mh_backend_t b) {
+  mh_executor_t *ex = pool(b, 3);
+  enum { N = 150 };
+  const size_t max = 1 << 20;
+  static uint64_t in[N][2];
+  for (int i = 0; i < N; i++) in[i][0] = (uint64_t)i, in[i][1] = max;
+  /* map, several chunk sizes */
+  static void *outs[N];
+  static size_t sizes[N];
+  static int st[N];
+  size_t chunks[] = {0, 1, 7};
+  for (int r = 0; r < 3; r++) {
+    int rc = mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], N,
+                                   chunks[r], st, outs, sizes);
+    ASSERT_ERR(rc, MH_EUSER - 1); /* item 13 is the lowest failing one */
+    for (int i = 0; i < N; i++) check_var((uint64_t)i, max, st[i], outs[i], sizes[i]);
+  }
+  /* imap, ordered and not */
+  for (unsigned fl = 0; fl <= MH_MAP_UNORDERED; fl++) {
+    mh_bytes_iter_t *it;
+    ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 0,
+                                     fl, &it));
+    size_t idx, got = 0, prev = 0;
+    int s;
+    void *data;
+    size_t size;
+    while (mh_bytes_iter_next(it, 60, &idx, &s, &data, &size) == 0) {
+      if (!fl) ASSERT(got == 0 || idx == prev + 1);
+      prev = idx;
+      check_var(idx, max, s, data, size);
+      got++;
+    }
+    ASSERT_EQ(got, N);
+    mh_bytes_iter_free(it);
+  }
+  /* an iterator freed before its results were taken frees them */
+  mh_bytes_iter_t *it;
+  ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 3, 0,
+                                   &it));
+  mh_bytes_iter_free(it);
+  /* submit */
+  enum { S = 40 };
+  mh_future_t *fs[S];
+  static mh_bytes_slot_t slots[S];
+  for (int i = 0; i < S; i++)
+    ASSERT_OK(mh_executor_submit_bytes(ex, t_var, in[i], sizeof in[i], NULL,
+                                       &slots[i], &fs[i]));
+  for (int i = 0; i < S; i++) {
+    void *data;
+    size_t size;
+    int rc = mh_future_result_bytes(fs[i], &slots[i], 60, &data, &size);
+    check_var((uint64_t)i, max, rc, data, size);
+    ASSERT_ERR(mh_future_result_bytes(fs[i], &slots[i], 60, &data, &size),
+               i % 97 == 13 ? MH_EUSER - 1 : 0);
+    ASSERT(data == NULL && size == 0); /* taken once */
+    mh_future_release(fs[i]);
+  }
+  /* bad input */
+  void *o1;
+  size_t s1;
+  ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], 1, 0,
+                                   NULL, NULL, &s1),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_map_bytes(NULL, t_var, NULL, in, sizeof in[0], 1, 0,
+                                   NULL, &o1, &s1),
+             MH_EINVAL);
+  ASSERT_ERR(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], 1, 0,
+                                    0, NULL),
+             MH_EINVAL);
+  ASSERT(mh_task_output(10) == NULL); /* not inside a task */
+  mh_executor_free(ex);
+}
+
+TEST(var_results_processes) { var_results(MH_BACKEND_PROCESSES); }
+TEST(var_results_threads) { var_results(MH_BACKEND_THREADS); }
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MHT_ASAN 1
+#else
+#define MHT_ASAN 0
+#endif
+
+static long rss_kib(void) {
+  FILE *fp = fopen("/proc/self/status", "r");
+  char line[256];
+  long total = 0, v;
+  while (fp && fgets(line, sizeof line, fp))
+    if (sscanf(line, "RssAnon: %ld", &v) == 1 ||
+        sscanf(line, "RssShmem: %ld", &v) == 1)
+      total += v;
+  if (fp) fclose(fp);
+  return total;
+}
+
+/* 10^5 items of up to 32 KiB each (about 1 GB in all) through imap: the
+ * parent's resident memory stays flat (the per-item records aside). */
+static void long_imap(mh_backend_t b) {
+  mh_executor_t *ex = pool(b, 2);
+  enum { N = 100000 };
+  const size_t max = 32 << 10;
+  uint64_t(*in)[2] = malloc(sizeof *in * N);
+  ASSERT(in);
+  for (size_t i = 0; i < N; i++) in[i][0] = i, in[i][1] = max;
+  mh_bytes_iter_t *it;
+  ASSERT_OK(mh_executor_imap_bytes(ex, t_var, NULL, in, sizeof in[0], N, 0,
+                                   0, &it));
+  size_t idx, got = 0;
+  int s;
+  void *data;
+  size_t size;
+  long base = 0, peak = 0;
+  uint64_t bytes = 0;
+  while (mh_bytes_iter_next(it, 120, &idx, &s, &data, &size) == 0) {
+    ASSERT_EQ(idx, got);
+    bytes += size;
+    check_var(idx, max, s, data, size);
+    got++;
+    if (got == 2000) base = rss_kib();
+    if (got > 2000 && got % 1000 == 0) {
+      long r = rss_kib();
+      if (r > peak) peak = r;
+    }
+  }
+  ASSERT_EQ(got, N);
+  mh_bytes_iter_free(it);
+  printf("imap of %d items, %.2f GB: resident %ld KiB after 2000 items, "
+         "peak %ld KiB\n",
+         N, bytes / 1e9, base, peak);
+  ASSERT(bytes > (uint64_t)512 << 20);
+  /* < 64 MiB of growth for 1 GB; ASan keeps 256 MiB of freed blocks in
+   * quarantine, so there the bound only says "not 1 GB"; TSan's shadow of
+   * every heap address the parent copied from counts as resident, so the
+   * bound is not checked there (the plain and ASan builds check it). */
+#if defined(__SANITIZE_THREAD__)
+  (void)peak;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+  (void)peak;
+#else
+  ASSERT(peak < base + (MHT_ASAN ? 400 : 64) * 1024);
+#endif
+#else
+  ASSERT(peak < base + (MHT_ASAN ? 400 : 64) * 1024);
+#endif
+  mh_executor_free(ex);
+  free(in);
+}
+
+TEST(long_imap_flat_processes) { long_imap(MH_BACKEND_PROCESSES); }
+TEST(long_imap_flat_threads) { long_imap(MH_BACKEND_THREADS); }
+
+/* A worker SIGKILLed while it writes a large result: that item fails with
+ * MH_EWORKERDIED, every other result is right, and the pool goes on. */
+typedef struct {
+  _Atomic int pid;
+} kpid_t;
+
+static int t_slow_big(const void *in, size_t isz, void *out, size_t osz,
+                      void *ctx) {
+  (void)isz, (void)out, (void)osz;
+  kpid_t *kp = ctx;
+  _Atomic int *pid = &kp->pid;
+  uint64_t i = *(const uint64_t *)in;
+  size_t n = i == 5 ? (8u << 20) : 1000 + i;
+  unsigned char *p = mh_task_output(n);
+  if (!p) return MH_ENOMEM;
+  for (size_t k = 0; k < n; k++) {
+    p[k] = (unsigned char)(i + k);
+    if (i == 5 && k == n / 2) {
+      atomic_store(pid, (int)getpid());
+      for (;;) pause(); /* half-way through its result */
+    }
+  }
+  return 0;
+}
+
+TEST(worker_killed_mid_result) {
+  void *mem = NULL;
+  ASSERT_OK(mh_shared_mem_new(&mem, sizeof(kpid_t)));
+  kpid_t *kp = mem;
+  _Atomic int *pid = &kp->pid;
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  enum { N = 40 };
+  uint64_t in[N];
+  for (int i = 0; i < N; i++) in[i] = (uint64_t)i;
+  for (int round = 0; round < 3; round++) {
+    atomic_store(pid, 0);
+    mh_bytes_iter_t *it;
+    ASSERT_OK(mh_executor_imap_bytes(ex, t_slow_big, kp, in,
+                                     sizeof in[0], N, 1, MH_MAP_UNORDERED,
+                                     &it));
+    while (atomic_load(pid) == 0) usleep(1000);
+    kill(atomic_load(pid), SIGKILL);
+    size_t idx, got = 0;
+    int s;
+    void *data;
+    size_t size;
+    while (mh_bytes_iter_next(it, 60, &idx, &s, &data, &size) == 0) {
+      got++;
+      if (idx == 5) {
+        ASSERT_ERR(s, MH_EWORKERDIED);
+        ASSERT(data == NULL && size == 0);
+        continue;
+      }
+      ASSERT_OK(s);
+      ASSERT_EQ(size, 1000 + idx);
+      const unsigned char *p = data;
+      for (size_t k = 0; k < size; k++)
+        ASSERT_EQ(p[k], (unsigned char)(idx + k));
+      mh_bytes_free(data);
+    }
+    ASSERT_EQ(got, N);
+    mh_bytes_iter_free(it);
+  }
+  mh_executor_free(ex);
+  mh_shared_mem_free(mem);
+}
