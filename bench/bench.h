@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench.h - the clocks every benchmark program reads: wall time on the
  * monotonic clock and the CPU time of this process (user + system).  Header
  * only, so each benchmark stays one self-contained program. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/bytes.sh - a process-pool map whose items return variable-size bytes
 # (mh_executor_map_bytes) beside Python's multiprocessing.Pool.map returning
 # bytes of the same sizes; one worker per CPU, medians of RUNS runs (default

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bytes_bench.c - a process-pool map whose items return bytes of a size
  * they decide (mh_executor_map_bytes, mh_task_output).
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """bytes_peer.py - Python peer of bench/bytes_bench.c: Pool.map whose items
 return bytes of a size they decide, one figure per run (items/s).
 

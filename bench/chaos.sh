@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # chaos.sh - fault injection against the process pool (not a timed test).
 #
 # Usage: bench/chaos.sh [SECONDS] [BUILD_DIR]     (defaults: 60, build)

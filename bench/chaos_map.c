@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* chaos_map.c - the pool half of bench/chaos.sh: process-pool maps and
  * submits in a loop for a set time, each result checked, while the script
  * kills, stops and continues our workers and fork server from outside.

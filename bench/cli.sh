@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/cli.sh - how long the whole `manyhands pi` process takes for a tiny
 # job (run by bench/run cli).  The target is under 5 ms for
 # `manyhands pi 1000 2`: start, make the pool, count, print, stop the pool,

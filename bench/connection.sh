@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/connection.sh - pipe round trip of SIZE bytes (default 64): manyhands
 # mh_pipe + mh_conn_send/recv vs Python's multiprocessing.Pipe send_bytes /
 # recv_bytes, a child echoing each message.  The runs are interleaved, so a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* connection_bench.c - pipe round trip: the parent sends a message of SIZE
  * bytes, a child sends it back, N times.  usage: connection_bench [N] [SIZE]
  * Prints "mh <N> <seconds> <us-per-round-trip>". */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """connection_peer.py - the Python peer of connection_bench: a round trip
 over multiprocessing.Pipe (send_bytes / recv_bytes), a child echoing.
 usage: python3 connection_peer.py [N] [SIZE]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/executor.sh - the thread executor against Python's ThreadPoolExecutor
 # and OpenMP tasks: submit+result of N no-op tasks, map over N items (2
 # workers), and the memory of 10^6 pending futures.  Medians of RUNS runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_bench.c - throughput of the thread executor, for bench/executor.sh.
  *
  *   executor_bench submit N W   submit N no-op tasks, then wait for each

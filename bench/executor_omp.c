@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_omp.c - the OpenMP-tasks peer of executor_bench: N empty tasks
  * created by one thread of a team of W, then taskwait.  Prints tasks/s and
  * CPU ns per task, as executor_bench does. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """executor_peer.py - Python's ThreadPoolExecutor doing what executor_bench does.
 
     executor_peer.py submit N W   submit N no-op tasks, then result() each

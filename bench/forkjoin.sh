@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/forkjoin.sh - fork-join on the thread executor beside oneTBB and
 # OpenMP: a binary tree of spawn + join per node (LEAVES leaves) on 1 and 2
 # workers, parallel_for of a no-op body over NFOR indices and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* forkjoin_bench.c - fork-join on the thread executor: a binary tree of
  * spawn + join per node, parallel_for of a no-op body, parallel_reduce of a
  * sum of doubles.  One measurement per run; bench/forkjoin.sh takes medians

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* forkjoin_omp.c - the OpenMP peer of forkjoin_bench.c: the same tree with
  * task/taskwait, parallel for over a no-op body, reduction(+) over doubles.
  *

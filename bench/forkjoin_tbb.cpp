@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // forkjoin_tbb.cpp - the oneTBB peer of forkjoin_bench.c: the same tree
 // with task_group run/wait, parallel_for over a no-op body, parallel_reduce
 // of a sum of doubles (default auto partitioner).

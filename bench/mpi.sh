@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/mpi.sh - pi over MPI ranks against the thread backend, same N, same
 # answer: 2 ranks x 1 thread and 1 rank x 2 threads under mpiexec, vs
 # `manyhands pi N 2` on threads.  Medians of MH_BENCH_RUNS (default 5) runs,

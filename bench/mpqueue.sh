@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/mpqueue.sh - the queue between processes, 1 -> 1: mh_mpqueue beside
 # Python's multiprocessing.Queue (bench/mpqueue_peer.py), both with
 # maxsize 1024, messages of 64 B (messages/s) and of 64 KiB (bytes/s).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpqueue_bench.c - throughput of mh_mpqueue between two processes (1 -> 1).
  *
  * usage: mpqueue_bench [-s SIZE] [-n N] [-m MAXSIZE] [-B MAXBYTES]

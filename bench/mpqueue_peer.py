@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """mpqueue_peer.py - Python's multiprocessing.Queue doing what mpqueue_bench does.
 
 usage: mpqueue_peer.py [-s SIZE] [-n N] [-m MAXSIZE]

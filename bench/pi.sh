@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/pi.sh - the pi job side by side with its peers (run by bench/run pi).
 #
 # manyhands (library, bench/pi_bench) on threads at 1 and 2 workers and on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_bench.c - the manyhands pi job as a benchmark program (public API only).
  *
  *   pi_bench N WORKERS [threads|processes] [REPS] [KERNEL]

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_omp.c - OpenMP peers of the pi job: what a C programmer would write.
  *
  *   pi_omp scalar N THREADS REPS   one xoshiro256+ per thread, two doubles per

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """pi_peer.py N P [REPS] - the tutorial's montecarlo2.py job, as a benchmark peer.
 
 find_pi is the tutorial's function; a Pool of P processes maps it over

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/pool.sh - the process pool side by side with Python's
 # multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor, all with
 # one worker per CPU, same trivial item (x + 1).  Medians of RUNS runs

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pool_bench.c - process pool throughput and latency.
  *
  *   pool_bench map N CHUNKSIZE [WORKERS [cold]]  map N trivial items (0 =

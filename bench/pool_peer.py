@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """pool_peer.py - Python peers of bench/pool_bench.c, one figure per run.
 
     python3 pool_peer.py pool-map N CHUNKSIZE   multiprocessing.Pool.map (0 = default chunksize)

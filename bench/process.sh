@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/process.sh - process start+join per second: manyhands mh_process_*
 # vs raw fork()+waitpid() vs Python's multiprocessing.Process, side by side
 # in one run.  Medians of RUNS (default 5) runs each; ratios against the

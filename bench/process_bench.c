@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* process_bench.c - process start+join per second: mh_process_start/join
  * against raw fork()+waitpid().
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """process_peer.py - the Python peer of process_bench: multiprocessing.Process
 start+join per second.  usage: python3 process_peer.py [N]
 Prints "python <N> <seconds> <per-second> <cpu-us-per-op>" (CPU time of

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/queue.sh - bounded queue throughput, 1 -> 1 and 2 -> 2 (maxsize 1024,
 # 8-byte items): mh_queue with single put/get and with put_many/get_many
 # batches of 64, beside Python's queue.Queue doing the same (bench/queue_peer.py).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* queue_bench.c - throughput of a bounded mh_queue with P producers and C consumers.
  *
  * usage: queue_bench [-p P] [-c C] [-n N] [-m MAXSIZE] [-b BATCH]

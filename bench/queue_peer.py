@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """queue_peer.py - Python's queue.Queue doing what queue_bench does.
 
 usage: queue_peer.py [-p P] [-c C] [-n N] [-m MAXSIZE]

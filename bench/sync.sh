@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/sync.sh - lock acquire+release pairs per second, 1 thread
 # (uncontended) and 2 threads (contended), medians of 5 runs, manyhands'
 # Lock/RLock/Semaphore beside a plain pthread mutex and Python's

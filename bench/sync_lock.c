@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sync_lock.c - lock throughput: acquire + release pairs per second.
  *
  *   sync_lock KIND THREADS N

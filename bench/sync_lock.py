@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # sync_lock.py - Python's peer of bench/sync_lock.c: acquire + release pairs
 # of a threading.Lock (KIND lock) or RLock (KIND rlock) per second.
 #   python3 sync_lock.py KIND THREADS N

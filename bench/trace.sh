@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # bench/trace.sh - what tracing costs: the pi job and a map of 10^6 small
 # items, on threads and on processes, with the trace off and on.  Runs are
 # interleaved (off, on, off, on, ...) in the same run so that the machine's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* trace_bench.c - what tracing costs, for bench/trace.sh.
  *
  *   trace_bench pi N threads|processes W off|on    the pi job of N points

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* cli.h - declarations shared by the files of the manyhands command.
  *
  * The command is a client of the library like any other program: it includes

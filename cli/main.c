@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* main.c - the manyhands command: subcommand dispatch, --help, --version.
  *
  * Exit codes are the same for every subcommand: 0 success, 1 the job could

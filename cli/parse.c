@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* parse.c - exact parsing of the numbers on the command line.
  *
  * Pure functions: no I/O, no state.  Counts of points are parsed in integer

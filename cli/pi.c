@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi.c - `manyhands pi`: running the Monte Carlo estimate of pi.
  *
  * After the command line is parsed, one of three shapes of run, all on the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_args.c - the command line of `manyhands pi`: its help and its parser.
  *
  * Nothing goes to stdout before the command line is known to be valid

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_mpi.c - the hook that runs `manyhands pi --backend mpi` over MPI ranks.
  *
  * Built into manyhands-mpi only (MH_WITH_MPI, linked with manyhands_mpi); the

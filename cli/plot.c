@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* plot.c - the speedup chart of a sweep, drawn by gnuplot.
  *
  * gnuplot is looked up on PATH when a chart is asked for, not at build time,

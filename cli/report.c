@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* report.c - everything `manyhands` writes: errors, the progress bar, and
  * the human, JSON and table printers of a run's results.
  *

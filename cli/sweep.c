@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sweep.c - the maths of a speedup sweep: Amdahl fit, Karp-Flatt, medians.
  *
  * Pure functions on plain arrays, no I/O and no state, so the tests feed them

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* timeline.c - one bar per worker over time, drawn by gnuplot from a trace.
  *
  * Reads back the file mh_trace_stop() wrote (one event per line, the layout

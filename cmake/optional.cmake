@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # optional.cmake - parts of manyhands built only when their dependency is
 # found.  Included by CMakeLists.txt after the core library is defined.
 #

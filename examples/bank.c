@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bank.c - the tutorial's bank.py: two processes withdraw and deposit 1 on a
  * shared balance 10,000 times each, under a lock, ten times over.  Every
  * round ends with "Final balance = 100".

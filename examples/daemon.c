@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* daemon.c - the tutorial's daemon-thread program, in C.
  *
  * The same thread as thread_example, started with daemon=True: main does

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fakedb.c - the tutorial's race condition on a fake database, and its fix
  * with a lock (run with --lock).
  *

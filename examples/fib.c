@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fib.c - recursive Fibonacci by fork-join with task groups.
  *
  *   fib [N [WORKERS]]   prints "fib(N) = F on W workers" (default N = 32)

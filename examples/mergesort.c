@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mergesort.c - a parallel merge sort by fork-join on the thread executor.
  *
  *   mergesort [N [WORKERS]]   sorts N random ints (default 10^6), checks the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* montecarlo.c - the tutorial's montecarlo.py: pi from 10^7 points, first on
  * one worker and then on five, ten estimates each, and the time of each set.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* multithreading.c - the tutorial's "Working with many threads": an executor
  * with three workers maps thread_function over range(3).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pipe_talk.c - a parent and a child talking over a pipe: the parent asks
  * for the squares of 1..N, the child answers each question, then both say
  * goodbye and the child's end of file tells the parent it is gone.

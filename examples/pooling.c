@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pooling.c - the tutorial's pooling.py: a process pool maps square over
  * [1, 2, 3, 4, 5]; each call prints the pid of the worker process it runs in.
  *

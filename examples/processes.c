@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* processes.c - the tutorial's test_processing.py: two child processes that
  * print their own process id, joined by the parent.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* producer_consumer.c - the tutorial's producer-consumer pipeline: a
  * Queue(maxsize=10) between a producer and a consumer running on an
  * executor, stopped by an Event that main sets after 0.1 s.  With

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thread_example.c - the tutorial's first threading program, in C.
  *
  *   thread_example           start a thread that sleeps 2 s and do not join

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* wordcount.c - a process pool reads text files and returns, per file, its
  * word counts: a result whose size only the task knows (issue 10 item 4).
  *

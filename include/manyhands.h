@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands.h - the whole public API of libmanyhands.
  *
  * Include this one header.  Layers, bottom up: primitives (thread, log, sync,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* alloc.c - the replaceable allocator and small process-wide facts.
  *
  * The four hooks are plain pointers written only by mh_replace_allocator(),

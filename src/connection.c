@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* connection.c - pipes of byte messages: framing, receive buffer, wait().
  *
  * A pipe is a SOCK_STREAM Unix socket pair (SOCK_SEQPACKET would keep the

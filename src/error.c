@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* error.c - names and messages of the MH_E* codes, generated from the one
  * list in manyhands/error.h. */
 #include "internal.h"

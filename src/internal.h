@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* internal.h - helpers shared by the library's modules.  Never installed.
  *
  * Internal names carry the mh__ prefix.  Everything here is either stateless

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* log.c - one whole "HH:MM:SS: message" line per call, in one write().
  *
  * The level and the descriptor are atomics read once per call, so the calls

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpqueue.c - multiprocessing.Queue for C: byte messages between processes,
  * safe against the death of any process at any instruction.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* process.c - child processes: start, join, exit codes, signals, reaping.
  *
  * Invariants:

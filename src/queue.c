@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* queue.c - queue.Queue for C: FIFO, LIFO and priority queues of fixed-size items.
  *
  * Two stores sit under one blocking layer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sanitizer.h - which sanitizer this translation unit is built with.
  *
  * gcc defines __SANITIZE_ADDRESS__ / __SANITIZE_THREAD__; clang answers

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* shared.c - values, arrays and sync primitives in anonymous shared mappings.
  *
  * Every object is one mapping: a 64-byte header (magic, kind, sizes, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* shm.c - named shared memory under /dev/shm, removed after its last user.
  *
  * A segment is the file /dev/shm/<name>.  Lifetime rests on flock(), whose

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spin.h - the one way to wait: a pause, a spin-then-yield ladder, a futex.
  *
  * Every waiter in the library that looks again before it sleeps goes through

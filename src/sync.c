@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sync.c - Lock, RLock, Condition, Semaphore, Event and Barrier.
  *
  * Invariants:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thread.c - threads with names, timed joins and Python's exit semantics.
  *
  * Every thread is created detached; its record (mh_thread_t) is shared by the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* thread_internal.h - what thread.c offers the other modules.  Never installed. */
 #ifndef MH_THREAD_INTERNAL_H
 #define MH_THREAD_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* time.c - the monotonic clock, deadlines and timed condition waits.
  *
  * A timeout (seconds, double) is turned once into an absolute deadline on

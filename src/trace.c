@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* trace.c - record what ran where and write it as Chrome trace-event JSON.
  *
  * One buffer of fixed-size records in an anonymous MAP_SHARED mapping, made

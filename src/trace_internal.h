@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* trace_internal.h - the hooks the executors call to record a trace.
  * Never installed.  trace.c is ground level: it sees no executor header;
  * the backends call these, one or two lines per hook.

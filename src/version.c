@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* version.c - the version of the linked library. */
 #include "manyhands/version.h"
 #include "internal.h"

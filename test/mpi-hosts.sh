@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # mpi-hosts.sh - manyhands-mpi across several hosts, made on this machine.
 #
 # Each "host" is a network namespace with its own UTS namespace (so its own

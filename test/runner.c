@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* runner.c - the test runner linked into every test-<area> binary.
  *
  *   test-<area> --list           print the names of the tests

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-cli.c - the manyhands command: parsing, output, sweep maths, chart,
  * Ctrl-C, exit codes, and the tutorial's montecarlo example.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-connection.c - pipes and connections: framing of any size, one-way
  * ends, a buffer too small, end of file on close and on SIGKILL of the
  * peer at random moments, 100 MB messages, wait() on 64 pipes and process

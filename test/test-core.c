@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-core.c - error codes, version, allocator hook, deadlines. */
 #include <math.h>
 

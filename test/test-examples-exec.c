@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-examples-exec.c - run the tutorial's executor programs (multithreading,
  * fakedb, producer_consumer) and check what the tutorial says they show. */
 #include <ctype.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-examples-proc.c - the tutorial's multiprocessing programs in C
  * (examples/processes, examples/bank) print what the tutorial shows. */
 #include <stdlib.h>

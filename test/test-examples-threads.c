@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-examples-threads.c - run the tutorial's threading programs
  * (examples/thread_example and examples/daemon) and check what the tutorial
  * says they show: the lines, their order and roughly how long they take. */

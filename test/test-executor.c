@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-executor.c - the executor on the thread backend: futures, submit,
  * map / imap, wait, as_completed, shutdown, callbacks, races, bad input and
  * allocation failure. */

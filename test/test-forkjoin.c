@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-forkjoin.c - tasks that wait on tasks: help-first waits, work
  * stealing, task groups, parallel_for and parallel_reduce (issue 11). */
 #include <stdatomic.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-log.c - the "HH:MM:SS: message" format, levels, errors, long lines,
  * and many threads and processes logging into one pipe with every line
  * intact. */

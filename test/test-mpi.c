@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-mpi.c - pi and map over MPI ranks, run for real under mpiexec -n 2.
  *
  * The tests launch `mpiexec -n R` on manyhands-mpi or on this binary's own

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-mpqueue.c - the queue between processes (mpqueue.h): semantics in one
  * process, then many producer and consumer processes, processes killed at
  * random moments and processes that die in the middle of copying a message.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-pi.c - the Monte Carlo pi job: kernels agree, counts are pinned and
  * exact, the statistics are sound, and runs do not depend on the workers. */
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-pool.c - the process pool: the engine (procpool.c) driven directly,
  * and the process backend of the executor. */
 #include <pthread.h>

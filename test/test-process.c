@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-process.c - mh_process_*: exit codes, signals, timeouts, reaping,
  * parent death, bad input and allocation failure. */
 #define _GNU_SOURCE 1

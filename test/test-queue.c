@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-queue.c - mh_queue_*: semantics of every call, shutdown while threads
  * block, stress with many producers and consumers, allocation failure. */
 #include <math.h>

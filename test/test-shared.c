@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-shared.c - shared values, arrays and process-shared primitives used
  * across real processes: exact totals, robust locks after a crash, no
  * leftovers in /dev/shm, bad input. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-shm.c - named shared memory: create and attach (also from a program
  * not forked from the creator), unlink, a segment kept while anyone uses it
  * (creator killed), nothing left under /dev/shm once everybody is killed,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-sync.c - Lock, RLock, Condition, Semaphore, Event, Barrier: bad input,
  * timeouts, stress with many threads and random delays, barrier abort and
  * reset races, and process-shared objects (robust locks whose owner died). */

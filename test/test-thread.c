@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-thread.c - threads: start/join/is_alive/names, bad input, ENOMEM,
  * stress with many short threads, and Python's exit semantics proven with
  * child programs (non-daemon threads are waited for, daemon ones are not,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-trace.c - the trace: valid JSON, every task once, one track per
  * worker, deaths, retries and cancellations marked, MH_TRACE. */
 #include <signal.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test-vardata.c - a task context that cannot go stale (issue 10 item 5).
  *
  * The new user's program: a pool counts primes below a limit read through

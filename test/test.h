@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test.h - the manyhands test framework.
  *
  * A test file test/test-<area>.c holds TEST(name) { ... } blocks; CMake scans

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program that uses only the installed <manyhands.h>: proves the install
  * (headers, library, pkg-config file and CMake package) by running a task. */
 #include <manyhands.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/common.h - export macro, the "forever" timeout, shared small types.
  *
  * Every public header includes this one first.  Nothing here allocates or has

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/connection.h - pipes of byte messages between processes
  * (multiprocessing.Pipe, Connection, multiprocessing.connection.wait).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/error.h - the status codes every manyhands function returns.
  *
  * Functions return 0 on success or a negative MH_E* code.  Codes that have an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/executor.h - thread and process pools with futures.
  *
  * concurrent.futures and multiprocessing.Pool in one interface.  An executor

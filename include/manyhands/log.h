@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/log.h - logging in the tutorial's format.
  *
  * The tutorial configures Python's logging with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/mpi.h - the pi job and a map over MPI ranks (built when CMake
  * finds MPI; link manyhands_mpi).  Installed only in such builds.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/mpqueue.h - a queue of byte messages between processes
  * (multiprocessing.Queue, JoinableQueue and SimpleQueue).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/pi.h - the Monte Carlo estimate of pi, reproducible at any scale.
  *
  * N points are cut into blocks of MH_PI_BLOCK_POINTS (the last one shorter);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/process.h - child processes (multiprocessing.Process).
  *
  * A process runs `int fn(void *arg)` in a forked copy of the caller; the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/queue.h - queue.Queue: bounded and unbounded FIFO, LIFO and priority queues.
  *
  * A queue holds items of one fixed size, given when it is created.  Items are

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/shared.h - values, arrays and locks in shared memory
  * (multiprocessing.Value, Array, Lock, RLock, Semaphore, Event, Condition,
  * Barrier).

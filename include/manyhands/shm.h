@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/shm.h - named shared memory (multiprocessing.shared_memory).
  *
  * A segment is a POSIX shared memory object (a file under /dev/shm) that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/sync.h - Lock, RLock, Condition, Semaphore, Event, Barrier.
  *
  * Python's threading primitives as small caller-allocated objects: `init` then

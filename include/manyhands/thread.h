@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/thread.h - threads (threading.Thread) and the current thread's name.
  *
  *   Python                                   manyhands

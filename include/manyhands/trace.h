@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* manyhands/trace.h - record what ran where, as a Chrome trace-event file.
  *
  * Switched on by the environment (MH_TRACE=FILE.json, read when the library

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor.c - the executor shell: options, the backend table, submit,
  * shutdown, and map / imap built from chunk futures.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_bytes.c - results whose size the task decides when it runs
  * (issue 10 item 4): mh_task_output, submit / map / imap "_bytes".
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_ctx.c - the executor's context area and the check that keeps a
  * process worker from reading a stale copy of the parent's memory.
  *

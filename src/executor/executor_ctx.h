@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_ctx.h - a task context that cannot go stale (executor_ctx.c).
  * Never installed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_internal.h - the contract between the executor shell and its
  * backends.  Never installed.
  *

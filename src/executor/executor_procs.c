@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_procs.c - the process backend of mh_executor (Pool /
  * ProcessPoolExecutor).
  *

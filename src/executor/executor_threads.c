@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* executor_threads.c - the thread backend: N worker threads over one FIFO,
  * plus a work-stealing deque per worker for the tasks workers submit.
  *

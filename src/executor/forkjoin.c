@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* forkjoin.c - task groups, parallel_for and parallel_reduce over a thread
  * executor's fork-join support (help-first waits, work-stealing deques; see
  * executor_threads.c).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future.c - the future's state machine: the state word, callbacks,
  * completion queues, waiting on one future, wait and as_completed.
  *

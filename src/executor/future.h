@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future.h - the future record, its state bits, and what future.c and
  * future_alloc.c offer the rest of src/executor/.  Never installed.
  *

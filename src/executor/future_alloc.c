@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future_alloc.c - the memory of futures: slabs, the slow paths of the
  * per-thread caches, and the fork handlers that keep them sound in a child.
  * The fast path (take from / give to this thread's hot list) is inline in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* future_alloc.h - the fast path of the futures' allocator, inline in its
  * one caller (future.c); the slow paths are in future_alloc.c.  Never
  * installed.

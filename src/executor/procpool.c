@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool.c - the process pool's dispatcher: one thread per pool that forks
  * the fork server, feeds jobs to the workers' rings, collects results,
  * notices deaths and asks the server for replacements; and the engine's API,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool.h - the process pool engine under the process backend.  Never
  * installed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool_child.c - the process pool's children: the fork server and the
  * worker loops (jobs and the claim-based map).
  *

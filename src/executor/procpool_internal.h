@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool_internal.h - the process pool engine's shared layout and records.
  *
  * Read by the four files of the engine, never outside it (executor_procs.c

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool_io.c - the process pool's plumbing: socket messages with fds,
  * the registry of every pool's descriptors and mappings, and wake-ups.
  *

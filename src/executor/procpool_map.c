@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* procpool_map.c - the claim-based map, the caller's side: fill the shared
  * window, collect the chunks the workers finished, refill, and end the map.
  *

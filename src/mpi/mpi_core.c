@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpi_core.c - MPI start-up, the rank table, the sentinel that names a dead
  * rank and the watchdog that ends a rank stopped by the launcher.
  *

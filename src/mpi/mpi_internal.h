@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpi_internal.h - state shared by the MPI modules (src/mpi/).  Never
  * installed.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpi_map.c - tasks registered by name, and a map over MPI ranks.
  *
  * Function pointers mean nothing on another machine, so a task travels as

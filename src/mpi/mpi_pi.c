@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* mpi_pi.c - the pi job over MPI ranks x threads, with blocks handed out on
  * demand.
  *

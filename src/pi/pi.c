@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi.c - the Monte Carlo pi job: streams, kernel dispatch, the plan of
  * blocks, and mh_pi_run on any executor.
  *

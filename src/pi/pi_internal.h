@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_internal.h - what pi.c shares with the tests and the MPI backend: the
  * plan that cuts a run into blocks and tasks, and the test hooks.  The stream
  * itself is in pi_stream.h.  Never installed.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_kernel_avx2.c - the AVX2 kernel of the pi job.
  *
  * Compiled with -mavx2 (CMake adds the flag for *_avx2.c) and called only

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_kernel_avx512.c - the AVX-512 kernel of the pi job.
  *
  * Compiled with -mavx512f/bw (CMake adds the flags for *_avx512.c) and called

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_kernel_scalar.c - the reference kernel of the pi job: plain C, one point
  * at a time, in canonical order.
  *

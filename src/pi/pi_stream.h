@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pi_stream.h - the canonical point stream of the pi job, shared by the
  * scalar, AVX2 and AVX-512 kernels: the generators, the thresholds, the exact
  * test of a band point and the kernels' contract.  Never installed.  Only
