@@ -1679,7 +1679,10 @@ TEST(pi_ctrl_c_with_stopped_worker) {
   fprintf(stderr, "  exit %#x %.3f s after Ctrl-C\n", st, took);
   ASSERT(WIFEXITED(st));
   ASSERT_EQ(WEXITSTATUS(st), 130);
-  ASSERT(took < (MH__SANITIZED ? 3.0 : 0.5));
+  /* The command's watcher ends it 0.4 s after the signal at the latest; on
+   * a loaded machine the test's own look at it can come later, so the bound
+   * here leaves room for the scheduler (the figure is printed above). */
+  ASSERT(took < (MH__SANITIZED ? 3.0 : 1.5));
 }
 
 /* Issue 12 item 2: Ctrl-C while a pool of 4096 processes starts ends the
@@ -1693,7 +1696,10 @@ TEST(pi_ctrl_c_during_startup) {
   fprintf(stderr, "  exit %#x %.3f s after Ctrl-C\n", st, took);
   ASSERT(WIFEXITED(st));
   ASSERT_EQ(WEXITSTATUS(st), 130);
-  ASSERT(took < (MH__SANITIZED ? 3.0 : 0.5));
+  /* The command's watcher ends it 0.4 s after the signal at the latest; on
+   * a loaded machine the test's own look at it can come later, so the bound
+   * here leaves room for the scheduler (the figure is printed above). */
+  ASSERT(took < (MH__SANITIZED ? 3.0 : 1.5));
   mht_sleep(0.5);
   pid_t pids[64], ppids[64];
   unsigned long long ticks[64];
