@@ -165,7 +165,17 @@ MH_EXTERN int mh_executor_submit(mh_executor_t *ex, mh_task_fn fn,
  * MH_ETIMEDOUT (or the task re-runs, within `retries`).  The time is counted
  * from when the task began on its worker, as seen by the pool's dispatcher
  * (it may notice up to a few ms late).  Thread backend: a timeout > 0 is
- * MH_EINVAL. */
+ * MH_EINVAL.
+ * @param ex the executor
+ * @param fn the function to run
+ * @param in the input buffer
+ * @param in_size bytes of the input (may be 0)
+ * @param out the output buffer
+ * @param out_size bytes of the output (may be 0)
+ * @param ctx passed unchanged to the task (see "The context rule")
+ * @param timeout seconds: > 0 this task's limit, 0 the executor's, < 0 none
+ * @param fut receives the new future (one reference, the caller's)
+ * @return the codes of mh_executor_submit */
 MH_EXTERN int mh_executor_submit_timeout(mh_executor_t *ex, mh_task_fn fn,
                                          const void *in, size_t in_size,
                                          void *out, size_t out_size, void *ctx,
@@ -337,7 +347,7 @@ MH_EXTERN size_t mh_executor_context_size(const mh_executor_t *ex);
  * alive until mh_future_result_bytes took the result (or the future is
  * done and dropped). */
 typedef struct mh_bytes_slot_s {
-  unsigned long long opaque[8];
+  unsigned long long opaque[8]; /**< private */
 } mh_bytes_slot_t;
 
 /** Iterator of mh_executor_imap_bytes. */

@@ -21,6 +21,14 @@
 #ifndef MANYHANDS_TRACE_H
 #define MANYHANDS_TRACE_H
 
+/** @defgroup mh_trace trace.h: what ran where (Chrome trace-event JSON)
+ * @brief Tracing for every executor (Chrome trace-event JSON).
+ *
+ * Part of <manyhands.h>.  The overview of the module opens the header
+ * <manyhands/trace.h>.
+ * @{
+ */
+
 #include "common.h"
 
 #ifdef __cplusplus
@@ -48,6 +56,8 @@ MH_EXTERN int mh_trace_stop(void);
 /** Whether a trace is recording.
  * @return 1 while recording (between start and stop), else 0. */
 MH_EXTERN int mh_trace_active(void);
+
+/** @} */
 
 #ifdef __cplusplus
 }
