@@ -14,6 +14,7 @@
 #include <string.h>
 #include <stdlib.h>
 
+#include "example_args.h"
 #include "manyhands.h"
 
 #define CUTOFF 16
@@ -59,22 +60,6 @@ static int root_task(const void *in, size_t in_size, void *out, size_t out_size,
   return fib(ctx, *(const int *)in, out);
 }
 
-/* A whole number in [lo, hi] from an argument, or exit 2 saying what is wrong. */
-static long arg_number(const char *s, const char *what, long lo, long hi) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (s[0] == '-' && (s[1] < '0' || s[1] > '9')) {
-    fprintf(stderr, "fib: unknown option '%s' (try --help)\n", s);
-    exit(2);
-  }
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "fib: %s must be a whole number from %ld to %ld, not '%s'\n", what, lo, hi, s);
-    exit(2);
-  }
-  return v;
-}
-
 int main(int argc, char **argv) {
   if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     printf("usage: fib [N [WORKERS]]\nComputes Fibonacci(N) by recursive fork-join on a thread pool.\n"
@@ -85,8 +70,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "fib: too many arguments (try --help)\n");
     return 2;
   }
-  int n = argc > 1 ? (int)arg_number(argv[1], "N", 0, 80) : 32;
-  int workers = argc > 2 ? (int)arg_number(argv[2], "WORKERS", 1, 4096) : 2;
+  int n = argc > 1 ? (int)arg_number("fib", argv[1], "N", 0, 80) : 32;
+  int workers = argc > 2 ? (int)arg_number("fib", argv[2], "WORKERS", 1, 4096) : 2;
   mh_executor_options_t o;
   mh_executor_options_init(&o);
   o.workers = workers;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "example_args.h"
 #include "manyhands.h"
 
 #define CUTOFF 4096
@@ -62,22 +63,6 @@ static int sort_task(const void *in, size_t in_size, void *out, size_t out_size,
   return sort(in);
 }
 
-/* A whole number in [lo, hi] from an argument, or exit 2 saying what is wrong. */
-static long arg_number(const char *s, const char *what, long lo, long hi) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (s[0] == '-' && (s[1] < '0' || s[1] > '9')) {
-    fprintf(stderr, "mergesort: unknown option '%s' (try --help)\n", s);
-    exit(2);
-  }
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "mergesort: %s must be a whole number from %ld to %ld, not '%s'\n", what, lo, hi, s);
-    exit(2);
-  }
-  return v;
-}
-
 int main(int argc, char **argv) {
   if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     printf("usage: mergesort [N [WORKERS]]\nSorts N pseudo-random ints with a fork-join merge sort on a thread pool.\n"
@@ -88,8 +73,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mergesort: too many arguments (try --help)\n");
     return 2;
   }
-  size_t n = argc > 1 ? (size_t)arg_number(argv[1], "N", 0, 100000000L) : 1000000;
-  int workers = argc > 2 ? (int)arg_number(argv[2], "WORKERS", 1, 4096) : 2;
+  size_t n = argc > 1 ? (size_t)arg_number("mergesort", argv[1], "N", 0, 100000000L) : 1000000;
+  int workers = argc > 2 ? (int)arg_number("mergesort", argv[2], "WORKERS", 1, 4096) : 2;
   int *a = malloc((n ? n : 1) * sizeof *a), *tmp = malloc((n ? n : 1) * sizeof *tmp);
   if (!a || !tmp) {
     fprintf(stderr, "mergesort: out of memory\n");
