@@ -72,7 +72,7 @@ TEST(multithreading) {
   mht_proc_free(&res);
 }
 
-TEST(fakedb_race) {
+TEST(fakedb_shows_lost_update) {
   mht_proc_result_t res;
   run_example("fakedb", NULL, &res);
   char *lines[64];

@@ -86,7 +86,7 @@ static void *canceller(void *arg) {
   return NULL;
 }
 
-TEST(cancel_races_start) {
+TEST(cancel_or_start_exactly_one_wins) {
   size_t n = (size_t)mht_scaled(100000);
   atomic_int *runs = calloc(n, sizeof *runs);
   size_t *idx = malloc(n * sizeof *idx);
@@ -235,7 +235,7 @@ static int t_jitter(const void *in, size_t is, void *out, size_t os,
 
 /* Callbacks added by two threads while the futures complete: each runs
  * exactly once, whether added before or after completion. */
-TEST(callbacks_race_completion) {
+TEST(callbacks_run_once_around_completion) {
   size_t n = (size_t)mht_scaled(50000);
   mh_future_t **fs = malloc(n * sizeof *fs);
   atomic_int *counts = calloc(n, sizeof *counts);
@@ -260,7 +260,7 @@ TEST(callbacks_race_completion) {
 
 /* as_completed and wait(FIRST_COMPLETED) over futures that are completing
  * while they register: every future is yielded exactly once. */
-TEST(as_completed_race_completion) {
+TEST(as_completed_yields_completing_futures_once) {
   mh_executor_t *ex = threads(2);
   for (int round = 0; round < 20; round++) {
     size_t n = (size_t)mht_scaled(5000) + 1;

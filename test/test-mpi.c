@@ -341,7 +341,7 @@ TEST(rank_dies) {
 
 /* A rank that stops answering (alive, but silent) is named after the
  * heartbeat timeout and the job is aborted. */
-TEST(rank_hangs) {
+TEST(silent_rank_named_and_job_aborted) {
   need_mpi();
   int shm0 = count_our_files("/dev/shm"), tmp0 = count_our_files("/tmp");
   setenv("MH_MPI_TEST_HANG", "1", 1);

@@ -186,7 +186,7 @@ static int t_crash(const void *in, size_t isz, void *out, size_t osz,
   return 0;
 }
 
-TEST(crashing_tasks) {
+TEST(crashing_task_fails_alone) {
   mh_executor_t *ex = pool_new(2, 0);
   int hows[] = {1, 0, 2, 0, 3, 5};
   int want[] = {-SIGSEGV, 0, 3, 0, -SIGABRT, 0};
@@ -212,7 +212,7 @@ TEST(crashing_tasks) {
   pool_free(ex);
 }
 
-TEST(hang_cancel) {
+TEST(cancelling_shutdown_ends_hung_tasks) {
   mh_executor_t *ex = pool_new(2, 0);
   int hang = 4, ok = 0;
   mh_future_t *h[2], *q[8];
@@ -817,7 +817,7 @@ static void *race_submit(void *arg) {
   return NULL;
 }
 
-TEST(shutdown_race) {
+TEST(shutdown_while_submitting_settles_all) {
   for (int round = 0; round < (int)mht_scaled(6); round++) {
     mh_executor_t *ex = pool_new(2, 0);
     static racer_t rs[3];
@@ -919,7 +919,7 @@ static int t_maybe_crash(const void *in, size_t isz, void *out, size_t osz,
 
 /* imap, ordered and unordered, with an item that crashes its worker in the
  * middle of a chunk: that item alone yields MH_EWORKERDIED. */
-TEST(imap_crash) {
+TEST(imap_crash_fails_that_item_alone) {
   mh_executor_t *ex = pool_new(2, 0);
   enum { N = 3000 };
   static long in[N], out[N];
@@ -957,7 +957,7 @@ static int init_suicide(void *arg) {
 
 /* Workers that die in their initializer every time: instead of replacing
  * them forever, the pool gives up and fails the tasks; nothing hangs. */
-TEST(initializer_crashes) {
+TEST(dying_initializers_fail_tasks_without_hang) {
   mh_executor_options_t o;
   mh_executor_options_init(&o);
   o.backend = MH_BACKEND_PROCESSES;

@@ -128,7 +128,7 @@ static void engine_kill_run(int retries) {
 TEST(engine_kill_worker) { engine_kill_run(0); }
 TEST(engine_kill_worker_retry) { engine_kill_run(1); }
 
-TEST(engine_crashes) {
+TEST(engine_crashed_task_fails_alone) {
   mh__pp_t *pp;
   mh__pp_config_t c = e_config(2);
   c.grace = 0.2;
@@ -213,7 +213,7 @@ static int t_malloc(const void *in, size_t isz, void *out, size_t osz,
   return 0;
 }
 
-TEST(threads_holding_locks) {
+TEST(fork_server_safe_beside_threads_holding_locks) {
   pthread_t th[4];
   atomic_store(&stop_threads, 0);
   atomic_store(&threads_ready, 0);
@@ -383,7 +383,7 @@ static void *run_map(void *arg) {
 /* A shutdown races with a map running on another thread: a waiting one
  * lets every item finish; a cancelling one ends it in bounded time, each
  * item right or MH_ECANCELED.  Nothing is left behind. */
-TEST(map_shutdown_race) {
+TEST(map_ends_under_concurrent_shutdown) {
   enum { N = 20000 };
   static long in[N], out[N];
   static int st[N];
@@ -439,7 +439,7 @@ static void *hang_map_thread(void *arg) {
 
 /* A map whose item 300 never returns, ended by a cancelling shutdown in
  * bounded time; the items that ran are right, the rest cancelled. */
-TEST(map_hang_cancel) {
+TEST(map_hung_item_ended_by_cancelling_shutdown) {
   shm_t *s = shm_new();
   s->hang_item = 300;
   mh_executor_t *ex = pool_new(2, 0);
@@ -575,7 +575,7 @@ static void *faster_killer(void *arg) {
   return NULL;
 }
 
-TEST(map_broken_by_kills) {
+TEST(map_ends_when_pool_gives_up_on_kills) {
   enum { N = 20000 };
   static long in[N], out[N];
   static int st[N];

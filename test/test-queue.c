@@ -937,7 +937,7 @@ TEST(stress_unbounded) { run_stress(UNBOUNDED, mht_scaled(400000), 0, 0); }
 TEST(stress_lifo) { run_stress(LIFO, mht_scaled(400000), 0, 0); }
 TEST(stress_priority) { run_stress(PRIO, mht_scaled(400000), 0, 0); }
 
-TEST(stress_shutdown_race) {
+TEST(shutdown_mid_stress_loses_no_item) {
   long rounds = mht_scaled(40);
   if (rounds < 4) rounds = 4;
   for (long r = 0; r < rounds; r++) {

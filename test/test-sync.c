@@ -603,7 +603,7 @@ static void *evrace_toggler(void *arg) {
   return NULL;
 }
 
-TEST(event_set_clear_race) {
+TEST(event_waits_end_under_set_clear_storm) {
   /* Waiters with short timeouts against a set/clear storm: every wait
    * ends with 0 or MH_ETIMEDOUT, and when the event ends up set, every
    * waiter sees it. */
