@@ -19,12 +19,13 @@ endif()
 if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   set(MH_HAVE_MPI 1)
   # One unit: the core (start-up, sentinel, watchdog), the map protocol and
-  # executor backend on top of it (mh_mpi_finalize lives there, so a program
-  # that finalizes links the backend), and pi over ranks.
+  # executor backend on top of it, pi over ranks, and mpi.c on top of all:
+  # mh_mpi_init / mh_mpi_finalize, which register the backend with the
+  # executor (no weak symbol: the base library never names this one's).
   # Built twice like the core: manyhands_mpi (installed, no test hooks) and
   # manyhands_mpi_test on manyhands_test (the tests' manyhands-mpi reads the
   # MH_MPI_TEST_* hooks).
-  set(MH_MPI_SOURCES src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c)
+  set(MH_MPI_SOURCES src/mpi/mpi.c src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c)
   set(mh_mpi_variants manyhands_mpi manyhands_static)
   if(MH_BUILD_TESTS)
     list(APPEND mh_mpi_variants manyhands_mpi_test manyhands_test)

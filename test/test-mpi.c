@@ -896,6 +896,26 @@ TEST(api_errors) {
 #endif
 }
 
+/* The executor names no MPI symbol: the MPI backend is in its table only
+ * once mh_mpi_init has registered it, and before that asking for it is
+ * MH_ENOTSUP, a clear code, in a program that links the MPI library too. */
+TEST(mpi_backend_registered_by_init) {
+  need_mpi();
+#if MHT_HAVE_MPI
+  mh_executor_options_t eo;
+  mh_executor_options_init(&eo);
+  eo.backend = MH_BACKEND_MPI;
+  eo.workers = 1;
+  mh_executor_t *ex = NULL;
+  ASSERT_ERR(mh_executor_new(&ex, &eo), MH_ENOTSUP);
+  ASSERT(ex == NULL);
+  /* The other backends are built in and need no registration. */
+  eo.backend = MH_BACKEND_THREADS;
+  ASSERT_OK(mh_executor_new(&ex, &eo));
+  mh_executor_free(ex);
+#endif
+}
+
 /* ---- children of a rank ------------------------------------------------- */
 
 #if MHT_HAVE_MPI

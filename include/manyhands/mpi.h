@@ -137,9 +137,10 @@ MH_EXTERN int mh_mpi_serve_stop(void);
  * on rank 0's thread and fails with MH_ENOSYS on the other ranks).  Only the
  * executor's dispatcher thread calls MPI: while an MPI executor lives, make
  * no other manyhands MPI call on rank 0.  mh_executor_new with
- * MH_BACKEND_MPI returns MH_EPERM on ranks other than 0 (they serve) and
- * MH_EINVAL before mh_mpi_init or after mh_mpi_serve_stop.  Built without
- * MPI, it returns MH_ENOTSUP. */
+ * MH_BACKEND_MPI returns MH_EPERM on ranks other than 0 (they serve),
+ * MH_ENOTSUP before mh_mpi_init (which registers the backend with the
+ * executor) and in a program built without MPI, and MH_EINVAL after
+ * mh_mpi_finalize or mh_mpi_serve_stop. */
 
 /** On rank 0: mh_executor_map over the ranks without an executor.  Apply the task registered as
  * `name` to n items of plain data (item i reads in + i*in_size, writes

@@ -32,7 +32,8 @@
  * Lock order: slock -> the backend's locks (a non-waiting shutdown calls the
  * backend with slock held, and cancelled futures complete there).  A waiting
  * shutdown runs without slock.  No other lock is taken here.  This file calls
- * future.c and the backends, and neither calls back into it.
+ * future.c and the backends, and neither calls back into it; the MPI backend
+ * reaches this file only to register itself (backend_table, A).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -149,23 +150,28 @@ static void ax_remove(mh_executor_t *ex) {
 /* ---- the backend table ------------------------------------------------- */
 
 /* The backends.  Threads and processes are always part of the library and
- * referred to directly.  MPI lives in the optional manyhands_mpi library: its
- * symbol is a weak reference, so a build without MPI links and says
- * MH_ENOTSUP. */
-#ifndef MH_HAVE_EXECUTOR_MPI
-extern const mh__backend_ops_t mh__backend_mpi __attribute__((weak));
-#endif
+ * sit in the table from the start.  MPI lives in the optional manyhands_mpi
+ * library, which is built on this one: mh_mpi_init registers its backend
+ * here (mh__executor_register_backend), so this file names no symbol of it.
+ * A slot nobody registered gives MH_ENOTSUP from mh_executor_new: a program
+ * built without MPI, or one that has not called mh_mpi_init yet, is told so
+ * plainly.  Slots are atomic: a registration may come from one thread while
+ * another makes an executor. */
+static _Atomic(const mh__backend_ops_t *) backend_table[MH_BACKEND_MPI + 1] = {
+    [MH_BACKEND_THREADS] = &mh__backend_threads,
+    [MH_BACKEND_PROCESSES] = &mh__backend_processes,
+};
+
+int mh__executor_register_backend(mh_backend_t b, const mh__backend_ops_t *ops) {
+  /* The built-in slots are not replaceable: only MPI is registered. */
+  if (b != MH_BACKEND_MPI || !ops) return MH_EINVAL;
+  atomic_store(&backend_table[b], ops);
+  return 0;
+}
 
 static const mh__backend_ops_t *backend_ops(mh_backend_t b) {
-  switch (b) {
-  case MH_BACKEND_THREADS:
-    return &mh__backend_threads;
-  case MH_BACKEND_PROCESSES:
-    return &mh__backend_processes;
-  case MH_BACKEND_MPI:
-    return &mh__backend_mpi;
-  }
-  return NULL;
+  if ((unsigned)b > (unsigned)MH_BACKEND_MPI) return NULL;
+  return atomic_load(&backend_table[b]);
 }
 
 /* ---- the shell: life, submit, shutdown --------------------------------- */

@@ -74,7 +74,13 @@ typedef struct mh__backend_ops {
 
 extern const mh__backend_ops_t mh__backend_threads;
 extern const mh__backend_ops_t mh__backend_processes; /* executor_procs.c */
-extern const mh__backend_ops_t mh__backend_mpi;       /* when built with MPI */
+extern const mh__backend_ops_t mh__backend_mpi;       /* src/mpi/mpi_map.c */
+
+/* Put `ops` in the executor's backend table for `b` (only MH_BACKEND_MPI may
+ * be registered; threads and processes are built in).  mh_mpi_init calls it,
+ * so the base library never names the MPI library's symbols and a backend
+ * nobody registered is MH_ENOTSUP, not a NULL.  0 or MH_EINVAL. */
+int mh__executor_register_backend(mh_backend_t b, const mh__backend_ops_t *ops);
 
 void mh__executor_set_impl(mh_executor_t *ex, void *impl);
 void *mh__executor_impl(const mh_executor_t *ex);

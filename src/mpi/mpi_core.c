@@ -35,8 +35,8 @@
  * once (fatal and the watchdog), which is harmless: it is one byte.
  *
  * Layering: the core calls nothing in mpi_map.c or mpi_pi.c, which are built
- * on it; mh_mpi_finalize is in mpi_map.c (the map protocol's stop first) and
- * calls mh__mpi_core_finalize here.
+ * on it.  The public mh_mpi_init / mh_mpi_finalize are in mpi.c, on top of
+ * both: they call mh__mpi_core_init / mh__mpi_core_finalize here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -298,7 +298,7 @@ static double env_seconds(const char *name, double dflt) {
   return dflt;
 }
 
-int mh_mpi_init(int *argc, char ***argv) {
+int mh__mpi_core_init(int *argc, char ***argv) {
   if (mh__mpi.inited) return MH_EBUSY;
   sigemptyset(&watched);
   sigaddset(&watched, SIGTERM);

@@ -57,10 +57,20 @@ void mh__mpi_fatal(const char *fmt, ...)
  * that the compute threads need). */
 void mh__mpi_nap(long microseconds);
 
-/* The second half of mh_mpi_finalize (which is in mpi_map.c, after the map
- * protocol's stop): wait for every rank, stop the watchdog and the sentinel,
- * free the communicator, finalize MPI if we initialised it (mpi_core.c). */
+/* mh_mpi_init's work (mpi_core.c): MPI, the rank table, the sentinel, the
+ * watchdog.  0, MH_EBUSY (already initialised), MH_ENOMEM, MH_EAGAIN or
+ * MH_EMPI. */
+int mh__mpi_core_init(int *argc, char ***argv);
+
+/* The second half of mh_mpi_finalize (mpi.c, after mh__mpi_map_stop): wait
+ * for every rank, stop the watchdog and the sentinel, free the
+ * communicator, finalize MPI if we initialised it (mpi_core.c). */
 void mh__mpi_core_finalize(void);
+
+/* The first half of mh_mpi_finalize (mpi_map.c): rank 0 sends the map
+ * protocol's stop unless mh_mpi_serve_stop did; every other rank takes it
+ * unless mh_mpi_serve did. */
+void mh__mpi_map_stop(void);
 
 /* Map an MPI error code to MH_EMPI (0 stays 0). */
 int mh__mpi_err(int mpi_rc);

@@ -294,16 +294,11 @@ int mh_mpi_serve_stop(void) {
   return rc;
 }
 
-/* The end of the map protocol comes first: every rank > 0 receives rank 0's
- * stop message exactly once, in mh_mpi_serve or here; then the core tears
- * down what mh_mpi_init set up.  It lives here, not in mpi_core.c, so that the
- * core never calls into the protocol built on it. */
-int mh_mpi_finalize(void) {
-  if (!mh__mpi.inited) return MH_EINVAL;
+/* The map protocol's part of mh_mpi_finalize (mpi.c): every rank > 0
+ * receives rank 0's stop message exactly once, in mh_mpi_serve or here. */
+void mh__mpi_map_stop(void) {
   if (mh__mpi.rank == 0 && !mh__mpi.serve_stopped) mh_mpi_serve_stop();
   if (mh__mpi.rank != 0) take_stop();
-  mh__mpi_core_finalize();
-  return 0;
 }
 
 /* ---- rank 0 --------------------------------------------------------------- */
