@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "executor/procpool.h"
 #include "pool-common.h"
 
 shm_t *shm_new(void) {
@@ -69,44 +70,4 @@ void check_map(mh_executor_t *ex, size_t n, size_t chunksize) {
   free(in);
   free(out);
   free(st);
-}
-
-/* ---- the engine's harness ------------------------------------------------ */
-
-_Atomic int e_settled;
-
-static int e_begin(void *arg, void *user) {
-  ejob_t *j = user;
-  atomic_store(&j->state, 1);
-  return 1;
-}
-static void e_requeue(void *arg, void *user) {
-  ejob_t *j = user;
-  j->requeues++;
-  atomic_store(&j->state, 0);
-}
-static void e_finish(void *arg, void *user, int code, int pid, int exitcode) {
-  ejob_t *j = user;
-  j->code = code;
-  j->pid = pid;
-  j->exitcode = exitcode;
-  atomic_store(&j->state, 2);
-  atomic_fetch_add(&e_settled, 1);
-}
-static void e_cancel(void *arg, void *user, int began) {
-  ejob_t *j = user;
-  atomic_store(&j->state, 3);
-  atomic_fetch_add(&e_settled, 1);
-}
-
-mh__pp_config_t e_config(int workers) {
-  mh__pp_config_t c;
-  memset(&c, 0, sizeof c);
-  c.workers = workers;
-  c.hooks.begin = e_begin;
-  c.hooks.requeue = e_requeue;
-  c.hooks.finish = e_finish;
-  c.hooks.cancel = e_cancel;
-  atomic_store(&e_settled, 0);
-  return c;
 }

@@ -6,7 +6,6 @@
 #ifndef MHT_POOL_COMMON_H
 #define MHT_POOL_COMMON_H
 
-#include "executor/procpool.h"
 #include "test.h"
 
 /* Memory shared with the workers: made before the pool, inherited by fork. */
@@ -36,19 +35,5 @@ int t_sq(const void *in, size_t isz, void *out, size_t osz, void *ctx);
 
 /* Map t_sq over 0..n-1 with the chunksize and check every result. */
 void check_map(mh_executor_t *ex, size_t n, size_t chunksize);
-
-/* The engine's harness: a job record whose hooks (set by e_config) track
- * its state, and a count of the jobs settled (finished or cancelled). */
-typedef struct ejob {
-  mh__task_t t;
-  _Atomic int state; /* 0 queued, 1 running, 2 finished, 3 cancelled */
-  int code, pid, exitcode, requeues;
-} ejob_t;
-
-extern _Atomic int e_settled;
-
-/* An engine configuration of `workers` workers with the ejob_t hooks; sets
- * e_settled to 0. */
-mh__pp_config_t e_config(int workers);
 
 #endif

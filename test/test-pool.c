@@ -649,18 +649,6 @@ TEST(bad_input) {
                              NULL),
              MH_EINVAL);
   pool_free(ex);
-  /* Engine level: its own checks. */
-  mh__pp_t *pp;
-  mh__pp_config_t c = e_config(0);
-  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
-  c.workers = 4097;
-  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
-  c.workers = 1;
-  c.hooks.finish = NULL;
-  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
-  ASSERT_ERR(mh__pp_submit(NULL, NULL, NULL), MH_EINVAL);
-  ASSERT_ERR(mh__pp_shutdown(NULL, 0), MH_EINVAL);
-  mh__pp_free(NULL);
 }
 
 TEST(many_workers_and_alloc_failures) {

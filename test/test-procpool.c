@@ -13,7 +13,53 @@
 #include "executor/procpool.h"
 #include "pool-common.h"
 
-/* ---- engine harness (e_config and its hooks: pool-common.c) ------------ */
+/* ---- engine harness ------------------------------------------------------ */
+
+/* A job record whose hooks (set by e_config) track its state, and a count of
+ * the jobs settled (finished or cancelled). */
+typedef struct ejob {
+  mh__task_t t;
+  _Atomic int state; /* 0 queued, 1 running, 2 finished, 3 cancelled */
+  int code, pid, exitcode, requeues;
+} ejob_t;
+
+static _Atomic int e_settled;
+
+static int e_begin(void *arg, void *user) {
+  ejob_t *j = user;
+  atomic_store(&j->state, 1);
+  return 1;
+}
+static void e_requeue(void *arg, void *user) {
+  ejob_t *j = user;
+  j->requeues++;
+  atomic_store(&j->state, 0);
+}
+static void e_finish(void *arg, void *user, int code, int pid, int exitcode) {
+  ejob_t *j = user;
+  j->code = code;
+  j->pid = pid;
+  j->exitcode = exitcode;
+  atomic_store(&j->state, 2);
+  atomic_fetch_add(&e_settled, 1);
+}
+static void e_cancel(void *arg, void *user, int began) {
+  ejob_t *j = user;
+  atomic_store(&j->state, 3);
+  atomic_fetch_add(&e_settled, 1);
+}
+
+static mh__pp_config_t e_config(int workers) {
+  mh__pp_config_t c;
+  memset(&c, 0, sizeof c);
+  c.workers = workers;
+  c.hooks.begin = e_begin;
+  c.hooks.requeue = e_requeue;
+  c.hooks.finish = e_finish;
+  c.hooks.cancel = e_cancel;
+  atomic_store(&e_settled, 0);
+  return c;
+}
 
 static void e_wait(int n, double timeout) {
   double end = mht_now() + timeout;
@@ -166,6 +212,21 @@ TEST(engine_crashed_task_fails_alone) {
   ASSERT_ERR(mh__pp_submit(pp, &hj, &hj.t), MH_ESHUTDOWN);
   mh__pp_free(pp);
   ASSERT_EQ(mht_count_children(), 0);
+}
+
+/* The engine checks its own arguments, apart from the executor's. */
+TEST(engine_bad_input) {
+  mh__pp_t *pp;
+  mh__pp_config_t c = e_config(0);
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 4097;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  c.workers = 1;
+  c.hooks.finish = NULL;
+  ASSERT_ERR(mh__pp_new(&pp, &c), MH_EINVAL);
+  ASSERT_ERR(mh__pp_submit(NULL, NULL, NULL), MH_EINVAL);
+  ASSERT_ERR(mh__pp_shutdown(NULL, 0), MH_EINVAL);
+  mh__pp_free(NULL);
 }
 
 
