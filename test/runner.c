@@ -17,6 +17,8 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -102,26 +104,76 @@ void mht_jitter(unsigned max_us) {
   if (max_us) mht_sleep((double)(mht_rand() % max_us) * 1e-6);
 }
 
-int mht_count_children(void) {
-  /* Children are the processes whose PPid is us. */
-  pid_t me = getpid();
-  int n = 0;
+int mht_each_process(const char *file, mht_proc_visit_fn fn, void *arg) {
   DIR *d = opendir("/proc");
   if (!d) return -1;
   struct dirent *e;
   while ((e = readdir(d)) != NULL) {
     char path[300], buf[4096];
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "/proc/%s/status", e->d_name);
+    snprintf(path, sizeof path, "/proc/%s/%s", e->d_name, file);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
+    if (fd < 0) continue; /* gone meanwhile, or not ours to read */
     ssize_t len = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (len <= 0) continue;
     buf[len] = 0;
-    char *p = strstr(buf, "\nPPid:");
-    if (p && atoi(p + 6) == me) n++;
+    if (fn((pid_t)atoi(e->d_name), buf, arg)) break;
   }
+  closedir(d);
+  return 0;
+}
+
+static int mht_count_child(pid_t pid, const char *status, void *arg) {
+  (void)pid;
+  const char *p = strstr(status, "\nPPid:");
+  if (p && atoi(p + 6) == getpid()) ++*(int *)arg;
+  return 0;
+}
+
+int mht_count_children(void) {
+  /* Children are the processes whose PPid is us. */
+  int n = 0;
+  return mht_each_process("status", mht_count_child, &n) < 0 ? -1 : n;
+}
+
+int mht_private_dev_shm(void) {
+  if (unshare(CLONE_NEWNS) != 0) {
+    /* Not root: a user namespace of our own first, mapping us to its root,
+     * gives the right to make the mount namespace. */
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return 0;
+    char buf[64];
+    FILE *f = fopen("/proc/self/setgroups", "w");
+    if (f) {
+      fputs("deny", f);
+      fclose(f);
+    }
+    f = fopen("/proc/self/uid_map", "w");
+    if (!f) return 0;
+    snprintf(buf, sizeof buf, "0 %u 1", (unsigned)uid);
+    fputs(buf, f);
+    fclose(f);
+    f = fopen("/proc/self/gid_map", "w");
+    if (!f) return 0;
+    snprintf(buf, sizeof buf, "0 %u 1", (unsigned)gid);
+    fputs(buf, f);
+    fclose(f);
+  }
+  /* Private propagation, so the tmpfs below stays in our namespace. */
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return 0;
+  if (mount("none", "/dev/shm", "tmpfs", 0, NULL) != 0) return 0;
+  return 1;
+}
+
+int mht_dev_shm_entries(void) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return 0;
+  struct dirent *e;
+  int n = 0;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
   closedir(d);
   return n;
 }

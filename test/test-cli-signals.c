@@ -137,42 +137,38 @@ TEST(sigint_sweep) { sigint_run("threads", 2); }
 
 /* CPU ticks (utime + stime) and parent of every process in process group
  * `pgid` other than `skip`: up to `cap` of them into the arrays. */
+typedef struct group_scan {
+  pid_t pgid, skip;
+  pid_t *pids, *ppids;
+  unsigned long long *ticks;
+  int cap, n;
+} group_scan_t;
+
+static int group_scan_one(pid_t pid, const char *stat, void *arg) {
+  group_scan_t *g = arg;
+  /* After the command name in parentheses: state ppid pgrp ... with
+   * utime and stime the 12th and 13th fields from there. */
+  const char *p = strrchr(stat, ')');
+  if (!p) return 0;
+  char state;
+  int ppid, pg;
+  unsigned long long f[13];
+  if (sscanf(p + 2, "%c %d %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &state,
+             &ppid, &pg, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8],
+             &f[9]) != 13)
+    return 0;
+  if (pg != g->pgid || pid == g->skip || state == 'Z') return 0;
+  g->pids[g->n] = pid;
+  g->ppids[g->n] = ppid;
+  g->ticks[g->n] = f[8] + f[9];
+  return ++g->n == g->cap;
+}
+
 static int group_members(pid_t pgid, pid_t skip, pid_t *pids, pid_t *ppids,
                          unsigned long long *ticks, int cap) {
-  DIR *d = opendir("/proc");
-  if (!d) return 0;
-  int n = 0;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL && n < cap) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    char path[300], buf[1024];
-    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;
-    ssize_t len = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (len <= 0) continue;
-    buf[len] = 0;
-    /* After the command name in parentheses: state ppid pgrp ... with
-     * utime and stime the 12th and 13th fields from there. */
-    char *p = strrchr(buf, ')');
-    if (!p) continue;
-    char state;
-    int ppid, pg;
-    unsigned long long f[13];
-    if (sscanf(p + 2, "%c %d %d %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &state,
-               &ppid, &pg, &f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6], &f[7], &f[8],
-               &f[9]) != 13)
-      continue;
-    pid_t pid = (pid_t)atoi(e->d_name);
-    if (pg != pgid || pid == skip || state == 'Z') continue;
-    pids[n] = pid;
-    ppids[n] = ppid;
-    ticks[n] = f[8] + f[9];
-    n++;
-  }
-  closedir(d);
-  return n;
+  group_scan_t g = {pgid, skip, pids, ppids, ticks, cap, 0};
+  if (cap > 0) mht_each_process("stat", group_scan_one, &g);
+  return g.n;
 }
 
 /* The busiest worker now: of the command's grandchildren (its pool's

@@ -602,51 +602,10 @@ static int child_checks_maps(void *arg) {
   return maps_mention_dev_shm() ? 1 : 0;
 }
 
-/* Give this process a private, empty /dev/shm (a new mount namespace with
- * its own tmpfs there), so that the listing shows only what we create -
- * other programs on the machine use /dev/shm too.  1 on success. */
-static int private_dev_shm(void) {
-  if (unshare(CLONE_NEWNS) != 0) {
-    uid_t uid = getuid();
-    gid_t gid = getgid();
-    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return 0;
-    char buf[64];
-    FILE *f = fopen("/proc/self/setgroups", "w");
-    if (f) {
-      fputs("deny", f);
-      fclose(f);
-    }
-    f = fopen("/proc/self/uid_map", "w");
-    if (!f) return 0;
-    snprintf(buf, sizeof buf, "0 %u 1", (unsigned)uid);
-    fputs(buf, f);
-    fclose(f);
-    f = fopen("/proc/self/gid_map", "w");
-    if (!f) return 0;
-    snprintf(buf, sizeof buf, "0 %u 1", (unsigned)gid);
-    fputs(buf, f);
-    fclose(f);
-  }
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return 0;
-  if (mount("none", "/dev/shm", "tmpfs", 0, NULL) != 0) return 0;
-  return 1;
-}
-
-static int dev_shm_is_empty(void) {
-  DIR *d = opendir("/dev/shm");
-  if (!d) return 1;
-  struct dirent *e;
-  int n = 0;
-  while ((e = readdir(d)) != NULL)
-    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-  closedir(d);
-  return n == 0;
-}
-
 HELPER(crash_with_objects) {
   (void)argc;
   (void)argv;
-  int private_shm = private_dev_shm();
+  int private_shm = mht_private_dev_shm();
   /* Make one of everything, hand them to a child that crashes holding the
    * lock, then crash ourselves without freeing anything. */
   mh_lock_t *lock;
@@ -674,7 +633,7 @@ HELPER(crash_with_objects) {
   if (mh_process_exitcode(p, &code) || code != 0) return 5;
   mh_process_free(p);
   if (maps_mention_dev_shm()) return 5;
-  if (private_shm && !dev_shm_is_empty()) return 6;
+  if (private_shm && mht_dev_shm_entries() != 0) return 6;
   printf("private /dev/shm: %s\n", private_shm ? "yes" : "no");
   fflush(stdout);
   kill(getpid(), SIGKILL);

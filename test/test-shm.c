@@ -242,52 +242,12 @@ static int child_churns(void *arg) {
   }
 }
 
-/* Give this process a private, empty /dev/shm (a new mount namespace with a
- * tmpfs of its own there), so that the listing shows only what we made.
- * 1 on success, 0 when the machine does not allow it. */
-static int private_dev_shm(void) {
-  if (unshare(CLONE_NEWNS) != 0) {
-    uid_t uid = getuid();
-    gid_t gid = getgid();
-    if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return 0;
-    char buf[64];
-    FILE *f = fopen("/proc/self/setgroups", "w");
-    if (f) {
-      fputs("deny", f);
-      fclose(f);
-    }
-    f = fopen("/proc/self/uid_map", "w");
-    if (!f) return 0;
-    fprintf(f, "0 %u 1", (unsigned)uid);
-    fclose(f);
-    f = fopen("/proc/self/gid_map", "w");
-    if (!f) return 0;
-    snprintf(buf, sizeof buf, "0 %u 1", (unsigned)gid);
-    fputs(buf, f);
-    fclose(f);
-  }
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return 0;
-  if (mount("none", "/dev/shm", "tmpfs", 0, NULL) != 0) return 0;
-  return 1;
-}
-
-static int dev_shm_entries(void) {
-  DIR *d = opendir("/dev/shm");
-  if (!d) return 0;
-  struct dirent *e;
-  int n = 0;
-  while ((e = readdir(d)) != NULL)
-    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) n++;
-  closedir(d);
-  return n;
-}
-
 enum { NSEG = 4 };
 
 HELPER(everybody_killed) {
   (void)argc;
   (void)argv;
-  int priv = private_dev_shm();
+  int priv = mht_private_dev_shm();
   printf("private /dev/shm: %s\n", priv ? "yes" : "no");
   long rounds = mht_scaled(30);
   for (long r = 0; r < rounds; r++) {
@@ -335,8 +295,8 @@ HELPER(everybody_killed) {
   }
   if (priv) {
     double end = mht_now() + 20;
-    while (dev_shm_entries() > 0 && mht_now() < end) mht_sleep(0.01);
-    if (dev_shm_entries() > 0) {
+    while (mht_dev_shm_entries() > 0 && mht_now() < end) mht_sleep(0.01);
+    if (mht_dev_shm_entries() > 0) {
       printf("/dev/shm not empty\n");
       return 7;
     }

@@ -15,6 +15,7 @@
 
 #include <inttypes.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,5 +152,21 @@ uint64_t mht_rand(void);
 void mht_jitter(unsigned max_us);
 /* A count of the current process's live child processes (from /proc). */
 int mht_count_children(void);
+
+/* Call fn(pid, text, arg) with the text of /proc/<pid>/<file> ("stat",
+ * "status", ...) of every process whose file can be read, until fn returns
+ * non-zero.  -1 if /proc cannot be listed, else 0. */
+typedef int (*mht_proc_visit_fn)(pid_t pid, const char *text, void *arg);
+int mht_each_process(const char *file, mht_proc_visit_fn fn, void *arg);
+
+/* Give this process a private, empty /dev/shm (a new mount namespace, in a
+ * user namespace of its own when not root, with its own tmpfs there), so
+ * that a listing shows only what the test made: other programs on the
+ * machine use /dev/shm too.  1 on success, 0 when the machine does not
+ * allow it. */
+int mht_private_dev_shm(void);
+
+/* The number of entries in /dev/shm (0 when it cannot be read). */
+int mht_dev_shm_entries(void);
 
 #endif /* MH_TEST_H */
