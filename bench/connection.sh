@@ -14,7 +14,8 @@ n=${N:-100000}
 py_n=${PY_N:-20000}
 size=${SIZE:-64}
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$dir/common.bash"
+median() { bench_median; }
 
 declare -A vals us
 for ((r = 0; r < runs; r++)); do

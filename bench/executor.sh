@@ -19,14 +19,8 @@ NPY=${NPY:-20000}        # Python (about 100x slower)
 NPYMEM=${NPYMEM:-100000} # Python pending futures (scaled to 10^6)
 
 # median CMD...: run CMD $runs times; print the median of each column.
-median() {
-  local out=""
-  for _ in $(seq "$runs"); do out+="$("$@")"$'\n'; done
-  printf '%s' "$out" | python3 -c '
-import sys, statistics
-rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-print(" ".join(str(statistics.median(c)) for c in zip(*rows)))'
-}
+. "$here/common.bash"
+median() { bench_median_cols "$@"; }
 
 py="python3 $here/executor_peer.py"
 res=()

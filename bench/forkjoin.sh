@@ -16,14 +16,8 @@ LEAVES=${LEAVES:-1000000}
 NFOR=${NFOR:-100000000}
 NRED=${NRED:-100000000}
 
-median() {
-  local out=""
-  for _ in $(seq "$runs"); do out+="$("$@")"$'\n'; done
-  printf '%s' "$out" | python3 -c '
-import sys, statistics
-rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-print(" ".join(str(statistics.median(c)) for c in zip(*rows)))'
-}
+. "${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}/common.bash"
+median() { bench_median_cols "$@"; }
 
 row() { # row PEER MODE N WORKERS
   if [ -x "$bin/$1" ]; then median "$bin/$1" "$2" "$3" "$4"; else echo "- - -"; fi

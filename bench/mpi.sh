@@ -23,7 +23,8 @@ case $version in *"Open MPI"* | *OpenRTE*) extra="--oversubscribe --bind-to none
 
 # Points/s of one run, from the JSON line (rank 0's).
 pps() { "$@" --json --quiet | sed -n 's/.*"points_per_second":\([0-9.e+]*\).*/\1/p' | head -1; }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+. "${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}/common.bash"
+median() { bench_median; }
 
 declare -A res
 for ((i = 0; i < runs; i++)); do

@@ -19,19 +19,10 @@ py_n64=${PY_N64:-1e5}
 nbig=${NBIG:-1e5}
 py_nbig=${PY_NBIG:-2e4}
 maxbytes=${MAXBYTES:-4194304}
-if [ ! -x "$bin/mpqueue_bench" ]; then
-  echo "mpqueue.sh: $bin/mpqueue_bench not found (run bench/run mpqueue)" >&2
-  exit 1
-fi
-have_py=1
-command -v python3 >/dev/null || have_py=0
+. "$here/common.bash"
+bench_start mpqueue mpqueue_bench
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-load0=$(cut -d' ' -f1 /proc/loadavg)
-
-# Each run appends "msgs/s B/s" to the contender's file.
-record() { awk '{print $1, $3}' >>"$1"; }
+# Each run appends "msgs/s B/s" to the contender's file (record).
 for ((r = 0; r < runs; r++)); do
   "$bin/mpqueue_bench" -s 64 -n "$n64" -B "$maxbytes" | record "$tmp/mh.64"
   "$bin/mpqueue_bench" -s 65536 -n "$nbig" -B "$maxbytes" | record "$tmp/mh.big"
@@ -41,8 +32,7 @@ for ((r = 0; r < runs; r++)); do
   fi
 done
 
-# median FILE COLUMN
-median() { cut -d' ' -f"$2" "$1" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+median() { bench_median_file "$@"; } # median FILE COLUMN
 fmt() { awk -v x="$1" -v u="$2" 'BEGIN { if (x >= 1e9) printf "%.2f G%s", x / 1e9, u; else if (x >= 1e6) printf "%.2f M%s", x / 1e6, u; else printf "%.0f k%s", x / 1e3, u }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else printf "-" }'; }
 

@@ -13,7 +13,8 @@ runs=${RUNS:-5}
 n=${N:-2000}
 py_n=${PY_N:-300}
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+. "$dir/common.bash"
+median() { bench_median; }
 
 # The runs of the three are interleaved (mh, fork, python, mh, ...), so that
 # the load of a shared machine falls on all of them alike.

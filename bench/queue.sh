@@ -17,19 +17,10 @@ runs=${RUNS:-5}
 n=${N:-4e6}
 py_n=${PY_N:-1e5}
 maxsize=${MAXSIZE:-1024}
-if [ ! -x "$bin/queue_bench" ]; then
-  echo "queue.sh: $bin/queue_bench not found (run bench/run queue)" >&2
-  exit 1
-fi
-have_py=1
-command -v python3 >/dev/null || have_py=0
+. "$here/common.bash"
+bench_start queue queue_bench
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-load0=$(cut -d' ' -f1 /proc/loadavg)
-
-# Each run appends "wall cpu" to the contender's file.
-record() { awk '{print $1, $3}' >>"$1"; }
+# Each run appends "wall cpu" to the contender's file (record).
 for pc in 1 2; do
   for ((r = 0; r < runs; r++)); do
     "$bin/queue_bench" -p $pc -c $pc -n "$n" -m "$maxsize" | record "$tmp/mh1.$pc"
@@ -40,8 +31,7 @@ for pc in 1 2; do
   done
 done
 
-# median FILE COLUMN
-median() { cut -d' ' -f"$2" "$1" | sort -g | awk '{v[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+median() { bench_median_file "$@"; } # median FILE COLUMN
 fmt() { awk -v x="$1" 'BEGIN { if (x >= 1e6) printf "%.2fM", x / 1e6; else printf "%.0fk", x / 1e3 }'; }
 cell() { echo "$(fmt "$(median "$1" 1)") ($(fmt "$(median "$1" 2)"))"; }
 ratio() {
