@@ -61,15 +61,9 @@ static int root_task(const void *in, size_t in_size, void *out, size_t out_size,
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    printf("usage: fib [N [WORKERS]]\nComputes Fibonacci(N) by recursive fork-join on a thread pool.\n"
-           "N defaults to 32, WORKERS (1..4096) to 2.\n");
-    return 0;
-  }
-  if (argc > 3) {
-    fprintf(stderr, "fib: too many arguments (try --help)\n");
-    return 2;
-  }
+  arg_usage("fib", argc, argv, 2,
+            "usage: fib [N [WORKERS]]\nComputes Fibonacci(N) by recursive fork-join on a thread pool.\n"
+            "N defaults to 32, WORKERS (1..4096) to 2.\n");
   int n = argc > 1 ? (int)arg_number("fib", argv[1], "N", 0, 80) : 32;
   int workers = argc > 2 ? (int)arg_number("fib", argv[2], "WORKERS", 1, 4096) : 2;
   mh_executor_options_t o;

@@ -64,15 +64,9 @@ static int sort_task(const void *in, size_t in_size, void *out, size_t out_size,
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    printf("usage: mergesort [N [WORKERS]]\nSorts N pseudo-random ints with a fork-join merge sort on a thread pool.\n"
-           "N defaults to 1000000, WORKERS (1..4096) to 2.\n");
-    return 0;
-  }
-  if (argc > 3) {
-    fprintf(stderr, "mergesort: too many arguments (try --help)\n");
-    return 2;
-  }
+  arg_usage("mergesort", argc, argv, 2,
+            "usage: mergesort [N [WORKERS]]\nSorts N pseudo-random ints with a fork-join merge sort on a thread pool.\n"
+            "N defaults to 1000000, WORKERS (1..4096) to 2.\n");
   size_t n = argc > 1 ? (size_t)arg_number("mergesort", argv[1], "N", 0, 100000000L) : 1000000;
   int workers = argc > 2 ? (int)arg_number("mergesort", argv[2], "WORKERS", 1, 4096) : 2;
   int *a = malloc((n ? n : 1) * sizeof *a), *tmp = malloc((n ? n : 1) * sizeof *tmp);
