@@ -45,14 +45,8 @@ static void ps_cancel(void *arg, void *user, int began) {
 static int ps_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   mh__pp_config_t c;
   memset(&c, 0, sizeof c);
-  mh_executor_options_t def;
-  if (!opts) {
-    mh_executor_options_init(&def);
-    opts = &def;
-  }
-  if (opts->workers < 0 || opts->workers > 4096 || opts->retries < 0 ||
-      opts->max_tasks_per_child < 0)
-    return MH_EINVAL;
+  /* opts were checked by the shell (mh_executor_new), and the engine checks
+   * its config again (mh__pp_new): no third copy of the rules here. */
   c.workers = opts->workers ? opts->workers : mh_cpu_count();
   c.initializer = opts->initializer;
   c.initarg = opts->initarg;
