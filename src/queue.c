@@ -551,6 +551,34 @@ void mh_queue_free(mh_queue_t *q) {
   mh__free(q);
 }
 
+/* One step of a blocked put's or get's wait, with wait_lock held and the
+ * caller counted in *sleepers; false once the deadline has passed (the
+ * caller then fails with MH_ETIMEDOUT after one last look).  When the other
+ * side has claimed a slot and is still copying (other_mid_copy, asked only
+ * while *last is false), it may have looked for sleepers before we
+ * registered, so we do not sleep on the condition, which it might never
+ * signal: we yield to let it finish, and the caller looks again.  Otherwise
+ * we sleep on cond until woken or the deadline; on a timeout the caller
+ * still looks once more, since the wake-up may have raced it. */
+static bool wait_turn(mh_queue_t *q, _Atomic unsigned *sleepers, _Atomic bool *woken,
+                      pthread_cond_t *cond, bool other_mid_copy, mh__deadline_t *dl,
+                      bool *last) {
+  if (other_mid_copy) {
+    atomic_fetch_sub(sleepers, 1);
+    pthread_mutex_unlock(&q->wait_lock);
+    sched_yield();
+    pthread_mutex_lock(&q->wait_lock);
+    atomic_fetch_add(sleepers, 1);
+    *last = deadline_passed(dl);
+    return true;
+  }
+  if (*last) return false;
+  int rc = mh__cond_wait(cond, &q->wait_lock, dl);
+  woke_up(woken);
+  if (rc == MH_ETIMEDOUT) *last = true;
+  return true;
+}
+
 /* ---- put and get ------------------------------------------------------- */
 
 static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_t *nput,
@@ -613,26 +641,13 @@ static int put_common(mh_queue_t *q, const unsigned char *items, size_t n, size_
       continue;
     }
     if (err != MH_EAGAIN) break;
-    if (q->ring && !last && ring_room_claimed(q)) {
-      /* A get has claimed a slot and is still copying its item out.  It may
-       * have looked for sleepers before we registered, so do not sleep on
-       * the condition: let it run and look again. */
-      atomic_fetch_sub(&q->putters, 1);
-      pthread_mutex_unlock(&q->wait_lock);
-      sched_yield();
-      pthread_mutex_lock(&q->wait_lock);
-      atomic_fetch_add(&q->putters, 1);
-      last = deadline_passed(&dl);
-      continue;
-    }
-    if (last) {
+    /* A get that has claimed a slot and is still copying its item out may
+     * have looked for sleepers before we registered. */
+    if (!wait_turn(q, &q->putters, &q->putters_woken, &q->not_full,
+                   q->ring && !last && ring_room_claimed(q), &dl, &last)) {
       err = MH_ETIMEDOUT;
       break;
     }
-    /* On a timeout, look once more: the wake-up may have raced it. */
-    int rc = mh__cond_wait(&q->not_full, &q->wait_lock, &dl);
-    woke_up(&q->putters_woken);
-    if (rc == MH_ETIMEDOUT) last = true;
   }
   atomic_fetch_sub(&q->putters, 1);
   /* Pass the baton: wake-ups skipped while ours was pending are owed to the
@@ -680,24 +695,13 @@ static int get_common(mh_queue_t *q, unsigned char *out, size_t max, size_t *ngo
   for (;;) {
     k = do_get(q, out, max, &err);
     if (k || err != MH_EAGAIN) break;
-    if (q->ring && !last && ring_items_claimed(q)) {
-      /* A put has claimed a slot and is still copying its item in: as for
-       * puts above, wait for it by yielding, not on the condition. */
-      atomic_fetch_sub(&q->getters, 1);
-      pthread_mutex_unlock(&q->wait_lock);
-      sched_yield();
-      pthread_mutex_lock(&q->wait_lock);
-      atomic_fetch_add(&q->getters, 1);
-      last = deadline_passed(&dl);
-      continue;
-    }
-    if (last) {
+    /* Likewise a put that has claimed a slot and is still copying its
+     * item in. */
+    if (!wait_turn(q, &q->getters, &q->getters_woken, &q->not_empty,
+                   q->ring && !last && ring_items_claimed(q), &dl, &last)) {
       err = MH_ETIMEDOUT;
       break;
     }
-    int rc = mh__cond_wait(&q->not_empty, &q->wait_lock, &dl);
-    woke_up(&q->getters_woken);
-    if (rc == MH_ETIMEDOUT) last = true;
   }
   atomic_fetch_sub(&q->getters, 1);
   if (k) {
