@@ -391,24 +391,31 @@ static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
   return rc;
 }
 
+/* The start of every wait on a condition: the deadline from `timeout`, and
+ * the caller's id in *me, which must own the condition's lock (MH_EINVAL
+ * otherwise, as Python's RuntimeError). */
+static int cond_wait_begin(mh_cond_t *cond, double timeout, mh__deadline_t *dl, int *me) {
+  int rc = mh__deadline_init(dl, timeout);
+  if (rc) return rc;
+  *me = mh__tid();
+  return owner_get(cond_owner(cond)) == *me ? 0 : MH_EINVAL;
+}
+
 int mh_cond_wait(mh_cond_t *cond, double timeout) {
   if (!cond) return MH_EINVAL;
   mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
-  if (rc) return rc;
-  int me = mh__tid();
-  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
-  return cond_wait_dl(cond, &dl, me);
+  int me;
+  int rc = cond_wait_begin(cond, timeout, &dl, &me);
+  return rc ? rc : cond_wait_dl(cond, &dl, me);
 }
 
 int mh_cond_wait_for(mh_cond_t *cond, mh_cond_pred_fn pred, void *arg,
                      double timeout) {
   if (!cond || !pred) return MH_EINVAL;
   mh__deadline_t dl;
-  int rc = mh__deadline_init(&dl, timeout);
+  int me;
+  int rc = cond_wait_begin(cond, timeout, &dl, &me);
   if (rc) return rc;
-  int me = mh__tid();
-  if (owner_get(cond_owner(cond)) != me) return MH_EINVAL;
   while (!pred(arg)) {
     rc = cond_wait_dl(cond, &dl, me);
     if (rc == MH_ETIMEDOUT) return pred(arg) ? 0 : MH_ETIMEDOUT;
