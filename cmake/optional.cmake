@@ -24,7 +24,8 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   # Built twice like the core: manyhands_mpi (installed, no test hooks) and
   # manyhands_mpi_test on manyhands_test (the tests' manyhands-mpi reads the
   # MH_MPI_TEST_* hooks).
-  set(MH_MPI_SOURCES src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c)
+  set(MH_MPI_SOURCES src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c
+    src/mpi/mpi_trace.c)
   set(mh_mpi_variants manyhands_mpi manyhands_static)
   if(MH_BUILD_TESTS)
     list(APPEND mh_mpi_variants manyhands_mpi_test manyhands_test)
