@@ -102,7 +102,7 @@ uint64_t mh__trace_clock(void) {
   return t ? t : 1; /* 0 means "not tracing" to mh__trace_end */
 }
 
-void mh__trace_role(int role, int number) {
+void (mh__trace_role)(int role, int number) { /* (not the hooks-out macro) */
   tl.role = role;
   tl.number = number;
   tl.autonum = number < 0;

@@ -67,6 +67,14 @@ void mh__trace_import(const void *recs, size_t n, int64_t offset);
  * (process pid), status its exit code, -signal, or an error code. */
 void mh__trace_rank_mark(int kind, int rank, int pid, int status);
 
+#ifdef MH_NO_TRACE_HOOKS
+/* Built with MH_TRACE_HOOKS=OFF: every hook is nothing at all, the
+ * baseline bench/trace.sh measures the hooks against. */
+#define mh__trace_begin() ((uint64_t)0)
+#define mh__trace_end(t0, kind, index, items, status) ((void)(t0))
+#define mh__trace_mark(kind, pid, number, index, status) ((void)0)
+#define mh__trace_role(role, number) ((void)0)
+#else
 /* Start time of a slice, or 0 when not tracing. */
 static inline uint64_t mh__trace_begin(void) {
   if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
@@ -91,5 +99,7 @@ static inline void mh__trace_mark(int kind, int pid, int number, uint64_t index,
   if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
     mh__trace_mark_(kind, pid, number, index, status);
 }
+
+#endif /* MH_NO_TRACE_HOOKS */
 
 #endif /* MH_TRACE_INTERNAL_H */
