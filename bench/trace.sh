@@ -29,7 +29,8 @@ outbin="$out_build/bench"
 med() { python3 -c 'import sys, statistics; print(statistics.median(map(float, sys.argv[1:])))' "$@"; }
 pct() { python3 -c "print(100*($2/$1-1))"; }
 
-printf '%-36s %9s %9s %8s %9s %9s %8s %8s\n' job "base s" "with s" "cost" \
+echo "medians of $runs runs, W=$W workers, $(nproc) CPUs; load average $(cut -d' ' -f1 /proc/loadavg)"
+printf '%-40s %9s %9s %8s %9s %9s %8s %8s\n' job "base s" "with s" "cost" \
   "base cpu" "with cpu" "cost" "write s"
 for job in "pi $NPI" "map $NMAP"; do
   for be in threads processes; do
@@ -48,10 +49,10 @@ for job in "pi $NPI" "map $NMAP"; do
     done
     x=$(med "${out[@]}") a=$(med "${off[@]}") b=$(med "${on[@]}") c=$(med "${wr[@]}")
     cx=$(med "${outc[@]}") ca=$(med "${offc[@]}") cb=$(med "${onc[@]}")
-    name="${job% *} ${job#* } $be W=$W"
-    printf '%-36s %9.4f %9.4f %+7.1f%% %9.4f %9.4f %+7.1f%% %8s\n' \
+    name="${job% *} ${job#* } $be"
+    printf '%-40s %9.4f %9.4f %+7.1f%% %9.4f %9.4f %+7.1f%% %8s\n' \
       "$name off vs out" "$x" "$a" "$(pct "$x" "$a")" "$cx" "$ca" "$(pct "$cx" "$ca")" "-"
-    printf '%-36s %9.4f %9.4f %+7.1f%% %9.4f %9.4f %+7.1f%% %8.4f\n' \
+    printf '%-40s %9.4f %9.4f %+7.1f%% %9.4f %9.4f %+7.1f%% %8.4f\n' \
       "$name on vs off" "$a" "$b" "$(pct "$a" "$b")" "$ca" "$cb" "$(pct "$ca" "$cb")" "$c"
   done
 done
