@@ -759,6 +759,53 @@ TEST(map_over_two_ranks) {
   mht_proc_free(&r);
 }
 
+/* The same map under MH_TRACE: rank 0's file (written at its exit, after
+ * mh_mpi_finalize gathered rank 1's records) has every item of both maps
+ * in `chunk` slices, on the tracks of both ranks, each named. */
+TEST(map_traced) {
+  need_mpi();
+  char path[128];
+  snprintf(path, sizeof path, "/tmp/mh-mpi-map-trace-%d.json", (int)getpid());
+  unlink(path);
+  setenv("MH_TRACE", path, 1);
+  const char *args[] = {"--helper", "map_square", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_TRACE");
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.status, 0);
+  mht_proc_free(&r);
+  FILE *f = fopen(path, "r");
+  ASSERT(f != NULL);
+  char line[1024];
+  int pid_of[2] = {0, 0};
+  long long items = 0;
+  int chunk_pids[64], nchunk_pids = 0;
+  while (fgets(line, sizeof line, f)) {
+    int rank, pid;
+    const char *p = strstr(line, "\"args\":{\"name\":\"rank ");
+    if (strstr(line, "\"process_name\"") && p &&
+        sscanf(p, "\"args\":{\"name\":\"rank %d on %*s (pid %d)", &rank, &pid) == 2) {
+      ASSERT(rank == 0 || rank == 1);
+      pid_of[rank] = pid;
+    }
+    if (!strncmp(line, "{\"name\":\"chunk\",", 16)) {
+      ASSERT(strstr(line, "\"ph\":\"X\"") && !strstr(line, "\"dur\":-"));
+      items += (long long)json_u64(line, "items");
+      int cp = (int)json_u64(line, "pid");
+      int k = 0;
+      while (k < nchunk_pids && chunk_pids[k] != cp) k++;
+      if (k == nchunk_pids && k < 64) chunk_pids[nchunk_pids++] = cp;
+    }
+  }
+  fclose(f);
+  unlink(path);
+  ASSERT_EQ(items, 2000 + 10); /* both maps, every item once */
+  ASSERT(pid_of[0] > 0 && pid_of[1] > 0 && pid_of[0] != pid_of[1]);
+  ASSERT_EQ(nchunk_pids, 2);
+  for (int k = 0; k < 2; k++) ASSERT(chunk_pids[k] == pid_of[0] || chunk_pids[k] == pid_of[1]);
+}
+
 /* ---- a map whose rank stops answering ----------------------------------- */
 
 #if MHT_HAVE_MPI
