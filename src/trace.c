@@ -18,7 +18,11 @@
  *     after a restart the thread takes a new block.
  *   - After fork the child's thread forgets its block, its ids and its role
  *     (atfork handler), so a child never writes into its parent's block.
- *   - Only the process that started the trace (g_owner) writes the file.
+ *   - Only the process that started the trace (g_owner) writes the file,
+ *     and only if it is not an MPI rank > 0 (g_follow): such a rank hands
+ *     its records to rank 0 (mh__trace_export), each once (REC_SENT).
+ *   - A record's rank (MPI rank + 1, 0 outside MPI) and pid name its track;
+ *     rank 0's file keeps tracks of different ranks apart (json_id).
  *
  * Who may touch what:
  *   A   atomic, any thread of any process

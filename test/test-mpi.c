@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,26 @@
 #define CLI MHT_BUILD_DIR "/test/manyhands-mpi"
 #define BLOCK MH_PI_BLOCK_POINTS
 
+/* Open MPI's launcher makes its session folder <base>/ompi.<host>.<uid>;
+ * two launches at the same moment (other tests, other users' jobs on the
+ * machine) can race on it in a shared /tmp and fail with "File exists".
+ * Each test process gets a base of its own, removed when it ends (Open MPI
+ * removes what it made inside). */
+static char mht_ompi_base[64];
+static void mht_ompi_base_remove(void) {
+  if (mht_ompi_base[0]) rmdir(mht_ompi_base);
+}
+static void mht_private_ompi_tmpdir(void) {
+  if (mht_ompi_base[0]) return;
+  snprintf(mht_ompi_base, sizeof mht_ompi_base, "/tmp/mh-ompi-%d", (int)getpid());
+  if (mkdir(mht_ompi_base, 0700) != 0 && errno != EEXIST) {
+    mht_ompi_base[0] = 0;
+    return;
+  }
+  setenv("OMPI_MCA_orte_tmpdir_base", mht_ompi_base, 1);
+  atexit(mht_ompi_base_remove);
+}
+
 static void need_mpi(void) {
 #if !MHT_HAVE_MPI
   printf("MPI not found: skipped\n");
@@ -36,6 +57,7 @@ static void need_mpi(void) {
    * mpiexec both honour it): a test that dies half-way (a failed check, the
    * CTest timeout) must not leave a 10^13-point job spinning behind it. */
   setenv("MPIEXEC_TIMEOUT", "150", 1);
+  mht_private_ompi_tmpdir();
   /* Open MPI refuses to run as root without these. */
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);

@@ -25,7 +25,13 @@
  *
  * Only the main thread of each rank calls MPI here (MPI_THREAD_SERIALIZED),
  * and only when rank 0 traces: off, a run pays one more word in the
- * broadcast that ends it.
+ * broadcast that ends it (and mh_mpi_finalize one broadcast of an int).
+ *
+ * Invariants: a record goes to rank 0 at most once (mh__trace_export marks
+ * what it copied); the messages of one gather are, per rank and in order,
+ * PING (0 -> r), INFO (r -> 0), then INFO's count of records in RECS
+ * messages, and rank 0 takes the ranks one after the other.
+ * Locks: none of its own; mh__trace_export takes trace.c's g_mu inside.
  */
 #include <errno.h>
 #include <signal.h>
