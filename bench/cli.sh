@@ -57,3 +57,21 @@ for name, argv in jobs:
         base = med
     print(f"{name:<44}{med * 1e3:>10.2f}{mn * 1e3:>9.2f}{cpu * 1e3:>8.2f}{med / base:>8.1f}")
 PY
+
+# The tutorial's montecarlo (examples/montecarlo, its default N = 10^8): the
+# seconds of its ten estimates on 1 process and on 5, medians of 3 runs.
+mc="$(dirname "$cli")/examples/montecarlo"
+if [ -x "$mc" ]; then
+  python3 - "$mc" <<'PY'
+import subprocess, sys, statistics
+one, five = [], []
+for _ in range(3):
+    out = subprocess.run([sys.argv[1]], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    one.append(float(lines[10]))
+    five.append(float(lines[22]))
+a, b = statistics.median(one), statistics.median(five)
+print(f"examples/montecarlo, N = 10^8, ten estimates: 1 process {a:.3f} s, "
+      f"5 processes {b:.3f} s: {a / b:.2f}x (medians of 3)")
+PY
+fi

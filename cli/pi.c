@@ -619,10 +619,18 @@ int mhc_cmd_pi(int argc, char **argv) {
       code = MHC_EXIT_FAIL;
     }
   }
-  if (a->timeline && code == MHC_EXIT_OK) {
+  /* Over MPI, rank 0 alone writes the trace (with every rank's tracks)
+   * and draws it. */
+  int draw_timeline = a->timeline && code == MHC_EXIT_OK;
+#ifdef MH_WITH_MPI
+  if (a->backend == MH_BACKEND_MPI && mhc_mpi_rank() != 0) draw_timeline = 0;
+#endif
+  if (draw_timeline) {
     char title[160];
     snprintf(title, sizeof title, "manyhands pi: what ran where (%s)",
-             a->backend == MH_BACKEND_PROCESSES ? "processes" : "threads");
+             a->backend == MH_BACKEND_PROCESSES ? "processes"
+             : a->backend == MH_BACKEND_MPI     ? "MPI ranks"
+                                                : "threads");
     if (mhc_timeline_draw(trace, a->timeline, title) != 0) code = MHC_EXIT_FAIL;
   }
   if (tmp[0]) unlink(tmp);

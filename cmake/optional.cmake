@@ -25,7 +25,8 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
   # Built twice like the core: manyhands_mpi (installed, no test hooks) and
   # manyhands_mpi_test on manyhands_test (the tests' manyhands-mpi reads the
   # MH_MPI_TEST_* hooks).
-  set(MH_MPI_SOURCES src/mpi/mpi.c src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c)
+  set(MH_MPI_SOURCES src/mpi/mpi.c src/mpi/mpi_core.c src/mpi/mpi_map.c src/mpi/mpi_pi.c
+    src/mpi/mpi_trace.c)
   set(mh_mpi_variants manyhands_mpi manyhands_static)
   if(MH_BUILD_TESTS)
     list(APPEND mh_mpi_variants manyhands_mpi_test manyhands_test)
@@ -36,6 +37,9 @@ if(MH_WITH_MPI AND MPI_C_FOUND AND MPIEXEC_EXECUTABLE)
     set_target_properties(${lib} PROPERTIES C_VISIBILITY_PRESET hidden
                           POSITION_INDEPENDENT_CODE ON)
     target_compile_definitions(${lib} PRIVATE _GNU_SOURCE)
+    if(NOT MH_TRACE_HOOKS)
+      target_compile_definitions(${lib} PRIVATE MH_NO_TRACE_HOOKS)
+    endif()
     target_compile_definitions(${lib} PUBLIC MH_WITH_MPI=1)
     target_compile_options(${lib} PRIVATE ${MH_WARNINGS})
     target_include_directories(${lib} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)

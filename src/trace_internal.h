@@ -44,6 +44,37 @@ void mh__trace_mark_(int kind, int pid, int number, uint64_t index, int status);
  * names the track. */
 void mh__trace_role(int role, int number);
 
+/* ---- MPI ranks (src/mpi/ calls these; trace.c knows nothing of MPI) ----
+ * Records are opaque here: MH__TRACE_REC_BYTES each. */
+#define MH__TRACE_REC_BYTES 64
+
+/* Say that this process is MPI rank `rank` of `size`; hosts holds the host
+ * name of every rank, `stride` bytes apart.  A rank > 0 then records
+ * without a file of its own (it lets go of one opened already) and hands
+ * its records to rank 0, whose file names each rank's tracks. */
+void mh__trace_mpi(int rank, int size, const char *hosts, size_t stride);
+
+/* A rank > 0: a copy (mh__malloc'd, the caller frees it) of the records of
+ * the trace this process records that were not exported yet, *n of them;
+ * NULL with *n = 0 when none. */
+void *mh__trace_export(size_t *n);
+
+/* Rank 0: add n records exported by another rank, whose clock reads
+ * `offset` ns more than ours. */
+void mh__trace_import(const void *recs, size_t n, int64_t offset);
+
+/* Rank 0: an instant mark (MH__TR_DEATH) on the track of rank `rank`
+ * (process pid), status its exit code, -signal, or an error code. */
+void mh__trace_rank_mark(int kind, int rank, int pid, int status);
+
+#ifdef MH_NO_TRACE_HOOKS
+/* Built with MH_TRACE_HOOKS=OFF: every hook is nothing at all, the
+ * baseline bench/trace.sh measures the hooks against. */
+#define mh__trace_begin() ((uint64_t)0)
+#define mh__trace_end(t0, kind, index, items, status) ((void)(t0))
+#define mh__trace_mark(kind, pid, number, index, status) ((void)0)
+#define mh__trace_role(role, number) ((void)0)
+#else
 /* Start time of a slice, or 0 when not tracing. */
 static inline uint64_t mh__trace_begin(void) {
   if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
@@ -68,5 +99,7 @@ static inline void mh__trace_mark(int kind, int pid, int number, uint64_t index,
   if (__builtin_expect(atomic_load_explicit(&mh__trace_on, memory_order_relaxed), 0))
     mh__trace_mark_(kind, pid, number, index, status);
 }
+
+#endif /* MH_NO_TRACE_HOOKS */
 
 #endif /* MH_TRACE_INTERNAL_H */

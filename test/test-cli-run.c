@@ -757,7 +757,10 @@ TEST(example_montecarlo) {
   assert_ok(&r, "montecarlo");
   char *lines[40];
   int count = split_lines(r.out, lines, 40);
-  if (count != 24) mht_fail(__FILE__, __LINE__, "%d lines:\n%s", count, r.out);
+  if (count != 25) mht_fail(__FILE__, __LINE__, "%d lines:\n%s", count, r.out);
+  /* The last line compares the two times. */
+  ASSERT(strncmp(lines[24], "5 ", 2) == 0 && strstr(lines[24], " took ") != NULL);
+  ASSERT(strstr(lines[24], "times as fast") || strstr(lines[24], "no faster"));
   static const int procs[] = {1, 5};
   for (int set = 0; set < 2; set++) {
     char **l = lines + set * 12;

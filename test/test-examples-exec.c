@@ -2,6 +2,8 @@
 /* test-examples-exec.c - run the tutorial's executor programs (multithreading,
  * fakedb, producer_consumer) and check what the tutorial says they show. */
 #include <ctype.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
 #include "test.h"
 
@@ -260,4 +262,44 @@ TEST(fib) {
   run_with_args("fib", "30", "3", &res);
   ASSERT_STREQ(res.out, "fib(30) = 832040 on 3 workers\n");
   mht_proc_free(&res);
+}
+
+/* Every program built in examples/, found by listing the folder (so a new
+ * example cannot be forgotten in the list above): --help prints a usage on
+ * stdout and exits 0; an unknown option is named on stderr, exits 2, and
+ * prints nothing on stdout. */
+TEST(every_built_example_honours_help) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/examples", MHT_BUILD_DIR);
+  DIR *d = opendir(dir);
+  ASSERT(d != NULL);
+  int seen = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    char path[4096 + 256];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (e->d_name[0] == '.' || stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+        !(st.st_mode & S_IXUSR))
+      continue;
+    mht_proc_result_t res;
+    char help[] = "--help", bad[] = "--no-such-option";
+    char *argv_help[] = {path, help, NULL};
+    ASSERT_EQ(mht_run(argv_help, 60, &res), 0);
+    if (res.status != 0 || !strstr(res.out, "usage: "))
+      mht_fail(__FILE__, __LINE__, "%s --help: status %d\n%s%s", e->d_name, res.status,
+               res.out, res.err);
+    ASSERT_EQ(res.exited, 1);
+    mht_proc_free(&res);
+    char *argv_bad[] = {path, bad, NULL};
+    ASSERT_EQ(mht_run(argv_bad, 60, &res), 0);
+    if (res.status != 2 || !strstr(res.err, "--no-such-option") || res.out_len != 0)
+      mht_fail(__FILE__, __LINE__, "%s --no-such-option: status %d\n%s%s", e->d_name,
+               res.status, res.out, res.err);
+    ASSERT_EQ(res.exited, 1);
+    mht_proc_free(&res);
+    seen++;
+  }
+  closedir(d);
+  ASSERT_GE(seen, 13); /* the tutorial's programs and wordcount */
 }

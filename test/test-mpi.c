@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,26 @@
 #define CLI MHT_BUILD_DIR "/test/manyhands-mpi"
 #define BLOCK MH_PI_BLOCK_POINTS
 
+/* Open MPI's launcher makes its session folder <base>/ompi.<host>.<uid>;
+ * two launches at the same moment (other tests, other users' jobs on the
+ * machine) can race on it in a shared /tmp and fail with "File exists".
+ * Each test process gets a base of its own, removed when it ends (Open MPI
+ * removes what it made inside). */
+static char mht_ompi_base[64];
+static void mht_ompi_base_remove(void) {
+  if (mht_ompi_base[0]) rmdir(mht_ompi_base);
+}
+static void mht_private_ompi_tmpdir(void) {
+  if (mht_ompi_base[0]) return;
+  snprintf(mht_ompi_base, sizeof mht_ompi_base, "/tmp/mh-ompi-%d", (int)getpid());
+  if (mkdir(mht_ompi_base, 0700) != 0 && errno != EEXIST) {
+    mht_ompi_base[0] = 0;
+    return;
+  }
+  setenv("OMPI_MCA_orte_tmpdir_base", mht_ompi_base, 1);
+  atexit(mht_ompi_base_remove);
+}
+
 static void need_mpi(void) {
 #if !MHT_HAVE_MPI
   printf("MPI not found: skipped\n");
@@ -36,6 +57,7 @@ static void need_mpi(void) {
    * mpiexec both honour it): a test that dies half-way (a failed check, the
    * CTest timeout) must not leave a 10^13-point job spinning behind it. */
   setenv("MPIEXEC_TIMEOUT", "150", 1);
+  mht_private_ompi_tmpdir();
   /* Open MPI refuses to run as root without these. */
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
@@ -757,6 +779,53 @@ TEST(map_over_two_ranks) {
   ASSERT_EQ(r.status, 0);
   ASSERT(strstr(r.out, "map ok 0"));
   mht_proc_free(&r);
+}
+
+/* The same map under MH_TRACE: rank 0's file (written at its exit, after
+ * mh_mpi_finalize gathered rank 1's records) has every item of both maps
+ * in `chunk` slices, on the tracks of both ranks, each named. */
+TEST(map_traced) {
+  need_mpi();
+  char path[128];
+  snprintf(path, sizeof path, "/tmp/mh-mpi-map-trace-%d.json", (int)getpid());
+  unlink(path);
+  setenv("MH_TRACE", path, 1);
+  const char *args[] = {"--helper", "map_square", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 60, &r);
+  unsetenv("MH_TRACE");
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.status, 0);
+  mht_proc_free(&r);
+  FILE *f = fopen(path, "r");
+  ASSERT(f != NULL);
+  char line[1024];
+  int pid_of[2] = {0, 0};
+  long long items = 0;
+  int chunk_pids[64], nchunk_pids = 0;
+  while (fgets(line, sizeof line, f)) {
+    int rank, pid;
+    const char *p = strstr(line, "\"args\":{\"name\":\"rank ");
+    if (strstr(line, "\"process_name\"") && p &&
+        sscanf(p, "\"args\":{\"name\":\"rank %d on %*s (pid %d)", &rank, &pid) == 2) {
+      ASSERT(rank == 0 || rank == 1);
+      pid_of[rank] = pid;
+    }
+    if (!strncmp(line, "{\"name\":\"chunk\",", 16)) {
+      ASSERT(strstr(line, "\"ph\":\"X\"") && !strstr(line, "\"dur\":-"));
+      items += (long long)json_u64(line, "items");
+      int cp = (int)json_u64(line, "pid");
+      int k = 0;
+      while (k < nchunk_pids && chunk_pids[k] != cp) k++;
+      if (k == nchunk_pids && k < 64) chunk_pids[nchunk_pids++] = cp;
+    }
+  }
+  fclose(f);
+  unlink(path);
+  ASSERT_EQ(items, 2000 + 10); /* both maps, every item once */
+  ASSERT(pid_of[0] > 0 && pid_of[1] > 0 && pid_of[0] != pid_of[1]);
+  ASSERT_EQ(nchunk_pids, 2);
+  for (int k = 0; k < 2; k++) ASSERT(chunk_pids[k] == pid_of[0] || chunk_pids[k] == pid_of[1]);
 }
 
 /* ---- a map whose rank stops answering ----------------------------------- */

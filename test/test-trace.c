@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "manyhands.h"
@@ -572,4 +574,195 @@ TEST(cli_usage_errors) {
   ASSERT_EQ(r.status, 1);
   ASSERT(strstr(r.err, "manyhands: cannot write the trace") != NULL);
   mht_proc_free(&r);
+}
+
+/* ---- MPI ranks: one file from rank 0, a track per rank ------------------- */
+
+#include "mh_mpi_config.h"
+
+#define MPI_CLI MHT_BUILD_DIR "/test/manyhands-mpi"
+
+/* Open MPI's launcher makes its session folder <base>/ompi.<host>.<uid>;
+ * two launches at the same moment (other tests, other users' jobs on the
+ * machine) can race on it in a shared /tmp and fail with "File exists".
+ * Each test process gets a base of its own, removed when it ends (Open MPI
+ * removes what it made inside). */
+static char mht_ompi_base[64];
+static void mht_ompi_base_remove(void) {
+  if (mht_ompi_base[0]) rmdir(mht_ompi_base);
+}
+static void mht_private_ompi_tmpdir(void) {
+  if (mht_ompi_base[0]) return;
+  snprintf(mht_ompi_base, sizeof mht_ompi_base, "/tmp/mh-ompi-%d", (int)getpid());
+  if (mkdir(mht_ompi_base, 0700) != 0 && errno != EEXIST) {
+    mht_ompi_base[0] = 0;
+    return;
+  }
+  setenv("OMPI_MCA_orte_tmpdir_base", mht_ompi_base, 1);
+  atexit(mht_ompi_base_remove);
+}
+
+/* Run `mpiexec -n ranks` on the tests' manyhands-mpi (it has the
+ * MH_MPI_TEST_* hooks); 0 when MPI was not found (the test skips). */
+static int run_mpi_cli(mht_proc_result_t *r, const char *ranks, const char *const *args) {
+#if !MHT_HAVE_MPI
+  (void)r, (void)ranks, (void)args;
+  printf("MPI not found: skipped\n");
+  exit(77);
+#else
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  setenv("MPIEXEC_TIMEOUT", "100", 1);
+  mht_private_ompi_tmpdir();
+  setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
+  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  const char *tsan = getenv("TSAN_OPTIONS");
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
+           tsan ? tsan : "", MHT_SOURCE_DIR);
+  setenv("TSAN_OPTIONS", buf, 1);
+  char *argv[32];
+  size_t n = 0;
+  argv[n++] = strdup(MHT_MPIEXEC);
+  argv[n++] = strdup(MHT_MPIEXEC_NUMPROC_FLAG);
+  argv[n++] = strdup(ranks);
+  if (MHT_MPIEXEC_EXTRA[0]) argv[n++] = strdup(MHT_MPIEXEC_EXTRA);
+  argv[n++] = strdup(MPI_CLI);
+  for (; *args && n < 31; args++) argv[n++] = strdup(*args);
+  argv[n] = NULL;
+  int rc = mht_run(argv, 120, r);
+  for (size_t i = 0; i < n; i++) free(argv[i]);
+  return rc;
+#endif
+}
+
+/* Processes named "rank R on HOST (pid P)": fills pids[R]; how many. */
+static int rank_processes(const trace_t *t, int *pids, int max) {
+  int c = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    int r, pid;
+    if (strcmp(t->ev[i].name, "process_name")) continue;
+    const char *host = strstr(t->ev[i].tname, " on ");
+    const char *p = strstr(t->ev[i].tname, "(pid ");
+    ASSERT(sscanf(t->ev[i].tname, "rank %d", &r) == 1);
+    ASSERT(host && p && host < p && sscanf(p, "(pid %d)", &pid) == 1);
+    ASSERT(r >= 0 && r < max);
+    ASSERT_EQ(pids[r], 0); /* each rank once */
+    pids[r] = t->ev[i].pid;
+    ASSERT_EQ(pid, t->ev[i].pid); /* one host: the real pid */
+    c++;
+  }
+  return c;
+}
+
+/* 3 ranks x 2 threads, --trace on every rank: rank 0 writes one file with
+ * every block exactly once, on the tracks of 3 rank processes; rank 0 is
+ * slowed, so every rank gets blocks. */
+TEST(mpi_ranks_one_file) {
+  char json[128], chart[128];
+  tmp_path(json, sizeof json, "mpi");
+  snprintf(chart, sizeof chart, "/tmp/mh-trace-%d-mpi.svg", (int)getpid());
+  unlink(json);
+  unlink(chart);
+  int gp = have_gnuplot();
+  setenv("MH_MPI_TEST_SLOW", "0:3000", 1);
+  mht_proc_result_t r;
+  const uint64_t blocks = 48;
+  char n[32];
+  snprintf(n, sizeof n, "%llu", (unsigned long long)(blocks * MH_PI_BLOCK_POINTS - 5));
+  ASSERT_OK(run_mpi_cli(&r, "3",
+                        (const char *[]){"pi", n, "2", "--backend", "mpi", "-q", "--trace",
+                                         json, gp ? "--timeline" : NULL, chart, NULL}));
+  unsetenv("MH_MPI_TEST_SLOW");
+  if (r.status != 0) printf("stderr: %s\n", r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  mht_proc_free(&r);
+  trace_t t;
+  trace_load(json, &t);
+  ASSERT_UEQ(count(&t, "task", "X"), blocks);
+  ASSERT_EQ(each_once(&t, "task", blocks), (long long)blocks);
+  int pids[3] = {0, 0, 0};
+  ASSERT_EQ(rank_processes(&t, pids, 3), 3);
+  /* Every slice is on a rank's counting thread, each rank has some. */
+  int per[3] = {0, 0, 0};
+  for (size_t i = 0; i < t.n; i++) {
+    const ev_t *e = &t.ev[i];
+    if (e->ph[0] != 'X') continue;
+    int k = 0;
+    while (k < 3 && pids[k] != e->pid) k++;
+    ASSERT(k < 3);
+    ASSERT(e->tid != e->pid);
+    per[k]++;
+  }
+  for (int k = 0; k < 3; k++) ASSERT(per[k] >= 1);
+  ASSERT(tracks(&t, "rank ") >= 3 && tracks(&t, "rank ") <= 6);
+  trace_free(&t);
+  if (gp) {
+    char *img = slurp(chart);
+    ASSERT(img != NULL && strstr(img, "<svg") && strstr(img, "rank 2"));
+    free(img);
+  }
+  unlink(json);
+  unlink(chart);
+}
+
+/* MH_TRACE on every rank (the launcher passes the environment on): the
+ * same one file, written by rank 0 at exit. */
+TEST(mpi_env_variable) {
+  char json[128];
+  tmp_path(json, sizeof json, "mpienv");
+  unlink(json);
+  setenv("MH_TRACE", json, 1);
+  mht_proc_result_t r;
+  const uint64_t blocks = 20;
+  char n[32];
+  snprintf(n, sizeof n, "%llu", (unsigned long long)(blocks * MH_PI_BLOCK_POINTS));
+  int rc = run_mpi_cli(&r, "2", (const char *[]){"pi", n, "1", "--backend", "mpi", "-q", NULL});
+  unsetenv("MH_TRACE");
+  ASSERT_OK(rc);
+  ASSERT_EQ(r.status, 0);
+  mht_proc_free(&r);
+  trace_t t;
+  trace_load(json, &t);
+  ASSERT_EQ(each_once(&t, "task", blocks), (long long)blocks);
+  int pids[2] = {0, 0};
+  ASSERT_EQ(rank_processes(&t, pids, 2), 2);
+  trace_free(&t);
+  unlink(json);
+}
+
+/* A rank killed mid-run ends the job; rank 0 still writes its trace, with
+ * the death marked on the dead rank's track. */
+TEST(mpi_rank_death_marked) {
+  char json[128];
+  tmp_path(json, sizeof json, "mpidie");
+  unlink(json);
+  setenv("MH_MPI_TEST_DIE", "1", 1);
+  setenv("MH_MPI_TEST_SLOW", "0:3000", 1);
+  mht_proc_result_t r;
+  char n[32];
+  snprintf(n, sizeof n, "%llu", (unsigned long long)(400 * MH_PI_BLOCK_POINTS));
+  int rc = run_mpi_cli(&r, "2", (const char *[]){"pi", n, "1", "--backend", "mpi", "-q",
+                                                 "--trace", json, NULL});
+  unsetenv("MH_MPI_TEST_DIE");
+  unsetenv("MH_MPI_TEST_SLOW");
+  ASSERT_OK(rc);
+  ASSERT(r.status != 0);
+  mht_proc_free(&r);
+  trace_t t;
+  trace_load(json, &t);
+  int pids[2] = {0, 0};
+  ASSERT_EQ(rank_processes(&t, pids, 2), 2);
+  size_t deaths = 0;
+  for (size_t i = 0; i < t.n; i++)
+    if (!strcmp(t.ev[i].name, "worker died")) {
+      ASSERT_EQ(t.ev[i].pid, pids[1]);
+      deaths++;
+    }
+  ASSERT_UEQ(deaths, 1);
+  ASSERT(count(&t, "task", "X") >= 1); /* rank 0's blocks */
+  trace_free(&t);
+  unlink(json);
 }

@@ -9,7 +9,10 @@
  * task or map chunk (args: index, items, status), and instant marks for a
  * worker's death, a retry and a cancellation.  Process workers write into
  * one buffer of shared memory made at start, so the events of every
- * process land in the one file.
+ * process land in the one file.  In an MPI job (manyhands/mpi.h) every rank
+ * records and rank 0 alone writes the file, with every rank's records
+ * (gathered after each mh_mpi_pi_run and at mh_mpi_finalize); on the other
+ * ranks mh_trace_start opens no file and mh_trace_stop writes none.
  *
  * Limits: a process pool made before tracing started has workers that were
  * forked without the buffer, so their tasks are not recorded (start first,

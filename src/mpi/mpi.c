@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* mpi.c - the MPI unit's entry points: mh_mpi_init starts the core and
  * registers the MPI backend with the executor; mh_mpi_finalize stops the
- * map protocol, then the core.
+ * map protocol, gathers the ranks' trace records, then stops the core.
  *
  * This file is the top of src/mpi/: it calls the core (mpi_core.c) and the
  * map protocol (mpi_map.c), and neither calls back into it (the map protocol
@@ -27,6 +27,11 @@ int mh_mpi_init(int *argc, char ***argv) {
 int mh_mpi_finalize(void) {
   if (!mh__mpi.inited) return MH_EINVAL;
   mh__mpi_map_stop();
+  /* Rank 0 says whether it traces; then every rank hands it the records
+   * (the chunks a server ran) since the last gather (mpi_trace.c). */
+  int tracing = mh__mpi_trace_tracing();
+  if (MPI_Bcast(&tracing, 1, MPI_INT, 0, mh__mpi.comm) == MPI_SUCCESS && tracing)
+    mh__mpi_trace_gather();
   mh__mpi_core_finalize();
   return 0;
 }

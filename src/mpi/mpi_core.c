@@ -51,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../trace_internal.h"
 #include "mpi_internal.h"
 
 mh__mpi_state_t mh__mpi;
@@ -244,6 +245,8 @@ void mh__mpi_fatal(const char *fmt, ...) {
    * does our watchdog when the launcher's SIGTERM reaches us too. */
   aborting = 1;
   sentinel_quiet();
+  /* Rank 0's trace is written before MPI_Abort, which runs no atexit. */
+  mh__mpi_trace_end(-1, 0);
   fprintf(stderr, "manyhands: %s\n", msg);
   fflush(stderr);
   MPI_Abort(mh__mpi.comm, 1);
@@ -283,6 +286,9 @@ static void *watchdog_main(void *arg) {
     }
     if (len > 0 && write(STDERR_FILENO, msg, (size_t)len) < 0) {
     }
+    /* The launcher's SIGKILL follows in a second: rank 0 writes what its
+     * trace holds now, a dead rank marked. */
+    mh__mpi_trace_end(-1, 0);
     _exit(128 + sig);
   }
 }
@@ -354,6 +360,8 @@ int mh__mpi_core_init(int *argc, char ***argv) {
   }
   for (size_t i = 0; i < n; i++) mh__mpi.pids[i] = (pid_t)pids[i];
   mh__free(pids);
+  /* A trace names each rank's tracks; only rank 0 writes the file. */
+  mh__trace_mpi(mh__mpi.rank, mh__mpi.size, mh__mpi.hosts, MH__MPI_HOST_MAX);
   sentinel_arm();
 
   watchdog_stop = 0;

@@ -72,6 +72,17 @@ void mh__mpi_core_finalize(void);
  * unless mh_mpi_serve did. */
 void mh__mpi_map_stop(void);
 
+/* The trace of an MPI job (mpi_trace.c).  Whether rank 0 records (0 on
+ * the other ranks). */
+int mh__mpi_trace_tracing(void);
+/* Collective, called on every rank only when rank 0 records (it says so
+ * first): rank 0 takes every rank's new records into its trace. */
+int mh__mpi_trace_gather(void);
+/* Rank 0, when the job ends early: mark the death of `dead_rank` (-1: none
+ * known; ranks of this host that are gone are found and marked too) and
+ * write the trace now.  Nothing on other ranks or when not recording. */
+void mh__mpi_trace_end(int dead_rank, int status);
+
 /* Map an MPI error code to MH_EMPI (0 stays 0). */
 int mh__mpi_err(int mpi_rc);
 

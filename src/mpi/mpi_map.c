@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "../executor/executor_internal.h"
+#include "../trace_internal.h"
 #include "mpi_internal.h"
 
 #define NAME_MAX_LEN 63
@@ -123,13 +124,17 @@ typedef struct chunk_run {
   char *out;
   size_t out_size;
   size_t count;
+  size_t first; /* the chunk's first item (its trace index) */
   int *st;
 } chunk_run_t;
 
 static void *chunk_main(void *arg) {
   chunk_run_t *cr = arg;
+  mh__trace_role(MH__TR_ROLE_RANK, 0);
+  uint64_t t0 = mh__trace_begin();
   int code = run_items(cr->fn, NULL, cr->in, cr->in_size, cr->out,
                        cr->out_size, cr->count, cr->st);
+  mh__trace_end(t0, MH__TR_CHUNK, cr->first, cr->count, code);
   pthread_mutex_lock(&cr->mu);
   cr->code = code;
   cr->done = 1;
@@ -212,6 +217,7 @@ static int serve_one(const map_cmd_t *cmd, char **inb, size_t *incap,
     cr.out = *outb;
     cr.out_size = (size_t)cmd->out_size;
     cr.count = count;
+    cr.first = (size_t)cmd->first;
     cr.st = *stb;
     int rc = run_with_beats(&cr, &h);
     if (rc != 0) return rc;
@@ -305,6 +311,7 @@ void mh__mpi_map_stop(void) {
 
 /* A busy rank r has been silent too long: end the job, naming it. */
 static void __attribute__((noreturn)) rank_stuck(int r) {
+  mh__mpi_trace_end(r, MH_ETIMEDOUT);
   mh__mpi_fatal("MPI rank %d (pid %d on %s) stopped responding: no heartbeat "
                 "for %.0f s during a map (MH_MPI_TIMEOUT); stopping the job",
                 r, (int)mh__mpi.pids[r], mh__mpi_host(r), mh__mpi.timeout);
@@ -407,15 +414,18 @@ typedef struct local_slot {
 
 static void *local_main(void *arg) {
   local_slot_t *s = arg;
+  mh__trace_role(MH__TR_ROLE_RANK, 0);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     while (!s->has_job && !s->quit) pthread_cond_wait(&s->cv, &s->mu);
     if (s->quit) break;
     size_t first = s->first, count = s->count;
     pthread_mutex_unlock(&s->mu);
+    uint64_t t0 = mh__trace_begin();
     int code = run_items(s->fn, s->ctx, s->in + first * s->in_size,
                          s->in_size, s->out + first * s->out_size,
                          s->out_size, count, s->st + first);
+    mh__trace_end(t0, MH__TR_CHUNK, first, count, code);
     pthread_mutex_lock(&s->mu);
     s->code = code;
     s->has_job = 0;
@@ -619,6 +629,7 @@ typedef struct mpool {
 
 static void *mpool_local_main(void *arg) {
   mpool_t *p = arg;
+  mh__trace_role(MH__TR_ROLE_RANK, 0);
   pthread_mutex_lock(&p->mu);
   for (;;) {
     while (!p->local_job && !(p->stopping && !p->head)) {
@@ -627,7 +638,10 @@ static void *mpool_local_main(void *arg) {
     mh_future_t *f = p->local_job;
     if (!f) break;
     pthread_mutex_unlock(&p->mu);
-    mh__future_finish(f, mh__task_run(mh__future_task(f)));
+    uint64_t t0 = mh__trace_begin();
+    int code = mh__task_run(mh__future_task(f));
+    mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, mh__future_task(f)->count, code);
+    mh__future_finish(f, code);
     mh_future_release(f);
     pthread_mutex_lock(&p->mu);
     p->local_job = NULL;

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../trace_internal.h"
 #include "mpi_internal.h"
 
 /* Messages up to rank 0: {kind, a, b, c, d}. */
@@ -74,12 +75,14 @@ typedef struct local {
 typedef struct thread_arg {
   local_t *l;
   counter_t *c;
+  int number; /* the thread's number in its rank (its trace track) */
 } thread_arg_t;
 
 static void *count_main(void *arg) {
   thread_arg_t *ta = arg;
   local_t *l = ta->l;
   counter_t *c = ta->c;
+  mh__trace_role(MH__TR_ROLE_RANK, ta->number);
   for (;;) {
     uint64_t b;
     if (l->shared_next) {
@@ -109,11 +112,12 @@ static void *count_main(void *arg) {
     uint64_t first = b * MH_PI_BLOCK_POINTS;
     uint64_t np = l->n - first < MH_PI_BLOCK_POINTS ? l->n - first
                                                      : MH_PI_BLOCK_POINTS;
-    uint64_t in = 0;
+    uint64_t in = 0, t0 = mh__trace_begin();
     if (c->err == 0) {
       int rc = mh_pi_count_block(l->seed, b, np, l->kernel, &in);
       if (rc != 0) c->err = rc;
     }
+    mh__trace_end(t0, MH__TR_TASK, b, 1, c->err);
     if (c->err == 0) {
       c->inside += in;
       c->blocks++;
@@ -283,11 +287,13 @@ static int run_rank0(local_t *l, int threads, server_t *sv,
     }
     double now = mh__now();
     for (int r = 1; r < mh__mpi.size; r++) {
-      if (!sv->done[r] && now - sv->last_seen[r] > mh__mpi.timeout)
+      if (!sv->done[r] && now - sv->last_seen[r] > mh__mpi.timeout) {
+        mh__mpi_trace_end(r, MH_ETIMEDOUT);
         mh__mpi_fatal("MPI rank %d (pid %d on %s) stopped responding: no "
                       "heartbeat for %.0f s; stopping the job",
                       r, (int)mh__mpi.pids[r], mh__mpi_host(r),
                       mh__mpi.timeout);
+      }
     }
     mh__mpi_nap(1000);
   }
@@ -419,6 +425,7 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
   for (; started < threads; started++) {
     args[started].l = &l;
     args[started].c = &l.counters[started];
+    args[started].number = started;
     if (pthread_create(&tids[started], NULL, count_main, &args[started]))
       break;
   }
@@ -469,14 +476,17 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
    * command above all) takes the same branches on every rank and keeps
    * making the same collective calls. */
   double seconds = mh__now() - t0;
-  uint64_t fin[4] = {(uint64_t)(int64_t)rc, inside, points, 0};
+  /* The last word says whether rank 0 traces: then every rank hands it
+   * this run's records. */
+  uint64_t fin[5] = {(uint64_t)(int64_t)rc, inside, points, 0,
+                     (uint64_t)mh__mpi_trace_tracing()};
   memcpy(&fin[3], &seconds, sizeof seconds);
   /* Polled with naps, not a blocking MPI_Bcast: Open MPI's blocking calls
    * spin, and a rank that sits a run out (0 threads) or is done early would
    * otherwise spin here for the rest of the run, taking a core from the
    * ranks still counting. */
   MPI_Request breq;
-  if (MPI_Ibcast(fin, 4, MPI_UINT64_T, 0, mh__mpi.comm, &breq) != MPI_SUCCESS)
+  if (MPI_Ibcast(fin, 5, MPI_UINT64_T, 0, mh__mpi.comm, &breq) != MPI_SUCCESS)
     mh__mpi_fatal("rank %d lost rank 0 at the end of a run", mh__mpi.rank);
   for (long nap = 20;;) {
     int got = 0;
@@ -486,6 +496,8 @@ int mh_mpi_pi_run(const mh_pi_options_t *opts, int threads,
     mh__mpi_nap(nap);
     if (nap < 1000) nap *= 2;
   }
+  if (fin[4] && mh__mpi_trace_gather() != 0)
+    mh__mpi_fatal("rank %d lost rank 0 while gathering the trace", mh__mpi.rank);
   rc = (int)(int64_t)fin[0];
   inside = fin[1];
   points = fin[2];
