@@ -79,17 +79,53 @@ static int timeout_ok(double timeout) {
  * MH_ETIMEDOUT, MH_EOWNERDEAD, MH_ENOTRECOVERABLE or another negative code.
  * A timed acquire tries the lock first, so the uncontended case costs no
  * clock reading. */
+/* How long one futex sleep on a contended mutex may last before the
+ * waiter looks again.  When the owner of a robust mutex dies, the kernel
+ * marks the lock word owner-died and wakes ONE waiter; if that waiter is
+ * itself killed before it takes the lock (a process group being torn down,
+ * chaos kills), the wake-up is lost, the word stays "free, owner died", and
+ * every other waiter would sleep to its deadline, or forever.  Sleeping in
+ * slices bounds that loss: the next look takes the lock (EOWNERDEAD).  A
+ * waiter that waits longer than a slice wakes once per slice, which costs
+ * nothing next to the wait itself. */
+#define MUTEX_SLICE_NS 20000000L /* 20 ms */
+
+#if !MH__TSAN
+/* Lock m, sleeping at most MUTEX_SLICE_NS at a time, until `end`
+ * (CLOCK_MONOTONIC; NULL: no limit).  Returns what pthread_mutex_clocklock
+ * returns, ETIMEDOUT only once `end` has passed. */
+static int mutex_lock_sliced(pthread_mutex_t *m, const struct timespec *end) {
+  for (;;) {
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    at.tv_nsec += MUTEX_SLICE_NS;
+    if (at.tv_nsec >= 1000000000L) {
+      at.tv_sec++;
+      at.tv_nsec -= 1000000000L;
+    }
+    int last = end && (at.tv_sec > end->tv_sec ||
+                       (at.tv_sec == end->tv_sec && at.tv_nsec >= end->tv_nsec));
+    int rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, last ? end : &at);
+    if (rc != ETIMEDOUT || last) return rc;
+  }
+}
+#endif
+
 static int mutex_take(pthread_mutex_t *m, double timeout) {
   int rc;
   mh__deadline_t dl;
-  if (timeout == MH_FOREVER) {
-    rc = pthread_mutex_lock(m);
-  } else if ((rc = pthread_mutex_trylock(m)) != EBUSY) {
+  if ((rc = pthread_mutex_trylock(m)) != EBUSY) {
     /* taken, or an owner-died / unrecoverable answer */
   } else if (timeout == 0) {
     return MH_ETIMEDOUT;
-  } else if (mh__deadline_init(&dl, timeout) == 0 && dl.kind == MH__DL_FOREVER) {
-    rc = pthread_mutex_lock(m); /* beyond ~30 years: forever */
+  } else if (timeout == MH_FOREVER ||
+             (mh__deadline_init(&dl, timeout) == 0 && dl.kind == MH__DL_FOREVER)) {
+    /* (beyond ~30 years counts as forever) */
+#if MH__TSAN
+    rc = pthread_mutex_lock(m);
+#else
+    rc = mutex_lock_sliced(m, NULL);
+#endif
   } else {
 #if MH__TSAN
     /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
@@ -108,7 +144,7 @@ static int mutex_take(pthread_mutex_t *m, double timeout) {
       if (pause < 1e-3) pause *= 2;
     }
 #else
-    rc = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &dl.at);
+    rc = mutex_lock_sliced(m, &dl.at);
 #endif
   }
   switch (rc) {
@@ -136,7 +172,12 @@ static int fix_deadlk(int rc, unsigned flags) {
 /* Take an internal mutex (of a semaphore, event or barrier), repairing it
  * when a process died holding it. */
 static int imutex_lock(pthread_mutex_t *m) {
+#if MH__TSAN
   int rc = pthread_mutex_lock(m);
+#else
+  int rc = pthread_mutex_trylock(m);
+  if (rc == EBUSY) rc = mutex_lock_sliced(m, NULL); /* see MUTEX_SLICE_NS */
+#endif
   if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(m);
   return -rc;
 }
