@@ -636,9 +636,11 @@ int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg) {
   t->fn_ = fn;
   t->arg_ = arg;
   t->rc_ = 0;
+  /* Written before the push, whose release store of bottom publishes the
+   * record to thieves: a thief may finish it before mh_spawn returns. */
+  t->state_ = SP_QUEUED;
   tworker_t *w = tls_self;
   if (w && w->p->ex == ex && !dq_push(w, (uintptr_t)t | SPAWN_TAG)) {
-    t->state_ = SP_QUEUED;
     wake_for_deque(w->p);
     return 0;
   }
