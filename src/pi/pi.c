@@ -306,7 +306,6 @@ typedef struct {
   uint64_t seed, nblocks, last_points;
   mh_pi_kernel_t kernel;
   mh_executor_t *ex;
-  const mh_pi_options_t *opts;
   _Alignas(MH__CACHE_LINE) uint64_t done; /* atomic: points counted */
   int stop;                               /* atomic: 1 once cancelled */
 } pi_fj_t;
@@ -318,8 +317,10 @@ typedef struct {
   uint64_t inside, points;
 } pi_fj_node_t;
 
+/* Only the caller reads opts->cancel (as on the ring path: a caller may
+ * write the flag plainly, from its progress callback); it sets `stop`. */
 static int pi_fj_stopped(const pi_fj_t *sh) {
-  return __atomic_load_n(&sh->stop, __ATOMIC_RELAXED) || cancelled(sh->opts);
+  return __atomic_load_n(&sh->stop, __ATOMIC_RELAXED);
 }
 
 static int pi_fj_node(void *arg) {
@@ -376,7 +377,7 @@ static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
   sh.last_points = plan->last_points;
   sh.kernel = kernel;
   sh.ex = ex;
-  sh.opts = opts;
+  if (cancelled(opts)) sh.stop = 1;
   pi_fj_root_in_t in = {&sh};
   pi_fj_node_t root = {&sh, 0, 0, 0, 0};
   mh_future_t *f;
@@ -396,12 +397,12 @@ static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
     if (opts->cancel && (timeout == MH_FOREVER || timeout > MH__PI_CANCEL_POLL))
       timeout = MH__PI_CANCEL_POLL;
     if (mh_future_wait(f, timeout) == 0) break;
-    if (cancelled(opts)) __atomic_store_n(&sh.stop, 1, __ATOMIC_RELAXED);
     if (opts->progress && mh__now() >= next_tick) {
       opts->progress(__atomic_load_n(&sh.done, __ATOMIC_RELAXED), opts->n,
                      opts->progress_arg);
       next_tick = mh__now() + MH__PI_TICK;
     }
+    if (cancelled(opts)) __atomic_store_n(&sh.stop, 1, __ATOMIC_RELAXED);
   }
   rc = mh_future_result(f, 0);
   mh_future_release(f);
