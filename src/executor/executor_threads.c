@@ -57,9 +57,17 @@
  * push onto it); after a cancelling shutdown what it pops from a deque is
  * cancelled, not run.
  *
+ * Spawn records (mh_spawn / mh_spawn_join) share the deques: an item is a
+ * future or, tagged with the low bit, a record on the spawning task's
+ * stack.  The record's fields are written before the push (whose release
+ * store of bottom publishes them), only the thread that took the item off a
+ * deque runs it, and a thief's last touch is the exchange of the record's
+ * state word: after it the joiner may return and the frame end.
+ *
  * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
  * holding the queue's reference; the inbox holds futures not yet counted in
- * len; a deque's slots top..bottom-1 hold futures with the deque's reference,
+ * len; a deque's slots top..bottom-1 hold futures with the deque's reference
+ * or spawn records not yet taken,
  * and a ring replaced by a bigger one stays allocated until pool_free; `idle` counts the workers inside worker_main's sleep loop; alive <=
  * nthreads.
  *
