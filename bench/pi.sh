@@ -71,20 +71,22 @@ eff_n=${PI_EFF_N:-20000000000}
 eff_reps=${PI_EFF_REPS:-5}
 cli=${MH_CLI:-$(dirname "$bin")/manyhands}
 if [ "${PI_EFF:-1}" != 0 ] && [ -x "$cli" ]; then
+  tf=$(mktemp)
   timed() { # timed LABEL CMD...: append "LABEL wall user"
-    local label=$1 t
+    local label=$1
     shift
-    if t=$( { /usr/bin/time -f "%e %U" "$@" >/dev/null 2>/dev/null; } 2>&1 | tail -1); then
-      echo "$label $t" >>"$eff"
+    if /usr/bin/time -o "$tf" -f "%e %U" "$@" >/dev/null 2>&1; then
+      echo "$label $(tail -1 "$tf")" >>"$eff"
     fi
   }
   for _ in $(seq "$eff_reps"); do
     for w in 1 2; do
       timed "threads-$w" "$cli" pi "$eff_n" "$w"
       timed "processes-$w" "$cli" pi "$eff_n" "$w" --backend processes
-      [ -x "$bin/pi_omp" ] && timed "openmp-$w" "$bin/pi_omp" lanes "$eff_n" "$w" 1
+      if [ -x "$bin/pi_omp" ]; then timed "openmp-$w" "$bin/pi_omp" lanes "$eff_n" "$w" 1; fi
     done
   done
+  rm -f "$tf"
 fi
 
 python3 - "$eff" "$eff_n" "$eff_reps" <<'PY'
