@@ -8,6 +8,8 @@
 #   bench_median_file F COL   the median of column COL of file F
 #   bench_median_cols CMD...  runs CMD $runs times; prints the median of each
 #                             column of its one-line outputs
+#   bench_median_lines        stdin: lines of numbers; prints the median of
+#                             each column ("- - -" for no line)
 #   bench_start NAME BINARY   fails unless $bin/BINARY is there; sets have_py
 #                             (1 when python3 is on PATH), tmp (a directory
 #                             removed at exit) and load0 (the load average now)
@@ -21,13 +23,17 @@ bench_median() {
 
 bench_median_file() { cut -d' ' -f"$2" "$1" | bench_median; }
 
+bench_median_lines() {
+  python3 -c '
+import sys, statistics
+rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
+print(" ".join(str(statistics.median(c)) for c in zip(*rows)) if rows else "- - -")'
+}
+
 bench_median_cols() {
   local out=""
   for _ in $(seq "$runs"); do out+="$("$@")"$'\n'; done
-  printf '%s' "$out" | python3 -c '
-import sys, statistics
-rows = [list(map(float, l.split())) for l in sys.stdin if l.strip()]
-print(" ".join(str(statistics.median(c)) for c in zip(*rows)))'
+  printf '%s' "$out" | bench_median_lines
 }
 
 bench_start() {

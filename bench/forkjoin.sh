@@ -4,8 +4,15 @@
 # OpenMP: a binary tree of spawn + join per node (LEAVES leaves) on 1 and 2
 # workers, parallel_for of a no-op body over NFOR indices and
 # parallel_reduce of a sum over NRED doubles on 2 workers.  Medians of RUNS
-# runs (default 5), the peers in the same run.  Run through bench/run
-# forkjoin.  A peer that was not built (no oneTBB, no OpenMP) shows "-".
+# runs (default 5), the peers interleaved run by run (manyhands, oneTBB,
+# OpenMP, manyhands, ...) so that a change of the machine's load falls on
+# all three alike.  Run through bench/run forkjoin.  A peer that was not
+# built (no oneTBB, no OpenMP) shows "-".
+#
+# The tree rows use spawn records (mh_spawn / mh_spawn_join); the
+# "futures" row is the same tree written with mh_executor_submit and
+# mh_future_result inside the tasks (no peer: TBB and OpenMP have no
+# futures form of a task).
 #
 # Each row gives wall-clock ns per unit and CPU ns per unit (all threads):
 # on a loaded machine the wall clock says how much CPU the program got.
@@ -17,20 +24,27 @@ NFOR=${NFOR:-100000000}
 NRED=${NRED:-100000000}
 
 . "${MH_BENCH_DIR:-$(cd "$(dirname "$0")" && pwd)}/common.bash"
-median() { bench_median_cols "$@"; }
+median() { bench_median_lines; }
 
-row() { # row PEER MODE N WORKERS
-  if [ -x "$bin/$1" ]; then median "$bin/$1" "$2" "$3" "$4"; else echo "- - -"; fi
+# rows MODE N WORKERS: the medians of manyhands, oneTBB and OpenMP, run
+# interleaved, one result line each.
+rows() {
+  local peers=(forkjoin_bench forkjoin_tbb forkjoin_omp) outs=("" "" "")
+  for _ in $(seq "$runs"); do
+    for i in 0 1 2; do
+      [ -x "$bin/${peers[$i]}" ] && outs[$i]+="$("$bin/${peers[$i]}" "$@")"$'\n'
+    done
+  done
+  for i in 0 1 2; do printf '%s' "${outs[$i]}" | median; done
 }
 
 res=()
 for spec in "tree $LEAVES 1" "tree $LEAVES 2" "for $NFOR 2" "reduce $NRED 2"; do
-  # Interleave the three programs run by run would be fairer still; the
-  # medians are taken in the same run, one program after the other.
-  for peer in forkjoin_bench forkjoin_tbb forkjoin_omp; do
-    res+=("$(row $peer $spec)")
-  done
+  while IFS= read -r l; do res+=("$l"); done < <(rows $spec)
 done
+ftree=""
+for _ in $(seq "$runs"); do ftree+="$("$bin/forkjoin_bench" ftree "$LEAVES" 1)"$'\n'; done
+res+=("$(printf '%s' "$ftree" | median)" "- - -" "- - -")
 load=$(cut -d' ' -f1 /proc/loadavg)
 
 python3 - "$load" "${res[@]}" <<'PY'
@@ -39,7 +53,8 @@ load, *r = sys.argv[1:]
 names = ["fork-join tree, 1 worker (per spawn+join)",
          "fork-join tree, 2 workers (per spawn+join)",
          "parallel_for no-op, 2 workers (per index)",
-         "parallel_reduce sum, 2 workers (per index)"]
+         "parallel_reduce sum, 2 workers (per index)",
+         "futures tree, 1 worker (per submit+result)"]
 print(f"medians of runs; load average {load} on {os.cpu_count()} CPUs")
 print(f"{'benchmark':44} {'wall ns: mh':>11} {'TBB':>8} {'OpenMP':>8}  "
       f"{'CPU ns: mh':>10} {'TBB':>8} {'OpenMP':>8}  {'mh/TBB':>7} {'mh/OMP':>7} (wall speed ratios)")

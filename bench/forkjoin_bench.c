@@ -5,6 +5,9 @@
  * beside the oneTBB and OpenMP peers.
  *
  *   forkjoin_bench tree LEAVES WORKERS   -> seconds  wall-ns  cpu-ns per spawn+join
+ *     (mh_spawn / mh_spawn_join: records on the parent's stack)
+ *   forkjoin_bench ftree LEAVES WORKERS  -> the same tree with futures
+ *     (mh_executor_submit / mh_future_result from inside the tasks)
  *   forkjoin_bench for N WORKERS         -> seconds  wall-ns  cpu-ns per index
  *   forkjoin_bench reduce N WORKERS      -> seconds  wall-ns  cpu-ns per index
  */
@@ -48,6 +51,39 @@ static int tree_task(const void *in, size_t in_size, void *out, size_t out_size,
   return 0;
 }
 
+/* The same tree with spawn records: the left half is spawned, the right
+ * half computed here, then the spawn joined. */
+typedef struct {
+  long lo, hi, sum;
+} stree_t;
+
+static int stree(void *arg) {
+  stree_t *s = arg;
+  if (s->hi - s->lo == 1) {
+    s->sum = s->lo;
+    return 0;
+  }
+  long mid = s->lo + (s->hi - s->lo) / 2;
+  stree_t left = {s->lo, mid, 0}, right = {mid, s->hi, 0};
+  mh_spawn_t t;
+  mh_spawn(g_ex, &t, stree, &left);
+  stree(&right);
+  if (mh_spawn_join(&t)) abort();
+  s->sum = left.sum + right.sum;
+  return 0;
+}
+
+static int stree_task(const void *in, size_t in_size, void *out, size_t out_size,
+                      void *ctx) {
+  (void)in_size;
+  (void)out_size;
+  (void)ctx;
+  stree_t s = *(const stree_t *)in;
+  stree(&s);
+  *(long *)out = s.sum;
+  return 0;
+}
+
 static int noop_body(size_t lo, size_t hi, void *ctx) {
   (void)ctx;
   for (size_t i = lo; i < hi; i++) __asm__ volatile("" ::"r"(i));
@@ -69,7 +105,7 @@ static void sum_join(void *l, const void *r, void *ctx) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s tree|for|reduce N WORKERS\n", argv[0]);
+    fprintf(stderr, "usage: %s tree|ftree|for|reduce N WORKERS\n", argv[0]);
     return 2;
   }
   long n = atol(argv[2]);
@@ -78,13 +114,18 @@ int main(int argc, char **argv) {
   o.workers = atoi(argv[3]);
   if (mh_executor_new(&g_ex, &o)) return 1;
   double t0, t1, c0, c1, per, units;
-  if (!strcmp(argv[1], "tree")) {
+  if (!strcmp(argv[1], "tree") || !strcmp(argv[1], "ftree")) {
     span_t root = {0, n};
+    stree_t sroot = {0, n, 0};
+    int spawn = !strcmp(argv[1], "tree");
     long sum = 0;
     mh_future_t *f;
     t0 = bench_now();
     c0 = bench_cpu_seconds();
-    if (mh_executor_submit(g_ex, tree_task, &root, sizeof root, &sum, sizeof sum, NULL, &f) ||
+    if ((spawn ? mh_executor_submit(g_ex, stree_task, &sroot, sizeof sroot, &sum, sizeof sum,
+                                    NULL, &f)
+               : mh_executor_submit(g_ex, tree_task, &root, sizeof root, &sum, sizeof sum,
+                                    NULL, &f)) ||
         mh_future_result(f, MH_FOREVER))
       return 1;
     t1 = bench_now();

@@ -18,7 +18,8 @@ nbig=${PI_N:-10000000000}      # manyhands and the 16-lane OpenMP peer
 nomp=${PI_N_OMP_SCALAR:-1000000000}
 npy=${PI_N_PY:-10000000}
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+eff=$(mktemp)
+trap 'rm -f "$out" "$eff"' EXIT
 
 # row NAME WORKERS N CMD...: run CMD (it prints "seconds cpu-seconds ..." per
 # repetition) and record the medians.
@@ -44,6 +45,8 @@ median() {
 }
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores; other jobs share them)"
+# PI_ROWS=0 skips these rows (for the efficiency rows alone).
+if [ "${PI_ROWS:-1}" != 0 ]; then
 row "manyhands-threads" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 threads "$reps"
 row "manyhands-threads" 2 "$nbig" "$bin/pi_bench" "$nbig" 2 threads "$reps"
 row "manyhands-processes" 1 "$nbig" "$bin/pi_bench" "$nbig" 1 processes "$reps"
@@ -55,6 +58,61 @@ if [ -x "$bin/pi_omp" ]; then
 fi
 row "python-tutorial" 2 "$npy" python3 "$dir/pi_peer.py" "$npy" 2 "$reps"
 row "manyhands-N=1000" 2 1000 "$bin/pi_bench" 1000 2 threads 21
+fi
+
+# The efficiency rows: the whole command (`manyhands pi N 1` against `... 2`,
+# threads and processes, and the OpenMP 16-lane peer at 1 and 2 threads)
+# under /usr/bin/time, interleaved rep by rep so that a change of the load
+# falls on all of them alike.  Efficiency = T(1) / (2 T(2)), from the medians
+# of the wall times and, paired, the median over reps of each rep's ratio;
+# user CPU / wall says how many cores the 2-worker run kept busy.
+# PI_EFF=0 skips them (they take about 6 x 2 N / rate seconds per rep).
+eff_n=${PI_EFF_N:-20000000000}
+eff_reps=${PI_EFF_REPS:-5}
+cli=${MH_CLI:-$(dirname "$bin")/manyhands}
+if [ "${PI_EFF:-1}" != 0 ] && [ -x "$cli" ]; then
+  tf=$(mktemp)
+  timed() { # timed LABEL CMD...: append "LABEL wall user"
+    local label=$1
+    shift
+    if /usr/bin/time -o "$tf" -f "%e %U" "$@" >/dev/null 2>&1; then
+      echo "$label $(tail -1 "$tf")" >>"$eff"
+    fi
+  }
+  for _ in $(seq "$eff_reps"); do
+    for w in 1 2; do
+      timed "threads-$w" "$cli" pi "$eff_n" "$w"
+      timed "processes-$w" "$cli" pi "$eff_n" "$w" --backend processes
+      if [ -x "$bin/pi_omp" ]; then timed "openmp-$w" "$bin/pi_omp" lanes "$eff_n" "$w" 1; fi
+    done
+  done
+  rm -f "$tf"
+fi
+
+python3 - "$eff" "$eff_n" "$eff_reps" <<'PY'
+import sys, statistics
+path, n, reps = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]
+runs = {}
+for line in open(path):
+    label, wall, user = line.split()
+    runs.setdefault(label, []).append((float(wall), float(user)))
+if runs:
+    print(f"parallel efficiency at 2 workers, N={n}, whole command under /usr/bin/time, "
+          f"{reps} interleaved reps; load average now "
+          + " ".join(open("/proc/loadavg").read().split()[:3]))
+    print(f"{'job':<12}{'wall 1':>9}{'wall 2':>9}{'user/wall 2':>13}{'eff (medians)':>15}"
+          f"{'eff (paired median)':>21}{'eff per rep':>14}")
+for job in ("threads", "processes", "openmp"):
+    a, b = runs.get(job + "-1"), runs.get(job + "-2")
+    if not a or not b:
+        continue
+    w1 = statistics.median(x[0] for x in a)
+    w2 = statistics.median(x[0] for x in b)
+    uw = statistics.median(x[1] / x[0] for x in b if x[0] > 0)
+    per = [x[0] / (2 * y[0]) for x, y in zip(a, b) if y[0] > 0]
+    print(f"{job:<12}{w1:>9.3f}{w2:>9.3f}{uw:>13.2f}{w1 / (2 * w2) * 100:>14.1f}%"
+          f"{statistics.median(per) * 100:>20.1f}%  " + " ".join(f"{p * 100:.0f}" for p in per))
+PY
 
 python3 - "$out" "$reps" <<'PY'
 import sys

@@ -175,6 +175,207 @@ static void chain_on(int workers, int depth) {
 TEST(chain_1e4_one_worker) { chain_on(1, 10000); }
 TEST(chain_1e4_two_workers) { chain_on(2, 10000); }
 
+/* ---- spawn records (mh_spawn / mh_spawn_join) ------------------------- */
+
+typedef struct {
+  mh_executor_t *ex;
+  uint64_t lo, hi, sum;
+  unsigned sleep_us; /* a random sleep of up to this at some leaves, or 0 */
+  uint64_t fail_at;  /* the leaf that fails with MH_EUSER - 2, or UINT64_MAX */
+  int mix;           /* also submit a future at every 64th node */
+} sp_node_t;
+
+static int sp_tree(void *arg);
+
+static int sp_future_task(const void *in, size_t in_size, void *out, size_t out_size,
+                          void *ctx) {
+  (void)in_size;
+  (void)out_size;
+  (void)ctx;
+  sp_node_t n = *(const sp_node_t *)in;
+  int rc = sp_tree(&n);
+  *(uint64_t *)out = n.sum;
+  return rc;
+}
+
+/* Spawns the left half (and, when `mix`, runs a quarter of it through a
+ * future instead at some nodes), computes the right half, joins. */
+static int sp_tree(void *arg) {
+  sp_node_t *n = arg;
+  if (n->hi - n->lo == 1) {
+    if (n->sleep_us && n->lo % 7 == 0) {
+      uint64_t s = n->lo * 0x9e3779b97f4a7c15ull + 1;
+      usleep((useconds_t)(rnd_next(&s) % n->sleep_us));
+    }
+    if (n->lo == n->fail_at) return MH_EUSER - 2;
+    n->sum = n->lo;
+    return 0;
+  }
+  uint64_t mid = n->lo + (n->hi - n->lo) / 2;
+  sp_node_t left = *n, right = *n;
+  left.hi = mid;
+  right.lo = mid;
+  mh_spawn_t t;
+  mh_future_t *f = NULL;
+  uint64_t fsum = 0;
+  int frc = 1;
+  if (n->mix && (n->lo / 2) % 64 == 0 && n->hi - n->lo >= 4) {
+    /* A submit fails once shutdown began; a spawn never does. */
+    frc = mh_executor_submit(n->ex, sp_future_task, &left, sizeof left, &fsum,
+                             sizeof fsum, NULL, &f);
+    if (frc) {
+      ASSERT_EQ(frc, MH_ESHUTDOWN);
+      f = NULL;
+    }
+  }
+  if (!f) ASSERT_EQ(mh_spawn(n->ex, &t, sp_tree, &left), 0);
+  int rrc = sp_tree(&right);
+  int lrc;
+  if (f) {
+    lrc = mh_future_result(f, MH_FOREVER);
+    mh_future_release(f);
+    left.sum = fsum;
+  } else {
+    lrc = mh_spawn_join(&t);
+  }
+  n->sum = left.sum + right.sum;
+  return lrc ? lrc : rrc;
+}
+
+static int sp_root_task(const void *in, size_t in_size, void *out, size_t out_size,
+                        void *ctx) {
+  return sp_future_task(in, in_size, out, out_size, ctx);
+}
+
+static int sp_run(mh_executor_t *ex, sp_node_t root, uint64_t *sum) {
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, sp_root_task, &root, sizeof root, sum, sizeof *sum, NULL, &f);
+  if (rc) return rc;
+  rc = mh_future_result(f, MH_FOREVER);
+  mh_future_release(f);
+  return rc;
+}
+
+static void spawn_tree_on(int workers, uint64_t leaves, unsigned sleep_us, int mix) {
+  mh_executor_t *ex = threads(workers);
+  sp_node_t root = {ex, 0, leaves, 0, sleep_us, UINT64_MAX, mix};
+  for (int rep = 0; rep < 3; rep++) {
+    uint64_t sum = 0;
+    ASSERT_EQ(sp_run(ex, root, &sum), 0);
+    ASSERT_UEQ(sum, leaves * (leaves - 1) / 2);
+  }
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
+TEST(spawn_tree_1e6_one_worker) { spawn_tree_on(1, 1000000, 0, 0); }
+TEST(spawn_tree_1e6_two_workers) { spawn_tree_on(2, 1000000, 0, 0); }
+TEST(spawn_tree_1e6_eight_workers) { spawn_tree_on(8, 1000000, 0, 0); }
+/* Sleeping leaves make thieves hold records long enough for their joiners
+ * to run out of work and sleep on the record's word. */
+TEST(spawn_tree_random_sleeps) { spawn_tree_on(4, 3000, 400, 0); }
+TEST(spawn_tree_mixed_with_futures) { spawn_tree_on(3, 200000, 0, 1); }
+
+TEST(spawn_error_leaf_to_root) {
+  for (int w = 1; w <= 4; w += 3) {
+    mh_executor_t *ex = threads(w);
+    sp_node_t root = {ex, 0, 100000, 0, 0, 4242, 0};
+    uint64_t sum = 0;
+    ASSERT_EQ(sp_run(ex, root, &sum), MH_EUSER - 2);
+    mh_executor_free(ex);
+  }
+}
+
+static int sp_add(void *arg) {
+  atomic_fetch_add((_Atomic int *)arg, 1);
+  return 7;
+}
+
+/* Outside a worker (or on another executor) the child runs at once. */
+TEST(spawn_outside_runs_inline) {
+  mh_executor_t *ex = threads(2);
+  _Atomic int n = 0;
+  mh_spawn_t t;
+  ASSERT_EQ(mh_spawn(ex, &t, sp_add, &n), 0);
+  ASSERT_EQ(atomic_load(&n), 1);
+  ASSERT_EQ(mh_spawn_join(&t), 7);
+  ASSERT_EQ(mh_spawn(NULL, &t, sp_add, &n), MH_EINVAL);
+  ASSERT_EQ(mh_spawn(ex, &t, NULL, &n), MH_EINVAL);
+  ASSERT_EQ(mh_spawn_join(NULL), MH_EINVAL);
+  mh_executor_free(ex);
+}
+
+/* Many children spawned at once, joined in an order unlike the spawn
+ * order (oldest first, so the join must run the newer ones first). */
+typedef struct {
+  mh_executor_t *ex;
+  _Atomic int *count;
+} fan_t;
+
+static int fan_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx) {
+  (void)in_size;
+  (void)out;
+  (void)out_size;
+  (void)ctx;
+  const fan_t *fa = in;
+  enum { K = 300 };
+  mh_spawn_t t[K];
+  for (int i = 0; i < K; i++) ASSERT_EQ(mh_spawn(fa->ex, &t[i], sp_add, fa->count), 0);
+  for (int i = 0; i < K; i += 2) ASSERT_EQ(mh_spawn_join(&t[i]), 7);
+  for (int i = K - 1; i > 0; i -= 2) ASSERT_EQ(mh_spawn_join(&t[i]), 7);
+  return 0;
+}
+
+TEST(spawn_fan_join_any_order) {
+  for (int w = 1; w <= 4; w++) {
+    mh_executor_t *ex = threads(w);
+    _Atomic int count = 0;
+    fan_t fa = {ex, &count};
+    mh_future_t *fs[16];
+    for (int i = 0; i < 16; i++)
+      ASSERT_EQ(mh_executor_submit(ex, fan_task, &fa, sizeof fa, NULL, 0, NULL, &fs[i]), 0);
+    for (int i = 0; i < 16; i++) {
+      ASSERT_EQ(mh_future_result(fs[i], MH_FOREVER), 0);
+      mh_future_release(fs[i]);
+    }
+    ASSERT_EQ(atomic_load(&count), 16 * 300);
+    mh_executor_free(ex);
+  }
+}
+
+typedef struct {
+  mh_executor_t *ex;
+  int rc;
+  uint64_t sum;
+} bg_sp_t;
+
+static void bg_spawn_tree(void *arg) {
+  bg_sp_t *b = arg;
+  sp_node_t root = {b->ex, 0, 2000000, 0, 0, UINT64_MAX, 1};
+  b->rc = sp_run(b->ex, root, &b->sum);
+}
+
+/* Shutdown, waiting or cancelling, while a spawn tree grows: no hang, and
+ * the tree completes right or says it was cancelled. */
+TEST(spawn_shutdown_while_tree_runs) {
+  for (int round = 0; round < 6; round++) {
+    mh_executor_t *ex = threads(1 + round % 3);
+    bg_sp_t b = {ex, 1, 0};
+    mh_thread_t *t;
+    ASSERT_EQ(mh_thread_start(&t, bg_spawn_tree, &b, NULL), 0);
+    usleep((useconds_t)(1000 * (1 + round * 3)));
+    unsigned fl = MH_SHUTDOWN_WAIT | ((round & 1) ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
+    ASSERT_EQ(mh_executor_shutdown(ex, fl), 0);
+    ASSERT_EQ(mh_thread_join(t, MH_FOREVER), 0);
+    mh_thread_free(t);
+    if (b.rc == 0)
+      ASSERT_UEQ(b.sum, 2000000ull * 1999999 / 2);
+    else
+      ASSERT(b.rc == MH_ECANCELED || b.rc == MH_ESHUTDOWN);
+    mh_executor_free(ex);
+  }
+}
+
 /* ---- random sleeps, errors, shutdown ---------------------------------- */
 
 TEST(tree_random_sleeps) {

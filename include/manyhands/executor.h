@@ -624,6 +624,43 @@ MH_EXTERN int mh_task_group_cancelled(const mh_task_group_t *g);
  *         freed; wait first) */
 MH_EXTERN int mh_task_group_free(mh_task_group_t *g);
 
+/** The body of a spawned task: fn(arg); its return is mh_spawn_join's. */
+typedef int (*mh_spawn_fn)(void *arg);
+
+/** A spawn record: a join-in-scope task that lives in its parent's frame
+ * (usually on the stack), as in Cilk or libfork.  Caller-allocated; the
+ * fields are private (read and written by the library only). */
+typedef struct mh_spawn_s {
+  mh_spawn_fn fn_; /* private */
+  void *arg_;      /* private */
+  int state_;      /* private: accessed atomically */
+  int rc_;         /* private */
+} mh_spawn_t;
+
+/** Spawn fn(arg) as a child of the running task: the cheapest fork of
+ * fork-join (no future, no allocation, no reference count; a push onto the
+ * worker's deque).  Idle workers may steal it; otherwise mh_spawn_join runs
+ * it on the spot.  The contract, as Cilk's: every spawn is joined, by
+ * mh_spawn_join on the same thread, before `t` goes out of scope.  Called
+ * from a thread that is not a worker of `ex` (or when the deque cannot
+ * grow), fn runs at once on the calling thread and the join only returns
+ * its code.  There is no Python equivalent (Python's executors only have
+ * futures; mh_executor_submit + mh_future_result is the futures form).
+ * @param ex the thread executor whose task is calling
+ * @param t the record (stays valid until mh_spawn_join returns)
+ * @param fn the child
+ * @param arg its argument
+ * @return 0, or MH_EINVAL for a NULL argument (then nothing was spawned) */
+MH_EXTERN int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg);
+
+/** Join a spawn: run the child here if nobody stole it, else help (run
+ * other pending work) until its thief is done.
+ * @param t a record passed to mh_spawn on this thread, not yet joined
+ * @return the child's return value; MH_ECANCELED if a cancelling shutdown
+ *         (MH_SHUTDOWN_CANCEL_FUTURES) began before it started; MH_EINVAL
+ *         for NULL */
+MH_EXTERN int mh_spawn_join(mh_spawn_t *t);
+
 /** The body of mh_parallel_for: handle indices [lo, hi).
  * A non-zero return is the loop's result (the first failing chunk's). */
 typedef int (*mh_range_fn)(size_t lo, size_t hi, void *ctx);

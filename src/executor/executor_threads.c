@@ -57,9 +57,17 @@
  * push onto it); after a cancelling shutdown what it pops from a deque is
  * cancelled, not run.
  *
+ * Spawn records (mh_spawn / mh_spawn_join) share the deques: an item is a
+ * future or, tagged with the low bit, a record on the spawning task's
+ * stack.  The record's fields are written before the push (whose release
+ * store of bottom publishes them), only the thread that took the item off a
+ * deque runs it, and a thief's last touch is the exchange of the record's
+ * state word: after it the joiner may return and the frame end.
+ *
  * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
  * holding the queue's reference; the inbox holds futures not yet counted in
- * len; a deque's slots top..bottom-1 hold futures with the deque's reference,
+ * len; a deque's slots top..bottom-1 hold futures with the deque's reference
+ * or spawn records not yet taken,
  * and a ring replaced by a bigger one stays allocated until pool_free; `idle` counts the workers inside worker_main's sleep loop; alive <=
  * nthreads.
  *
@@ -127,7 +135,7 @@ typedef struct tpool {
 typedef struct dq_ring {
   struct dq_ring *older; /* W: rings replaced by this one, freed at the end */
   int64_t mask;          /* I */
-  _Atomic(mh_future_t *) slot[]; /* A */
+  _Atomic uintptr_t slot[]; /* A: an item (see "items" below) */
 } dq_ring_t;
 
 /* One worker: its deque and its state.  top is CASed by thieves and by the
@@ -145,8 +153,21 @@ typedef struct tworker {
 
 #define DQ_FIRST 256
 
-/* The worker running on this thread (NULL elsewhere). */
-static _Thread_local tworker_t *tls_self;
+/* Items of a deque: a future (a task submitted by a worker), or a spawn
+ * record (mh_spawn: a join-in-scope task on its parent's stack) tagged with
+ * the low bit.  Both are at least 8-byte aligned.  0 is no item. */
+#define SPAWN_TAG ((uintptr_t)1)
+
+/* A spawn record's state word: queued, done, or queued with its joiner
+ * asleep on the word (the thief that finishes it must wake it). */
+#define SP_QUEUED 0
+#define SP_DONE 1
+#define SP_SLEEPER 2
+
+/* The worker running on this thread (NULL elsewhere).  Initial-exec: the
+ * library is linked, not dlopen'ed, and a spawn reads this on every call,
+ * where the general-dynamic model would cost a call to __tls_get_addr. */
+static _Thread_local tworker_t *tls_self __attribute__((tls_model("initial-exec")));
 
 static dq_ring_t *ring_new(int64_t cap) {
   dq_ring_t *r = mh__malloc(sizeof *r + (size_t)cap * sizeof r->slot[0]);
@@ -156,23 +177,28 @@ static dq_ring_t *ring_new(int64_t cap) {
   return r;
 }
 
-/* Owner: push f at the bottom.  0, or MH_ENOMEM when the ring cannot grow. */
-static int dq_push(tworker_t *w, mh_future_t *f) {
+/* Owner: replace a full ring by one twice its size; the new ring, or NULL
+ * when out of memory.  Rare, so kept out of the push's inlined path. */
+static __attribute__((noinline, cold)) dq_ring_t *dq_grow(tworker_t *w, dq_ring_t *r,
+                                                          int64_t t, int64_t b) {
+  dq_ring_t *n = ring_new(2 * (r->mask + 1));
+  if (!n) return NULL;
+  for (int64_t i = t; i < b; i++)
+    atomic_store_explicit(&n->slot[i & n->mask],
+                          atomic_load_explicit(&r->slot[i & r->mask], memory_order_relaxed),
+                          memory_order_relaxed);
+  n->older = r;
+  atomic_store_explicit(&w->ring, n, memory_order_release);
+  return n;
+}
+
+/* Owner: push item f at the bottom.  0, or MH_ENOMEM when the ring cannot
+ * grow.  Inlined: a spawn is little more than this. */
+static inline __attribute__((always_inline)) int dq_push(tworker_t *w, uintptr_t f) {
   int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed);
   int64_t t = atomic_load_explicit(&w->top, memory_order_acquire);
   dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
-  if (b - t > r->mask) {
-    dq_ring_t *n = ring_new(2 * (r->mask + 1));
-    if (!n) return MH_ENOMEM;
-    for (int64_t i = t; i < b; i++)
-      atomic_store_explicit(&n->slot[i & n->mask],
-                            atomic_load_explicit(&r->slot[i & r->mask],
-                                                 memory_order_relaxed),
-                            memory_order_relaxed);
-    n->older = r;
-    atomic_store_explicit(&w->ring, n, memory_order_release);
-    r = n;
-  }
+  if (b - t > r->mask && !(r = dq_grow(w, r, t, b))) return MH_ENOMEM;
   atomic_store_explicit(&r->slot[b & r->mask], f, memory_order_relaxed);
   /* The paper's release fence before the store of bottom, as a release
    * store: a thief that acquires bottom sees the slot and f's fields (and
@@ -181,14 +207,14 @@ static int dq_push(tworker_t *w, mh_future_t *f) {
   return 0;
 }
 
-/* Owner: take from the bottom (newest first); NULL when empty. */
-static mh_future_t *dq_take(tworker_t *w) {
+/* Owner: take from the bottom (newest first); 0 when empty. */
+static inline __attribute__((always_inline)) uintptr_t dq_take(tworker_t *w) {
   int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed) - 1;
   dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
   atomic_store_explicit(&w->bottom, b, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst);
   int64_t t = atomic_load_explicit(&w->top, memory_order_relaxed);
-  mh_future_t *f = NULL;
+  uintptr_t f = 0;
   if (t <= b) {
     f = atomic_load_explicit(&r->slot[b & r->mask], memory_order_relaxed);
     if (t == b) {
@@ -196,7 +222,7 @@ static mh_future_t *dq_take(tworker_t *w) {
       if (!atomic_compare_exchange_strong_explicit(&w->top, &t, t + 1,
                                                    memory_order_seq_cst,
                                                    memory_order_relaxed))
-        f = NULL;
+        f = 0;
       atomic_store_explicit(&w->bottom, b + 1, memory_order_relaxed);
     }
   } else {
@@ -205,19 +231,19 @@ static mh_future_t *dq_take(tworker_t *w) {
   return f;
 }
 
-/* Any thread: take from the top (oldest first); NULL when empty or when
+/* Any thread: take from the top (oldest first); 0 when empty or when
  * another thief won the race. */
-static mh_future_t *dq_steal(tworker_t *w) {
+static uintptr_t dq_steal(tworker_t *w) {
   int64_t t = atomic_load_explicit(&w->top, memory_order_acquire);
   atomic_thread_fence(memory_order_seq_cst);
   int64_t b = atomic_load_explicit(&w->bottom, memory_order_acquire);
-  if (t >= b) return NULL;
+  if (t >= b) return 0;
   dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_acquire);
-  mh_future_t *f = atomic_load_explicit(&r->slot[t & r->mask], memory_order_relaxed);
+  uintptr_t f = atomic_load_explicit(&r->slot[t & r->mask], memory_order_relaxed);
   if (!atomic_compare_exchange_strong_explicit(&w->top, &t, t + 1,
                                                memory_order_seq_cst,
                                                memory_order_relaxed))
-    return NULL;
+    return 0;
   return f;
 }
 
@@ -232,22 +258,22 @@ static int any_deque_nonempty(tpool_t *p) {
   return 0;
 }
 
-/* Steal one future from another worker, starting at a random victim. */
-static mh_future_t *steal_any(tworker_t *self) {
+/* Steal one item from another worker, starting at a random victim. */
+static uintptr_t steal_any(tworker_t *self) {
   tpool_t *p = self->p;
   int n = p->nthreads;
-  if (n < 2) return NULL;
+  if (n < 2) return 0;
   self->rng = self->rng * 1103515245u + 12345u;
   int start = (int)((self->rng >> 16) % (unsigned)n);
   for (int k = 0; k < n; k++) {
     tworker_t *v = &p->workers[(start + k) % n];
     if (v == self) continue;
     for (int tries = 0; tries < 4 && dq_nonempty(v); tries++) {
-      mh_future_t *f = dq_steal(v);
+      uintptr_t f = dq_steal(v);
       if (f) return f;
     }
   }
-  return NULL;
+  return 0;
 }
 
 /* ---- the inbox and the FIFO -------------------------------------------- */
@@ -303,6 +329,27 @@ static void run_one(tworker_t *w, mh_future_t *f, int spawned) {
   }
 }
 
+/* Run a spawn record this worker took off a deque (its own, or a steal).
+ * After the exchange on `state` the record may be gone (its joiner returns
+ * and its frame ends): the wake-up only hands the word's address to the
+ * kernel, which looks it up and finds nobody when nobody waits. */
+static void run_spawn(tworker_t *w, mh_spawn_t *t) {
+  int rc = atomic_load_explicit(&w->p->cancelling, memory_order_relaxed)
+               ? MH_ECANCELED
+               : t->fn_(t->arg_);
+  t->rc_ = rc;
+  if (__atomic_exchange_n(&t->state_, SP_DONE, __ATOMIC_ACQ_REL) == SP_SLEEPER)
+    mh__futex_wake(&t->state_, 1, MH__FUTEX_PRIVATE);
+}
+
+/* Run an item taken off a deque. */
+static void run_item(tworker_t *w, uintptr_t it) {
+  if (it & SPAWN_TAG)
+    run_spawn(w, (mh_spawn_t *)(it & ~SPAWN_TAG));
+  else
+    run_one(w, (mh_future_t *)it, 1);
+}
+
 /* Run the worker's batch.  It is kept in w->batch, not on the stack, so that
  * a task of the batch that waits can run the rest of it (help first). */
 static void run_batch(tworker_t *w, mh_future_t *f) {
@@ -337,23 +384,24 @@ static mh_future_t *take_shared(tpool_t *p) {
  * deques, then the shared FIFO.  1 if it ran one. */
 static int help_once(void) {
   tworker_t *w = tls_self;
-  int spawned = 1;
-  mh_future_t *f = dq_take(w);
-  if (!f && w->batch) {
-    spawned = 0;
-    f = w->batch;
+  uintptr_t it = dq_take(w);
+  if (!it) it = w->batch ? 0 : steal_any(w);
+  if (it) {
+    run_item(w, it);
+    return 1;
+  }
+  mh_future_t *f = w->batch;
+  if (f) {
     w->batch = *mh__future_link(f);
-  }
-  if (!f) {
-    spawned = 1;
-    f = steal_any(w);
-  }
-  if (!f) {
-    spawned = 0;
+  } else {
+    if ((it = steal_any(w))) {
+      run_item(w, it);
+      return 1;
+    }
     f = take_shared(w->p);
+    if (!f) return 0;
   }
-  if (!f) return 0;
-  run_one(w, f, spawned);
+  run_one(w, f, 0);
   return 1;
 }
 
@@ -366,10 +414,10 @@ mh_executor_t *mh__worker_executor(void) {
 static int run_local(tworker_t *w) {
   int ran = 0;
   for (;;) {
-    mh_future_t *f = dq_take(w);
-    if (!f) f = steal_any(w);
-    if (!f) return ran;
-    run_one(w, f, 1);
+    uintptr_t it = dq_take(w);
+    if (!it) it = steal_any(w);
+    if (!it) return ran;
+    run_item(w, it);
     ran = 1;
   }
 }
@@ -560,21 +608,95 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
 /* A worker's own spawn: onto its deque, where it (LIFO) or a thief (FIFO)
  * takes it.  The wake-up rule is the inbox's: an idle worker and nobody
  * spinning means somebody must be signalled, under the lock. */
-static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
-  mh_future_retain(f);
-  if (dq_push(w, f)) {
-    mh_future_release(f);
-    return MH_ENOMEM;
-  }
+static inline void wake_for_deque(tpool_t *p) {
   if (p->nthreads > 1) {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0) {
+    if (atomic_load_explicit(&p->idle, memory_order_relaxed) > 0 &&
+        atomic_load_explicit(&p->spinning, memory_order_relaxed) == 0) {
       pthread_mutex_lock(&p->lock);
       pthread_cond_signal(&p->cond);
       pthread_mutex_unlock(&p->lock);
     }
   }
+}
+
+static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
+  mh_future_retain(f);
+  if (dq_push(w, (uintptr_t)f)) {
+    mh_future_release(f);
+    return MH_ENOMEM;
+  }
+  wake_for_deque(p);
   return 0;
+}
+
+/* ---- spawn records (mh_spawn / mh_spawn_join) -------------------------- */
+
+/* A spawn record lives on its parent's stack and is joined before that
+ * frame ends, so a spawn allocates nothing, counts no reference and sets up
+ * no callback: a push onto the worker's deque.  The join takes the newest
+ * item off the same deque, and in the common case (nobody stole it) that
+ * item is the record itself, run inline like a plain call, with no atomic
+ * read-modify-write and nothing to publish.  Only a stolen record goes
+ * through its state word (SP_*), which its thief writes last. */
+int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg) {
+  if (!t || !fn || !ex) return MH_EINVAL;
+  t->fn_ = fn;
+  t->arg_ = arg;
+  t->rc_ = 0;
+  /* Written before the push, whose release store of bottom publishes the
+   * record to thieves: a thief may finish it before mh_spawn returns. */
+  t->state_ = SP_QUEUED;
+  tworker_t *w = tls_self;
+  if (w && w->p->ex == ex && !dq_push(w, (uintptr_t)t | SPAWN_TAG)) {
+    wake_for_deque(w->p);
+    return 0;
+  }
+  /* Not a worker of ex (or its deque could not grow): run it here, as a
+   * serial program would. */
+  t->rc_ = fn(arg);
+  t->state_ = SP_DONE;
+  return 0;
+}
+
+int mh_spawn_join(mh_spawn_t *t) {
+  if (!t) return MH_EINVAL;
+  if (__atomic_load_n(&t->state_, __ATOMIC_ACQUIRE) == SP_DONE) return t->rc_;
+  tworker_t *w = tls_self;
+  const uintptr_t self = (uintptr_t)t | SPAWN_TAG;
+  /* Items above t on the deque were pushed after it (spawned and not yet
+   * joined); if t was stolen, everything older than it was stolen first, so
+   * taking from the bottom meets t, or empties the deque. */
+  for (uintptr_t it; (it = dq_take(w));) {
+    if (it == self) {
+      if (atomic_load_explicit(&w->p->cancelling, memory_order_relaxed))
+        return MH_ECANCELED;
+      return t->fn_(t->arg_);
+    }
+    run_item(w, it);
+    if (__atomic_load_n(&t->state_, __ATOMIC_ACQUIRE) == SP_DONE) return t->rc_;
+  }
+  /* Stolen: help until the thief is done, then sleep on the word in short
+   * naps (SP_SLEEPER asks the thief for a wake-up). */
+  const mh__spin_policy_t pol = MH__SPIN_HELP_WAIT;
+  mh__spin_t sp = MH__SPIN_INIT;
+  int v;
+  while ((v = __atomic_load_n(&t->state_, __ATOMIC_ACQUIRE)) != SP_DONE) {
+    if (help_once()) {
+      mh__spin_reset(&sp);
+      continue;
+    }
+    if (mh__spin_again(&sp, &pol)) continue;
+    if (v == SP_QUEUED &&
+        !__atomic_compare_exchange_n(&t->state_, &v, SP_SLEEPER, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+      continue;
+    mh__deadline_t dl;
+    mh__deadline_init(&dl, MH__HELP_NAP);
+    mh__futex_wait(&t->state_, SP_SLEEPER, &dl, MH__FUTEX_PRIVATE);
+    mh__spin_reset(&sp);
+  }
+  return t->rc_;
 }
 
 static int tp_submit(mh_executor_t *ex, mh_future_t *f) {

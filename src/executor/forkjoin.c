@@ -3,11 +3,13 @@
  * executor's fork-join support (help-first waits, work-stealing deques; see
  * executor_threads.c).
  *
- * Everything here is built from mh_executor_submit and waits: a task that
- * splits a range submits one half (onto its worker's deque) and runs the
- * other itself, then waits for the first, helping meanwhile.  Nodes of the
- * split tree live on the stack of the task that waits for them, so a split
- * allocates nothing beyond its future.
+ * Groups are built from mh_executor_submit and waits.  parallel_for and
+ * parallel_reduce are built from spawn records (mh_spawn, in
+ * executor_threads.c): a node that splits a range spawns one half (onto its
+ * worker's deque) and runs the other itself, then joins the first, running
+ * it on the spot unless a thief took it.  Nodes of the split tree, their
+ * spawn records and their accumulators live on the stack of the node that
+ * joins them, so a split allocates nothing.
  *
  * Task groups.  `live` counts the members submitted and not yet ended; its
  * top bit (WAITBIT) says an outside waiter sleeps on it with a futex.  A
@@ -186,21 +188,15 @@ typedef struct {
   void *ctx;
 } pf_node_t;
 
-static int pf_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx);
-
-static int pf_run(const pf_node_t *n) {
+static int pf_run(void *arg) {
+  const pf_node_t *n = arg;
   if (n->hi - n->lo <= n->grain) return n->body(n->lo, n->hi, n->ctx);
   pf_node_t left = *n, right = *n;
   left.hi = right.lo = n->lo + (n->hi - n->lo) / 2;
-  mh_future_t *f;
-  if (mh_executor_submit(n->ex, pf_task, &right, sizeof right, NULL, 0, NULL, &f)) {
-    /* Shut down or out of memory: do both halves here. */
-    int rc = pf_run(&left);
-    return rc ? rc : pf_run(&right);
-  }
+  mh_spawn_t t;
+  (void)mh_spawn(n->ex, &t, pf_run, &right); /* cannot fail: all set */
   int lrc = pf_run(&left);
-  int rrc = mh_future_result(f, MH_FOREVER);
-  mh_future_release(f);
+  int rrc = mh_spawn_join(&t);
   return lrc ? lrc : rrc;
 }
 
@@ -209,7 +205,8 @@ static int pf_task(const void *in, size_t in_size, void *out, size_t out_size, v
   (void)out;
   (void)out_size;
   (void)ctx;
-  return pf_run(in);
+  pf_node_t n = *(const pf_node_t *)in;
+  return pf_run(&n);
 }
 
 int mh_parallel_for(mh_executor_t *ex, size_t begin, size_t end, size_t grain,
@@ -239,41 +236,36 @@ typedef struct {
   void *ctx;
 } rd_shared_t;
 
+/* A node of the split tree and where its result goes. */
 typedef struct {
   const rd_shared_t *sh;
   size_t lo, hi;
+  void *acc;
 } rd_node_t;
 
 typedef struct {
   alignas(max_align_t) unsigned char b[MH_REDUCE_MAX_ACC];
 } rd_acc_t;
 
-static int rd_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx);
-
 /* The split points depend on lo, hi and grain only: the tree, and so the
  * order of every join, is the same whoever runs which node. */
-static int rd_run(const rd_node_t *n, void *acc) {
+static int rd_run(void *arg) {
+  const rd_node_t *n = arg;
   const rd_shared_t *sh = n->sh;
   if (n->hi - n->lo <= sh->grain) {
-    memcpy(acc, sh->identity, sh->acc_size);
-    return sh->leaf(n->lo, n->hi, acc, sh->ctx);
+    memcpy(n->acc, sh->identity, sh->acc_size);
+    return sh->leaf(n->lo, n->hi, n->acc, sh->ctx);
   }
+  rd_acc_t racc;
   rd_node_t left = *n, right = *n;
   left.hi = right.lo = n->lo + (n->hi - n->lo) / 2;
-  rd_acc_t racc;
-  mh_future_t *f;
-  int rrc, lrc;
-  if (mh_executor_submit(sh->ex, rd_task, &right, sizeof right, racc.b, sh->acc_size,
-                         NULL, &f)) {
-    lrc = rd_run(&left, acc);
-    rrc = lrc ? 0 : rd_run(&right, racc.b);
-  } else {
-    lrc = rd_run(&left, acc);
-    rrc = mh_future_result(f, MH_FOREVER);
-    mh_future_release(f);
-  }
+  right.acc = racc.b;
+  mh_spawn_t t;
+  (void)mh_spawn(sh->ex, &t, rd_run, &right); /* cannot fail: all set */
+  int lrc = rd_run(&left);
+  int rrc = mh_spawn_join(&t);
   if (lrc || rrc) return lrc ? lrc : rrc;
-  sh->join(acc, racc.b, sh->ctx);
+  sh->join(n->acc, racc.b, sh->ctx);
   return 0;
 }
 
@@ -281,7 +273,9 @@ static int rd_task(const void *in, size_t in_size, void *out, size_t out_size, v
   (void)in_size;
   (void)out_size;
   (void)ctx;
-  return rd_run(in, out);
+  rd_node_t n = *(const rd_node_t *)in;
+  n.acc = out;
+  return rd_run(&n);
 }
 
 int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end, size_t grain,
@@ -297,7 +291,7 @@ int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end, size_t grain
     if (grain < 1024) grain = 1024;
   }
   rd_shared_t sh = {ex, grain, acc_size, identity, leaf, join, ctx};
-  rd_node_t root = {&sh, begin, end};
+  rd_node_t root = {&sh, begin, end, NULL};
   rd_acc_t acc;
   int rc = run_root(ex, rd_task, &root, sizeof root, acc.b, acc_size);
   if (!rc) memcpy(result, acc.b, acc_size);

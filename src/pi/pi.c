@@ -10,6 +10,19 @@
  *    full but the last; the split does not depend on the worker count.
  *  - mh_pi_run keeps at most a fixed window of blocks in flight; its memory
  *    does not depend on n.
+ *
+ * Two ways to run the blocks, with the same counts:
+ *  - Thread executors: one task submitted from the caller splits the block
+ *    range in halves down to single blocks with spawn records (mh_spawn),
+ *    so the workers balance the load by stealing and never wait for the
+ *    caller; the tail is at most one block per worker.  The caller only
+ *    waits, waking to report progress (a counter the leaves add to) and to
+ *    poll the cancel flag (which sets `stop`, which every node reads before
+ *    it splits or counts).
+ *  - Other backends (processes, MPI): the ring below, where the caller
+ *    keeps a window of multi-block tasks in flight and collects them in
+ *    order (a worker process cannot spawn, and a dead worker's task is
+ *    submitted again in its place).
  */
 #include <math.h>
 #include <signal.h>
@@ -283,6 +296,125 @@ static int cancelled(const mh_pi_options_t *opts) {
   return opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED);
 }
 
+/* ---- the thread backend: a fork-join tree of blocks ---------------------- */
+
+/* Shared by the nodes of one run.  `done` is added to by the leaves (one
+ * relaxed add per block, so a few hundred per second per worker) and read
+ * by the caller for progress; it sits on its own line so that the leaves'
+ * adds do not disturb the read-only fields the nodes load. */
+typedef struct {
+  uint64_t seed, nblocks, last_points;
+  mh_pi_kernel_t kernel;
+  mh_executor_t *ex;
+  _Alignas(MH__CACHE_LINE) uint64_t done; /* atomic: points counted */
+  int stop;                               /* atomic: 1 once cancelled */
+} pi_fj_t;
+
+/* A node: blocks lo..hi-1, and what they counted. */
+typedef struct {
+  pi_fj_t *sh;
+  uint64_t lo, hi;
+  uint64_t inside, points;
+} pi_fj_node_t;
+
+/* Only the caller reads opts->cancel (as on the ring path: a caller may
+ * write the flag plainly, from its progress callback); it sets `stop`. */
+static int pi_fj_stopped(const pi_fj_t *sh) {
+  return __atomic_load_n(&sh->stop, __ATOMIC_RELAXED);
+}
+
+static int pi_fj_node(void *arg) {
+  pi_fj_node_t *n = arg;
+  pi_fj_t *sh = n->sh;
+  n->inside = n->points = 0;
+  if (pi_fj_stopped(sh)) return MH_ECANCELED;
+  if (n->hi - n->lo == 1) {
+    uint64_t np = n->lo + 1 == sh->nblocks ? sh->last_points : MH_PI_BLOCK_POINTS;
+    n->inside = count_block(sh->seed, n->lo, np, sh->kernel);
+    n->points = np;
+    __atomic_fetch_add(&sh->done, np, __ATOMIC_RELAXED);
+    return 0;
+  }
+  /* The split depends on lo and hi only.  The right half is spawned: a
+   * thief takes the oldest (largest) pieces first, the owner works down
+   * the left. */
+  uint64_t mid = n->lo + (n->hi - n->lo) / 2;
+  pi_fj_node_t left = {sh, n->lo, mid, 0, 0}, right = {sh, mid, n->hi, 0, 0};
+  mh_spawn_t t;
+  (void)mh_spawn(sh->ex, &t, pi_fj_node, &right); /* cannot fail: all set */
+  int lrc = pi_fj_node(&left);
+  int rrc = mh_spawn_join(&t);
+  /* Cancelled halves still report the whole blocks they counted. */
+  n->inside = left.inside + right.inside;
+  n->points = left.points + right.points;
+  return lrc ? lrc : rrc;
+}
+
+typedef struct {
+  pi_fj_t *sh;
+} pi_fj_root_in_t;
+
+static int pi_fj_root(const void *in, size_t in_size, void *out, size_t out_size,
+                      void *ctx) {
+  MH__UNUSED(in_size);
+  MH__UNUSED(out_size);
+  MH__UNUSED(ctx);
+  const pi_fj_root_in_t *r = in;
+  pi_fj_node_t *root = out;
+  root->sh = r->sh;
+  root->lo = 0;
+  root->hi = r->sh->nblocks;
+  return pi_fj_node(root);
+}
+
+static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
+                           const mh__pi_plan_t *plan, mh_pi_kernel_t kernel,
+                           mh_pi_result_t *res, double t0) {
+  pi_fj_t sh;
+  memset(&sh, 0, sizeof sh);
+  sh.seed = opts->seed;
+  sh.nblocks = plan->nblocks;
+  sh.last_points = plan->last_points;
+  sh.kernel = kernel;
+  sh.ex = ex;
+  if (cancelled(opts)) sh.stop = 1;
+  pi_fj_root_in_t in = {&sh};
+  pi_fj_node_t root = {&sh, 0, 0, 0, 0};
+  mh_future_t *f;
+  int rc = mh_executor_submit(ex, pi_fj_root, &in, sizeof in, &root, sizeof root, NULL, &f);
+  if (rc) {
+    fill_result(res, 0, 0);
+    res->seconds = mh__now() - t0;
+    return rc;
+  }
+  double next_tick = t0 + MH__PI_TICK;
+  for (;;) {
+    double timeout = MH_FOREVER;
+    if (opts->progress) {
+      timeout = next_tick - mh__now();
+      if (timeout < 0) timeout = 0;
+    }
+    if (opts->cancel && (timeout == MH_FOREVER || timeout > MH__PI_CANCEL_POLL))
+      timeout = MH__PI_CANCEL_POLL;
+    if (mh_future_wait(f, timeout) == 0) break;
+    if (opts->progress && mh__now() >= next_tick) {
+      opts->progress(__atomic_load_n(&sh.done, __ATOMIC_RELAXED), opts->n,
+                     opts->progress_arg);
+      next_tick = mh__now() + MH__PI_TICK;
+    }
+    if (cancelled(opts)) __atomic_store_n(&sh.stop, 1, __ATOMIC_RELAXED);
+  }
+  rc = mh_future_result(f, 0);
+  mh_future_release(f);
+  /* The root's output is written whenever the task ran, cancelled or not;
+   * a task cancelled before it ran (a cancelling shutdown) wrote nothing. */
+  if (rc == MH_ECANCELED && root.sh != &sh) root.inside = root.points = 0;
+  fill_result(res, root.inside, root.points);
+  res->seconds = mh__now() - t0;
+  if (rc == 0 && opts->progress) opts->progress(root.points, opts->n, opts->progress_arg);
+  return rc;
+}
+
 int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
               mh_pi_result_t *res) {
   if (!ex || !opts || !res || opts->flags != 0) return MH_EINVAL;
@@ -310,6 +442,9 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
     res->seconds = mh__now() - t0;
     return 0;
   }
+
+  if (backend == MH_BACKEND_THREADS)
+    return pi_run_forkjoin(ex, opts, &plan, kernel, res, t0);
 
   /* The ring of slots: memory bounded by the worker count, never by n. */
   void *raw = mh__malloc(plan.window * sizeof(pi_slot_t) + MH__CACHE_LINE);
