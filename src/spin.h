@@ -173,6 +173,12 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
 /* Taking the queue's robust mutex: try-locks with a pause between them
  * before blocking in the kernel (the lock is held for tens of ns). */
 #define MH__SPIN_MPQ_LOCK ((mh__spin_policy_t){64, 0, 0.0, 0.0})
+/* A pipe's receive (connection.c) that found nothing: each look is a
+ * non-blocking recv() (a few hundred ns) after a pause, so 48 looks span
+ * about 20 us, the time a peer on the other core takes to answer a small
+ * message.  No yields: on a loaded machine blocking is faster (see
+ * connection.c, which also shortens the looks there). */
+#define MH__SPIN_CONN_RECV ((mh__spin_policy_t){48, 0, 0.0, 0.0})
 /* The process pool's waits: a few pauses, then yields for `seconds`.  A
  * worker waiting for a job or a chunk, and the map's caller waiting for
  * chunks, yield for up to 200 us. */
