@@ -227,12 +227,31 @@ static void mark_wake(ctx_t *c, unsigned which) {
   }
 }
 
+/* Whether the lock looks held, read without writing its cache line: a
+ * try-lock is a locked read-modify-write that takes the line away from the
+ * holder even when it fails.  glibc keeps the owner's id in the first int
+ * of the mutex (0: free); elsewhere we do not know, and say "free". */
+static inline bool lock_looks_held(pthread_mutex_t *m) {
+#if defined(__GLIBC__)
+  return __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) != 0;
+#else
+  (void)m;
+  return false;
+#endif
+}
+
 static int q_lock(ctx_t *c) {
   mpq_sh_t *sh = c->sh;
   const mh__spin_policy_t pol = MH__SPIN_MPQ_LOCK;
   mh__spin_t sp = MH__SPIN_INIT;
   int rc;
-  while ((rc = pthread_mutex_trylock(&sh->lock)) == EBUSY && mh__spin_again(&sp, &pol)) {
+  for (;;) {
+    if (lock_looks_held(&sh->lock)) {
+      rc = EBUSY;
+    } else if ((rc = pthread_mutex_trylock(&sh->lock)) != EBUSY) {
+      break;
+    }
+    if (!mh__spin_again(&sp, &pol)) break;
   }
   if (rc == EBUSY) rc = pthread_mutex_lock(&sh->lock);
   if (rc == EOWNERDEAD) {
@@ -293,21 +312,34 @@ static int q_wait(ctx_t *c, _Atomic uint32_t *w, const mh__deadline_t *dl) {
 
 /* ---- records ------------------------------------------------------------- */
 
-/* Move head past records that no longer hold anything, and rd past those
- * no get can take now.  Lock held. */
-static void advance(ctx_t *c) {
+/* The state of the record at pos, where the record at `done` counts as
+ * DONE (a get journaled that change but has not committed it yet). */
+static inline unsigned state_as(const mh_mpqueue_t *q, uint64_t pos, uint64_t done) {
+  return pos == done ? R_DONE : rec_state(rec_at(q, pos));
+}
+
+/* Journal the moves of head past records that no longer hold anything, and
+ * of rd past those no get can take now, counting the record at `done` as
+ * DONE (UINT64_MAX: none).  Lock held; the caller commits.  A get journals
+ * its removal and these moves together: one commit, not two. */
+static void advance_j(ctx_t *c, uint64_t done) {
   mh_mpqueue_t *q = c->q;
   mpq_sh_t *sh = c->sh;
   uint64_t wr = LD(sh->wr), h = LD(sh->head), r = LD(sh->rd);
   while (h != wr) {
-    unsigned st = rec_state(rec_at(q, h));
+    unsigned st = state_as(q, h, done);
     if (st != R_PAD && st != R_DONE) break;
     h = rec_next(q, h);
   }
   if (r < h) r = h;
-  while (r != wr && rec_state(rec_at(q, r)) != R_READY) r = rec_next(q, r);
+  while (r != wr && state_as(q, r, done) != R_READY) r = rec_next(q, r);
   if (h != LD(sh->head)) jset(c, &sh->head, h);
   if (r != LD(sh->rd)) jset(c, &sh->rd, r);
+}
+
+/* advance_j with nothing pending, committed. */
+static void advance(ctx_t *c) {
+  advance_j(c, UINT64_MAX);
   jcommit(c);
 }
 
@@ -669,8 +701,8 @@ static int get_common(mh_mpqueue_t *q, void **bufp, size_t *capp, bool grow, siz
         jset(&c, &r->word, R_DONE);
         jset(&c, &sh->nready, LD(sh->nready) - 1);
         jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
+        advance_j(&c, p);
         jcommit(&c);
-        advance(&c);
         mark_wake(&c, W_PUT);
         *len_out = len;
         rc = 0;
