@@ -37,8 +37,11 @@
  *
  * Who may touch what: rec_mu guards the records' insertion (parent);
  * `next` is SX (compare-and-swap by every worker); a descriptor is written
- * by the task's worker, read by the parent after the task completed; `cur`
- * is thread-local.  Lock order: rec_mu alone, never held while calling out.
+ * by the task's worker, read by the parent after the task completed; a
+ * block's first word is set by its worker when it takes or reuses the block
+ * and otherwise only decreased (atomically, by the parent and by the worker
+ * dropping it); an arena's count is decreased by whoever frees one of its
+ * results; `cur` and the worker's blocks are thread-local.  Lock order: rec_mu alone, never held while calling out.
  */
 #include <pthread.h>
 #include <stdatomic.h>
