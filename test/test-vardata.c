@@ -535,9 +535,12 @@ TEST(long_imap_64b_flat) {
   mh_bytes_iter_free(it);
   printf("imap of %d results of 64 B: resident %ld KiB after 20000, peak %ld KiB\n", N, base,
          peak);
-  /* The per-item descriptors (64 B each, 25 MB in all) are allocated up
-   * front and touched as results arrive: that, and no more, may grow. */
-  ASSERT(MHT_SANITIZED || peak < base + 48 * 1024);
+  /* The per-item descriptors (64 B each, 25.6 MB in all) are allocated up
+   * front and touched as results arrive: that, and little more, may grow.
+   * Blocks the workers failed to reuse would show as shared pages the
+   * parent read (35 MB of growth when a reused block was never reused
+   * again; 26-27 MB when they are). */
+  ASSERT(MHT_SANITIZED || peak < base + 31 * 1024);
   mh_executor_free(ex);
   free(in);
 }

@@ -221,11 +221,15 @@ static int blk_idle(int i) {
 static void *blk_alloc(const rec_t *r, size_t size, int live) {
   size_t need = (size + 15) & ~(size_t)15;
   if (!blks[bcur] || blk_used + need > BLK) {
+    /* An idle block's word is ours alone (no result of it is out), so it
+     * is set back to the bias when the block starts again. */
     if (blks[bcur] && !live && blk_idle(bcur)) {
       blk_given[bcur] = 0; /* every result was taken: start again */
+      atomic_store_explicit(blk_refs(blks[bcur]), BLK_BIAS, memory_order_relaxed);
     } else if (blk_idle(bcur ^ 1)) {
       bcur ^= 1;
       blk_given[bcur] = 0;
+      atomic_store_explicit(blk_refs(blks[bcur]), BLK_BIAS, memory_order_relaxed);
     } else {
       size_t alen;
       char *nb = heap_alloc(r, BLK, &alen);
