@@ -70,26 +70,15 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <linux/futex.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "manyhands/mpqueue.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define cpu_relax() _mm_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
-#else
-#define cpu_relax() ((void)0)
-#endif
+#include "spin.h"
 
 #define MPQ_MAGIC 0x6d686d7071756575ull /* "mhmpqueu" */
 
@@ -106,11 +95,8 @@
 /* Bounded sleeps, seconds (see Waiting above). */
 #define POLL_BUSY 0.02
 #define POLL_IDLE 0.2
-/* Spinning before sleeping: pauses, then yields. */
-#define SPIN_PAUSES 256
-#define SPIN_YIELDS 8
-/* Try-locks before blocking on the lock. */
-#define LOCK_SPINS 64
+/* Spinning before sleeping (MH__SPIN_MPQ_WAIT) and try-locks before
+ * blocking on the lock (MH__SPIN_MPQ_LOCK) are policies of spin.h. */
 
 enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
 enum { OP_FREE = 0, OP_PUT, OP_GET };
@@ -192,19 +178,6 @@ static uint64_t rec_next(const mh_mpqueue_t *q, uint64_t pos) {
   return pos + rec_bytes(LD(r->len));
 }
 
-static void futex_wake_all(_Atomic uint32_t *w) {
-  syscall(SYS_futex, (uintptr_t)w, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-/* Sleep while *w == val, at most `secs` seconds (monotonic). */
-static void futex_wait_for(_Atomic uint32_t *w, uint32_t val, double secs) {
-  struct timespec ts;
-  if (secs < 0) secs = 0;
-  ts.tv_sec = (time_t)secs;
-  ts.tv_nsec = (long)((secs - (double)ts.tv_sec) * 1e9);
-  syscall(SYS_futex, (uintptr_t)w, FUTEX_WAIT, val, &ts, NULL, 0);
-}
-
 /* ---- the journal --------------------------------------------------------- */
 
 static void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val) {
@@ -254,12 +227,31 @@ static void mark_wake(ctx_t *c, unsigned which) {
   }
 }
 
+/* Whether the lock looks held, read without writing its cache line: a
+ * try-lock is a locked read-modify-write that takes the line away from the
+ * holder even when it fails.  glibc keeps the owner's id in the first int
+ * of the mutex (0: free); elsewhere we do not know, and say "free". */
+static inline bool lock_looks_held(pthread_mutex_t *m) {
+#if defined(__GLIBC__)
+  return __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) != 0;
+#else
+  (void)m;
+  return false;
+#endif
+}
+
 static int q_lock(ctx_t *c) {
   mpq_sh_t *sh = c->sh;
-  int rc = EBUSY;
-  for (int i = 0; i < LOCK_SPINS && rc == EBUSY; i++) {
-    rc = pthread_mutex_trylock(&sh->lock);
-    if (rc == EBUSY) cpu_relax();
+  const mh__spin_policy_t pol = MH__SPIN_MPQ_LOCK;
+  mh__spin_t sp = MH__SPIN_INIT;
+  int rc;
+  for (;;) {
+    if (lock_looks_held(&sh->lock)) {
+      rc = EBUSY;
+    } else if ((rc = pthread_mutex_trylock(&sh->lock)) != EBUSY) {
+      break;
+    }
+    if (!mh__spin_again(&sp, &pol)) break;
   }
   if (rc == EBUSY) rc = pthread_mutex_lock(&sh->lock);
   if (rc == EOWNERDEAD) {
@@ -278,9 +270,9 @@ static int q_lock(ctx_t *c) {
 }
 
 static void do_wakes(ctx_t *c) {
-  if (c->wake & W_GET) futex_wake_all(&c->sh->fw_get);
-  if (c->wake & W_PUT) futex_wake_all(&c->sh->fw_put);
-  if (c->wake & W_JOIN) futex_wake_all(&c->sh->fw_join);
+  if (c->wake & W_GET) mh__futex_wake(&c->sh->fw_get, INT_MAX, MH__FUTEX_SHARED);
+  if (c->wake & W_PUT) mh__futex_wake(&c->sh->fw_put, INT_MAX, MH__FUTEX_SHARED);
+  if (c->wake & W_JOIN) mh__futex_wake(&c->sh->fw_join, INT_MAX, MH__FUTEX_SHARED);
   c->wake = 0;
 }
 
@@ -314,27 +306,40 @@ static int q_wait(ctx_t *c, _Atomic uint32_t *w, const mh__deadline_t *dl) {
   double left = deadline_left(dl);
   if (left < t) t = left;
   q_unlock(c);
-  futex_wait_for(w, v, t);
+  (void)mh__futex_wait_for(w, v, t, MH__FUTEX_SHARED);
   return q_lock(c);
 }
 
 /* ---- records ------------------------------------------------------------- */
 
-/* Move head past records that no longer hold anything, and rd past those
- * no get can take now.  Lock held. */
-static void advance(ctx_t *c) {
+/* The state of the record at pos, where the record at `done` counts as
+ * DONE (a get journaled that change but has not committed it yet). */
+static inline unsigned state_as(const mh_mpqueue_t *q, uint64_t pos, uint64_t done) {
+  return pos == done ? R_DONE : rec_state(rec_at(q, pos));
+}
+
+/* Journal the moves of head past records that no longer hold anything, and
+ * of rd past those no get can take now, counting the record at `done` as
+ * DONE (UINT64_MAX: none).  Lock held; the caller commits.  A get journals
+ * its removal and these moves together: one commit, not two. */
+static void advance_j(ctx_t *c, uint64_t done) {
   mh_mpqueue_t *q = c->q;
   mpq_sh_t *sh = c->sh;
   uint64_t wr = LD(sh->wr), h = LD(sh->head), r = LD(sh->rd);
   while (h != wr) {
-    unsigned st = rec_state(rec_at(q, h));
+    unsigned st = state_as(q, h, done);
     if (st != R_PAD && st != R_DONE) break;
     h = rec_next(q, h);
   }
   if (r < h) r = h;
-  while (r != wr && rec_state(rec_at(q, r)) != R_READY) r = rec_next(q, r);
+  while (r != wr && state_as(q, r, done) != R_READY) r = rec_next(q, r);
   if (h != LD(sh->head)) jset(c, &sh->head, h);
   if (r != LD(sh->rd)) jset(c, &sh->rd, r);
+}
+
+/* advance_j with nothing pending, committed. */
+static void advance(ctx_t *c) {
+  advance_j(c, UINT64_MAX);
   jcommit(c);
 }
 
@@ -521,12 +526,9 @@ void mh_mpqueue_free(mh_mpqueue_t *q) {
 /* Spin without the lock until `ok` holds or the budget is spent. */
 #define SPIN_UNTIL(ok)                                   \
   do {                                                   \
-    for (int i_ = 0; i_ < SPIN_PAUSES + SPIN_YIELDS; i_++) { \
-      if (ok) break;                                     \
-      if (i_ < SPIN_PAUSES)                              \
-        cpu_relax();                                     \
-      else                                               \
-        sched_yield();                                   \
+    const mh__spin_policy_t pol_ = MH__SPIN_MPQ_WAIT;    \
+    mh__spin_t sp_ = MH__SPIN_INIT;                      \
+    while (!(ok) && mh__spin_again(&sp_, &pol_)) {       \
     }                                                    \
   } while (0)
 
@@ -699,8 +701,8 @@ static int get_common(mh_mpqueue_t *q, void **bufp, size_t *capp, bool grow, siz
         jset(&c, &r->word, R_DONE);
         jset(&c, &sh->nready, LD(sh->nready) - 1);
         jset(&c, &sh->nbytes, LD(sh->nbytes) - len);
+        advance_j(&c, p);
         jcommit(&c);
-        advance(&c);
         mark_wake(&c, W_PUT);
         *len_out = len;
         rc = 0;

@@ -12,13 +12,16 @@
  *   file (compared by device and inode: after mh_shm_unlink() a new segment
  *   may carry the name), and exits.
  *
- * Creation is atomic for attachers: the file is made under a temporary
- * name, locked, sized and given its tracker, and only then linked under its
- * real name (link() fails if the name is taken), so nobody attaches a
- * half-made segment.  The tracker removes the temporary name too, should
- * the creator die before it did.  The one window left: a creator killed
- * between creating the temporary file and forking the tracker (three system
- * calls) leaves that temporary file (named .mh-tmp-*).
+ * Creation is atomic for attachers: the file is made without a name
+ * (O_TMPFILE), locked, sized and given its tracker, and only then linked
+ * under its real name (linkat() of /proc/self/fd/N fails if the name is
+ * taken), so nobody attaches a half-made segment.  A creator killed at any
+ * instruction before the link leaves a file with no name, which the kernel
+ * frees with its last descriptor: nothing to leak.  Where O_TMPFILE or /proc
+ * is missing, the file is made under a temporary name (.mh-tmp-*) instead,
+ * which the tracker removes too, should the creator die before it did; on
+ * that path only, a creator killed between creating the temporary file and
+ * forking the tracker (three system calls) leaves that file.
  *
  * An attacher opens the file, takes its shared lock, and then checks that
  * the name still names the file it opened: if the tracker took the
@@ -245,7 +248,7 @@ static void tracker_main(int fd, const char *path, const char *tmp) {
     if (errno != EINTR) _exit(1);
   struct stat mine;
   if (fstat(fd, &mine) == 0) {
-    unlink_if_same(tmp, &mine);
+    if (tmp[0]) unlink_if_same(tmp, &mine);
     unlink_if_same(path, &mine);
   }
   _exit(0);
@@ -303,7 +306,23 @@ int mh_shm_create(mh_shm_t **shm, const char *name, size_t size) {
     rc = MH_EEXIST;
     goto fail_free;
   }
-  for (int tries = 0;; tries++) {
+  /* The nameless file, and a second open of it for the tracker (its own
+   * open file description, so that its lock is not ours). */
+  char self[64];
+  int tfd = -1;
+  tmp[0] = '\0';
+#ifdef O_TMPFILE
+  s->fd = open(SHM_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (s->fd >= 0) {
+    snprintf(self, sizeof self, "/proc/self/fd/%d", s->fd);
+    tfd = open(self, O_RDONLY | O_CLOEXEC);
+    if (tfd < 0) { /* no /proc: the temporary name, below */
+      close(s->fd);
+      s->fd = -1;
+    }
+  }
+#endif
+  for (int tries = 0; s->fd < 0; tries++) {
     unique_name(tmp_name, ".mh-tmp-");
     make_path(tmp, tmp_name);
     s->fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -315,17 +334,14 @@ int mh_shm_create(mh_shm_t **shm, const char *name, size_t size) {
   }
   /* Our shared lock first: the tracker must never find the file unused. */
   rc = flock_eintr(s->fd, LOCK_SH);
-  int tfd = -1;
-  if (!rc) {
+  if (!rc && tfd < 0) {
     tfd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (tfd < 0) rc = -errno;
   }
-  if (!rc) {
-    rc = tracker_start(tfd, path, tmp);
-    close(tfd);
-  }
+  if (!rc) rc = tracker_start(tfd, path, tmp);
+  if (tfd >= 0) close(tfd);
   if (rc) {
-    unlink(tmp);
+    if (tmp[0]) unlink(tmp);
     goto fail_close;
   }
   /* From here on the tracker removes the temporary name (and the real one)
@@ -339,17 +355,18 @@ int mh_shm_create(mh_shm_t **shm, const char *name, size_t size) {
   s->ino = st.st_ino;
   rc = map_it(s, size);
   if (rc) goto fail_unlink_tmp;
-  if (link(tmp, path) != 0) {
+  int linked = tmp[0] ? link(tmp, path) : linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+  if (linked != 0) {
     rc = -errno;
     munmap(s->buf, s->size);
     goto fail_unlink_tmp;
   }
-  unlink(tmp);
+  if (tmp[0]) unlink(tmp);
   *shm = s;
   return 0;
 
 fail_unlink_tmp:
-  unlink(tmp);
+  if (tmp[0]) unlink(tmp);
 fail_close:
   /* Closing drops our lock: the tracker wakes, finds no name, exits. */
   close(s->fd);

@@ -165,6 +165,20 @@ static inline int mh__spin_again(mh__spin_t *s, const mh__spin_policy_t *p) {
  * (queue_bench -P -l 4: 800-5000 us per hand-off with yields, 12-40 us
  * without; see docs/queue.md). */
 #define MH__SPIN_QUEUE ((mh__spin_policy_t){64, 4, 0.0, 50e-6})
+/* The inter-process queue (mpqueue.c): a put (get) that found the queue
+ * full (empty) looks again without the lock before it sleeps on a futex; a
+ * peer on the other core usually makes room within the pauses, and under
+ * load the yields let it run on ours. */
+#define MH__SPIN_MPQ_WAIT ((mh__spin_policy_t){256, 8, 0.0, 0.0})
+/* Taking the queue's robust mutex: try-locks with a pause between them
+ * before blocking in the kernel (the lock is held for tens of ns). */
+#define MH__SPIN_MPQ_LOCK ((mh__spin_policy_t){64, 0, 0.0, 0.0})
+/* A pipe's receive (connection.c) that found nothing: each look is a
+ * non-blocking recv() (a few hundred ns) after a pause, so 48 looks span
+ * about 20 us, the time a peer on the other core takes to answer a small
+ * message.  No yields: on a loaded machine blocking is faster (see
+ * connection.c, which also shortens the looks there). */
+#define MH__SPIN_CONN_RECV ((mh__spin_policy_t){48, 0, 0.0, 0.0})
 /* The process pool's waits: a few pauses, then yields for `seconds`.  A
  * worker waiting for a job or a chunk, and the map's caller waiting for
  * chunks, yield for up to 200 us. */

@@ -65,6 +65,14 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
                size_t in_size, void *out, size_t out_size, size_t n,
                size_t chunksize, int *status, double timeout);
 
+/* The bytes path (executor_bytes.c): while set, the calling thread's
+ * mh__pp_map calls fn(arg, lo, cnt) right after it copied the results of
+ * items [lo, lo + cnt) out of the window, so that their bytes are taken
+ * while the workers run on (and the workers' blocks come free).  A map that
+ * does not take this path (MH__MAP_GENERIC) never calls it. */
+typedef void (*mh__pp_take_fn)(void *arg, size_t lo, size_t cnt);
+void mh__pp_take_hook(mh__pp_take_fn fn, void *arg);
+
 /* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES / MH_SHUTDOWN_TERMINATE as
  * in executor.h (TERMINATE implies CANCEL_FUTURES).  A later call may add
  * TERMINATE to a shutdown already under way (also while another thread

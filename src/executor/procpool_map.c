@@ -71,6 +71,15 @@ static void pp_call_fill(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
   atomic_store_explicit(&m->state[k], MS_TAG(j, MS_READY), memory_order_release);
 }
 
+/* The bytes path's hook (see procpool.h): this thread's only. */
+static _Thread_local mh__pp_take_fn take_fn;
+static _Thread_local void *take_arg;
+
+void mh__pp_take_hook(mh__pp_take_fn fn, void *arg) {
+  take_fn = fn;
+  take_arg = arg;
+}
+
 /* Copy the results of the DONE chunk j out of the window. */
 static void pp_call_take(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
   pp_map_sh_t *m = pp->msh;
@@ -89,6 +98,7 @@ static void pp_call_take(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
            cnt * sizeof(int));
   }
   if (!c->first && m->code[k]) c->first = m->code[k];
+  if (take_fn) take_fn(take_arg, lo, cnt);
 }
 
 /* Settle chunk j here with `code`, if its state is still `sv`: take it
