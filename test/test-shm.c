@@ -334,7 +334,7 @@ static int child_creates_forever(void *arg) {
 HELPER(creator_killed_creating) {
   (void)argc;
   (void)argv;
-  int priv = private_dev_shm();
+  int priv = mht_private_dev_shm();
   printf("private /dev/shm: %s\n", priv ? "yes" : "no");
   if (!priv) {
     printf("clean\n");
@@ -351,8 +351,8 @@ HELPER(creator_killed_creating) {
   }
   /* The trackers of segments that were named end once they see no user. */
   double end = mht_now() + 30;
-  while (dev_shm_entries() > 0 && mht_now() < end) mht_sleep(0.01);
-  int left = dev_shm_entries();
+  while (mht_dev_shm_entries() > 0 && mht_now() < end) mht_sleep(0.01);
+  int left = mht_dev_shm_entries();
   if (left > 0) {
     printf("/dev/shm not empty: %d entries\n", left);
     return 7;
