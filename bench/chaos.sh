@@ -11,7 +11,8 @@
 # while every 50-250 ms it picks a random worker or fork server of theirs
 # and SIGKILLs it, SIGSTOPs it (continued 0.1-1.5 s later, unless a time
 # limit killed it first) or SIGCONTs one.  Fork servers are killed rarely
-# (one pick in 20): that breaks a pool, which must be reported, not hang.
+# (one pick in 20): the pool forks a new one and new workers, and a pi run
+# must survive that too, with the same count.
 # Zero hangs (every run has a deadline), zero wrong counts; each failure is
 # printed per item.  Ends with kills survived per minute.  Exit 0 = clean.
 set -u

@@ -267,8 +267,12 @@ struct mh__pp {
   _Atomic int64_t map_lim_us; /* A, written by the map's caller before
                            map_on: the running map's per-item limit, 0 = none */
   int exits_sent;       /* D: every worker was told to exit */
-  int broken;           /* D: the server is gone; everything fails */
+  int broken;           /* D: the pool gave up (its server cannot be had,
+                           or its workers cannot start); everything fails */
   int bad_starts;       /* D: workers in a row that died before doing anything */
+  int up;               /* D: the boot succeeded: a lost server is replaced */
+  int srv_lost;         /* D: settling the workers of a server that died */
+  int srv_restarts;     /* D: servers forked in a row with no worker spawned */
   double exit_deadline; /* D: SIGKILL the workers left after this */
 
   /* The claim-based map. */
