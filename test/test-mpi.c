@@ -243,7 +243,10 @@ TEST(sweep_over_ranks_and_threads) {
       !strstr(r.out, "    1       1       1 ") ||
       !strstr(r.out, "    2       2       4 ") ||
       !strstr(r.out, "measured at 1 rank x 1 thread") ||
-      !strstr(r.out, "Amdahl fit (least squares"))
+      /* Times are not the rule here: on a loaded machine they may fit no
+       * Amdahl curve, and the table says so. */
+      !(strstr(r.out, "Amdahl fit (least squares") ||
+        strstr(r.out, "Amdahl fit: none (these times fit no")))
     mht_fail(__FILE__, __LINE__, "sweep table:\n%s", r.out);
   mht_proc_free(&r);
 }
