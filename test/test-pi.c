@@ -512,7 +512,9 @@ TEST(run_server_killed) {
     printf("process backend not built here (MH_ENOTSUP): skipped\n");
     return;
   }
-  const uint64_t n = 60 * MH_PI_BLOCK_POINTS + 77;
+  /* Fewer blocks under the sanitizers (their kernels are slow). */
+  long blocks = mht_scaled(40) < 12 ? 12 : mht_scaled(40);
+  const uint64_t n = (uint64_t)blocks * MH_PI_BLOCK_POINTS + 77;
   const uint64_t want = serial_count(9, n, MH_PI_KERNEL_AUTO);
   int total = 0;
   uint64_t reruns = 0;
