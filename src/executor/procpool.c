@@ -406,6 +406,7 @@ static int pp_disp_spawn(mh__pp_t *pp, int slot) {
   atomic_store(&s->wsleep, 0);
   atomic_store(&s->m_started, UINT64_MAX);
   atomic_store(&s->m_done, UINT64_MAX);
+  atomic_store(&s->ready, 0);
   memset(w->kmap, 0, sizeof w->kmap);
   w->in_map = 0;
   w->head = w->coll = 0;
@@ -458,9 +459,16 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
   int productive = w->coll > 0;
   for (uint32_t i = w->coll; i != w->head; i++)
     productive |= atomic_load(&s->ring[i % PP_RING].claim) == E_TAKEN;
-  /* Killed with its server, a worker says nothing about whether workers
-   * can start. */
-  if (!pp->srv_lost) pp->bad_starts = productive ? 0 : pp->bad_starts + 1;
+  /* A worker that got past its initializer did start: killed before it
+   * took a task (a replacement killed from outside at once, which a loaded
+   * machine makes likely), it says nothing against the pool.  Counting those
+   * broke the pool of a pi run after a few kills in a row.  Killed with its
+   * server, it says nothing either. */
+  productive |= atomic_load_explicit(&s->ready, memory_order_acquire) != 0;
+  if (productive)
+    pp->bad_starts = 0;
+  else if (!pp->srv_lost)
+    pp->bad_starts++;
   pp_job_t *rh = NULL, *rt = NULL; /* jobs to re-queue, in order */
   for (uint32_t i = w->coll; i != w->head; i++) {
     unsigned idx = i % PP_RING;

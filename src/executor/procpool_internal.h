@@ -124,6 +124,8 @@ typedef struct pp_slot {
    * item i of its chunk and in m_done after; the dispatcher reads them when
    * the worker died (the dispatcher resets both before each spawn). */
   _Atomic uint64_t m_started, m_done; /* SW (SP before a spawn) */
+  _Atomic uint32_t ready; /* SW: 1 once past its initializer (SP: 0 before a
+                             spawn); a death before it is a failed start */
   _Alignas(MH__CACHE_LINE) pp_entry_t ring[PP_RING]; /* see pp_entry_t */
 } pp_slot_t;
 
