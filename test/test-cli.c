@@ -1310,6 +1310,16 @@ static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf
     }
     if (exited && !(pfd.revents & POLLIN)) break;
   }
+  /* What the command wrote just before it exited may still wait in the pty
+   * (the loop above can see the exit first on a loaded machine): read it
+   * all; the master reads EIO once it is empty and the slave closed. */
+  while (len < size - 1) {
+    struct pollfd pfd = {m, POLLIN, 0};
+    if (poll(&pfd, 1, 200) <= 0 || !(pfd.revents & POLLIN)) break;
+    ssize_t r = read(m, buf + len, size - 1 - len);
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
   buf[len] = 0;
   close(m);
   *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
