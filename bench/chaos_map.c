@@ -7,7 +7,8 @@
  * wrong ("round R: ...") and at the end "rounds R wrong W failed F": a round
  * fails (a code, reported per item) when the pool broke or an item timed out,
  * which chaos may cause; it is wrong when an item says 0 with a wrong value,
- * which it never may.  A broken pool (its fork server killed) is replaced.
+ * which it never may.  A killed fork server is replaced by the pool itself;
+ * a pool that broke all the same (one that gave up) is replaced here.
  * Items have a 2 s limit, so a stopped worker costs a time-out, not a hang.
  * Exit 0 when nothing was wrong, 1 otherwise.
  */
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
       printf("round %ld: map %s (%d items failed), submit %s\n", rounds,
              mh_err_name(rc), fails, mh_err_name(frc));
       if (rc == MH_EWORKERDIED || frc == MH_EWORKERDIED || frc == MH_ESHUTDOWN) {
-        mh_executor_free(ex); /* broken (server killed): a new pool */
+        mh_executor_free(ex); /* it may have broken: a new pool */
         ex = pool(workers);
       }
     }

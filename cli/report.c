@@ -347,8 +347,13 @@ void mhc_print_table(const mhc_pi_args_t *a, uint64_t runs,
       printf("%.1f\n", 1.0 / fit->serial);
     else
       printf("none (no serial part measured)\n");
-  } else {
+  } else if (n < 2 || rows[0].workers == rows[n - 1].workers) {
     printf("Amdahl fit: needs at least two worker counts\n");
+  } else {
+    /* Noisy times (a loaded machine) can fit no T(p) = a + b/p with
+     * T(1) > 0: say so rather than blame the worker counts. */
+    printf("Amdahl fit: none (these times fit no T(p) = a + b/p with "
+           "T(1) > 0)\n");
   }
   printf("speedup = T1 / T(p) with T1 = %.6f s (%s)\n", base,
          rows[0].workers == 1 ? (mpi ? "measured at 1 rank x 1 thread"

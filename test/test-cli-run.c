@@ -545,10 +545,14 @@ TEST(kernel_unsupported) {
  * terminal in buf. */
 /* The terminal's size for run_on_pty_sized: cols 0 leaves the pty's own
  * (0 x 0, "unknown"); resize_cols > 0 changes it at resize_at seconds,
- * which sends SIGWINCH to the command as a terminal window does. */
+ * which sends SIGWINCH to the command as a terminal window does.
+ * min_bars > 0 makes times events, for a loaded machine: the resize waits
+ * for a first bar, and SIGINT (after run_for) for min_bars bars, and for two
+ * more after the resize; up to 15 s more, after which the checks decide. */
 typedef struct pty_size {
   int cols, resize_cols;
   double resize_at;
+  int min_bars;
 } pty_size_t;
 
 static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
@@ -556,13 +560,20 @@ static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf
 
 static void run_on_pty(const char *n, int quiet, double run_for, char *buf,
                        size_t size, int *status) {
-  pty_size_t none = {0, 0, 0};
+  pty_size_t none = {0, 0, 0, 0};
   run_on_pty_sized(n, quiet, run_for, buf, size, status, &none);
 }
 
 static void set_pty_cols(int m, int cols) {
   struct winsize ws = {.ws_row = 24, .ws_col = (unsigned short)cols};
   ASSERT_EQ(ioctl(m, TIOCSWINSZ, &ws), 0);
+}
+
+/* Redraws of the bar in buf[from, len). */
+static int bars_in(const char *buf, size_t from, size_t len) {
+  int k = 0;
+  for (size_t i = from; i + 1 < len; i++) k += buf[i] == '\r' && buf[i + 1] == '[';
+  return k;
 }
 
 static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf,
@@ -591,7 +602,7 @@ static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf
   }
   /* A run that ends by itself may finish before it could be seen. */
   if (run_for < 10) wait_sigint_caught(pid);
-  size_t len = 0;
+  size_t len = 0, resize_len = 0;
   double t0 = mht_now();
   int sent = 0, st = 0, exited = 0;
   while (!exited || mht_now() - t0 < 0.05) {
@@ -600,21 +611,38 @@ static void run_on_pty_sized(const char *n, int quiet, double run_for, char *buf
       ssize_t r = read(m, buf + len, size - 1 - len);
       if (r > 0) len += (size_t)r;
     }
-    if (sz->resize_cols > 0 && !resized && mht_now() - t0 > sz->resize_at) {
+    double t = mht_now() - t0;
+    int late = t > run_for + 15; /* stop waiting for events */
+    if (sz->resize_cols > 0 && !resized && t > sz->resize_at &&
+        (!sz->min_bars || late || bars_in(buf, 0, len) >= 1)) {
       set_pty_cols(m, sz->resize_cols);
       resized = 1;
+      resize_len = len;
     }
-    if (!sent && mht_now() - t0 > run_for) {
+    if (!sent && t > run_for &&
+        (!sz->min_bars || late ||
+         (bars_in(buf, 0, len) >= sz->min_bars &&
+          (!sz->resize_cols || (resized && bars_in(buf, resize_len, len) >= 2))))) {
       kill(pid, SIGINT);
       sent = 1;
     }
     if (!exited && waitpid(pid, &st, WNOHANG) == pid) exited = 1;
-    if (mht_now() - t0 > run_for + 20) {
+    if (mht_now() - t0 > run_for + 35) {
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
       mht_fail(__FILE__, __LINE__, "the command did not end");
     }
     if (exited && !(pfd.revents & POLLIN)) break;
+  }
+  /* What the command wrote just before it exited may still wait in the pty
+   * (the loop above can see the exit first on a loaded machine): read it
+   * all; the master reads EIO once it is empty and the slave closed. */
+  while (len < size - 1) {
+    struct pollfd pfd = {m, POLLIN, 0};
+    if (poll(&pfd, 1, 200) <= 0 || !(pfd.revents & POLLIN)) break;
+    ssize_t r = read(m, buf + len, size - 1 - len);
+    if (r <= 0) break;
+    len += (size_t)r;
   }
   buf[len] = 0;
   close(m);
@@ -708,7 +736,8 @@ TEST(progress_bar_fits_terminal) {
   static char buf[1 << 16];
   int st, bars;
   /* 40 columns from the terminal itself. */
-  pty_size_t forty = {40, 0, 0};
+  /* Events, not times: SIGINT once 2 bars are drawn (and 2 after a resize). */
+  pty_size_t forty = {40, 0, 0, 2};
   run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &forty);
   ASSERT_EQ(st, 130);
   int w = check_bar_fits(buf, 40, &bars);
@@ -716,7 +745,7 @@ TEST(progress_bar_fits_terminal) {
   ASSERT_GE(w, 20);
   /* A terminal that does not know its size: COLUMNS says it. */
   setenv("COLUMNS", "40", 1);
-  pty_size_t unknown = {0, 0, 0};
+  pty_size_t unknown = {0, 0, 0, 2};
   run_on_pty_sized("1e13", 0, 2.5, buf, sizeof buf, &st, &unknown);
   unsetenv("COLUMNS");
   ASSERT_EQ(st, 130);
@@ -724,11 +753,11 @@ TEST(progress_bar_fits_terminal) {
   ASSERT_GE(bars, 2);
   /* Widened from 40 to 100 columns mid-run (SIGWINCH): the bar grows, and
    * narrowed from 100 to 30 it shrinks at once. */
-  pty_size_t wider = {40, 100, 2.0};
+  pty_size_t wider = {40, 100, 2.0, 2};
   run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &wider);
   ASSERT_EQ(st, 130);
   ASSERT_GT(check_bar_fits(buf, 100, &bars), 39);
-  pty_size_t narrower = {100, 30, 2.0};
+  pty_size_t narrower = {100, 30, 2.0, 2};
   run_on_pty_sized("1e13", 0, 3.5, buf, sizeof buf, &st, &narrower);
   ASSERT_EQ(st, 130);
   /* The last redraw (after the resize) fits 30 columns. */

@@ -197,8 +197,10 @@ TEST(bound_rank_is_noted) {
   const char *single[] = {"pi", "1e6", "1", "--backend", "mpi", "--json", NULL};
   mht_proc_result_t a, b;
   ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0); /* children inherit it */
-  run_mpi("1", CLI, two, 60, &a);
-  run_mpi("1", CLI, single, 60, &b);
+  /* Bounds of 150 s (MPIEXEC_TIMEOUT's): a job confined to one CPU of a
+   * loaded machine starts slowly, and time is not what is checked here. */
+  run_mpi("1", CLI, two, 150, &a);
+  run_mpi("1", CLI, single, 150, &b);
   ASSERT_EQ(sched_setaffinity(0, sizeof all, &all), 0);
   if (a.status || b.status) fprintf(stderr, "%s%s", a.err, b.err);
   ASSERT_EQ(a.status, 0);
@@ -215,7 +217,7 @@ TEST(bound_rank_is_noted) {
     const char *free2[] = {"--bind-to", "none", CLI, "pi", "1e6", "2",
                            "--backend", "mpi", NULL};
     mht_proc_result_t c;
-    run_mpi("1", free2[0], free2 + 1, 60, &c);
+    run_mpi("1", free2[0], free2 + 1, 150, &c);
     ASSERT_EQ(c.status, 0);
     ASSERT(strstr(c.err, "bound to") == NULL);
     mht_proc_free(&c);
@@ -231,7 +233,7 @@ TEST(sweep_over_ranks_and_threads) {
   const char *args[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
                         "--json", NULL};
   mht_proc_result_t r;
-  run_mpi("2", CLI, args, 60, &r);
+  run_mpi("2", CLI, args, 150, &r); /* a bound, not the rule: see above */
   if (r.status != 0) fprintf(stderr, "%s", r.err);
   ASSERT_EQ(r.status, 0);
   static const int want[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}};
@@ -259,13 +261,16 @@ TEST(sweep_over_ranks_and_threads) {
 
   const char *targs[] = {"pi", "3e7", "--backend", "mpi", "--sweep", "1,2",
                          NULL};
-  run_mpi("2", CLI, targs, 60, &r);
+  run_mpi("2", CLI, targs, 150, &r);
   ASSERT_EQ(r.status, 0);
   if (!strstr(r.out, "ranks threads workers") ||
       !strstr(r.out, "    1       1       1 ") ||
       !strstr(r.out, "    2       2       4 ") ||
       !strstr(r.out, "measured at 1 rank x 1 thread") ||
-      !strstr(r.out, "Amdahl fit (least squares"))
+      /* Times are not the rule here: on a loaded machine they may fit no
+       * Amdahl curve, and the table says so. */
+      !(strstr(r.out, "Amdahl fit (least squares") ||
+        strstr(r.out, "Amdahl fit: none (these times fit no")))
     mht_fail(__FILE__, __LINE__, "sweep table:\n%s", r.out);
   mht_proc_free(&r);
 }
@@ -766,6 +771,119 @@ TEST(executor_map_over_two_ranks) {
   ASSERT_EQ(r.exited, 1);
   ASSERT_EQ(r.status, 0);
   ASSERT(strstr(r.out, "executor map ok 0"));
+  mht_proc_free(&r);
+}
+
+/* ---- shutdown on MH_BACKEND_MPI, as Python's shutdown(cancel_futures) ---- */
+
+#if MHT_HAVE_MPI
+/* 0.5 s per task: a shutdown right after two have begun finds the rest not
+ * begun (the two ranks need 10 s to start them all), whatever the load. */
+static int nap_double(const void *in, size_t in_size, void *out,
+                      size_t out_size, void *ctx) {
+  (void)in_size, (void)out_size, (void)ctx;
+  int64_t x;
+  memcpy(&x, in, sizeof x);
+  mht_sleep(0.5);
+  x *= 2;
+  memcpy(out, &x, sizeof x);
+  return 0;
+}
+
+static void *shutdown_waits(void *arg) {
+  mh_executor_shutdown(arg, MH_SHUTDOWN_WAIT);
+  return NULL;
+}
+
+/* rank 0: for CANCEL_FUTURES, for TERMINATE (which on MPI cannot end a
+ * running chunk: it is CANCEL_FUTURES), and for a plain waiting shutdown on
+ * another thread escalated to TERMINATE, shut an executor down while two
+ * tasks run (one on rank 0's thread, one on rank 1) and 38 wait.  Every
+ * future is done after the waiting shutdown; one that ran finished with its
+ * result (not cut off, not cancelled); one that did not begin is cancelled,
+ * and mh_future_cancelled agrees with mh_future_result for every one. */
+HELPER(executor_shutdown) {
+  (void)argc, (void)argv;
+  if (mh_mpi_init(&argc, &argv) != 0) return 3;
+  if (mh_task_register("nap_double", nap_double) != 0) return 4;
+  if (mh_mpi_rank() != 0) {
+    int rc = mh_mpi_serve();
+    mh_mpi_finalize();
+    return rc ? 31 : 0;
+  }
+  static const unsigned modes[3] = {
+      MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES,
+      MH_SHUTDOWN_WAIT | MH_SHUTDOWN_TERMINATE, MH_SHUTDOWN_TERMINATE};
+  int code = 0;
+  for (int m = 0; m < 3 && code == 0; m++) {
+    enum { N = 40 };
+    static int64_t in[N], out[N];
+    mh_future_t *f[N];
+    mh_executor_options_t eo;
+    mh_executor_options_init(&eo);
+    eo.backend = MH_BACKEND_MPI;
+    mh_executor_t *ex = NULL;
+    if (mh_executor_new(&ex, &eo) != 0) return 5;
+    for (int i = 0; i < N; i++) {
+      in[i] = i + 1;
+      out[i] = -1;
+      if (mh_executor_submit(ex, nap_double, &in[i], sizeof in[i], &out[i],
+                             sizeof out[i], NULL, &f[i]))
+        return 6;
+    }
+    /* Both ranks busy: an event, not a sleep (bounded only for a broken
+     * backend). */
+    double t0 = mht_now();
+    while (!(mh_future_running(f[0]) && mh_future_running(f[1])) &&
+           mht_now() - t0 < 60)
+      mht_sleep(0.001);
+    if (!mh_future_running(f[0]) || !mh_future_running(f[1])) code = 7;
+    pthread_t waiter;
+    if (m == 2 && pthread_create(&waiter, NULL, shutdown_waits, ex) != 0)
+      return 16;
+    if (mh_executor_shutdown(ex, modes[m]) != 0) code = 8;
+    if (m == 2) pthread_join(waiter, NULL);
+    mh_future_t *late = NULL;
+    if (mh_executor_submit(ex, nap_double, &in[0], sizeof in[0], &out[0],
+                           sizeof out[0], NULL, &late) != MH_ESHUTDOWN)
+      code = 9;
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < N; i++) {
+      if (!mh_future_done(f[i])) code = 10;
+      int rc = mh_future_result(f[i], 0);
+      int c = mh_future_cancelled(f[i]);
+      if (c != (rc == MH_ECANCELED)) code = 11;
+      if (rc == 0) {
+        ran++;
+        if (out[i] != 2 * in[i]) code = 12;
+      } else if (rc == MH_ECANCELED) {
+        cancelled++;
+        if (out[i] != -1) code = 13; /* it never ran */
+      } else {
+        code = 14;
+      }
+      mh_future_release(f[i]);
+    }
+    /* The two that were running finished (f[0] and f[1] among them). */
+    if (ran < 2 || cancelled < 1 || ran + cancelled != N) code = 15;
+    printf("mode %d: %d ran, %d cancelled\n", m, ran, cancelled);
+    mh_executor_free(ex);
+  }
+  printf("executor shutdown ok %d\n", code);
+  mh_mpi_finalize();
+  return code;
+}
+#endif
+
+TEST(executor_shutdown_cancels_what_has_not_started) {
+  need_mpi();
+  const char *args[] = {"--helper", "executor_shutdown", NULL};
+  mht_proc_result_t r;
+  run_mpi("2", mht_self(), args, 120, &r);
+  if (r.status != 0) fprintf(stderr, "%s%s", r.out, r.err);
+  ASSERT_EQ(r.exited, 1);
+  ASSERT_EQ(r.status, 0);
+  ASSERT(strstr(r.out, "executor shutdown ok 0"));
   mht_proc_free(&r);
 }
 

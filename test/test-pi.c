@@ -3,10 +3,13 @@
  * exact, the statistics are sound, and runs do not depend on the workers. */
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <sys/mman.h>
 
 #include "test.h"
 #include "../src/pi/pi_internal.h"
+#include "executor/procpool.h"
 
 static const mh_pi_kernel_t all_kernels[] = {
     MH_PI_KERNEL_SCALAR, MH_PI_KERNEL_AVX2, MH_PI_KERNEL_AVX512};
@@ -475,6 +478,65 @@ static void run_worker_killed(int retries) {
 
 TEST(run_worker_killed) { run_worker_killed(1); }
 TEST(run_worker_killed_without_retries) { run_worker_killed(0); }
+
+/* The fork server SIGKILLed at random moments during a run, again and
+ * again: its workers die with it, the pool forks a new server and new
+ * workers, the tasks that were running are re-run, and the count is the
+ * undisturbed one.  (The pool used to give up after the first such kill,
+ * and the run failed with MH_EWORKERDIED.) */
+typedef struct {
+  mh_executor_t *ex;
+  _Atomic int stop;
+  int kills, max_kills;
+} server_killer_t;
+
+static void *server_killer(void *arg) {
+  server_killer_t *k = arg;
+  int last = 0;
+  while (!atomic_load(&k->stop) && k->kills < k->max_kills) {
+    mht_jitter(60000);
+    int pid = mh__pp_server_pid(mh__executor_impl(k->ex));
+    /* Each server once: a killed one stays visible until it is reaped. */
+    if (pid > 0 && pid != last && !atomic_load(&k->stop) &&
+        kill(pid, SIGKILL) == 0) {
+      last = pid;
+      k->kills++;
+    }
+  }
+  return NULL;
+}
+
+TEST(run_server_killed) {
+  mh_executor_t *ex = new_executor(MH_BACKEND_PROCESSES, 2);
+  if (!ex) {
+    printf("process backend not built here (MH_ENOTSUP): skipped\n");
+    return;
+  }
+  /* Fewer blocks under the sanitizers (their kernels are slow). */
+  long blocks = mht_scaled(40) < 12 ? 12 : mht_scaled(40);
+  const uint64_t n = (uint64_t)blocks * MH_PI_BLOCK_POINTS + 77;
+  const uint64_t want = serial_count(9, n, MH_PI_KERNEL_AUTO);
+  int total = 0;
+  uint64_t reruns = 0;
+  for (int round = 0; round < 4 && total < 8; round++) {
+    server_killer_t k = {.ex = ex, .max_kills = 3};
+    pthread_t th;
+    ASSERT_EQ(pthread_create(&th, NULL, server_killer, &k), 0);
+    mh_pi_result_t r = run(ex, n, 9, MH_PI_KERNEL_AUTO);
+    atomic_store(&k.stop, 1);
+    pthread_join(th, NULL);
+    ASSERT_UEQ(r.inside, want);
+    total += k.kills;
+    reruns += r.reruns;
+  }
+  printf("%d fork-server kills survived, %llu tasks re-run\n", total,
+         (unsigned long long)reruns);
+  ASSERT(total > 0);
+  /* The pool lives on: a run after the last kill is whole too. */
+  mh_pi_result_t r = run(ex, n, 9, MH_PI_KERNEL_AUTO);
+  ASSERT_UEQ(r.inside, want);
+  mh_executor_free(ex);
+}
 
 typedef struct {
   pthread_t caller;

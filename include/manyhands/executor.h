@@ -217,7 +217,8 @@ MH_EXTERN int mh_executor_map_timeout(mh_executor_t *ex, mh_task_fn fn,
  * ends the running tasks too: SIGTERM, then SIGKILL after `grace`; their
  * futures are cancelled (mh_future_cancelled 1, MH_ECANCELED), a map's items
  * that were running or not begun give MH_ECANCELED.  Threads cannot be
- * stopped: on the thread backend TERMINATE is CANCEL_FUTURES.  With
+ * stopped, nor a chunk running on an MPI rank without ending the job: on the
+ * thread and MPI backends TERMINATE is CANCEL_FUTURES.  With
  * MH_SHUTDOWN_WAIT the call returns when every worker has finished.  Calling
  * it again is harmless: a later call that adds MH_SHUTDOWN_WAIT waits; one
  * that adds MH_SHUTDOWN_TERMINATE terminates at once, even while another

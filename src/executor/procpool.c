@@ -24,6 +24,9 @@
  *   - A dead worker's entries are settled before its slot is respawned:
  *     finished items keep their results, the running one fails or is re-run
  *     (retries), the rest go back to the front of the queue in order.
+ *   - A dead server is the death of all its workers: it is reaped, they are
+ *     settled so, and a new server respawns every slot (pp_disp_server_lost);
+ *     the pool breaks only if servers keep dying before spawning anything.
  *   - The dispatcher exits only when shutdown was asked, nothing is queued
  *     or in flight (no map either), and every worker has exited.
  * Lock order: join_mu, then mu.  The dispatcher takes mu only to move the
@@ -403,6 +406,7 @@ static int pp_disp_spawn(mh__pp_t *pp, int slot) {
   atomic_store(&s->wsleep, 0);
   atomic_store(&s->m_started, UINT64_MAX);
   atomic_store(&s->m_done, UINT64_MAX);
+  atomic_store(&s->ready, 0);
   memset(w->kmap, 0, sizeof w->kmap);
   w->in_map = 0;
   w->head = w->coll = 0;
@@ -455,7 +459,16 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
   int productive = w->coll > 0;
   for (uint32_t i = w->coll; i != w->head; i++)
     productive |= atomic_load(&s->ring[i % PP_RING].claim) == E_TAKEN;
-  pp->bad_starts = productive ? 0 : pp->bad_starts + 1;
+  /* A worker that got past its initializer did start: killed before it
+   * took a task (a replacement killed from outside at once, which a loaded
+   * machine makes likely), it says nothing against the pool.  Counting those
+   * broke the pool of a pi run after a few kills in a row.  Killed with its
+   * server, it says nothing either. */
+  productive |= atomic_load_explicit(&s->ready, memory_order_acquire) != 0;
+  if (productive)
+    pp->bad_starts = 0;
+  else if (!pp->srv_lost)
+    pp->bad_starts++;
   pp_job_t *rh = NULL, *rt = NULL; /* jobs to re-queue, in order */
   for (uint32_t i = w->coll; i != w->head; i++) {
     unsigned idx = i % PP_RING;
@@ -548,7 +561,7 @@ static void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries)
     pp_disp_broken(pp);
     return;
   }
-  if (!pp->cancelling && !pp->exits_sent && !pp->broken) {
+  if (!pp->cancelling && !pp->exits_sent && !pp->broken && !pp->srv_lost) {
     if (pp_disp_spawn(pp, slot) < 0) w->respawn_at = mh__now() + 0.05;
   }
 }
@@ -580,8 +593,10 @@ static void pp_disp_kill_and_wait(int pid) {
   kill(pid, SIGKILL); /* no pidfds: best effort, without the wait */
 }
 
-/* The server is gone (killed from outside): the workers die with it.  Fail
- * everything, now and later, rather than hang. */
+/* The pool gives up: its server is gone and cannot be replaced (at boot, in
+ * a shutdown, or it keeps dying), or its workers keep dying before doing
+ * anything.  Kill what is left, and fail everything, now and later, rather
+ * than hang. */
 static void pp_disp_broken(mh__pp_t *pp) {
   pp->broken = 1;
   atomic_store(&pp->broken_flag, 1);
@@ -599,6 +614,62 @@ static void pp_disp_broken(mh__pp_t *pp) {
   mh__pp_io_fd_close(pp->srv);
   pp->srv = -1;
   mh__pp_io_map_wake_parent(pp->msh); /* the map's thread sees broken_flag */
+}
+
+static int pp_disp_fork_server(mh__pp_t *pp);
+
+/* Servers forked in a row, each lost before it spawned a single worker,
+ * after which the pool gives up (a server that cannot even start). */
+#define PP_SERVER_RESTARTS 3
+
+/* The server died while the pool runs (killed from outside, say by a user's
+ * kill -9 or the OOM killer).  Its workers die with it (PR_SET_PDEATHSIG),
+ * so each is settled as a worker death: what it was running fails with
+ * MH_EWORKERDIED or runs again within the retries, what it had not begun
+ * goes back to the queue.  Then a new server is forked (by this thread, as
+ * the first one was, so its death signal is tied to the same thread) and
+ * every slot respawned: the pool lives on, as it does when one worker dies.
+ * Only a server that dies PP_SERVER_RESTARTS times in a row before spawning
+ * anything breaks the pool, and so does a shutdown under way (its workers
+ * were told to exit: there is nothing left to run them for).
+ *
+ * The old server is reaped first: once it is a zombie, the kernel has sent
+ * every child of it its death signal, so no worker of the old server (not
+ * even one whose M_SPAWNED report was still in its outbox, whose pid we never
+ * learned) runs on in a slot that the new worker is about to take. */
+static void pp_disp_server_lost(mh__pp_t *pp) {
+  pid_t spid = atomic_load(&pp->srv_pid);
+  mh__pp_io_fd_close(pp->srv);
+  pp->srv = -1;
+  if (spid > 0) {
+    kill(spid, SIGKILL); /* a socket error need not mean it is gone */
+    while (waitpid(spid, NULL, 0) < 0 && errno == EINTR) {
+    }
+  }
+  atomic_store(&pp->srv_pid, 0);
+  mh__trace_mark(MH__TR_DEATH, spid, -1, 0, -SIGKILL);
+  pp->srv_lost = 1;
+  for (int i = 0; i < pp->n; i++) {
+    pp_wk_t *w = &pp->wk[i];
+    int pid = atomic_load(&w->pid);
+    if (w->state == W_LIVE) {
+      pp_disp_kill_and_wait(pid); /* before its entries are settled */
+      pp_disp_exited(pp, i, pid, SIGKILL, pp->cfg.retries);
+    }
+    w->state = W_DEAD;
+    w->respawn_at = 0;
+    atomic_store(&w->pid, 0);
+  }
+  pp->srv_lost = 0;
+  if (pp->broken) return; /* settled by pp_disp_broken already */
+  if (pp->cancelling || pp->exits_sent ||
+      ++pp->srv_restarts > PP_SERVER_RESTARTS || pp_disp_fork_server(pp) < 0) {
+    pp_disp_broken(pp);
+    return;
+  }
+  double now = mh__now();
+  for (int i = 0; i < pp->n; i++)
+    if (pp_disp_spawn(pp, i) < 0) pp->wk[i].respawn_at = now + 0.05;
 }
 
 static void pp_disp_fail_queue(mh__pp_t *pp) {
@@ -623,14 +694,19 @@ static int pp_disp_server_msgs(mh__pp_t *pp, int block) {
     int r = mh__pp_io_recv(pp->srv, &m, NULL, block && !did ? 0 : MSG_DONTWAIT);
     if (r == MH_EAGAIN) break;
     if (r <= 0) {
-      pp_disp_broken(pp);
-      return did + 1;
+      if (pp->up)
+        pp_disp_server_lost(pp); /* srv is the new server's, or -1 */
+      else
+        pp_disp_broken(pp); /* at boot: mh_executor_new fails */
+      did++;
+      continue;
     }
     did++;
     if (m.slot < 0 || m.slot >= pp->n) continue;
     pp_wk_t *w = &pp->wk[m.slot];
     if (m.op == M_SPAWNED) {
       if (m.pid > 0) {
+        pp->srv_restarts = 0;
         atomic_store(&w->pid, m.pid);
         w->state = W_LIVE;
         if (pp->exits_sent) pp_disp_send_exit(pp, m.slot);
@@ -1004,6 +1080,7 @@ static void pp_disp_loop(mh__pp_t *pp) {
 static void *pp_disp_main(void *arg) {
   mh__pp_t *pp = arg;
   int rc = pp_disp_boot(pp);
+  pp->up = rc == 0;
   pthread_mutex_lock(&pp->mu);
   pp->start_rc = rc;
   pp->start_done = 1;

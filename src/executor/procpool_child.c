@@ -398,6 +398,7 @@ static void pp_child_worker(mh__pp_t *pp, int slot, int dfd, pid_t server) {
   size_t mapped = 0;
   int init = 0, populated = 0;
   if (pp->cfg.initializer) init = pp->cfg.initializer(pp->cfg.initarg);
+  atomic_store_explicit(&s->ready, 1, memory_order_release);
   unsigned max = (unsigned)pp->cfg.max_tasks_per_child, done = 0;
   uint32_t tail = atomic_load(&s->tail);
   for (;;) {

@@ -124,6 +124,8 @@ typedef struct pp_slot {
    * item i of its chunk and in m_done after; the dispatcher reads them when
    * the worker died (the dispatcher resets both before each spawn). */
   _Atomic uint64_t m_started, m_done; /* SW (SP before a spawn) */
+  _Atomic uint32_t ready; /* SW: 1 once past its initializer (SP: 0 before a
+                             spawn); a death before it is a failed start */
   _Alignas(MH__CACHE_LINE) pp_entry_t ring[PP_RING]; /* see pp_entry_t */
 } pp_slot_t;
 
@@ -267,8 +269,12 @@ struct mh__pp {
   _Atomic int64_t map_lim_us; /* A, written by the map's caller before
                            map_on: the running map's per-item limit, 0 = none */
   int exits_sent;       /* D: every worker was told to exit */
-  int broken;           /* D: the server is gone; everything fails */
+  int broken;           /* D: the pool gave up (its server cannot be had,
+                           or its workers cannot start); everything fails */
   int bad_starts;       /* D: workers in a row that died before doing anything */
+  int up;               /* D: the boot succeeded: a lost server is replaced */
+  int srv_lost;         /* D: settling the workers of a server that died */
+  int srv_restarts;     /* D: servers forked in a row with no worker spawned */
   double exit_deadline; /* D: SIGKILL the workers left after this */
 
   /* The claim-based map. */

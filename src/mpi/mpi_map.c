@@ -842,6 +842,14 @@ static int mpool_submit(mh_executor_t *ex, mh_future_t *f) {
   return 0;
 }
 
+/* Python's shutdown(cancel_futures=True): what is still queued (not yet
+ * handed to a rank) is cancelled; a future handed out is running and
+ * finishes with its result, so mh_future_cancelled and mh_future_result
+ * agree.  MH_SHUTDOWN_TERMINATE (the shell adds CANCEL_FUTURES to it) cannot
+ * end a running chunk, short of ending the job: it cancels the queue too.
+ * The shell may call this again (a TERMINATE escalating a waiting shutdown)
+ * while another thread joins the dispatcher here: nothing but the queue is
+ * touched then. */
 static int mpool_shutdown(mh_executor_t *ex, unsigned flags) {
   mpool_t *p = mh__executor_impl(ex);
   mh_future_t *cancelled = NULL;
