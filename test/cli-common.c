@@ -113,3 +113,12 @@ void wait_sigint_caught(pid_t pid) {
     mht_sleep(0.005);
   }
 }
+
+size_t read_text_file(const char *path, char *buf, size_t size) {
+  FILE *f = fopen(path, "r");
+  if (!f) mht_fail(__FILE__, __LINE__, "cannot open %s", path);
+  size_t len = fread(buf, 1, size - 1, f);
+  buf[len] = 0;
+  fclose(f);
+  return len;
+}

@@ -39,4 +39,8 @@ void check_run_object(const char *o, uint64_t n, int workers);
  * ends the command by default (as it should, with nothing to clean up). */
 void wait_sigint_caught(pid_t pid);
 
+/* The file at `path` into buf (at most size - 1 bytes, NUL-terminated); fails
+ * the test when it cannot be opened.  Returns the length. */
+size_t read_text_file(const char *path, char *buf, size_t size);
+
 #endif

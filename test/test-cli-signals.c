@@ -99,11 +99,7 @@ static void sigint_run(const char *backend, int json /* 2: a sweep */) {
   ASSERT_EQ(left, 0);
 
   static char buf[65536];
-  FILE *f = fopen(out, "r");
-  ASSERT(f != NULL);
-  size_t len = fread(buf, 1, sizeof buf - 1, f);
-  buf[len] = 0;
-  fclose(f);
+  read_text_file(out, buf, sizeof buf);
   if (json == 1) {
     ASSERT(strstr(buf, "\"interrupted\":true") != NULL);
     uint64_t done = json_u64(buf, "done"), inside = json_u64(buf, "inside");
@@ -117,11 +113,7 @@ static void sigint_run(const char *backend, int json /* 2: a sweep */) {
     ASSERT(done > 0);
     ASSERT(strstr(buf, "\npi          3.1") != NULL);
   }
-  f = fopen(err, "r");
-  ASSERT(f != NULL);
-  len = fread(buf, 1, sizeof buf - 1, f);
-  buf[len] = 0;
-  fclose(f);
+  read_text_file(err, buf, sizeof buf);
   ASSERT(strstr(buf, "manyhands: interrupted") != NULL);
   unlink(out);
   unlink(err);
@@ -250,20 +242,12 @@ TEST(pi_processes_survive_killed_workers) {
     }
   }
   static char buf[65536];
-  FILE *f = fopen(err, "r");
-  ASSERT(f != NULL);
-  size_t len = fread(buf, 1, sizeof buf - 1, f);
-  buf[len] = 0;
-  fclose(f);
+  read_text_file(err, buf, sizeof buf);
   fprintf(stderr, "%d workers killed in %.2f s; stderr: %s\n", kills, mht_now() - t0, buf);
   if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
     mht_fail(__FILE__, __LINE__, "exit status %#x after %d kills: %s", st, kills, buf);
   ASSERT_EQ(kills, 20);
-  f = fopen(out, "r");
-  ASSERT(f != NULL);
-  len = fread(buf, 1, sizeof buf - 1, f);
-  buf[len] = 0;
-  fclose(f);
+  read_text_file(out, buf, sizeof buf);
   ASSERT_UEQ(json_u64(buf, "inside"), want);
   ASSERT_UEQ(json_u64(buf, "done"), UINT64_C(10000000000));
   /* Most kills land mid-task, each costing one re-run. */

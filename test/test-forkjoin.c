@@ -343,38 +343,43 @@ TEST(spawn_fan_join_any_order) {
   }
 }
 
+/* A tree grown by a thread of its own while the test shuts the executor
+ * down (waiting, and cancelling in odd rounds): no hang, and the tree either
+ * completes right (the sum of 0..leaves-1) or says why it did not.  `grow`
+ * is the futures tree or the spawn tree. */
 typedef struct {
   mh_executor_t *ex;
   int rc;
   uint64_t sum;
-} bg_sp_t;
+} bg_t;
 
-static void bg_spawn_tree(void *arg) {
-  bg_sp_t *b = arg;
-  sp_node_t root = {b->ex, 0, 2000000, 0, 0, UINT64_MAX, 1};
-  b->rc = sp_run(b->ex, root, &b->sum);
-}
-
-/* Shutdown, waiting or cancelling, while a spawn tree grows: no hang, and
- * the tree completes right or says it was cancelled. */
-TEST(spawn_shutdown_while_tree_runs) {
+static void shutdown_while_growing(void (*grow)(void *), uint64_t leaves) {
   for (int round = 0; round < 6; round++) {
     mh_executor_t *ex = threads(1 + round % 3);
-    bg_sp_t b = {ex, 1, 0};
+    bg_t b = {ex, 1, 0};
     mh_thread_t *t;
-    ASSERT_EQ(mh_thread_start(&t, bg_spawn_tree, &b, NULL), 0);
+    ASSERT_EQ(mh_thread_start(&t, grow, &b, NULL), 0);
     usleep((useconds_t)(1000 * (1 + round * 3)));
     unsigned fl = MH_SHUTDOWN_WAIT | ((round & 1) ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
     ASSERT_EQ(mh_executor_shutdown(ex, fl), 0);
     ASSERT_EQ(mh_thread_join(t, MH_FOREVER), 0);
     mh_thread_free(t);
     if (b.rc == 0)
-      ASSERT_UEQ(b.sum, 2000000ull * 1999999 / 2);
+      ASSERT_UEQ(b.sum, leaves * (leaves - 1) / 2);
     else
       ASSERT(b.rc == MH_ECANCELED || b.rc == MH_ESHUTDOWN);
     mh_executor_free(ex);
   }
 }
+
+static void bg_spawn_tree(void *arg) {
+  bg_t *b = arg;
+  sp_node_t root = {b->ex, 0, 2000000, 0, 0, UINT64_MAX, 1};
+  b->rc = sp_run(b->ex, root, &b->sum);
+}
+
+/* Shutdown, waiting or cancelling, while a spawn tree grows. */
+TEST(spawn_shutdown_while_tree_runs) { shutdown_while_growing(bg_spawn_tree, 2000000); }
 
 /* ---- random sleeps, errors, shutdown ---------------------------------- */
 
@@ -399,38 +404,14 @@ TEST(error_leaf_to_root) {
   }
 }
 
-typedef struct {
-  mh_executor_t *ex;
-  int rc;
-  uint64_t sum;
-} bg_tree_t;
-
 static void bg_tree(void *arg) {
-  bg_tree_t *b = arg;
+  bg_t *b = arg;
   span_t sp = {0, 1000000, 0, UINT64_MAX, 0};
   b->rc = run_tree(b->ex, sp, &b->sum);
 }
 
-/* Shut down (waiting, and cancelling) while a tree grows: no hang, and the
- * tree either completes right or says why it did not. */
-TEST(shutdown_while_tree_runs) {
-  for (int round = 0; round < 6; round++) {
-    mh_executor_t *ex = threads(1 + round % 3);
-    bg_tree_t b = {ex, 1, 0};
-    mh_thread_t *t;
-    ASSERT_EQ(mh_thread_start(&t, bg_tree, &b, NULL), 0);
-    usleep((useconds_t)(1000 * (1 + round * 3)));
-    unsigned fl = MH_SHUTDOWN_WAIT | ((round & 1) ? MH_SHUTDOWN_CANCEL_FUTURES : 0);
-    ASSERT_EQ(mh_executor_shutdown(ex, fl), 0);
-    ASSERT_EQ(mh_thread_join(t, MH_FOREVER), 0);
-    mh_thread_free(t);
-    if (b.rc == 0)
-      ASSERT_EQ(b.sum, 1000000ull * 999999 / 2);
-    else
-      ASSERT(b.rc == MH_ECANCELED || b.rc == MH_ESHUTDOWN);
-    mh_executor_free(ex);
-  }
-}
+/* Shut down (waiting, and cancelling) while a futures tree grows. */
+TEST(shutdown_while_tree_runs) { shutdown_while_growing(bg_tree, 1000000); }
 
 /* ---- task groups ------------------------------------------------------ */
 

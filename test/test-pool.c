@@ -262,11 +262,10 @@ static int t_nap(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
   return 0;
 }
 
-TEST(cancel_futures_lets_running_finish) {
-  mh_executor_t *ex = pool_new(2, 0);
-  mh_future_t *f[10];
-  int out[10] = {0};
-  for (int i = 0; i < 10; i++)
+/* Submit n t_nap tasks into f[] (results into out[]) and wait (up to 20 s)
+ * until the first two run, one on each worker. */
+static void submit_naps_until_two_run(mh_executor_t *ex, int n, mh_future_t **f, int *out) {
+  for (int i = 0; i < n; i++)
     ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
                                  NULL, &f[i]));
   double end = mht_now() + 20;
@@ -274,6 +273,13 @@ TEST(cancel_futures_lets_running_finish) {
     ASSERT(mht_now() < end);
     mht_sleep(0.001);
   }
+}
+
+TEST(cancel_futures_lets_running_finish) {
+  mh_executor_t *ex = pool_new(2, 0);
+  mh_future_t *f[10];
+  int out[10] = {0};
+  submit_naps_until_two_run(ex, 10, f, out);
   ASSERT_OK(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT |
                                          MH_SHUTDOWN_CANCEL_FUTURES));
   int ran = 0, cancelled = 0;
@@ -383,14 +389,7 @@ TEST(timeout_sigstopped_worker) {
   ASSERT_OK(mh_executor_new(&ex, &o));
   mh_future_t *f[2];
   int out[2] = {0};
-  for (int i = 0; i < 2; i++)
-    ASSERT_OK(mh_executor_submit(ex, t_nap, NULL, 0, &out[i], sizeof out[i],
-                                 NULL, &f[i]));
-  double end = mht_now() + 20;
-  while (!(mh_future_running(f[0]) && mh_future_running(f[1]))) {
-    ASSERT(mht_now() < end);
-    mht_sleep(0.001);
-  }
+  submit_naps_until_two_run(ex, 2, f, out);
   int pids[2];
   ASSERT_EQ(pool_pids(ex, pids, 2), 2);
   ASSERT_OK(kill(pids[0], SIGSTOP));

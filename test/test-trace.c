@@ -582,25 +582,6 @@ TEST(cli_usage_errors) {
 
 #define MPI_CLI MHT_BUILD_DIR "/test/manyhands-mpi"
 
-/* Open MPI's launcher makes its session folder <base>/ompi.<host>.<uid>;
- * two launches at the same moment (other tests, other users' jobs on the
- * machine) can race on it in a shared /tmp and fail with "File exists".
- * Each test process gets a base of its own, removed when it ends (Open MPI
- * removes what it made inside). */
-static char mht_ompi_base[64];
-static void mht_ompi_base_remove(void) {
-  if (mht_ompi_base[0]) rmdir(mht_ompi_base);
-}
-static void mht_private_ompi_tmpdir(void) {
-  if (mht_ompi_base[0]) return;
-  snprintf(mht_ompi_base, sizeof mht_ompi_base, "/tmp/mh-ompi-%d", (int)getpid());
-  if (mkdir(mht_ompi_base, 0700) != 0 && errno != EEXIST) {
-    mht_ompi_base[0] = 0;
-    return;
-  }
-  setenv("OMPI_MCA_orte_tmpdir_base", mht_ompi_base, 1);
-  atexit(mht_ompi_base_remove);
-}
 
 /* Run `mpiexec -n ranks` on the tests' manyhands-mpi (it has the
  * MH_MPI_TEST_* hooks); 0 when MPI was not found (the test skips). */

@@ -169,4 +169,9 @@ int mht_private_dev_shm(void);
 /* The number of entries in /dev/shm (0 when it cannot be read). */
 int mht_dev_shm_entries(void);
 
+/* Points Open MPI's session folder (OMPI_MCA_orte_tmpdir_base) at a
+ * folder of this test process's own, removed at exit, so that two launches
+ * at the same moment do not race on one folder in /tmp. */
+void mht_private_ompi_tmpdir(void);
+
 #endif /* MH_TEST_H */
