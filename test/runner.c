@@ -423,3 +423,27 @@ void mht_private_ompi_tmpdir(void) {
   setenv("OMPI_MCA_orte_tmpdir_base", mht_ompi_base, 1);
   atexit(mht_ompi_base_remove);
 }
+
+void mht_mpi_launch_env(const char *timeout_s, const char *source_dir) {
+  /* A bound on every job a test starts (Open MPI's mpirun and MPICH's
+   * mpiexec both honour it): a test that dies half-way (a failed check, the
+   * CTest timeout) must not leave a 10^13-point job spinning behind it. */
+  setenv("MPIEXEC_TIMEOUT", timeout_s, 1);
+  mht_private_ompi_tmpdir();
+  /* Open MPI refuses to run as root without these. */
+  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
+  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  /* Ranks are separate programs under mpiexec: keep the sanitizers' leak
+   * reports about the MPI library itself out of them.  (Suppressions cannot
+   * do it: Open MPI unloads its plugins at MPI_Finalize, so their frames in
+   * the leak reports have no module name left to match.) */
+  setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
+  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+  /* ... and TSan's reports about Open MPI's own (uninstrumented) locks. */
+  const char *tsan = getenv("TSAN_OPTIONS");
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
+           tsan ? tsan : "", source_dir);
+  setenv("TSAN_OPTIONS", buf, 1);
+}

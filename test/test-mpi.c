@@ -34,27 +34,7 @@ static void need_mpi(void) {
   printf("MPI not found: skipped\n");
   exit(77);
 #endif
-  /* A bound on every job a test starts (Open MPI's mpirun and MPICH's
-   * mpiexec both honour it): a test that dies half-way (a failed check, the
-   * CTest timeout) must not leave a 10^13-point job spinning behind it. */
-  setenv("MPIEXEC_TIMEOUT", "150", 1);
-  mht_private_ompi_tmpdir();
-  /* Open MPI refuses to run as root without these. */
-  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  /* Ranks are separate programs under mpiexec: keep the sanitizers' leak
-   * reports about the MPI library itself out of them.  (Suppressions cannot
-   * do it: Open MPI unloads its plugins at MPI_Finalize, so their frames in
-   * the leak reports have no module name left to match.) */
-  setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
-  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
-  /* ... and TSan's reports about Open MPI's own (uninstrumented) locks. */
-  const char *tsan = getenv("TSAN_OPTIONS");
-  char buf[1024];
-  snprintf(buf, sizeof buf,
-           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
-           tsan ? tsan : "", MHT_SOURCE_DIR);
-  setenv("TSAN_OPTIONS", buf, 1);
+  mht_mpi_launch_env("150", MHT_SOURCE_DIR);
 }
 
 /* argv of "mpiexec -n <ranks> [--oversubscribe] prog args...": fills `v`

@@ -591,18 +591,7 @@ static int run_mpi_cli(mht_proc_result_t *r, const char *ranks, const char *cons
   printf("MPI not found: skipped\n");
   exit(77);
 #else
-  setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
-  setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  setenv("MPIEXEC_TIMEOUT", "100", 1);
-  mht_private_ompi_tmpdir();
-  setenv("LSAN_OPTIONS", "detect_leaks=0", 1);
-  setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
-  const char *tsan = getenv("TSAN_OPTIONS");
-  char buf[1024];
-  snprintf(buf, sizeof buf,
-           "%s ignore_noninstrumented_modules=1 suppressions=%s/test/tsan-mpi.supp",
-           tsan ? tsan : "", MHT_SOURCE_DIR);
-  setenv("TSAN_OPTIONS", buf, 1);
+  mht_mpi_launch_env("100", MHT_SOURCE_DIR);
   char *argv[32];
   size_t n = 0;
   argv[n++] = strdup(MHT_MPIEXEC);

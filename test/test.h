@@ -174,4 +174,10 @@ int mht_dev_shm_entries(void);
  * at the same moment do not race on one folder in /tmp. */
 void mht_private_ompi_tmpdir(void);
 
+/* The environment of a test that launches MPI jobs: MPIEXEC_TIMEOUT (a
+ * bound on each job, in seconds), the private session folder above, root
+ * allowed, and the sanitizers told to leave the MPI library's own leaks and
+ * locks alone (`source_dir` holds test/tsan-mpi.supp). */
+void mht_mpi_launch_env(const char *timeout_s, const char *source_dir);
+
 #endif /* MH_TEST_H */
