@@ -78,7 +78,9 @@ typedef struct hdr {
 _Atomic int mh__trace_on;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static hdr_t *g_hdr;      /* O (set once, then read by anyone) */
+/* O (set once, then read by anyone): atomic, because a thread started
+ * before the first mh_trace_start (an MPI rank's watchdog) may read it. */
+static hdr_t *_Atomic g_hdr;
 static size_t g_len;      /* O: bytes mapped */
 static FILE *g_file;      /* O: the open trace file */
 static pid_t g_owner;     /* O: the process that started the trace */
@@ -221,9 +223,9 @@ int mh_trace_start(const char *path) {
       rc = MH_ENOMEM;
       goto out;
     }
-    g_hdr = p;
+    ((hdr_t *)p)->cap = cap;
     g_len = len;
-    g_hdr->cap = cap;
+    g_hdr = p; /* published after its cap is set */
   }
   /* A rank > 0 of an MPI job records but writes nothing: rank 0 gathers
    * its records and writes the one file (opening it here could truncate
@@ -250,8 +252,9 @@ out:
 }
 
 int mh_trace_active(void) {
-  return atomic_load_explicit(&mh__trace_on, memory_order_relaxed) &&
-         g_hdr && atomic_load(&g_hdr->open);
+  if (!atomic_load_explicit(&mh__trace_on, memory_order_relaxed)) return 0;
+  hdr_t *h = g_hdr;
+  return h && atomic_load(&h->open);
 }
 
 /* ---- writing the file ---------------------------------------------------- */
