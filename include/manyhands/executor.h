@@ -632,10 +632,10 @@ typedef int (*mh_spawn_fn)(void *arg);
  * (usually on the stack), as in Cilk or libfork.  Caller-allocated; the
  * fields are private (read and written by the library only). */
 typedef struct mh_spawn_s {
-  mh_spawn_fn fn_; /* private */
-  void *arg_;      /* private */
-  int state_;      /* private: accessed atomically */
-  int rc_;         /* private */
+  mh_spawn_fn fn_; /**< private: the child */
+  void *arg_;      /**< private: its argument */
+  int state_;      /**< private: queued, running or done (accessed atomically) */
+  int rc_;         /**< private: the child's return value */
 } mh_spawn_t;
 
 /** Spawn fn(arg) as a child of the running task: the cheapest fork of
