@@ -6,14 +6,16 @@
 # made here beside bench/run's), the hooks in but the trace off (what every
 # user runs), and the trace on.  Two rows per job: "off vs out" is what the
 # hooks cost when nobody traces, "on vs off" what recording costs.  Runs are
-# interleaved (out, off, on, out, ...) so that the machine's load falls on
-# all alike; medians of RUNS runs (default 5).  Run through bench/run trace.
+# interleaved, in turn out-off-on and on-off-out, so that the machine's
+# load falls on all alike; medians of RUNS runs (default 9: a pi run is
+# half a second, and five medians of it still moved by 5 %).  Run through
+# bench/run trace.
 # Wall-clock seconds of the work and CPU seconds of the whole program (with
 # its workers) are both given: on a loaded machine the CPU time is the
 # steadier measure of what tracing adds.
 set -euo pipefail
 bin=${MH_BENCH_BIN:?run through bench/run}
-runs=${RUNS:-5}
+runs=${RUNS:-9}
 NPI=${NPI:-2000000000}  # points of the pi job
 NMAP=${NMAP:-1000000}   # items of the map
 W=${W:-2}
@@ -35,17 +37,32 @@ printf '%-40s %9s %9s %8s %9s %9s %8s %8s\n' job "base s" "with s" "cost" \
 for job in "pi $NPI" "map $NMAP"; do
   for be in threads processes; do
     out=() off=() on=() wr=() outc=() offc=() onc=()
-    for _ in $(seq "$runs"); do
-      read -r s _ c < <("$outbin/trace_bench" $job "$be" "$W" off)
-      out+=("$s")
-      outc+=("$c")
-      read -r s _ c < <("$bin/trace_bench" $job "$be" "$W" off)
-      off+=("$s")
-      offc+=("$c")
-      read -r s w c < <("$bin/trace_bench" $job "$be" "$W" on)
-      on+=("$s")
-      onc+=("$c")
-      wr+=("$w")
+    for r in $(seq "$runs"); do
+      # Odd runs go out, off, on; even runs on, off, out: a drift of the
+      # machine's speed over a run (a neighbour starting, the page cache
+      # warming) then falls on every build alike, not on the last one.
+      order="out off on"
+      ((r % 2)) || order="on off out"
+      for m in $order; do
+        case $m in
+          out)
+            read -r s _ c < <("$outbin/trace_bench" $job "$be" "$W" off)
+            out+=("$s")
+            outc+=("$c")
+            ;;
+          off)
+            read -r s _ c < <("$bin/trace_bench" $job "$be" "$W" off)
+            off+=("$s")
+            offc+=("$c")
+            ;;
+          on)
+            read -r s w c < <("$bin/trace_bench" $job "$be" "$W" on)
+            on+=("$s")
+            onc+=("$c")
+            wr+=("$w")
+            ;;
+        esac
+      done
     done
     x=$(med "${out[@]}") a=$(med "${off[@]}") b=$(med "${on[@]}") c=$(med "${wr[@]}")
     cx=$(med "${outc[@]}") ca=$(med "${offc[@]}") cb=$(med "${onc[@]}")
