@@ -6,7 +6,7 @@
  * (thread, process and rank workers; the main thread and the dispatcher are
  * left out), and draws for each worker: idle time as a pale bar from the
  * start of the trace to the end of the last slice of any worker, busy time
- * (a task or chunk) filled, the tail (after the worker's own last slice,
+ * (the innermost slices: blocks, tasks, chunks) filled, the tail (after the worker's own last slice,
  * while others still work) in a colour of its own, deaths as crosses.  The
  * gap before the first slice is the serial start-up the tutorial's Amdahl
  * talks about.  Single-threaded; everything is freed before return.
@@ -109,8 +109,6 @@ static int timeline_read(timeline_t *tl, const char *path) {
     if (strstr(line, "\"ph\":\"X\"") && num_after(line, "\"dur\":", &dur)) {
       if (push((void **)&t->s, &t->n, &t->cap, sizeof *t->s)) goto oom;
       t->s[t->n - 1] = (slice_t){ts * 1e-6, (ts + dur) * 1e-6};
-      t->busy += dur * 1e-6;
-      if ((ts + dur) * 1e-6 > t->last) t->last = (ts + dur) * 1e-6;
     } else if (strstr(line, "\"name\":\"worker died\"")) {
       if (push((void **)&t->deaths, &t->nd, &t->capd, sizeof *t->deaths)) goto oom;
       t->deaths[t->nd - 1] = ts * 1e-6;
@@ -121,6 +119,32 @@ static int timeline_read(timeline_t *tl, const char *path) {
 oom:
   fclose(f);
   return -1;
+}
+
+static int slice_cmp(const void *a, const void *b) {
+  const slice_t *x = a, *y = b;
+  if (x->t0 != y->t0) return x->t0 < y->t0 ? -1 : 1;
+  return x->t1 > y->t1 ? -1 : x->t1 < y->t1; /* the outer one first */
+}
+
+/* Slices of one track nest (a task that runs a block, a worker that helps
+ * while it waits, a stolen spawn that runs its subtree): keep the innermost
+ * ones, which do not overlap, so that busy time is the work itself and not
+ * the wait of a task around it (the pi job on threads is one root task
+ * whose worker spends its end waiting for a thief's blocks).  Then sum. */
+static void keep_leaves(track_t *t) {
+  qsort(t->s, t->n, sizeof *t->s, slice_cmp);
+  size_t k = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    if (i + 1 < t->n && t->s[i + 1].t0 < t->s[i].t1) continue; /* holds the next */
+    t->s[k++] = t->s[i];
+  }
+  t->n = k;
+  t->busy = 0;
+  for (size_t i = 0; i < k; i++) {
+    t->busy += t->s[i].t1 - t->s[i].t0;
+    if (t->s[i].t1 > t->last) t->last = t->s[i].t1;
+  }
 }
 
 static int track_cmp(const void *a, const void *b) {
@@ -187,7 +211,7 @@ static void timeline_script(FILE *f, void *arg) {
         "title 'idle'", f);
   if (nbusy)
     fputs(", \\\n  $busy using 1:2:3:(0.34) with boxxyerror fc rgb '#1f77b4' "
-          "title 'busy (a task or chunk)'", f);
+          "title 'busy (a block, task or chunk)'", f);
   if (ntail)
     fputs(", \\\n  $tail using 1:2:3:(0.34) with boxxyerror fc rgb '#ff9f40' "
           "title 'tail: done, waiting for the others'", f);
@@ -221,6 +245,7 @@ int mhc_timeline_draw(const char *trace, const char *chart, const char *title) {
   }
   qsort(tl.t, tl.n, sizeof *tl.t, track_cmp);
   for (size_t i = 0; i < tl.n; i++) {
+    keep_leaves(&tl.t[i]);
     if (tl.t[i].last > tl.end) tl.end = tl.t[i].last;
     for (size_t k = 0; k < tl.t[i].nd; k++)
       if (tl.t[i].deaths[k] > tl.end) tl.end = tl.t[i].deaths[k];

@@ -287,6 +287,8 @@ static const char *kind_name(uint32_t k) {
     case MH__TR_DEATH: return "worker died";
     case MH__TR_RETRY: return "retry";
     case MH__TR_CANCEL: return "cancelled";
+    case MH__TR_SPAWN: return "spawn";
+    case MH__TR_BLOCK: return "block";
     default: return "event";
   }
 }
@@ -380,7 +382,7 @@ static int trace_write(FILE *f, hdr_t *h, pid_t owner) {
     fprintf(f, "{\"name\":\"%s\",\"cat\":\"manyhands\",\"pid\":%d,\"tid\":%d,\"ts\":",
             kind_name(k), json_id(r->pid, r->rank), json_id(r->tid, r->rank));
     us(f, t0);
-    if (k <= MH__TR_JOB) {
+    if (mh__trace_is_slice((int)k)) {
       fputs(",\"ph\":\"X\",\"dur\":", f);
       us(f, t1);
       fprintf(f, ",\"args\":{\"index\":%llu,\"items\":%llu,\"status\":%d}}",

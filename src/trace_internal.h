@@ -25,8 +25,19 @@ enum {
   MH__TR_JOB,      /* slice: items of a job run by a process worker */
   MH__TR_DEATH,    /* mark: a worker died (status: exit code or -signal) */
   MH__TR_RETRY,    /* mark: an item is run again after its worker died */
-  MH__TR_CANCEL    /* mark: queued work was cancelled (items: how many) */
+  MH__TR_CANCEL,   /* mark: queued work was cancelled (items: how many) */
+  MH__TR_SPAWN,    /* slice: a spawn record (mh_spawn) a worker took off a
+                      deque: a thief's steal, or its own between tasks; one
+                      joined where it was spawned runs inside its parent's
+                      slice and is not recorded (no cost on the fast path) */
+  MH__TR_BLOCK     /* slice: one block of the pi job (index: its number) */
 };
+
+/* Whether records of kind k are slices (a start and an end), not marks. */
+static inline int mh__trace_is_slice(int k) {
+  return k == MH__TR_TASK || k == MH__TR_CHUNK || k == MH__TR_JOB || k == MH__TR_SPAWN ||
+         k == MH__TR_BLOCK;
+}
 
 /* Who the calling thread is (its track's name). */
 enum { MH__TR_ROLE_NONE = 0, MH__TR_ROLE_THREAD, MH__TR_ROLE_PROCESS, MH__TR_ROLE_RANK };

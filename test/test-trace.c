@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "manyhands.h"
@@ -434,6 +435,143 @@ TEST(cancellation_marked) {
   unlink(path);
 }
 
+/* ---- the pi job's blocks and fork-join's spawn records ------------------ */
+
+/* The name of the track (pid, tid), or "" when it has none. */
+static const char *track_of(const trace_t *t, int pid, int tid) {
+  for (size_t i = 0; i < t->n; i++)
+    if (!strcmp(t->ev[i].name, "thread_name") && t->ev[i].pid == pid && t->ev[i].tid == tid)
+      return t->ev[i].tname;
+  return "";
+}
+
+/* The pi job on a backend, traced: every block once (its points as items,
+ * N in all), each on a worker's track; returns how many worker tracks
+ * counted blocks. */
+static int pi_blocks_traced(mh_backend_t backend, const char *what, const char *worker) {
+  char path[128];
+  tmp_path(path, sizeof path, what);
+  ASSERT_OK(mh_trace_start(path));
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = backend;
+  o.workers = 2;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  const uint64_t blocks = 24, n = blocks * MH_PI_BLOCK_POINTS - 7;
+  mh_pi_options_t po;
+  mh_pi_options_init(&po);
+  po.n = n;
+  mh_pi_result_t r;
+  ASSERT_OK(mh_pi_run(ex, &po, &r));
+  mh_executor_free(ex);
+  ASSERT_OK(mh_trace_stop());
+  trace_t t;
+  trace_load(path, &t);
+  ASSERT_EQ(each_once(&t, "block", blocks), (long long)n);
+  int on[2] = {-1, -1}, tracks_with_blocks = 0;
+  for (size_t i = 0; i < t.n; i++) {
+    const ev_t *e = &t.ev[i];
+    if (strcmp(e->name, "block")) continue;
+    const char *name = track_of(&t, e->pid, e->tid);
+    ASSERT(!strncmp(name, worker, strlen(worker)));
+    if (on[0] != e->tid && on[1] != e->tid && tracks_with_blocks < 2)
+      on[tracks_with_blocks++] = e->tid;
+  }
+  trace_free(&t);
+  unlink(path);
+  return tracks_with_blocks;
+}
+
+/* On threads the pi job is one fork-join tree: its root is one task, and
+ * the blocks a thief counts are inside the spawn records it stole. */
+TEST(pi_threads_every_block_once) {
+  ASSERT(pi_blocks_traced(MH_BACKEND_THREADS, "pithreads", "thread worker") >= 1);
+}
+
+TEST(pi_processes_every_block_once) {
+  ASSERT(pi_blocks_traced(MH_BACKEND_PROCESSES, "piprocs", "process worker") >= 1);
+}
+
+/* A fork-join tree whose first leaf waits until a leaf ran on another
+ * thread, which only a thief can do: the stolen records are `spawn` slices
+ * on a worker's track other than the root task's, and each leaf ran once. */
+typedef struct {
+  _Atomic int leaves, stolen;
+  _Atomic long root_tid;
+  mh_executor_t *ex;
+} fj_t;
+
+typedef struct {
+  fj_t *sh;
+  int lo, hi;
+} fj_node_t;
+
+static long my_tid(void) { return (long)syscall(SYS_gettid); }
+
+static int fj_node(void *arg) {
+  fj_node_t *n = arg;
+  fj_t *sh = n->sh;
+  if (n->hi - n->lo == 1) {
+    atomic_fetch_add(&sh->leaves, 1);
+    if (my_tid() != atomic_load(&sh->root_tid)) atomic_store(&sh->stolen, 1);
+    /* Leaf 0 holds its worker until a thief ran a leaf (30 s at most). */
+    for (int i = 0; n->lo == 0 && i < 60000 && !atomic_load(&sh->stolen); i++) usleep(500);
+    return n->lo == 0 && !atomic_load(&sh->stolen) ? MH_ETIMEDOUT : 0;
+  }
+  int mid = n->lo + (n->hi - n->lo) / 2;
+  fj_node_t left = {sh, n->lo, mid}, right = {sh, mid, n->hi};
+  mh_spawn_t sp;
+  ASSERT_OK(mh_spawn(sh->ex, &sp, fj_node, &right));
+  int lrc = fj_node(&left);
+  int rrc = mh_spawn_join(&sp);
+  return lrc ? lrc : rrc;
+}
+
+static int fj_root(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  (void)in, (void)isz, (void)out, (void)osz;
+  fj_t *sh = ctx;
+  atomic_store(&sh->root_tid, my_tid());
+  fj_node_t root = {sh, 0, 64};
+  return fj_node(&root);
+}
+
+TEST(stolen_spawns_are_slices) {
+  char path[128];
+  tmp_path(path, sizeof path, "spawn");
+  ASSERT_OK(mh_trace_start(path));
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 2;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  fj_t sh = {0};
+  sh.root_tid = -1;
+  sh.ex = ex;
+  mh_future_t *f;
+  ASSERT_OK(mh_executor_submit(ex, fj_root, NULL, 0, NULL, 0, &sh, &f));
+  ASSERT_OK(mh_future_result(f, 60));
+  mh_future_release(f);
+  mh_executor_free(ex);
+  ASSERT_OK(mh_trace_stop());
+  ASSERT_EQ(atomic_load(&sh.leaves), 64);
+  trace_t t;
+  trace_load(path, &t);
+  ASSERT_UEQ(count(&t, "task", "X"), 1);
+  size_t spawns = 0;
+  for (size_t i = 0; i < t.n; i++) {
+    const ev_t *e = &t.ev[i];
+    if (strcmp(e->name, "spawn")) continue;
+    ASSERT_EQ(e->ph[0], 'X');
+    ASSERT_EQ(e->status, 0);
+    ASSERT(!strncmp(track_of(&t, e->pid, e->tid), "thread worker", 13));
+    if (e->tid != (int)atomic_load(&sh.root_tid)) spawns++;
+  }
+  ASSERT(spawns >= 1);
+  trace_free(&t);
+  unlink(path);
+}
+
 TEST(api_errors) {
   char path[128];
   tmp_path(path, sizeof path, "api");
@@ -539,8 +677,8 @@ static void cli_trace_and_timeline(const char *backend, const char *ext) {
   mht_proc_free(&r);
   trace_t t;
   trace_load(json, &t);
-  /* The pi job's tasks, and one track per worker asked for. */
-  ASSERT(count(&t, "task", "X") >= 1);
+  /* The pi job's 5 blocks of 2e7 points, and one track per worker asked for. */
+  ASSERT_EQ(each_once(&t, "block", 5), 20000000);
   ASSERT(tracks(&t, strcmp(backend, "threads") ? "process worker" : "thread worker") <= 3);
   trace_free(&t);
   char *img = slurp(chart);
@@ -651,8 +789,8 @@ TEST(mpi_ranks_one_file) {
   mht_proc_free(&r);
   trace_t t;
   trace_load(json, &t);
-  ASSERT_UEQ(count(&t, "task", "X"), blocks);
-  ASSERT_EQ(each_once(&t, "task", blocks), (long long)blocks);
+  ASSERT_UEQ(count(&t, "block", "X"), blocks);
+  ASSERT_EQ(each_once(&t, "block", blocks), (long long)(blocks * MH_PI_BLOCK_POINTS - 5));
   int pids[3] = {0, 0, 0};
   ASSERT_EQ(rank_processes(&t, pids, 3), 3);
   /* Every slice is on a rank's counting thread, each rank has some. */
@@ -696,7 +834,7 @@ TEST(mpi_env_variable) {
   mht_proc_free(&r);
   trace_t t;
   trace_load(json, &t);
-  ASSERT_EQ(each_once(&t, "task", blocks), (long long)blocks);
+  ASSERT_EQ(each_once(&t, "block", blocks), (long long)(blocks * MH_PI_BLOCK_POINTS));
   int pids[2] = {0, 0};
   ASSERT_EQ(rank_processes(&t, pids, 2), 2);
   trace_free(&t);
@@ -732,7 +870,7 @@ TEST(mpi_rank_death_marked) {
       deaths++;
     }
   ASSERT_UEQ(deaths, 1);
-  ASSERT(count(&t, "task", "X") >= 1); /* rank 0's blocks */
+  ASSERT(count(&t, "block", "X") >= 1); /* rank 0's blocks */
   trace_free(&t);
   unlink(json);
 }

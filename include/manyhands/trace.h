@@ -6,8 +6,11 @@
  * mh_trace_stop().  The file is the JSON that Perfetto (ui.perfetto.dev) and
  * chrome://tracing open: one track per worker (a thread of the thread
  * backend, a process of the process backend, each named), one slice per
- * task or map chunk (args: index, items, status), and instant marks for a
- * worker's death, a retry and a cancellation.  Process workers write into
+ * task or map chunk (args: index, items, status), one per spawn record
+ * (mh_spawn) that a worker took off a deque, a thief's steal above all (one
+ * joined where it was spawned runs inside its parent and is not recorded),
+ * one per block of the pi job, and instant marks for a worker's death, a
+ * retry and a cancellation.  Process workers write into
  * one buffer of shared memory made at start, so the events of every
  * process land in the one file.  In an MPI job (manyhands/mpi.h) every rank
  * records and rank 0 alone writes the file, with every rank's records

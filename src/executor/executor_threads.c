@@ -334,9 +334,11 @@ static void run_one(tworker_t *w, mh_future_t *f, int spawned) {
  * and its frame ends): the wake-up only hands the word's address to the
  * kernel, which looks it up and finds nobody when nobody waits. */
 static void run_spawn(tworker_t *w, mh_spawn_t *t) {
+  uint64_t t0 = mh__trace_begin();
   int rc = atomic_load_explicit(&w->p->cancelling, memory_order_relaxed)
                ? MH_ECANCELED
                : t->fn_(t->arg_);
+  mh__trace_end(t0, MH__TR_SPAWN, MH__TR_SEQ, 1, rc); /* while t is ours */
   t->rc_ = rc;
   if (__atomic_exchange_n(&t->state_, SP_DONE, __ATOMIC_ACQ_REL) == SP_SLEEPER)
     mh__futex_wake(&t->state_, 1, MH__FUTEX_PRIVATE);

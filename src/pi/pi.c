@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "../trace_internal.h"
 #include "pi_internal.h"
 
 #ifdef MH_TEST_HOOKS
@@ -137,19 +138,27 @@ static int resolve_kernel(mh_pi_kernel_t kernel, mh_pi_kernel_t *out) {
   return 0;
 }
 
-/* Count a block with a resolved kernel. */
+/* Count a block with a resolved kernel.  Every backend counts its blocks
+ * here, so a trace shows each block once as a `block` slice (index: the
+ * block, items: its points) on the track of whoever counted it, inside the
+ * task, spawn or rank thread that ran it. */
 static uint64_t count_block(uint64_t seed, uint64_t block, uint64_t npoints,
                             mh_pi_kernel_t kernel) {
+  uint64_t t0 = mh__trace_begin(), inside;
   mh__pi_stream_t st;
   mh__pi_stream_init(&st, seed, block);
   switch (kernel) {
   case MH_PI_KERNEL_AVX512:
-    return mh__pi_kernel_avx512(&st, npoints);
+    inside = mh__pi_kernel_avx512(&st, npoints);
+    break;
   case MH_PI_KERNEL_AVX2:
-    return mh__pi_kernel_avx2(&st, npoints);
+    inside = mh__pi_kernel_avx2(&st, npoints);
+    break;
   default:
-    return mh__pi_kernel_scalar(&st, npoints);
+    inside = mh__pi_kernel_scalar(&st, npoints);
   }
+  mh__trace_end(t0, MH__TR_BLOCK, block, npoints, 0);
+  return inside;
 }
 
 int mh_pi_count_block(uint64_t seed, uint64_t block, uint64_t npoints,
