@@ -120,6 +120,6 @@ else()
                  "built and their tests are reported as skipped")
 endif()
 
-# What the MPI tests need to know (test/test-mpi.c).
+# What the MPI tests need to know (test/test-mpi.c, test/test-mpi-pi.c).
 configure_file(${CMAKE_CURRENT_SOURCE_DIR}/cmake/mpi_config.h.in
                ${CMAKE_CURRENT_BINARY_DIR}/include/mh_mpi_config.h @ONLY)

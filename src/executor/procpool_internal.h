@@ -1,16 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /* procpool_internal.h - the process pool engine's shared layout and records.
  *
- * Read by the four files of the engine, never outside it (executor_procs.c
+ * Read by the six files of the engine, never outside it (executor_procs.c
  * and the tests see procpool.h only):
- *   procpool.c        the dispatcher thread, and the API that starts, feeds
- *                     and joins it
+ *   procpool.c        the dispatcher thread's loop, and the API that
+ *                     starts, feeds and joins it
+ *   procpool_workers.c the dispatcher: spawning, exits, a broken pool, a
+ *                     lost server, the boot
+ *   procpool_jobs.c   the dispatcher: jobs into rings, results out, the
+ *                     map's entries and dead chunks
  *   procpool_child.c  the fork server and the worker loops (other processes)
  *   procpool_map.c    the claim-based map, run on the caller's thread
  *   procpool_io.c     socket messages with fds, the fd/mapping registry,
  *                     wake-ups
- * Calls go one way: procpool.c -> procpool_child.c -> procpool_io.c, and
- * procpool_map.c -> procpool_io.c.  Nothing calls back up.
+ * Calls go one way: procpool.c -> procpool_workers.c -> procpool_jobs.c
+ * -> procpool_io.c, procpool_workers.c -> procpool_child.c -> procpool_io.c,
+ * and procpool_map.c -> procpool_io.c.  Nothing calls back up.
  *
  * Names say who runs them, as Concurrency Kit's do: pp_disp_* the
  * dispatcher thread, pp_child_* the server or a worker, pp_call_* a caller's
@@ -327,6 +332,84 @@ void mh__pp_io_publish(mh__pp_t *pp, int slot);
 void mh__pp_io_map_wake_workers(pp_map_sh_t *m);
 void mh__pp_io_map_bump_workers(pp_map_sh_t *m);
 void mh__pp_io_map_wake_parent(pp_map_sh_t *m);
+
+/* ==== the dispatcher's three files (the dispatcher thread only) =========== */
+
+/* The dispatcher is one thread whose code lies in three files, called one
+ * way: procpool.c (its loop) -> procpool_workers.c (spawning, exits, a lost
+ * server, the boot) -> procpool_jobs.c (jobs into rings, results out, the
+ * map's entries), and procpool.c -> procpool_jobs.c.  Their shared functions
+ * keep the pp_disp_* names that say who runs them; each name is a macro for
+ * the library's internal prefix, so that linked statically they cannot
+ * collide with a program's names. */
+
+/* A job's time limit per item in seconds, 0 = none. */
+static inline double pp_job_lim(const mh__pp_t *pp, const pp_job_t *j) {
+  double t = j->t->timeout;
+  return t > 0 ? t : t < 0 ? 0 : pp->cfg.task_timeout;
+}
+
+/* procpool_jobs.c: jobs and the map's entries. */
+#define pp_disp_recycle mh__pp_disp_recycle
+#define pp_disp_push_front mh__pp_disp_push_front
+#define pp_disp_take mh__pp_disp_take
+#define pp_disp_finish mh__pp_disp_finish
+#define pp_disp_collect mh__pp_disp_collect
+#define pp_disp_assign mh__pp_disp_assign
+#define pp_disp_map_detach mh__pp_disp_map_detach
+#define pp_disp_ctl_entry mh__pp_disp_ctl_entry
+#define pp_disp_map_post mh__pp_disp_map_post
+#define pp_disp_map_dead mh__pp_disp_map_dead
+/* Give a job record back to the free list (returned to mu's list later). */
+void pp_disp_recycle(mh__pp_t *pp, pp_job_t *j);
+/* Put the chain first .. last back at the front of the private queue. */
+void pp_disp_push_front(mh__pp_t *pp, pp_job_t *first, pp_job_t *last);
+/* Copy the results of items [e->first, upto) of job j out of w's data. */
+void pp_disp_take(pp_wk_t *w, const pp_entry_t *e, pp_job_t *j, uint64_t upto);
+/* The job is over: call the finish hook and recycle its record. */
+void pp_disp_finish(mh__pp_t *pp, pp_job_t *j);
+/* Collect the entries slot's worker finished.  Returns how many. */
+int pp_disp_collect(mh__pp_t *pp, int slot);
+/* Hand queued jobs to workers with room, round robin.  Returns how many. */
+int pp_disp_assign(mh__pp_t *pp);
+/* The K_MAP entry of w was collected, or w died holding it. */
+void pp_disp_map_detach(mh__pp_t *pp, pp_wk_t *w);
+/* Take the next entry of slot's ring for a control entry (K_MAP, K_EXIT). */
+pp_entry_t *pp_disp_ctl_entry(mh__pp_t *pp, int slot, uint32_t kind);
+/* Attach the live workers to a running map (takes mu).  Returns how many. */
+int pp_disp_map_post(mh__pp_t *pp);
+/* Settle the map chunk of slot's worker, which died. */
+void pp_disp_map_dead(mh__pp_t *pp, int slot);
+
+/* procpool_workers.c: the workers' and the server's lifecycle. */
+#define pp_disp_spawn mh__pp_disp_spawn
+#define pp_disp_kill mh__pp_disp_kill
+#define pp_disp_send_exit mh__pp_disp_send_exit
+#define pp_disp_exited mh__pp_disp_exited
+#define pp_disp_fail_queue mh__pp_disp_fail_queue
+#define pp_disp_server_msgs mh__pp_disp_server_msgs
+#define pp_disp_stop_server mh__pp_disp_stop_server
+#define pp_disp_boot mh__pp_disp_boot
+/* Ask the server for a worker in slot (W_SPAWNING).  0 or a negative code. */
+int pp_disp_spawn(mh__pp_t *pp, int slot);
+/* Ask the server to send sig to slot's worker. */
+void pp_disp_kill(mh__pp_t *pp, int slot, int sig);
+/* Put a K_EXIT entry in slot's ring: the worker exits when it reaches it. */
+void pp_disp_send_exit(mh__pp_t *pp, int slot);
+/* Slot's worker (pid) ended with wait status st: settle what it held,
+ * re-running an item it died in at most `retries` times. */
+void pp_disp_exited(mh__pp_t *pp, int slot, int pid, int st, int retries);
+/* The pool is broken: every job of the private queue that begins fails
+ * (MH_EWORKERDIED unless it has a code already). */
+void pp_disp_fail_queue(mh__pp_t *pp);
+/* Read what the server has to say (blocking or not).  Returns how many
+ * messages. */
+int pp_disp_server_msgs(mh__pp_t *pp, int block);
+/* Tell the server to quit (it kills and reaps its workers) and reap it. */
+void pp_disp_stop_server(mh__pp_t *pp);
+/* Fork the server and the first workers; wait until each is running.
+ * 0 or a negative code. */
+int pp_disp_boot(mh__pp_t *pp);
 
 /* ==== procpool_child.c: the fork server (runs in its own process) ========= */
 
