@@ -726,47 +726,80 @@ static void lane_advance(mh_mpqueue_t *q, uint64_t d) {
   }
 }
 
+/* Take the READY message at p (word w): 1 (got), 0 (another get had it
+ * first: our copy is void) or MH_ERANGE (longer than cap; it stays). */
+static inline int lane_take(mh_mpqueue_t *q, uint64_t p, uint64_t w, void *buf, size_t cap,
+                            size_t *len_out) {
+  mpq_lslot_t *s = lslot(q, p);
+  uint64_t l = LD(s->len);
+  if (l > cap || l > LANE_MAX) {
+    atomic_thread_fence(memory_order_acquire);
+    if (LD(s->word) != w) return 0; /* it went meanwhile: l may be the next lap's */
+    *len_out = (size_t)l;
+    return MH_ERANGE;
+  }
+  copy_out(buf, s->data, (size_t)l);
+  if (!atomic_compare_exchange_strong(&s->word, &w, SW(p + q->scap, S_EMPTY, 0))) return 0;
+  *len_out = (size_t)l;
+  return 1;
+}
+
 /* Take the first READY message of the lane: 1 (got, *len_out its length),
  * 0 (none READY), or MH_ERANGE (the next one is longer than cap; it stays,
  * *len_out says how long).  Lock-free; the copy comes first and the removal
- * is the CAS after it. */
+ * is the CAS after it.  The slot at deq is looked at first, and enq (the
+ * producers' line) is read only when that slot holds no message yet. */
 static int lane_get(mh_mpqueue_t *q, void *buf, size_t cap, size_t *len_out) {
   mpq_sh_t *sh = q->sh;
   uint64_t scap = q->scap;
   for (;;) {
     uint64_t d = atomic_load_explicit(&sh->deq, memory_order_acquire);
-    uint64_t e = atomic_load_explicit(&sh->enq, memory_order_acquire);
-    bool again = false;
-    for (uint64_t p = d; p != e && p - d < scap; p++) {
-      mpq_lslot_t *s = lslot(q, p);
-      uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-      if (SW_POS(w) != (p & SW_POSMASK)) {
-        if (p == d) lane_advance(q, d);
-        continue; /* got already */
+    uint64_t w = atomic_load_explicit(&lslot(q, d)->word, memory_order_acquire), p = d;
+    int rc = 0;
+    if (SW_POS(w) != (d & SW_POSMASK)) {
+      lane_advance(q, d); /* got already: move deq on and look again */
+      continue;
+    }
+    if (SW_ST(w) == S_EMPTY) return 0; /* not claimed: nothing after it either */
+    if (SW_ST(w) != S_READY) {
+      /* Being written or taken out: a later slot may hold a message of
+       * another producer.  Take the first READY one, and then look again
+       * at the slots before it: a message put before that one (by the
+       * same producer) was published before it, so the second look, made
+       * after seeing it, sees the earlier one.  Repeat until no earlier
+       * one shows up. */
+      uint64_t e = atomic_load_explicit(&sh->enq, memory_order_acquire);
+      for (p = d + 1; p != e && p - d < scap; p++) {
+        w = atomic_load_explicit(&lslot(q, p)->word, memory_order_acquire);
+        if (w == SW(p, S_READY, 0) || SW_ST(w) == S_EMPTY) break;
       }
-      if (SW_ST(w) != S_READY) continue; /* being written or taken out */
-      uint64_t l = LD(s->len);
-      if (l > cap || l > LANE_MAX) {
-        atomic_thread_fence(memory_order_acquire);
-        if (LD(s->word) != w) {
-          again = true; /* it went meanwhile: l may be the next lap's */
-          break;
+      if (p == e || p - d >= scap || w != SW(p, S_READY, 0)) return 0;
+      for (uint64_t r = d; r != p;) {
+        uint64_t wr = atomic_load_explicit(&lslot(q, r)->word, memory_order_acquire);
+        if (wr == SW(r, S_READY, 0)) {
+          p = r;
+          w = wr;
+          r = d;
+          continue;
         }
-        *len_out = (size_t)l;
-        return MH_ERANGE;
+        r++;
       }
-      copy_out(buf, s->data, (size_t)l);
-      if (!atomic_compare_exchange_strong(&s->word, &w, SW(p + scap, S_EMPTY, 0))) {
-        again = true; /* another get had it first: our copy is void */
-        break;
-      }
+    }
+    rc = lane_take(q, p, w, buf, cap, len_out);
+    if (rc == 0) continue;
+    if (rc == 1) {
       if (p == d) lane_advance(q, d);
       if (take_sleepers(&sh->fw_put)) mh__futex_wake(&sh->fw_put, INT_MAX, MH__FUTEX_SHARED);
-      *len_out = (size_t)l;
-      return 1;
     }
-    if (!again) return 0;
+    return rc;
   }
+}
+
+/* Whether the slot at deq holds a message (a cheap look for spinning). */
+static inline bool lane_next_ready(const mh_mpqueue_t *q) {
+  uint64_t d = atomic_load_explicit(&q->sh->deq, memory_order_relaxed);
+  /* EMPTY(d): position d is not claimed, so no later one is either. */
+  return atomic_load_explicit(&lslot(q, d)->word, memory_order_relaxed) != SW(d, S_EMPTY, 0);
 }
 
 /* Count the lane's READY messages and their bytes, and its WRITING slots
@@ -1019,16 +1052,23 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
   ctx_t c = {q, sh, 0, 0};
   bool lane_ok = q->lane && len <= LANE_MAX;
   uint64_t lp;
-  if (lane_now(q, lane_ok) && lane_put(q, msg, len, &lp)) {
-    lane_put_done(&c, lp, false);
-    return 0;
+  bool spun = false, last = false, reset = false;
+  while (lane_now(q, lane_ok)) {
+    if (lane_put(q, msg, len, &lp)) {
+      lane_put_done(&c, lp, false);
+      return 0;
+    }
+    /* The lane is full: when the record ring may not take it either (a
+     * count bound), look again for a while before taking the lock. */
+    if (spun || timeout == 0 || !sh->maxsize) break;
+    spun = true;
+    SPIN_UNTIL(lane_has_room(q) || !lane_now(q, lane_ok));
   }
   mh__deadline_t dl;
   mh__deadline_init(&dl, timeout);
   int rc = q_lock(&c);
   if (rc) return rc;
   uint64_t s = rec_bytes(len), p = 0;
-  bool spun = false, last = false, reset = false;
   int slot = -1;
   for (;;) {
     if (LD(sh->shut)) {
@@ -1163,19 +1203,28 @@ static int get_common(mh_mpqueue_t *q, void **bufp, size_t *capp, bool grow, siz
     if (!(*bufp = mh__malloc(LANE_MAX))) return MH_ENOMEM;
     *capp = LANE_MAX;
   }
-  /* The lane first, without the lock (see Order above). */
-  while (q->lane && (rc = lane_get(q, *bufp, *capp, len_out)) != 0) {
+  /* The lane first, without the lock (see Order above); when it is empty
+   * and the record ring too, look again for a while before taking the
+   * lock: a lane put needs no lock and may come at any moment. */
+  bool spun = false, last = false;
+  while (q->lane) {
+    rc = lane_get(q, *bufp, *capp, len_out);
     if (rc == 1) return 0;
-    if (!grow) return MH_ERANGE;
-    void *nb = mh__realloc(*bufp, *len_out);
-    if (!nb) return MH_ENOMEM;
-    *bufp = nb;
-    *capp = *len_out;
+    if (rc == MH_ERANGE) {
+      if (!grow) return MH_ERANGE;
+      void *nb = mh__realloc(*bufp, *len_out);
+      if (!nb) return MH_ENOMEM;
+      *bufp = nb;
+      *capp = *len_out;
+      continue;
+    }
+    if (spun || timeout == 0 || LD(sh->nlive) || LD(sh->shut)) break;
+    spun = true;
+    SPIN_UNTIL(lane_next_ready(q) || LD(sh->nlive) || LD(sh->shut));
   }
   mh__deadline_t dl;
   mh__deadline_init(&dl, timeout);
   if ((rc = q_lock(&c))) return rc;
-  bool spun = false, last = false;
   for (;;) {
     if (q->lane && (rc = lane_get(q, *bufp, *capp, len_out)) != 0) {
       if (rc == 1) {
