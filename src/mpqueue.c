@@ -864,9 +864,13 @@ static bool lane_has_room(const mh_mpqueue_t *q) {
  * the account is in `unfinished`).  Lock held. */
 static uint64_t lane_puts(const mh_mpqueue_t *q) {
   if (!q->lane) return 0;
-  uint64_t nw;
-  uint64_t e = atomic_load(&q->sh->enq);
-  lane_count(q, NULL, NULL, &nw);
+  /* One snapshot of enq for both terms: a claim made after it must not
+   * count as being written (the total would then miss a message put). */
+  uint64_t d = atomic_load(&q->sh->deq), e = atomic_load(&q->sh->enq), nw = 0;
+  for (uint64_t p = d; p != e && p - d < q->scap; p++) {
+    uint64_t w = atomic_load(&lslot(q, p)->word);
+    if (SW_POS(w) == (p & SW_POSMASK) && SW_ST(w) == S_WRITING) nw++;
+  }
   return e - nw;
 }
 
