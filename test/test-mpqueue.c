@@ -328,6 +328,32 @@ TEST(blocking_calls_woken_by_other_processes) {
   mh_mpqueue_free(q);
 }
 
+/* A lane message too long for the buffer stays (its size reported), and
+ * get_alloc gives it whole; 0-byte lane messages too. */
+TEST(lane_erange_and_alloc) {
+  mh_mpqueue_t *q = new_queue(8, MB);
+  unsigned char b[104];
+  size_t len = 0;
+  void *m;
+  fill(b, 104, 5);
+  ASSERT_OK(mh_mpqueue_put(q, b, 104, 0));
+  ASSERT_OK(mh_mpqueue_put(q, NULL, 0, 0));
+  ASSERT_ERR(mh_mpqueue_get(q, b, 103, &len, 0), MH_ERANGE);
+  ASSERT_UEQ(len, 104);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 2);
+  ASSERT_UEQ(mh_mpqueue_qbytes(q), 104);
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, 104);
+  ASSERT(check(m, len, 5));
+  mh_mpqueue_msg_free(m);
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, 0);
+  ASSERT(m != NULL);
+  mh_mpqueue_msg_free(m);
+  ASSERT_ERR(mh_mpqueue_get(q, b, sizeof b, &len, 0), MH_EAGAIN);
+  mh_mpqueue_free(q);
+}
+
 static int get_and_mark_done(void *arg) {
   mh_mpqueue_t *q = arg;
   char b[128];
