@@ -369,7 +369,7 @@ static int get_and_mark_done(void *arg) {
  * process has marked every message done, and not before. */
 TEST(join_across_processes_lane) {
   mh_mpqueue_t *q = new_queue(64, MB);
-  char b[64] = "lane";
+  char b[128] = "lane";
   for (int i = 0; i < 64; i++) ASSERT_OK(mh_mpqueue_put(q, b, 1 + (size_t)i % 64, 0));
   ASSERT_ERR(mh_mpqueue_join(q, 0), MH_ETIMEDOUT);
   mh_process_t *p = start(get_and_mark_done, q);
