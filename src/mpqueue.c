@@ -681,10 +681,14 @@ static bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos
   mpq_lslot_t *s;
   for (;;) {
     s = lslot(q, e);
-    uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+    /* Claim first, look after: a failed CAS says what the word holds, and
+     * the line comes over once, for writing (a load first would fetch it
+     * shared and the CAS fetch it again). */
+    uint64_t w = SW(e, S_EMPTY, 0);
+    if (atomic_compare_exchange_strong(&s->word, &w, SW(e, S_WRITING, pid))) break;
     uint64_t d = (SW_POS(w) - e) & SW_POSMASK;
     if (d == 0 && SW_ST(w) == S_EMPTY) {
-      if (atomic_compare_exchange_strong(&s->word, &w, SW(e, S_WRITING, pid))) break;
+      continue;
     } else if (d == 0) {
       /* Claimed by another put that has not moved enq yet: help it. */
       uint64_t x = e;
