@@ -6,6 +6,7 @@
  * Messages carry their id in their first 8 bytes (when 8 or more long) and
  * bytes that follow from the id, so a consumer can tell a whole message from
  * a torn or mixed one; the length follows from the id too. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -327,6 +328,60 @@ TEST(blocking_calls_woken_by_other_processes) {
   mh_mpqueue_free(q);
 }
 
+/* A lane message too long for the buffer stays (its size reported), and
+ * get_alloc gives it whole; 0-byte lane messages too. */
+TEST(lane_erange_and_alloc) {
+  mh_mpqueue_t *q = new_queue(8, MB);
+  unsigned char b[104];
+  size_t len = 0;
+  void *m;
+  fill(b, 104, 5);
+  ASSERT_OK(mh_mpqueue_put(q, b, 104, 0));
+  ASSERT_OK(mh_mpqueue_put(q, NULL, 0, 0));
+  ASSERT_ERR(mh_mpqueue_get(q, b, 103, &len, 0), MH_ERANGE);
+  ASSERT_UEQ(len, 104);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 2);
+  ASSERT_UEQ(mh_mpqueue_qbytes(q), 104);
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, 104);
+  ASSERT(check(m, len, 5));
+  mh_mpqueue_msg_free(m);
+  ASSERT_OK(mh_mpqueue_get_alloc(q, &m, &len, 0));
+  ASSERT_UEQ(len, 0);
+  ASSERT(m != NULL);
+  mh_mpqueue_msg_free(m);
+  ASSERT_ERR(mh_mpqueue_get(q, b, sizeof b, &len, 0), MH_EAGAIN);
+  mh_mpqueue_free(q);
+}
+
+static int get_and_mark_done(void *arg) {
+  mh_mpqueue_t *q = arg;
+  char b[128];
+  size_t len;
+  int rc;
+  while ((rc = mh_mpqueue_get(q, b, sizeof b, &len, 30)) == 0)
+    if (mh_mpqueue_task_done(q)) return 1;
+  return rc == MH_ESHUTDOWN ? 0 : 2;
+}
+
+/* task_done and join across processes with lane messages (whose puts are
+ * counted apart from the record ring's): join returns when the other
+ * process has marked every message done, and not before. */
+TEST(join_across_processes_lane) {
+  mh_mpqueue_t *q = new_queue(64, MB);
+  char b[128] = "lane";
+  for (int i = 0; i < 64; i++) ASSERT_OK(mh_mpqueue_put(q, b, 1 + (size_t)i % 64, 0));
+  ASSERT_ERR(mh_mpqueue_join(q, 0), MH_ETIMEDOUT);
+  mh_process_t *p = start(get_and_mark_done, q);
+  for (int i = 0; i < 2000; i++) ASSERT_OK(mh_mpqueue_put(q, b, (size_t)i % 100, 30));
+  ASSERT_OK(mh_mpqueue_join(q, 60));
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  ASSERT_OK(mh_mpqueue_shutdown(q, 0));
+  ASSERT_EQ(join_ok(p, 60), 0);
+  ASSERT_ERR(mh_mpqueue_task_done(q), MH_EINVAL); /* more done than put */
+  mh_mpqueue_free(q);
+}
+
 /* ---- 4 x 4 processes, every message exactly once ----------------------------- */
 
 typedef struct stress {
@@ -513,6 +568,181 @@ TEST(die_mid_copy_holding_the_lock) { die_mid_copy(3 * 4096); }
 /* A copy outside the lock (large message), in an op slot. */
 TEST(die_mid_copy_outside_the_lock) { die_mid_copy(256 << 10); }
 
+/* Small messages go through the lane, without the lock: a producer that
+ * dies half-way through one leaves a claimed slot that must be taken out
+ * (nothing delivered, nothing left for join), a consumer that dies copying
+ * one out leaves it for the next get. */
+TEST(die_mid_copy_in_the_lane) { die_mid_copy(100); }
+
+/* A lane producer that dies and is not reaped (a zombie, its parent busy in
+ * get): the claimed slot is still taken out, and get does not hang. */
+TEST(lane_claim_of_a_zombie) {
+  mh_mpqueue_t *q = new_queue(16, MB);
+  unsigned char buf[128];
+  size_t got;
+  die_arg_t a = {q, 100};
+  mh_process_t *p = start(die_putting, &a);
+  /* Let it die; nobody reaps it until the get below has given up. */
+  mht_sleep(0.3);
+  double t0 = mht_now();
+  ASSERT_ERR(mh_mpqueue_get(q, buf, sizeof buf, &got, 0.5), MH_ETIMEDOUT);
+  ASSERT(mht_now() - t0 < 5);
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  ASSERT_OK(mh_mpqueue_join(q, 0)); /* the dead put left no task */
+  fill(buf, 100, 9);
+  ASSERT_OK(mh_mpqueue_put(q, buf, 100, 1));
+  ASSERT_OK(mh_mpqueue_get(q, buf, sizeof buf, &got, 1));
+  ASSERT_UEQ(got, 100);
+  ASSERT(check(buf, got, 9));
+  int code;
+  ASSERT_OK(mh_mpqueue_task_done(q));
+  ASSERT_OK(mh_mpqueue_join(q, 0));
+  ASSERT_OK(mh_process_join(p, 30));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  ASSERT(code == -SIGSEGV || code == DIED_BY_SANITIZER);
+  mh_process_free(p);
+  mh_mpqueue_free(q);
+}
+
+/* ---- order: each producer's messages come out in the order it put them ------ */
+
+#define OP 3 /* producers */
+#define OC 3 /* consumers */
+
+typedef struct order_arg {
+  mh_mpqueue_t *q;
+  long n;                      /* per producer */
+  size_t maxlen;               /* sizes 16..maxlen (lane and records mixed) */
+  _Atomic unsigned char *seen; /* shared: OP * n deliveries */
+  _Atomic long *bad;           /* shared: torn, foreign or out of order */
+  int id;
+} order_arg_t;
+
+static size_t order_len(uint64_t key, size_t maxlen) {
+  size_t len = 16 + len_of(key, maxlen);
+  return len > maxlen ? maxlen : len;
+}
+
+static void order_fill(unsigned char *b, size_t len, uint64_t prod, uint64_t seq) {
+  uint64_t key = prod << 40 | seq;
+  memcpy(b, &prod, 8);
+  memcpy(b + 8, &seq, 8);
+  for (size_t i = 16; i < len; i++) b[i] = (unsigned char)(mix(key) >> (i % 8 * 8));
+}
+
+static int order_producer(void *arg) {
+  order_arg_t *a = arg;
+  unsigned char *b = malloc(a->maxlen);
+  for (long i = 0; i < a->n; i++) {
+    uint64_t key = (uint64_t)a->id << 40 | (uint64_t)i;
+    size_t len = order_len(key, a->maxlen);
+    order_fill(b, len, (uint64_t)a->id, (uint64_t)i);
+    if (mh_mpqueue_put(a->q, b, len, MH_FOREVER)) return 1;
+    if (mht_rand() % 4096 == 0) mht_jitter(300);
+  }
+  free(b);
+  return 0;
+}
+
+static int order_consumer(void *arg) {
+  order_arg_t *a = arg;
+  unsigned char *b = malloc(a->maxlen), *want = malloc(a->maxlen);
+  long last[OP];
+  for (int i = 0; i < OP; i++) last[i] = -1;
+  size_t len;
+  int rc;
+  while ((rc = mh_mpqueue_get(a->q, b, a->maxlen, &len, MH_FOREVER)) == 0) {
+    uint64_t prod, seq;
+    if (len < 16) {
+      atomic_fetch_add(a->bad, 1);
+      continue;
+    }
+    memcpy(&prod, b, 8);
+    memcpy(&seq, b + 8, 8);
+    if (prod >= OP || seq >= (uint64_t)a->n ||
+        len != order_len(prod << 40 | seq, a->maxlen)) {
+      atomic_fetch_add(a->bad, 1);
+      continue;
+    }
+    order_fill(want, len, prod, seq);
+    /* Later than the last one of its producer this consumer got. */
+    if (memcmp(b, want, len) != 0 || (long)seq <= last[prod]) atomic_fetch_add(a->bad, 1);
+    last[prod] = (long)seq;
+    atomic_fetch_add(&a->seen[prod * (uint64_t)a->n + seq], 1);
+    if (mht_rand() % 4096 == 0) mht_jitter(300);
+  }
+  free(b);
+  free(want);
+  return rc == MH_ESHUTDOWN ? 0 : 2;
+}
+
+static void order_run(int np, int nc, size_t maxsize, size_t maxlen, long n) {
+  order_arg_t base = {new_queue(maxsize, 4 * MB), n, maxlen, shared((size_t)(np * n)),
+                      shared(64), 0};
+  order_arg_t args[OP + OC];
+  mh_process_t *p[OP + OC];
+  for (int i = 0; i < np + nc; i++) {
+    args[i] = base;
+    args[i].id = i < np ? i : i - np;
+    p[i] = start(i < np ? order_producer : order_consumer, &args[i]);
+  }
+  for (int i = 0; i < np; i++) ASSERT_EQ(join_ok(p[i], 300), 0);
+  ASSERT_OK(mh_mpqueue_shutdown(base.q, 0));
+  for (int i = np; i < np + nc; i++) ASSERT_EQ(join_ok(p[i], 300), 0);
+  ASSERT_EQ(atomic_load(base.bad), 0);
+  for (long i = 0; i < np * n; i++) ASSERT_EQ(atomic_load(&base.seen[i]), 1);
+  ASSERT_EQ(mh_mpqueue_qsize(base.q), 0);
+  ASSERT_UEQ(mh_mpqueue_qbytes(base.q), 0);
+  mh_mpqueue_free(base.q);
+}
+
+/* 1 -> 1, then 3 producers x 3 consumers: lane messages only (16..104 B), then lane and
+ * record messages mixed (16 B..4 KiB), which hand over between the two
+ * rings all the time.  Every message exactly once, whole, and each
+ * consumer sees each producer's messages in increasing order. */
+TEST(order_one_to_one_lane) { order_run(1, 1, 1024, 104, mht_scaled(1000000)); }
+TEST(order_per_producer_lane) { order_run(OP, OC, 1024, 104, mht_scaled(300000)); }
+TEST(order_per_producer_mixed) { order_run(OP, OC, 64, 4096, mht_scaled(100000)); }
+
+/* The same with threads of one process instead of processes, so that a
+ * ThreadSanitizer build sees every access of the lane's protocol (it cannot
+ * see across processes). */
+typedef struct order_thread {
+  order_arg_t a;
+  int consumer;
+  int rc;
+} order_thread_t;
+
+static void *order_thread_main(void *arg) {
+  order_thread_t *t = arg;
+  t->rc = t->consumer ? order_consumer(&t->a) : order_producer(&t->a);
+  return NULL;
+}
+
+static void order_threads(size_t maxsize, size_t maxlen, long n) {
+  order_arg_t base = {new_queue(maxsize, 4 * MB), n, maxlen, shared((size_t)(OP * n)),
+                      shared(64), 0};
+  order_thread_t t[OP + OC];
+  pthread_t th[OP + OC];
+  for (int i = 0; i < OP + OC; i++) {
+    t[i].a = base;
+    t[i].a.id = i < OP ? i : i - OP;
+    t[i].consumer = i >= OP;
+    ASSERT_EQ(pthread_create(&th[i], NULL, order_thread_main, &t[i]), 0);
+  }
+  for (int i = 0; i < OP; i++) ASSERT_EQ(pthread_join(th[i], NULL), 0);
+  ASSERT_OK(mh_mpqueue_shutdown(base.q, 0));
+  for (int i = OP; i < OP + OC; i++) ASSERT_EQ(pthread_join(th[i], NULL), 0);
+  for (int i = 0; i < OP + OC; i++) ASSERT_EQ(t[i].rc, 0);
+  ASSERT_EQ(atomic_load(base.bad), 0);
+  for (long i = 0; i < OP * n; i++) ASSERT_EQ(atomic_load(&base.seen[i]), 1);
+  ASSERT_EQ(mh_mpqueue_qsize(base.q), 0);
+  mh_mpqueue_free(base.q);
+}
+
+TEST(order_threads_lane) { order_threads(1024, 104, mht_scaled(200000)); }
+TEST(order_threads_mixed) { order_threads(64, 4096, mht_scaled(50000)); }
+
 /* ---- SIGKILL at random moments ----------------------------------------------- */
 
 #define KP 2 /* producers */
@@ -663,6 +893,11 @@ static void sigkill_loop(long kills, size_t maxsize, size_t maxbytes, size_t max
 
 /* A small ring: messages up to 16 KiB, both copy paths, many laps. */
 TEST(sigkill_at_random_moments) { sigkill_loop(mht_scaled(1000), 64, 1 * MB, 16 << 10, 0); }
+
+/* Messages of 8..104 B only: all through the lane, whose claims and
+ * copy-then-CAS gets are hit by the kills; with and without a count bound. */
+TEST(sigkill_in_the_lane) { sigkill_loop(mht_scaled(1000), 256, 1 * MB, 104, 0); }
+TEST(sigkill_in_the_lane_unbounded) { sigkill_loop(mht_scaled(500), 0, 1 * MB, 104, 1); }
 
 /* A ring larger than its warm part, no count bound, messages up to 64 KiB:
  * the backlog runs past the warm part, and gets give pages back while

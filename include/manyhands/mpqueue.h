@@ -44,7 +44,11 @@
  * - The others keep using the queue: its lock is robust, every change made
  *   under it is written to a redo journal first and is replayed by the next
  *   process that takes the lock, and nobody waits on a dead process for
- *   longer than a fraction of a second.
+ *   longer than a fraction of a second.  Messages of up to 104 bytes go
+ *   without the lock while no larger one is queued; a slot claimed by a
+ *   producer that died is found by its pid and taken out unread (see
+ *   docs/mpqueue.md for the two narrow limits: the count bound during a
+ *   race, and a dead claimant's pid taken by a new process at once).
  * - A message becomes visible only when whole: a producer that dies inside
  *   put leaves either no message or the whole message, never a part; its
  *   half-written message is never delivered and its room is reclaimed.
