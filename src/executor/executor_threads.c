@@ -776,8 +776,10 @@ int mh_spawn_join(mh_spawn_t *t) {
 }
 
 /* A root from outside: the record lives on this frame, which returns only
- * once the worker that ran it has exchanged its state word (run_outside_root). */
-int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg) {
+ * once the worker that ran it has exchanged its state word (run_outside_root).
+ * While it sleeps, on_tick (if given) is called about every `tick` seconds. */
+int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg, double tick,
+                            void (*on_tick)(void *), void *tick_arg) {
   tpool_t *p = mh__executor_impl(ex);
   outside_t o;
   o.sp.fn_ = fn;
@@ -805,9 +807,12 @@ int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg) {
         !__atomic_compare_exchange_n(&o.sp.state_, &v, SP_SLEEPER, 0, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE))
       continue;
+    /* SLEEPER stays set across ticks: the worker wakes whoever sleeps. */
     mh__deadline_t dl;
-    mh__deadline_init(&dl, MH_FOREVER);
-    mh__futex_wait(&o.sp.state_, SP_SLEEPER, &dl, MH__FUTEX_PRIVATE);
+    mh__deadline_init(&dl, on_tick ? tick : MH_FOREVER);
+    if (mh__futex_wait(&o.sp.state_, SP_SLEEPER, &dl, MH__FUTEX_PRIVATE) == MH_ETIMEDOUT &&
+        on_tick)
+      on_tick(tick_arg);
   }
   return o.sp.rc_;
 }

@@ -173,7 +173,7 @@ int mh_task_group_free(mh_task_group_t *g) {
 static int run_root(mh_executor_t *ex, mh_spawn_fn fn, void *arg) {
   if (mh_executor_backend(ex) != MH_BACKEND_THREADS) return MH_ENOTSUP;
   if (mh__worker_executor() == ex) return fn(arg);
-  return mh__threads_run_outside(ex, fn, arg);
+  return mh__threads_run_outside(ex, fn, arg, 0, NULL, NULL);
 }
 
 /* ---- parallel_for ------------------------------------------------------- */
