@@ -390,9 +390,12 @@ static void run_spawn(tworker_t *w, mh_spawn_t *t) {
  * spawn: after it the caller returns and the record's frame ends. */
 static void run_outside_root(tworker_t *w, outside_t *o) {
   mh_spawn_t *t = &o->sp;
+  /* Traced as the task it stands for (a timeline shows the worker busy). */
+  uint64_t t0 = mh__trace_begin();
   int rc = atomic_load_explicit(&w->p->cancelling, memory_order_relaxed)
                ? MH_ECANCELED
                : (w->broken ? w->broken : t->fn_(t->arg_));
+  mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, 1, rc);
   t->rc_ = rc;
   if (__atomic_exchange_n(&t->state_, SP_DONE, __ATOMIC_ACQ_REL) == SP_SLEEPER)
     mh__futex_wake(&t->state_, 1, MH__FUTEX_PRIVATE);
