@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* forkjoin_omp.c - the OpenMP peer of forkjoin_bench.c: the same tree with
  * task/taskwait, parallel for over a no-op body, reduction(+) over doubles.
+ * The loops are forkjoin_body.c's, shared with the other programs: the
+ * parallel for runs over one chunk per thread (what schedule(static) makes
+ * of the index loop) and each chunk calls the shared loop once.
  *
  *   forkjoin_omp tree|for|reduce N THREADS -> seconds  wall-ns  cpu-ns per unit
  */
@@ -10,6 +13,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "forkjoin_body.h"
 
 static long tree(long lo, long hi) {
   if (hi - lo == 1) return lo;
@@ -44,8 +48,9 @@ int main(int argc, char **argv) {
   } else if (!strcmp(argv[1], "for")) {
     t0 = bench_now();
     c0 = bench_cpu_seconds();
+    long nt = omp_get_max_threads();
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) __asm__ volatile("" ::"r"(i));
+    for (long c = 0; c < nt; c++) fj_noop_range((size_t)(n * c / nt), (size_t)(n * (c + 1) / nt));
     t1 = bench_now();
     c1 = bench_cpu_seconds();
     units = (double)n;
@@ -57,8 +62,10 @@ int main(int argc, char **argv) {
     double s = 0;
     t0 = bench_now();
     c0 = bench_cpu_seconds();
+    long nt = omp_get_max_threads();
 #pragma omp parallel for reduction(+ : s) schedule(static)
-    for (long i = 0; i < n; i++) s += x[i];
+    for (long c = 0; c < nt; c++)
+      s += fj_sum_range(x, (size_t)(n * c / nt), (size_t)(n * (c + 1) / nt), 0.0);
     t1 = bench_now();
     c1 = bench_cpu_seconds();
     if (s <= 0) return 1;

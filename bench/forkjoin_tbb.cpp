@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 // forkjoin_tbb.cpp - the oneTBB peer of forkjoin_bench.c: the same tree
 // with task_group run/wait, parallel_for over a no-op body, parallel_reduce
-// of a sum of doubles (default auto partitioner).
+// of a sum of doubles (default auto partitioner).  The loops are
+// forkjoin_body.c's, shared with the other programs.
 //
 //   forkjoin_tbb tree|for|reduce N THREADS -> seconds  wall-ns  cpu-ns per unit
 #include <oneapi/tbb/blocked_range.h>
@@ -18,6 +19,7 @@
 extern "C" {
 #include "bench.h"
 }
+#include "forkjoin_body.h"
 
 static long tree(long lo, long hi) {
   if (hi - lo == 1) return lo;
@@ -51,7 +53,7 @@ int main(int argc, char **argv) {
     t0 = bench_now();
     c0 = bench_cpu_seconds();
     tbb::parallel_for(tbb::blocked_range<long>(0, n), [](const tbb::blocked_range<long> &r) {
-      for (long i = r.begin(); i < r.end(); i++) __asm__ volatile("" ::"r"(i));
+      fj_noop_range((size_t)r.begin(), (size_t)r.end());
     });
     t1 = bench_now();
     c1 = bench_cpu_seconds();
@@ -65,8 +67,7 @@ int main(int argc, char **argv) {
     double s = tbb::parallel_reduce(
         tbb::blocked_range<long>(0, n), 0.0,
         [&](const tbb::blocked_range<long> &r, double acc) {
-          for (long i = r.begin(); i < r.end(); i++) acc += x[(size_t)i];
-          return acc;
+          return fj_sum_range(x.data(), (size_t)r.begin(), (size_t)r.end(), acc);
         },
         [](double a, double b) { return a + b; });
     t1 = bench_now();

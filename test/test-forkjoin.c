@@ -644,6 +644,179 @@ TEST(parallel_reduce_reproducible) {
   free(x);
 }
 
+/* ---- parallel_for / parallel_reduce called from outside ---------------- */
+
+/* From outside, the root goes to a worker without a future: the call
+ * allocates nothing (it failed with MH_ENOMEM while the root was a future
+ * and every allocation failed). */
+TEST(parallel_outside_allocates_nothing) {
+  size_t n = 200000;
+  unsigned char *seen = calloc(n, 1);
+  double *x = malloc(n * sizeof *x);
+  ASSERT(seen && x);
+  for (size_t i = 0; i < n; i++) x[i] = 1.0;
+  for (int w = 1; w <= 2; w++) {
+    mh_executor_t *ex = threads(w);
+    mht_alloc_fail_after(0);
+    for (int rep = 0; rep < 20; rep++) {
+      memset(seen, 0, n);
+      pf_ctx_t c = {seen, SIZE_MAX};
+      int rc = mh_parallel_for(ex, 0, n, 1000, mark_range, &c);
+      double zero = 0, got = -1;
+      int rrc = mh_parallel_reduce(ex, 0, n, 1000, sizeof got, &zero, sum_leaf, sum_join, x, &got);
+      mht_alloc_reset();
+      ASSERT_EQ(rc, 0);
+      ASSERT_EQ(rrc, 0);
+      ASSERT(got == (double)n);
+      for (size_t i = 0; i < n; i++) ASSERT_EQ(seen[i], 1);
+      mht_alloc_fail_after(0);
+    }
+    mht_alloc_reset();
+    mh_executor_free(ex);
+  }
+  free(seen);
+  free(x);
+}
+
+/* A worker whose initializer failed gives its code, as for a task. */
+static int failing_init(void *arg) {
+  (void)arg;
+  return MH_EUSER - 7;
+}
+
+TEST(parallel_outside_broken_worker) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.workers = 1;
+  o.initializer = failing_init;
+  mh_executor_t *ex;
+  ASSERT_EQ(mh_executor_new(&ex, &o), 0);
+  unsigned char seen[100] = {0};
+  pf_ctx_t c = {seen, SIZE_MAX};
+  ASSERT_EQ(mh_parallel_for(ex, 0, 100, 1, mark_range, &c), MH_EUSER - 7);
+  for (int i = 0; i < 100; i++) ASSERT_EQ(seen[i], 0);
+  mh_executor_free(ex);
+}
+
+/* Many outside threads (some of them workers of another executor) run
+ * parallel_for and parallel_reduce on one executor at once, while trees of
+ * spawns keep its workers waiting inside tasks (where a helping wait may take
+ * a root); then the executor is shut down under them, with or without
+ * cancelling.  Every call ends: 0 with every index seen once and the right
+ * sum, or MH_ESHUTDOWN (refused), or MH_ECANCELED (cancelling shutdown). */
+typedef struct {
+  mh_executor_t *ex;
+  _Atomic int *stop;
+  _Atomic long *calls;
+  int cancelling;
+} po_arg_t;
+
+static void parallel_outside_loop(void *arg) {
+  const po_arg_t *a = arg;
+  size_t n = 20000 + (size_t)(mht_rand() % 20000);
+  unsigned char *seen = malloc(n);
+  double *x = malloc(n * sizeof *x);
+  ASSERT(seen && x);
+  for (size_t i = 0; i < n; i++) x[i] = (double)(i % 7);
+  double want = 0;
+  for (size_t i = 0; i < n; i++) want += x[i];
+  size_t grains[] = {0, 1, 97, 5000};
+  for (long k = 0; !atomic_load(a->stop) || k < 3; k++) {
+    size_t g = grains[mht_rand() % 4];
+    memset(seen, 0, n);
+    pf_ctx_t c = {seen, SIZE_MAX};
+    int rc = mh_parallel_for(a->ex, 0, n, g, mark_range, &c);
+    if (rc == 0) {
+      for (size_t i = 0; i < n; i++) ASSERT_EQ(seen[i], 1);
+    } else if (rc == MH_ECANCELED) {
+      ASSERT(a->cancelling);
+    } else {
+      ASSERT_EQ(rc, MH_ESHUTDOWN);
+      break;
+    }
+    double zero = 0, got = -1;
+    rc = mh_parallel_reduce(a->ex, 0, n, g ? g : 0, sizeof got, &zero, sum_leaf, sum_join, x, &got);
+    if (rc == 0) {
+      ASSERT(got == want); /* small integers: exact in any order */
+    } else if (rc == MH_ECANCELED) {
+      ASSERT(a->cancelling);
+    } else {
+      ASSERT_EQ(rc, MH_ESHUTDOWN);
+      break;
+    }
+    atomic_fetch_add(a->calls, 1);
+  }
+  free(seen);
+  free(x);
+}
+
+static int outside_via_worker(const void *in, size_t in_size, void *out, size_t out_size,
+                              void *ctx) {
+  (void)in_size;
+  (void)out;
+  (void)out_size;
+  (void)ctx;
+  parallel_outside_loop((void *)(uintptr_t)in);
+  return 0;
+}
+
+static void parallel_outside_round(int workers, int cancelling) {
+  mh_executor_t *ex = threads(workers), *other = threads(2);
+  _Atomic int stop = 0;
+  _Atomic long calls = 0;
+  po_arg_t a = {ex, &stop, &calls, cancelling};
+  enum { NT = 4 };
+  mh_thread_t *t[NT];
+  for (int i = 0; i < NT; i++)
+    ASSERT_EQ(mh_thread_start(&t[i], parallel_outside_loop, &a, NULL), 0);
+  /* Two more loops on the workers of another executor: outside for ex. */
+  mh_future_t *of[2];
+  for (int i = 0; i < 2; i++)
+    ASSERT_EQ(mh_executor_submit(other, outside_via_worker, &a, sizeof a, NULL, 0, NULL, &of[i]), 0);
+  /* Trees of spawns on ex meanwhile. */
+  mh_future_t *tf[3];
+  uint64_t sums[3] = {0};
+  sp_node_t roots[3];
+  for (int i = 0; i < 3; i++) {
+    roots[i] = (sp_node_t){ex, 0, 20000, 0, 0, UINT64_MAX, 0};
+    ASSERT_EQ(mh_executor_submit(ex, sp_root_task, &roots[i], sizeof roots[i], &sums[i],
+                                 sizeof sums[i], NULL, &tf[i]),
+              0);
+  }
+  /* Every loop has finished a call (no time bound: before the shutdown
+   * every call must succeed), then the shutdown comes at a random moment. */
+  while (atomic_load(&calls) < NT + 2) mht_sleep(1e-3);
+  mht_jitter(30000);
+  atomic_store(&stop, 1);
+  ASSERT_EQ(mh_executor_shutdown(ex, cancelling ? MH_SHUTDOWN_WAIT | MH_SHUTDOWN_CANCEL_FUTURES
+                                                : MH_SHUTDOWN_WAIT),
+            0);
+  for (int i = 0; i < NT; i++) ASSERT_EQ(mh_thread_join(t[i], MH_FOREVER), 0);
+  for (int i = 0; i < NT; i++) mh_thread_free(t[i]);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(mh_future_result(of[i], MH_FOREVER), 0);
+    mh_future_release(of[i]);
+  }
+  for (int i = 0; i < 3; i++) {
+    int rc = mh_future_result(tf[i], MH_FOREVER);
+    if (rc == 0) ASSERT_EQ(sums[i], 20000ull * 19999 / 2);
+    else ASSERT(cancelling && rc == MH_ECANCELED);
+    mh_future_release(tf[i]);
+  }
+  /* After the shutdown, a call is refused at once. */
+  unsigned char seen[10];
+  pf_ctx_t c = {seen, SIZE_MAX};
+  ASSERT_EQ(mh_parallel_for(ex, 0, 10, 1, mark_range, &c), MH_ESHUTDOWN);
+  mh_executor_free(ex);
+  mh_executor_free(other);
+}
+
+TEST(parallel_outside_many_threads_and_shutdown) {
+  long rounds = mht_scaled(12);
+  if (rounds < 4) rounds = 4;
+  for (long r = 0; r < rounds; r++) parallel_outside_round(1 + (int)(r % 3), (int)(r & 1));
+}
+
 /* ---- the process backend: no way back to the executor ------------------ */
 
 static int submit_from_worker(const void *in, size_t in_size, void *out, size_t out_size,

@@ -655,8 +655,10 @@ TEST(run_cancel_async) {
   mh_executor_free(ex);
 }
 
-/* Every allocation of a run can fail: the run reports MH_ENOMEM and leaks
- * nothing.  The allocator is only swapped while no executor thread lives
+/* Every allocation can fail and nothing leaks.  On threads, a run called
+ * from outside the executor allocates nothing (its root goes to a worker
+ * without a future): once the executor exists, the run succeeds.  The
+ * allocator is only swapped while no executor thread lives
  * (mh_replace_allocator must not race with library calls), so the budget
  * also covers the executor's own allocations; those k where the executor
  * cannot be created are skipped. */
@@ -692,7 +694,7 @@ TEST(run_alloc_failure) {
     }
     ASSERT_EQ(mht_alloc_live(), base);
   }
-  ASSERT_GT(failures, 0);
+  ASSERT_EQ(failures, 0);
   ASSERT_GT(successes, 0);
   mht_alloc_reset();
 }

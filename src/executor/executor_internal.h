@@ -146,4 +146,14 @@ extern _Thread_local mh__helper_fn mh__helper;
 /* The executor the calling thread is a worker of (thread backend), or NULL. */
 mh_executor_t *mh__worker_executor(void);
 
+/* Run fn(arg) on a worker of the thread executor ex and wait for it, from a
+ * thread that is not one of ex's workers, without a future (parallel_for,
+ * parallel_reduce and the pi job called from outside): fn's code;
+ * MH_ESHUTDOWN once ex was shut down; MH_ECANCELED if a cancelling shutdown
+ * came first; the initializer's code if a broken worker took it.  While it
+ * waits, on_tick(tick_arg) is called about every `tick` seconds (on_tick NULL:
+ * never), on the calling thread. */
+int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg, double tick,
+                            void (*on_tick)(void *), void *tick_arg);
+
 #endif /* MH_EXECUTOR_INTERNAL_H */

@@ -64,6 +64,17 @@
  * deque runs it, and a thief's last touch is the exchange of the record's
  * state word: after it the joiner may return and the frame end.
  *
+ * Roots from outside (mh__threads_run_outside, for parallel_for and
+ * parallel_reduce called by a thread that is not a worker) skip the future:
+ * the caller pushes a record of its own stack onto `roots` (a compare-and-
+ * swap, refused once CLOSED is set), wakes a worker by the inbox's rule and
+ * sleeps on the record's state word; the worker that pops it (under `lock`,
+ * the only popper at a time, so the pop has no ABA) runs it as a stolen
+ * spawn record, whose last touch is the exchange of that word.  No future,
+ * so the first parallel_for of a process faults in no slab of futures.
+ * Workers count `roots` as work wherever they count the inbox, and leave
+ * only with it empty.
+ *
  * Invariants: head..tail holds `len` futures, each PENDING or CANCELLED and
  * holding the queue's reference; the inbox holds futures not yet counted in
  * len; a deque's slots top..bottom-1 hold futures with the deque's reference
@@ -109,6 +120,12 @@ typedef struct tpool {
   _Alignas(64) _Atomic int idle; /* A, L: workers waiting on cond; changed under lock */
   _Atomic int spinning;          /* A: workers looking for work without sleeping */
   _Atomic int stopping;          /* A: no more submits; set after CLOSED */
+  /* Roots run from outside (mh__threads_run_outside): a lock-free stack of
+   * records on their callers' stacks, newest first, with the inbox's CLOSED
+   * bit.  Pushed once per parallel_for or parallel_reduce called from
+   * outside, so it may share the line submitters only read; popped under
+   * `lock`. */
+  _Atomic uintptr_t roots; /* A: pushed by any thread, popped under L */
   /* The workers' side. */
   _Alignas(64) pthread_mutex_t lock; /* I */
   pthread_cond_t cond;               /* I */
@@ -163,6 +180,12 @@ typedef struct tworker {
 #define SP_QUEUED 0
 #define SP_DONE 1
 #define SP_SLEEPER 2
+
+/* A root run from outside: a spawn record and the link of `roots`. */
+typedef struct outside {
+  mh_spawn_t sp;
+  struct outside *next; /* written before the push, read by the popper */
+} outside_t;
 
 /* The worker running on this thread (NULL elsewhere).  Initial-exec: the
  * library is linked, not dlopen'ed, and a spawn reads this on every call,
@@ -310,6 +333,26 @@ static void absorb(tpool_t *p) {
                         memory_order_relaxed);
 }
 
+/* ---- roots from outside (mh__threads_run_outside) ----------------------- */
+
+static inline int roots_nonempty(tpool_t *p) {
+  return (atomic_load_explicit(&p->roots, memory_order_relaxed) & ~CLOSED) != 0;
+}
+
+/* Pop the newest root; under lock (so one popper at a time: a record in the
+ * stack stays there, alive, until its popper takes it, and no ABA). */
+static outside_t *take_root(tpool_t *p) {
+  uintptr_t old = atomic_load_explicit(&p->roots, memory_order_acquire);
+  for (;;) {
+    outside_t *o = (outside_t *)(old & ~CLOSED);
+    if (!o) return NULL;
+    uintptr_t next = (uintptr_t)o->next | (old & CLOSED);
+    if (atomic_compare_exchange_weak_explicit(&p->roots, &old, next, memory_order_acquire,
+                                              memory_order_acquire))
+      return o;
+  }
+}
+
 /* ---- the workers (W: a batch is its worker's) -------------------------- */
 
 /* Run one future the worker holds (the backend's reference is dropped).
@@ -339,6 +382,22 @@ static void run_spawn(tworker_t *w, mh_spawn_t *t) {
                ? MH_ECANCELED
                : t->fn_(t->arg_);
   mh__trace_end(t0, MH__TR_SPAWN, MH__TR_SEQ, 1, rc); /* while t is ours */
+  t->rc_ = rc;
+  if (__atomic_exchange_n(&t->state_, SP_DONE, __ATOMIC_ACQ_REL) == SP_SLEEPER)
+    mh__futex_wake(&t->state_, 1, MH__FUTEX_PRIVATE);
+}
+
+/* Run a root popped off `roots`, as a task would run: a broken worker gives
+ * its initializer's code.  The exchange is the last touch, as for a stolen
+ * spawn: after it the caller returns and the record's frame ends. */
+static void run_outside_root(tworker_t *w, outside_t *o) {
+  mh_spawn_t *t = &o->sp;
+  /* Traced as the task it stands for (a timeline shows the worker busy). */
+  uint64_t t0 = mh__trace_begin();
+  int rc = atomic_load_explicit(&w->p->cancelling, memory_order_relaxed)
+               ? MH_ECANCELED
+               : (w->broken ? w->broken : t->fn_(t->arg_));
+  mh__trace_end(t0, MH__TR_TASK, MH__TR_SEQ, 1, rc);
   t->rc_ = rc;
   if (__atomic_exchange_n(&t->state_, SP_DONE, __ATOMIC_ACQ_REL) == SP_SLEEPER)
     mh__futex_wake(&t->state_, 1, MH__FUTEX_PRIVATE);
@@ -401,7 +460,17 @@ static int help_once(void) {
       return 1;
     }
     f = take_shared(w->p);
-    if (!f) return 0;
+    if (!f) {
+      /* Last, a root from outside: it runs to its end inside this wait,
+       * on this worker's deque, so the waiter's own frames stay intact. */
+      if (!roots_nonempty(w->p)) return 0;
+      pthread_mutex_lock(&w->p->lock);
+      outside_t *o = take_root(w->p);
+      pthread_mutex_unlock(&w->p->lock);
+      if (!o) return 0;
+      run_outside_root(w, o);
+      return 1;
+    }
   }
   run_one(w, f, 0);
   return 1;
@@ -439,7 +508,7 @@ static int spin_for_work(tpool_t *p) {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed) ||
-        any_deque_nonempty(p))
+        roots_nonempty(p) || any_deque_nonempty(p))
       found = 1;
   } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
@@ -458,6 +527,14 @@ static void *worker_main(void *arg) {
   size_t share_div = (size_t)p->nthreads * 2;
   pthread_mutex_lock(&p->lock);
   for (;;) {
+    outside_t *o = take_root(p);
+    if (o) {
+      pthread_mutex_unlock(&p->lock);
+      run_outside_root(w, o);
+      run_local(w);
+      pthread_mutex_lock(&p->lock);
+      continue;
+    }
     if (!p->head) absorb(p);
     if (!p->head && any_deque_nonempty(p)) {
       pthread_mutex_unlock(&p->lock);
@@ -476,7 +553,7 @@ static void *worker_main(void *arg) {
         atomic_fetch_add(&p->idle, 1);
         atomic_thread_fence(memory_order_seq_cst);
         while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
-               !atomic_load(&p->stopping) && !any_deque_nonempty(p))
+               !atomic_load(&p->stopping) && !roots_nonempty(p) && !any_deque_nonempty(p))
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
       }
@@ -485,9 +562,11 @@ static void *worker_main(void *arg) {
     if (!p->head) {
       /* Stopping: CLOSED was set before, so nothing more can come from
        * outside; this worker's own deque was drained above (only its own
-       * tasks push onto it). */
+       * tasks push onto it).  A root pushed before CLOSED may have landed
+       * after the look at the top of the loop: look again. */
       absorb(p);
-      if (!p->head) break;
+      if (!p->head && !roots_nonempty(p)) break;
+      continue;
     }
     size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
     size_t take = len / share_div;
@@ -701,6 +780,48 @@ int mh_spawn_join(mh_spawn_t *t) {
   return t->rc_;
 }
 
+/* A root from outside: the record lives on this frame, which returns only
+ * once the worker that ran it has exchanged its state word (run_outside_root).
+ * While it sleeps, on_tick (if given) is called about every `tick` seconds. */
+int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg, double tick,
+                            void (*on_tick)(void *), void *tick_arg) {
+  tpool_t *p = mh__executor_impl(ex);
+  outside_t o;
+  o.sp.fn_ = fn;
+  o.sp.arg_ = arg;
+  o.sp.rc_ = 0;
+  o.sp.state_ = SP_QUEUED;
+  uintptr_t old = atomic_load_explicit(&p->roots, memory_order_relaxed);
+  do {
+    if (old & CLOSED) return MH_ESHUTDOWN;
+    o.next = (outside_t *)(old & ~CLOSED);
+  } while (!atomic_compare_exchange_weak(&p->roots, &old, (uintptr_t)&o));
+  /* The inbox's wake-up rule (the push above is sequentially consistent,
+   * and a worker counts itself idle before its last look at `roots`). */
+  if (atomic_load(&p->idle) > 0 && atomic_load(&p->spinning) == 0) {
+    pthread_mutex_lock(&p->lock);
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+  }
+  const mh__spin_policy_t pol = MH__SPIN_FUTURE_WAIT;
+  mh__spin_t sp = MH__SPIN_INIT;
+  int v;
+  while ((v = __atomic_load_n(&o.sp.state_, __ATOMIC_ACQUIRE)) != SP_DONE) {
+    if (mh__spin_again(&sp, &pol)) continue;
+    if (v == SP_QUEUED &&
+        !__atomic_compare_exchange_n(&o.sp.state_, &v, SP_SLEEPER, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+      continue;
+    /* SLEEPER stays set across ticks: the worker wakes whoever sleeps. */
+    mh__deadline_t dl;
+    mh__deadline_init(&dl, on_tick ? tick : MH_FOREVER);
+    if (mh__futex_wait(&o.sp.state_, SP_SLEEPER, &dl, MH__FUTEX_PRIVATE) == MH_ETIMEDOUT &&
+        on_tick)
+      on_tick(tick_arg);
+  }
+  return o.sp.rc_;
+}
+
 static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
   tpool_t *p = mh__executor_impl(ex);
   uintptr_t old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
@@ -739,6 +860,7 @@ static int tp_shutdown(mh_executor_t *ex, unsigned flags) {
    * inbox: a submit that succeeded is queued before the cancellation below,
    * as when submits took the lock. */
   atomic_fetch_or(&p->inbox, CLOSED);
+  atomic_fetch_or(&p->roots, CLOSED);
   atomic_store(&p->stopping, 1);
   pthread_mutex_lock(&p->lock);
   if (flags & MH_SHUTDOWN_CANCEL_FUTURES) {

@@ -165,18 +165,15 @@ int mh_task_group_free(mh_task_group_t *g) {
 
 /* ---- running a split tree from anywhere -------------------------------- */
 
-/* Run fn(in, ...) on ex: here when this thread is one of ex's workers (the
- * tree then grows on its deque), else as one task the caller waits for. */
-static int run_root(mh_executor_t *ex, mh_task_fn fn, const void *in, size_t in_size,
-                    void *out, size_t out_size) {
+/* Run the root node fn(arg) on ex: here when this thread is one of ex's
+ * workers (the tree then grows on its deque), else handed to a worker as a
+ * root record the caller waits for (no future: a first parallel_for in a
+ * process used to fault in a 2 MiB slab of futures for its one future, and
+ * an idle worker a spare one, inside the loop's time). */
+static int run_root(mh_executor_t *ex, mh_spawn_fn fn, void *arg) {
   if (mh_executor_backend(ex) != MH_BACKEND_THREADS) return MH_ENOTSUP;
-  if (mh__worker_executor() == ex) return fn(in, in_size, out, out_size, ex);
-  mh_future_t *f;
-  int rc = mh_executor_submit(ex, fn, in, in_size, out, out_size, ex, &f);
-  if (rc) return rc;
-  rc = mh_future_result(f, MH_FOREVER);
-  mh_future_release(f);
-  return rc;
+  if (mh__worker_executor() == ex) return fn(arg);
+  return mh__threads_run_outside(ex, fn, arg, 0, NULL, NULL);
 }
 
 /* ---- parallel_for ------------------------------------------------------- */
@@ -200,15 +197,6 @@ static int pf_run(void *arg) {
   return lrc ? lrc : rrc;
 }
 
-static int pf_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx) {
-  (void)in_size;
-  (void)out;
-  (void)out_size;
-  (void)ctx;
-  pf_node_t n = *(const pf_node_t *)in;
-  return pf_run(&n);
-}
-
 int mh_parallel_for(mh_executor_t *ex, size_t begin, size_t end, size_t grain,
                     mh_range_fn body, void *ctx) {
   if (!ex || !body || end < begin) return MH_EINVAL;
@@ -222,7 +210,7 @@ int mh_parallel_for(mh_executor_t *ex, size_t begin, size_t end, size_t grain,
     if (grain == 0) grain = 1;
   }
   pf_node_t root = {ex, begin, end, grain, body, ctx};
-  return run_root(ex, pf_task, &root, sizeof root, NULL, 0);
+  return run_root(ex, pf_run, &root);
 }
 
 /* ---- parallel_reduce ---------------------------------------------------- */
@@ -269,15 +257,6 @@ static int rd_run(void *arg) {
   return 0;
 }
 
-static int rd_task(const void *in, size_t in_size, void *out, size_t out_size, void *ctx) {
-  (void)in_size;
-  (void)out_size;
-  (void)ctx;
-  rd_node_t n = *(const rd_node_t *)in;
-  n.acc = out;
-  return rd_run(&n);
-}
-
 int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end, size_t grain,
                        size_t acc_size, const void *identity, mh_reduce_leaf_fn leaf,
                        mh_reduce_join_fn join, void *ctx, void *result) {
@@ -291,9 +270,9 @@ int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end, size_t grain
     if (grain < 1024) grain = 1024;
   }
   rd_shared_t sh = {ex, grain, acc_size, identity, leaf, join, ctx};
-  rd_node_t root = {&sh, begin, end, NULL};
   rd_acc_t acc;
-  int rc = run_root(ex, rd_task, &root, sizeof root, acc.b, acc_size);
+  rd_node_t root = {&sh, begin, end, acc.b};
+  int rc = run_root(ex, rd_run, &root);
   if (!rc) memcpy(result, acc.b, acc_size);
   return rc;
 }

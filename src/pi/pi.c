@@ -12,13 +12,16 @@
  *    does not depend on n.
  *
  * Two ways to run the blocks, with the same counts:
- *  - Thread executors: one task submitted from the caller splits the block
+ *  - Thread executors: one root handed to a worker splits the block
  *    range in halves down to single blocks with spawn records (mh_spawn),
  *    so the workers balance the load by stealing and never wait for the
  *    caller; the tail is at most one block per worker.  The caller only
  *    waits, waking to report progress (a counter the leaves add to) and to
  *    poll the cancel flag (which sets `stop`, which every node reads before
- *    it splits or counts).
+ *    it splits or counts).  From outside the executor the root goes without
+ *    a future (mh__threads_run_outside: no slab of futures to fault in, none
+ *    for an idle worker to prepare at the tail); from one of its workers,
+ *    as a task whose future the caller waits for, helping.
  *  - Other backends (processes, MPI): the ring below, where the caller
  *    keeps a window of multi-block tasks in flight and collects them in
  *    order (a worker process cannot spawn, and a dead worker's task is
@@ -28,6 +31,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "../executor/executor_internal.h"
 #include "../internal.h"
 #include "../trace_internal.h"
 #include "pi_internal.h"
@@ -376,6 +380,25 @@ static int pi_fj_root(const void *in, size_t in_size, void *out, size_t out_size
   return pi_fj_node(root);
 }
 
+/* The caller's wake-ups while a root from outside runs: progress when due,
+ * and the cancel flag. */
+typedef struct {
+  const mh_pi_options_t *opts;
+  pi_fj_t *sh;
+  double next_tick;
+} pi_fj_ticker_t;
+
+static void pi_fj_tick(void *arg) {
+  pi_fj_ticker_t *tk = arg;
+  const mh_pi_options_t *opts = tk->opts;
+  if (opts->progress && mh__now() >= tk->next_tick) {
+    opts->progress(__atomic_load_n(&tk->sh->done, __ATOMIC_RELAXED), opts->n,
+                   opts->progress_arg);
+    tk->next_tick = mh__now() + MH__PI_TICK;
+  }
+  if (cancelled(opts)) __atomic_store_n(&tk->sh->stop, 1, __ATOMIC_RELAXED);
+}
+
 static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
                            const mh__pi_plan_t *plan, mh_pi_kernel_t kernel,
                            mh_pi_result_t *res, double t0) {
@@ -387,6 +410,19 @@ static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
   sh.kernel = kernel;
   sh.ex = ex;
   if (cancelled(opts)) sh.stop = 1;
+  if (mh__worker_executor() != ex) {
+    pi_fj_node_t root = {&sh, 0, sh.nblocks, 0, 0};
+    pi_fj_ticker_t tk = {opts, &sh, t0 + MH__PI_TICK};
+    double tick = opts->cancel ? MH__PI_CANCEL_POLL : MH__PI_TICK;
+    int rc = mh__threads_run_outside(ex, pi_fj_node, &root, tick,
+                                     opts->progress || opts->cancel ? pi_fj_tick : NULL, &tk);
+    /* A root that never ran (a shutdown, a cancelling shutdown) counted
+     * nothing: root still holds zeros then. */
+    fill_result(res, root.inside, root.points);
+    res->seconds = mh__now() - t0;
+    if (rc == 0 && opts->progress) opts->progress(root.points, opts->n, opts->progress_arg);
+    return rc;
+  }
   pi_fj_root_in_t in = {&sh};
   pi_fj_node_t root = {&sh, 0, 0, 0, 0};
   mh_future_t *f;
