@@ -677,7 +677,8 @@ typedef int (*mh_range_fn)(size_t lo, size_t hi, void *ctx);
  * @param body the body
  * @param ctx passed to body
  * @return 0, the first failing chunk's code, MH_EINVAL, MH_ESHUTDOWN,
- *         MH_ENOMEM */
+ *         MH_ENOMEM, MH_ECANCELED (a cancelling shutdown of ex came while
+ *         it ran: chunks not started then were skipped) */
 MH_EXTERN int mh_parallel_for(mh_executor_t *ex, size_t begin, size_t end,
                               size_t grain, mh_range_fn body, void *ctx);
 
@@ -709,7 +710,8 @@ typedef void (*mh_reduce_join_fn)(void *left, const void *right, void *ctx);
  * @param ctx passed to leaf and join
  * @param result receives the reduction (acc_size bytes)
  * @return 0, the first failing leaf's code, MH_EINVAL, MH_ESHUTDOWN,
- *         MH_ENOMEM */
+ *         MH_ENOMEM, MH_ECANCELED (a cancelling shutdown of ex came while
+ *         it ran: pieces not started then were skipped) */
 MH_EXTERN int mh_parallel_reduce(mh_executor_t *ex, size_t begin, size_t end,
                                  size_t grain, size_t acc_size,
                                  const void *identity, mh_reduce_leaf_fn leaf,
