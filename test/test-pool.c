@@ -671,6 +671,45 @@ TEST(initializer_and_max_tasks) {
   munmap(s, sizeof *s);
 }
 
+/* A worker still starting (its initializer runs) has not had its chance at
+ * the task queued on it: the watchdog used to count that time against the
+ * task's limit, killed every worker whose start took longer (a slow
+ * initializer, or any start on a loaded machine), counted each as a bad
+ * start and broke the pool. */
+static int init_slow(void *arg) {
+  mht_sleep(0.6);
+  return 0;
+}
+
+TEST(timeout_slow_initializer) {
+  mh_executor_options_t o;
+  mh_executor_options_init(&o);
+  o.backend = MH_BACKEND_PROCESSES;
+  o.workers = 2;
+  o.initializer = init_slow;
+  o.task_timeout = 0.2;
+  mh_executor_t *ex;
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  enum { N = 8 };
+  int in[N], st[N];
+  for (int i = 0; i < N; i++) in[i] = 0, st[i] = 99;
+  mh_future_t *f[N];
+  for (int i = 0; i < N; i++)
+    ASSERT_OK(mh_executor_submit(ex, t_crash, &in[i], sizeof in[i], NULL, 0,
+                                 NULL, &f[i]));
+  for (int i = 0; i < N; i++) {
+    ASSERT_OK(mh_future_result(f[i], 60));
+    mh_future_release(f[i]);
+  }
+  /* The same for the claim-based map, on fresh workers. */
+  pool_free(ex);
+  ASSERT_OK(mh_executor_new(&ex, &o));
+  ASSERT_OK(mh_executor_map(ex, t_crash, NULL, in, sizeof in[0], NULL, 0, N, 1,
+                            st));
+  for (int i = 0; i < N; i++) ASSERT_EQ(st[i], 0);
+  pool_free(ex);
+}
+
 static int t_big(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
   unsigned char seed;
   memcpy(&seed, in, 1);
