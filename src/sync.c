@@ -26,19 +26,23 @@
  * Lock order: none - no function here holds two mutexes at once (a barrier
  * action runs under the barrier's mutex and must not touch the barrier).
  *
- * Process-shared objects use PTHREAD_PROCESS_SHARED mutexes and condition
- * variables, and their mutexes are robust.  The internal mutexes of shared
- * semaphores, events and barriers are repaired on the spot (their state is
- * updated by single stores, never left half-done), and shared objects wake
- * waiters with broadcasts: a process that died inside a condition wait may
- * otherwise swallow a single signal.
+ * Process-shared objects use robust PTHREAD_PROCESS_SHARED mutexes, and a
+ * futex word of their own in place of a condition variable (see "conditions"
+ * below).  The internal mutexes of shared semaphores, events and barriers
+ * are repaired on the spot (their state is updated by single stores, never
+ * left half-done), and shared objects wake all their waiters: a waiter
+ * killed between its wake-up and its re-take of the lock would otherwise
+ * take a single wake-up with it.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
+#include <string.h>
 
 #include "manyhands/sync.h"
 #include "internal.h"
 #include "thread_internal.h"
+#include "spin.h"
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -184,11 +188,82 @@ static int imutex_lock(pthread_mutex_t *m) {
 
 static void imutex_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 
+/* ---- conditions: private ones are pthreads', shared ones a futex word --
+ * A process-shared condition is not used as a pthread_cond_t: its storage
+ * holds a sequence word.  A waiter reads the word with the mutex held, lets
+ * the mutex go, sleeps on the word (a shared futex) while it is unchanged,
+ * and re-takes the mutex as any locker does, in slices of MUTEX_SLICE_NS.
+ * A notifier, holding the mutex, bumps the word and wakes every sleeper, so
+ * no wake-up is lost between a waiter's look and its sleep.  Why not
+ * glibc's: pthread_cond_wait and pthread_cond_timedwait re-take the mutex
+ * with an unbounded futex sleep, whatever the deadline.  When the owner of
+ * a robust mutex dies, the kernel wakes ONE sleeper on it; if that one is
+ * killed before it takes the lock, a kernel without the 2022 fix of
+ * handle_futex_death (which passes the wake-up on when the dying waiter's
+ * pending lock word has no owner, owner-died included) leaves every waiter
+ * re-taking it after a notify asleep for ever: the lock side's slices
+ * (MUTEX_SLICE_NS) never reached them.  Newer kernels pass it on (6.18
+ * here: 200 rounds of shared_cond_owner_and_waiters_killed never lost one
+ * with glibc's condition), so this is for the older ones.  And a process
+ * that dies anywhere in this wait leaves nothing behind in the word:
+ * nothing to confirm, nothing to destroy. */
+static _Atomic uint32_t *pcond_word(pthread_cond_t *c) {
+  return (_Atomic uint32_t *)(void *)c;
+}
+
+static int xcond_init(pthread_cond_t *c, unsigned flags) {
+  if (!(flags & MH_SYNC_PROCESS_SHARED)) return mh__cond_init(c, false);
+  memset(c, 0, sizeof *c);
+  atomic_init(pcond_word(c), 0);
+  return 0;
+}
+
+/* Wake the waiters: all of them, or (private conditions only) one. */
+static void xcond_wake(pthread_cond_t *c, unsigned flags, int all) {
+  if (flags & MH_SYNC_PROCESS_SHARED) {
+    atomic_fetch_add(pcond_word(c), 1);
+    mh__futex_wake(pcond_word(c), INT_MAX, MH__FUTEX_SHARED);
+  } else if (all) {
+    pthread_cond_broadcast(c);
+  } else {
+    pthread_cond_signal(c);
+  }
+}
+
+/* Re-take m after a wait, however long it takes (a condition wait returns
+ * holding its mutex, deadline or not).  Returns a pthreads code. */
+static int mutex_retake(pthread_mutex_t *m) {
+#if MH__TSAN
+  return pthread_mutex_lock(m);
+#else
+  int rc = pthread_mutex_trylock(m);
+  if (rc == EBUSY) rc = mutex_lock_sliced(m, NULL); /* see MUTEX_SLICE_NS */
+  return rc;
+#endif
+}
+
+/* One wait, m held: 0 (woken, perhaps spuriously), MH_ETIMEDOUT,
+ * MH_EOWNERDEAD (m held, to be made consistent) or MH_ENOTRECOVERABLE (m
+ * not held). */
+static int xcond_wait(pthread_cond_t *c, pthread_mutex_t *m,
+                      const mh__deadline_t *dl, unsigned flags) {
+  if (!(flags & MH_SYNC_PROCESS_SHARED)) return mh__cond_wait(c, m, dl);
+  if (dl->kind == MH__DL_NOW) return MH_ETIMEDOUT;
+  uint32_t seq = atomic_load(pcond_word(c));
+  pthread_mutex_unlock(m);
+  int rc = mh__futex_wait(pcond_word(c), seq, dl, MH__FUTEX_SHARED);
+  int lrc = mutex_retake(m);
+  if (lrc == EOWNERDEAD) return MH_EOWNERDEAD;
+  if (lrc == ENOTRECOVERABLE) return MH_ENOTRECOVERABLE;
+  if (lrc) return -lrc;
+  return rc;
+}
+
 /* Wait on an internal condition; an owner-died re-acquisition is repaired
  * and reported as an ordinary (possibly spurious) wake-up. */
 static int icond_wait(pthread_cond_t *c, pthread_mutex_t *m,
-                      const mh__deadline_t *dl) {
-  int rc = mh__cond_wait(c, m, dl);
+                      const mh__deadline_t *dl, unsigned flags) {
+  int rc = xcond_wait(c, m, dl, flags);
   if (rc == MH_EOWNERDEAD) {
     pthread_mutex_consistent(m);
     rc = 0;
@@ -196,10 +271,8 @@ static int icond_wait(pthread_cond_t *c, pthread_mutex_t *m,
   return rc;
 }
 
-/* Destroy a condition variable.  Shared ones are left alone: glibc's
- * pthread_cond_destroy() waits until every waiter has confirmed its
- * wake-up, and a process killed while waiting never will.  On Linux a
- * condition variable holds no resource beyond its memory. */
+/* Destroy a condition variable.  Shared ones hold no pthreads state (see
+ * above) and nothing beyond their memory. */
 static void icond_destroy(pthread_cond_t *c, unsigned flags) {
   if (!(flags & MH_SYNC_PROCESS_SHARED)) pthread_cond_destroy(c);
 }
@@ -344,7 +417,7 @@ int mh_cond_init_ex(mh_cond_t *cond, mh_lock_t *lock, unsigned flags) {
     rc = mh_lock_init_ex(&cond->own_lock, flags);
     if (rc) return rc;
   }
-  rc = mh__cond_init(&cond->cond, shared);
+  rc = xcond_init(&cond->cond, flags);
   if (rc) {
     if (!lock) mh_lock_destroy(&cond->own_lock);
     return rc;
@@ -419,14 +492,15 @@ static int cond_wait_dl(mh_cond_t *cond, const mh__deadline_t *dl, int me) {
     unsigned long depth = r->count;
     r->count = 0;
     owner_set(&r->owner, 0);
-    rc = mh__cond_wait(&cond->cond, &r->mutex, dl);
+    rc = mh__cond_wait(&cond->cond, &r->mutex, dl); /* (never shared) */
     owner_set(&r->owner, me);
     r->count = depth;
   } else {
     mh_lock_t *lock = cond_lock(cond);
     owner_set(&lock->owner, 0);
-    rc = mh__cond_wait(&cond->cond, &lock->mutex, dl);
-    owner_set(&lock->owner, me);
+    rc = xcond_wait(&cond->cond, &lock->mutex, dl, cond->flags);
+    /* (An unrecoverable lock was not taken again.) */
+    if (rc != MH_ENOTRECOVERABLE) owner_set(&lock->owner, me);
   }
   cond->waiters--;
   return rc;
@@ -470,8 +544,8 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
   if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
   if (n == 0) return 0;
   if (cond->flags & MH_SYNC_PROCESS_SHARED) {
-    /* See the file comment: a dead waiter may take a single signal. */
-    pthread_cond_broadcast(&cond->cond);
+    /* See the file comment: shared objects wake everyone. */
+    xcond_wake(&cond->cond, cond->flags, 1);
     return 0;
   }
   /* Never more signals than waiters: notify(UINT_MAX) must not spin. */
@@ -486,7 +560,7 @@ int mh_cond_notify(mh_cond_t *cond, unsigned n) {
 int mh_cond_notify_all(mh_cond_t *cond) {
   if (!cond) return MH_EINVAL;
   if (owner_get(cond_owner(cond)) != mh__tid()) return MH_EINVAL;
-  pthread_cond_broadcast(&cond->cond);
+  xcond_wake(&cond->cond, cond->flags, 1);
   return 0;
 }
 
@@ -508,7 +582,7 @@ int mh_sem_init_ex(mh_sem_t *sem, unsigned long value, unsigned long bound,
   if (!sem || !flags_ok(flags) || (bound && value > bound)) return MH_EINVAL;
   int rc = mutex_init(&sem->mutex, PTHREAD_MUTEX_NORMAL, flags);
   if (rc) return rc;
-  rc = mh__cond_init(&sem->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  rc = xcond_init(&sem->cond, flags);
   if (rc) {
     pthread_mutex_destroy(&sem->mutex);
     return rc;
@@ -533,7 +607,7 @@ int mh_sem_acquire(mh_sem_t *sem, double timeout) {
   if (rc) return rc;
   if ((rc = imutex_lock(&sem->mutex))) return rc;
   while (sem->value == 0) {
-    rc = icond_wait(&sem->cond, &sem->mutex, &dl);
+    rc = icond_wait(&sem->cond, &sem->mutex, &dl, sem->flags);
     if (rc == MH_ETIMEDOUT && sem->value == 0) break;
     rc = 0;
   }
@@ -552,10 +626,7 @@ int mh_sem_release(mh_sem_t *sem, unsigned long n) {
     rc = MH_EINVAL;
   } else {
     sem->value += n;
-    if (n == 1 && !(sem->flags & MH_SYNC_PROCESS_SHARED))
-      pthread_cond_signal(&sem->cond);
-    else
-      pthread_cond_broadcast(&sem->cond);
+    xcond_wake(&sem->cond, sem->flags, n != 1);
   }
   imutex_unlock(&sem->mutex);
   return rc;
@@ -579,7 +650,7 @@ int mh_event_init_ex(mh_event_t *ev, unsigned flags) {
   if (!ev || !flags_ok(flags)) return MH_EINVAL;
   int rc = mutex_init(&ev->mutex, PTHREAD_MUTEX_NORMAL, flags);
   if (rc) return rc;
-  rc = mh__cond_init(&ev->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  rc = xcond_init(&ev->cond, flags);
   if (rc) {
     pthread_mutex_destroy(&ev->mutex);
     return rc;
@@ -606,7 +677,7 @@ int mh_event_set(mh_event_t *ev) {
   /* A new generation tells every thread waiting now that a set happened,
    * whatever the flag says by the time it wakes up. */
   ev->gen++;
-  if (ev->waiters) pthread_cond_broadcast(&ev->cond);
+  if (ev->waiters) xcond_wake(&ev->cond, ev->flags, 1);
   imutex_unlock(&ev->mutex);
   return 0;
 }
@@ -641,7 +712,7 @@ int mh_event_wait(mh_event_t *ev, double timeout) {
   unsigned gen = ev->gen;
   ev->waiters++;
   while (!ev->is_set && ev->gen == gen) {
-    rc = icond_wait(&ev->cond, &ev->mutex, &dl);
+    rc = icond_wait(&ev->cond, &ev->mutex, &dl, ev->flags);
     if (rc == MH_ETIMEDOUT && !ev->is_set && ev->gen == gen) break;
     rc = 0;
   }
@@ -674,7 +745,7 @@ int mh_barrier_init_ex(mh_barrier_t *b, unsigned parties,
     return MH_EINVAL;
   int rc = mutex_init(&b->mutex, PTHREAD_MUTEX_NORMAL, flags);
   if (rc) return rc;
-  rc = mh__cond_init(&b->cond, (flags & MH_SYNC_PROCESS_SHARED) != 0);
+  rc = xcond_init(&b->cond, flags);
   if (rc) {
     pthread_mutex_destroy(&b->mutex);
     return rc;
@@ -698,7 +769,7 @@ int mh_barrier_destroy(mh_barrier_t *b) {
 
 static void barrier_break(mh_barrier_t *b) {
   b->state = B_BROKEN;
-  pthread_cond_broadcast(&b->cond);
+  xcond_wake(&b->cond, b->flags, 1);
 }
 
 int mh_barrier_wait(mh_barrier_t *b) {
@@ -716,7 +787,7 @@ int mh_barrier_wait_timeout(mh_barrier_t *b, double timeout) {
 
   /* Wait while the previous round drains or a reset completes. */
   while (b->state == B_DRAINING || b->state == B_RESETTING)
-    icond_wait(&b->cond, &b->mutex, &forever);
+    icond_wait(&b->cond, &b->mutex, &forever, b->flags);
   if (b->state == B_BROKEN) {
     imutex_unlock(&b->mutex);
     return MH_EBROKEN;
@@ -730,11 +801,11 @@ int mh_barrier_wait_timeout(mh_barrier_t *b, double timeout) {
       rc = MH_EBROKEN;
     } else {
       b->state = B_DRAINING;
-      pthread_cond_broadcast(&b->cond);
+      xcond_wake(&b->cond, b->flags, 1);
     }
   } else {
     while (b->state == B_FILLING) {
-      if (icond_wait(&b->cond, &b->mutex, &dl) == MH_ETIMEDOUT &&
+      if (icond_wait(&b->cond, &b->mutex, &dl, b->flags) == MH_ETIMEDOUT &&
           b->state == B_FILLING) {
         barrier_break(b);
         break;
@@ -747,7 +818,7 @@ int mh_barrier_wait_timeout(mh_barrier_t *b, double timeout) {
   if (--b->count == 0 &&
       (b->state == B_DRAINING || b->state == B_RESETTING)) {
     b->state = B_FILLING;
-    pthread_cond_broadcast(&b->cond);
+    xcond_wake(&b->cond, b->flags, 1);
   }
   imutex_unlock(&b->mutex);
   return rc ? rc : index;
@@ -774,7 +845,7 @@ int mh_barrier_reset(mh_barrier_t *b) {
   } else {
     b->state = B_FILLING;
   }
-  pthread_cond_broadcast(&b->cond);
+  xcond_wake(&b->cond, b->flags, 1);
   imutex_unlock(&b->mutex);
   return 0;
 }

@@ -144,6 +144,129 @@ TEST(shared_cond_owner_dies) {
   munmap(s, sizeof *s);
 }
 
+/* Wait for child `pid` at most `limit` seconds; SIGKILL it past that.
+ * Returns its wait status, or -1 when it had to be killed. */
+static int wait_child_for(pid_t pid, double limit) {
+  double end = mht_now() + limit;
+  int st;
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    if (r < 0 || mht_now() > end) break;
+    mht_sleep(0.002);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &st, 0);
+  return -1;
+}
+
+/* Waiters of a shared condition, notified, re-take its lock while the
+ * notifier is SIGKILLed holding it, and 1 to W - 2 of them are SIGKILLed
+ * with it.  The kernel marks the lock owner-died and wakes ONE of the
+ * re-takers; when the woken one dies before it takes the lock, only the
+ * kernel passing the wake-up on (newer kernels) or the re-take's own
+ * slices (sync.c's shared conditions) keep the others from sleeping for
+ * ever: glibc's condition wait re-takes the mutex with an unbounded sleep.
+ * Before the notify, one waiter is killed in its wait, which must cost the
+ * notifier and the others nothing.  Each survivor must end within 20 s. */
+TEST(shared_cond_owner_and_waiters_killed) {
+  enum { W = 6 };
+  struct cw {
+    mh_cond_t cond;
+    int ready, go, notified, woke;
+  };
+  int rounds = (int)mht_scaled(30);
+  for (int r = 0; r < rounds; r++) {
+    struct cw *s = shared_map(sizeof *s);
+    ASSERT_OK(mh_cond_init_ex(&s->cond, NULL, MH_SYNC_PROCESS_SHARED));
+    pid_t w[W];
+    for (int k = 0; k < W; k++) {
+      w[k] = fork();
+      ASSERT(w[k] >= 0);
+      if (w[k] == 0) {
+        int rc = mh_cond_acquire(&s->cond, MH_FOREVER);
+        if (rc == MH_EOWNERDEAD) rc = mh_lock_consistent(mh_cond_lock(&s->cond));
+        if (rc) _exit(3);
+        s->ready++;
+        while (!s->go) {
+          rc = mh_cond_wait(&s->cond, 30);
+          if (rc == MH_EOWNERDEAD)
+            rc = mh_lock_consistent(mh_cond_lock(&s->cond));
+          if (rc) _exit(4); /* MH_ETIMEDOUT: a lost wake-up */
+        }
+        s->woke++;
+        mh_cond_release(&s->cond);
+        _exit(0);
+      }
+    }
+    /* All W are in their wait once the lock is free and ready says W. */
+    double t0 = mht_now();
+    for (;;) {
+      int rc = mh_cond_acquire(&s->cond, 20);
+      if (rc == MH_EOWNERDEAD) rc = mh_lock_consistent(mh_cond_lock(&s->cond));
+      ASSERT_OK(rc);
+      int n = s->ready;
+      ASSERT_OK(mh_cond_release(&s->cond));
+      if (n == W) break;
+      ASSERT(mht_now() - t0 < 20);
+      mht_sleep(0.001);
+    }
+    mht_sleep(0.005);
+    /* One killed while it sleeps in the wait. */
+    kill(w[0], SIGKILL);
+    ASSERT_EQ(wait_child_for(w[0], 20), SIGKILL);
+    pid_t owner = fork();
+    ASSERT(owner >= 0);
+    if (owner == 0) {
+      int rc = mh_cond_acquire(&s->cond, MH_FOREVER);
+      if (rc == MH_EOWNERDEAD) rc = mh_lock_consistent(mh_cond_lock(&s->cond));
+      if (rc) _exit(3);
+      s->go = 1;
+      mh_cond_notify_all(&s->cond);
+      __atomic_store_n(&s->notified, 1, __ATOMIC_SEQ_CST);
+      for (;;) pause(); /* holding the lock until killed */
+    }
+    t0 = mht_now();
+    while (!__atomic_load_n(&s->notified, __ATOMIC_SEQ_CST)) {
+      if (mht_now() - t0 > 20)
+        mht_fail(__FILE__, __LINE__,
+                 "round %d: notify_all did not return in 20 s after a "
+                 "waiter was killed in its wait", r);
+      mht_sleep(0.0005);
+    }
+    /* Time for every notified waiter to fall asleep on the held lock (and,
+     * now and then, not quite). */
+    mht_sleep(0.01 + (double)(mht_rand() % 30) * 1e-3);
+    /* The owner and 1 to W - 2 more waiters at once (at least one lives);
+     * the rest must go on. */
+    kill(owner, SIGKILL);
+    int killed[W] = {1};
+    int spare = 1 + (int)(mht_rand() % (W - 1)), nkill = 1 + (int)(mht_rand() % (W - 2));
+    for (int k = 1, n = 0; k < W && n < nkill; k++) {
+      if (k == spare) continue;
+      killed[k] = 1;
+      kill(w[k], SIGKILL);
+      n++;
+    }
+    ASSERT_EQ(wait_child_for(owner, 20), SIGKILL);
+    for (int k = 1; k < W; k++) {
+      int st = wait_child_for(w[k], 20);
+      if (st == -1)
+        mht_fail(__FILE__, __LINE__,
+                 "round %d: waiter %d did not end in 20 s (a lost owner-died "
+                 "wake-up)", r, k);
+      if (!killed[k] || !WIFSIGNALED(st))
+        ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    int rc = mh_cond_acquire(&s->cond, 20);
+    if (rc == MH_EOWNERDEAD) rc = mh_lock_consistent(mh_cond_lock(&s->cond));
+    ASSERT_OK(rc);
+    ASSERT_OK(mh_cond_release(&s->cond));
+    ASSERT_OK(mh_cond_destroy(&s->cond));
+    munmap(s, sizeof *s);
+  }
+}
+
 struct shared_all {
   mh_lock_t lock;
   mh_cond_t cond;

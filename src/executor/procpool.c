@@ -154,6 +154,8 @@ static int pp_disp_in_flight(mh__pp_t *pp) {
  * *lim (0 = none).  Seen from here only, with no clock read in the worker:
  * the time an item runs is counted from the first time the dispatcher saw
  * its key, so a limit is noticed at most one check late. */
+#define PP_START_GRACE 10.0 /* seconds a starting worker gets beyond a limit */
+
 static uint64_t pp_disp_running(mh__pp_t *pp, int slot, double *lim) {
   pp_wk_t *w = &pp->wk[slot];
   pp_slot_t *s = &pp->ctl->slots[slot];
@@ -164,7 +166,12 @@ static uint64_t pp_disp_running(mh__pp_t *pp, int slot, double *lim) {
     if (st != UINT64_MAX && st > d) return st | (1ull << 63);
     /* The map is over and it has not let go within the limit (a stopped
      * worker): the map's caller waits for it, so it counts as hung. */
-    if (atomic_load(&pp->msh->stop)) return (3ull << 61) ^ d;
+    if (atomic_load(&pp->msh->stop)) {
+      /* (One still starting gets the grace described below.) */
+      int ready = atomic_load_explicit(&s->ready, memory_order_acquire) != 0;
+      if (*lim > 0 && !ready) *lim += PP_START_GRACE;
+      return ((3ull << 61) ^ d) ^ ((uint64_t)ready << 59);
+    }
   }
   for (uint32_t k = w->coll; k != w->head; k++) {
     unsigned idx = k % PP_RING;
@@ -173,9 +180,19 @@ static uint64_t pp_disp_running(mh__pp_t *pp, int slot, double *lim) {
     pp_entry_t *e = &s->ring[idx];
     if (atomic_load(&e->claim) != E_TAKEN) {
       /* Next to run and not taken: a healthy worker takes it at once, one
-       * stopped while idle never does; that too is past the limit. */
+       * stopped while idle never does; that too is past the limit.  A
+       * worker still starting (not ready: its fork, its initializer) has
+       * not had its chance: a slow initializer, or any start on a loaded
+       * machine, took longer than a short limit, and the watchdog killed
+       * every replacement, counted each as a bad start and broke the pool.
+       * It gets PP_START_GRACE more (a worker stopped while it starts is
+       * still caught), and its clock starts again once it is ready (the
+       * key changes). */
+      int ready = atomic_load_explicit(&s->ready, memory_order_acquire) != 0;
       if (*lim == 0) *lim = pp_job_lim(pp, j);
-      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) | (1ull << 62);
+      if (*lim > 0 && !ready) *lim += PP_START_GRACE;
+      return ((uint64_t)(k + 1) * 0x9E3779B97F4A7C15ull) | (1ull << 62) |
+             ((uint64_t)ready << 60);
     }
     uint64_t st = atomic_load(&e->started), pr = atomic_load(&e->progress);
     if (st > pr) {
