@@ -109,6 +109,15 @@ typedef struct tpool {
   _Alignas(64) _Atomic int idle; /* A, L: workers waiting on cond; changed under lock */
   _Atomic int spinning;          /* A: workers looking for work without sleeping */
   _Atomic int stopping;          /* A: no more submits; set after CLOSED */
+  /* A: sticky, 0 until the deques are seen in use: a submit from a task
+   * sets it before its push, a worker that finds a deque item on its way to
+   * sleep (a spawn's) sets it then.  Until then the workers skip the deques
+   * after each batch and while they spin, so a pool fed only from outside
+   * pays nothing for fork-join.  The sleep path and the exit look at the
+   * deques whatever it says, so a stale flag delays an item at most until
+   * a worker's spin ends, once per pool.  On this line because a push reads
+   * idle and spinning here anyway. */
+  _Atomic int deques_used;
   /* The workers' side. */
   _Alignas(64) pthread_mutex_t lock; /* I */
   pthread_cond_t cond;               /* I */
@@ -256,6 +265,20 @@ static int any_deque_nonempty(tpool_t *p) {
   for (int i = 0; i < p->nthreads; i++)
     if (dq_nonempty(&p->workers[i])) return 1;
   return 0;
+}
+
+/* Before a push onto a deque: say that the deques are in use.  Relaxed is
+ * enough: the push's release store of bottom follows, so a worker that sees
+ * the item (an acquire load of bottom) sees the flag too; one that reads the
+ * flag stale only skips a look it does again before it sleeps.  Read first
+ * so that the line stays shared once the flag is set. */
+static inline void mark_deques_used(tpool_t *p) {
+  if (!atomic_load_explicit(&p->deques_used, memory_order_relaxed))
+    atomic_store_explicit(&p->deques_used, 1, memory_order_relaxed);
+}
+
+static inline int deques_used(tpool_t *p) {
+  return atomic_load_explicit(&p->deques_used, memory_order_relaxed);
 }
 
 /* Steal one item from another worker, starting at a random victim. */
@@ -439,7 +462,7 @@ static int spin_for_work(tpool_t *p) {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed) ||
-        any_deque_nonempty(p))
+        (deques_used(p) && any_deque_nonempty(p)))
       found = 1;
   } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
@@ -459,7 +482,7 @@ static void *worker_main(void *arg) {
   pthread_mutex_lock(&p->lock);
   for (;;) {
     if (!p->head) absorb(p);
-    if (!p->head && any_deque_nonempty(p)) {
+    if (!p->head && deques_used(p) && any_deque_nonempty(p)) {
       pthread_mutex_unlock(&p->lock);
       run_local(w);
       pthread_mutex_lock(&p->lock);
@@ -475,19 +498,29 @@ static void *worker_main(void *arg) {
          * tp_submit), so one of the two sees the other. */
         atomic_fetch_add(&p->idle, 1);
         atomic_thread_fence(memory_order_seq_cst);
+        int dq = 0;
         while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
-               !atomic_load(&p->stopping) && !any_deque_nonempty(p))
+               !atomic_load(&p->stopping) && !(dq = any_deque_nonempty(p)))
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
+        /* A spawn does not set deques_used (it would cost every spawn a
+         * load); the first worker that finds a deque item here does, and
+         * from then on the workers look at the deques as they go. */
+        if (dq) mark_deques_used(p);
       }
       continue;
     }
     if (!p->head) {
       /* Stopping: CLOSED was set before, so nothing more can come from
-       * outside; this worker's own deque was drained above (only its own
-       * tasks push onto it). */
+       * outside.  Leave only with every deque seen empty, this worker's own
+       * included (only its own tasks push onto it), whatever deques_used
+       * says: a stale flag must not strand an item. */
       absorb(p);
-      if (!p->head) break;
+      if (!p->head) {
+        if (!any_deque_nonempty(p)) break;
+        mark_deques_used(p);
+        continue;
+      }
     }
     size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
     size_t take = len / share_div;
@@ -505,7 +538,7 @@ static void *worker_main(void *arg) {
     if (wake) pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
     run_batch(w, first);
-    run_local(w);
+    if (deques_used(p)) run_local(w);
     pthread_mutex_lock(&p->lock);
   }
   /* The last one out tells tp_destroy, which may be waiting for a worker
@@ -624,6 +657,7 @@ static inline void wake_for_deque(tpool_t *p) {
 
 static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
   mh_future_retain(f);
+  mark_deques_used(p);
   if (dq_push(w, (uintptr_t)f)) {
     mh_future_release(f);
     return MH_ENOMEM;
@@ -701,8 +735,8 @@ int mh_spawn_join(mh_spawn_t *t) {
   return t->rc_;
 }
 
-static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
-  tpool_t *p = mh__executor_impl(ex);
+int mh__tp_submit(void *impl, mh_future_t *f) {
+  tpool_t *p = impl;
   uintptr_t old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
   if (old & CLOSED) return MH_ESHUTDOWN;
   tworker_t *w = tls_self;
@@ -730,6 +764,10 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
     pthread_mutex_unlock(&p->lock);
   }
   return 0;
+}
+
+static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
+  return mh__tp_submit(mh__executor_impl(ex), f);
 }
 
 static int tp_shutdown(mh_executor_t *ex, unsigned flags) {

@@ -2,7 +2,7 @@
 /* future.h - the future record, its state bits, and what future.c and
  * future_alloc.c offer the rest of src/executor/.  Never installed.
  *
- * A future is small (96 bytes) so that a million pending ones fit in little
+ * A future is small (104 bytes) so that a million pending ones fit in little
  * memory: it has no mutex and no condition variable.  Its life is one 32-bit
  * state word (the low half of a 64-bit atomic whose high half is the
  * reference count):
@@ -99,7 +99,7 @@ struct mh_future_s {
   _Atomic uint64_t word; /* A: state, flags and reference count */
   /* F.  With F_DIED it holds the dead worker's exit status instead: the
    * result is then MH_EWORKERDIED whatever it says.  Sharing the field keeps
-   * a future at 96 bytes, which matters when a million of them are pending
+   * a future at 104 bytes, which matters when a million of them are pending
    * (each is fresh memory the kernel must clear). */
   int code;
   int died_pid;      /* F: valid when F_DIED */
@@ -107,6 +107,9 @@ struct mh_future_s {
   mh__cb_t *cbs;     /* S: callbacks and cq nodes, newest first */
   mh__task_t task;   /* I */
 };
+/* The size the comments above give; x86-64 and other LP64 targets. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct mh_future_s) == 104,
+               "a future is 104 bytes on LP64");
 
 /* ---- future.c: futures and completion queues for the shell ------------- */
 
