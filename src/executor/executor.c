@@ -45,6 +45,7 @@
 #include "executor_ctx.h"
 #include "executor_internal.h"
 #include "future.h"
+#include "future_alloc.h"
 #include "internal.h"
 
 /* ---- the executor record ----------------------------------------------- */
@@ -248,8 +249,8 @@ int mh_executor_backend(const mh_executor_t *ex) {
   return ex ? (int)ex->opts.backend : MH_EINVAL;
 }
 
-static int submit_task(mh_executor_t *ex, const mh__task_t *t,
-                       mh_future_t **fut);
+static inline int submit_task(mh_executor_t *ex, const mh__task_t *t,
+                              mh_future_t **fut);
 
 /* ---- per-call time limits ---- */
 _Thread_local double mh__call_timeout;
@@ -410,12 +411,14 @@ static mh__task_t chunk_task(mh_task_fn fn, void *ctx, const void *in,
   return t;
 }
 
-static int submit_task(mh_executor_t *ex, const mh__task_t *t,
-                       mh_future_t **fut) {
+/* Inlined in every caller, so that the task a caller builds on its stack
+ * is written straight into the new future (no copy, no call). */
+static inline __attribute__((always_inline)) int
+submit_task(mh_executor_t *ex, const mh__task_t *t, mh_future_t **fut) {
   if (atomic_load_explicit(&ex->closed, memory_order_relaxed))
     return MH_ESHUTDOWN;
   if (!ex->direct && foreign_process(ex)) return MH_EPERM;
-  mh_future_t *f = mh__future_new(t);
+  mh_future_t *f = mh__future_make(t); /* inline: the hot path */
   if (!f) return MH_ENOMEM;
   int rc = ex->direct ? mh__tp_submit(ex->impl, f) : ex->ops->submit(ex, f);
   if (rc) {

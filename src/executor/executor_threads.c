@@ -655,7 +655,9 @@ static inline void wake_for_deque(tpool_t *p) {
   }
 }
 
-static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
+/* Out of line: kept out of mh__tp_submit, whose path from outside (the one
+ * issue 11 measures) then saves fewer registers. */
+static __attribute__((noinline)) int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
   mh_future_retain(f);
   mark_deques_used(p);
   if (dq_push(w, (uintptr_t)f)) {
