@@ -310,9 +310,8 @@ TEST(spawn_outside_runs_inline) {
 /* A spawned child that its parent does not join but waits for by spinning
  * must be stolen by the other worker.  In a fresh pool nothing has marked
  * the deques as used (a spawn does not), so the idle worker finds the child
- * only while it spins or on its way to sleep: this checks that those paths
- * find it and that the worker then steals it.  A fresh pool each round,
- * with random delays
+ * only on its way to sleep: this checks that that path finds it and that
+ * the worker then steals it.  A fresh pool each round, with random delays
  * before the spawn so that the other worker is spinning, asleep or between
  * the two. */
 typedef struct {

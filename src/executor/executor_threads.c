@@ -110,13 +110,13 @@ typedef struct tpool {
   _Atomic int spinning;          /* A: workers looking for work without sleeping */
   _Atomic int stopping;          /* A: no more submits; set after CLOSED */
   /* A: sticky, 0 until the deques are seen in use: a submit from a task
-   * sets it before its push; a worker that finds a deque item while it
-   * spins or on its way to sleep (a spawn's: a spawn does not pay for the
-   * flag) sets it then.  Until then the workers skip the deques after each
-   * batch, so a pool fed only from outside pays nothing for fork-join
-   * there.  The spin, the sleep path and the exit look at the deques
-   * whatever it says, so no item waits for the flag.  On this line because
-   * a push reads idle and spinning here anyway. */
+   * sets it before its push, a worker that finds a deque item on its way to
+   * sleep (a spawn's) sets it then.  Until then the workers skip the deques
+   * after each batch and while they spin, so a pool fed only from outside
+   * pays nothing for fork-join.  The sleep path and the exit look at the
+   * deques whatever it says, so a stale flag delays an item at most until
+   * a worker's spin ends, once per pool.  On this line because a push reads
+   * idle and spinning here anyway. */
   _Atomic int deques_used;
   /* The workers' side. */
   _Alignas(64) pthread_mutex_t lock; /* I */
@@ -461,14 +461,9 @@ static int spin_for_work(tpool_t *p) {
   do {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
-        atomic_load_explicit(&p->stopping, memory_order_relaxed))
+        atomic_load_explicit(&p->stopping, memory_order_relaxed) ||
+        (deques_used(p) && any_deque_nonempty(p)))
       found = 1;
-    else if (any_deque_nonempty(p)) {
-      /* A spawn's item (spawns do not set deques_used): from now on the
-       * workers look at the deques after each batch too. */
-      mark_deques_used(p);
-      found = 1;
-    }
   } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
   return found;
@@ -509,8 +504,8 @@ static void *worker_main(void *arg) {
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
         /* A spawn does not set deques_used (it would cost every spawn a
-         * load); a worker that finds a deque item here does, and from then
-         * on the workers look at the deques after each batch too. */
+         * load); the first worker that finds a deque item here does, and
+         * from then on the workers look at the deques as they go. */
         if (dq) mark_deques_used(p);
       }
       continue;
