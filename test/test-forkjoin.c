@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* test-forkjoin.c - tasks that wait on tasks: help-first waits, work
  * stealing, task groups, parallel_for and parallel_reduce (issue 11). */
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -303,6 +305,71 @@ TEST(spawn_outside_runs_inline) {
   ASSERT_EQ(mh_spawn(ex, &t, NULL, &n), MH_EINVAL);
   ASSERT_EQ(mh_spawn_join(NULL), MH_EINVAL);
   mh_executor_free(ex);
+}
+
+/* A spawned child that its parent does not join but waits for by spinning
+ * must be stolen by the other worker.  In a fresh pool nothing has marked
+ * the deques as used (a spawn does not), so the idle worker finds the child
+ * only on its way to sleep: this checks that that path finds it and that
+ * the worker then steals it.  A fresh pool each round, with random delays
+ * before the spawn so that the other worker is spinning, asleep or between
+ * the two. */
+typedef struct {
+  mh_executor_t *ex;
+  _Atomic int ran;
+  _Atomic unsigned long who; /* the child's thread */
+  int delay_us;
+} steal_t;
+
+static int steal_child(void *arg) {
+  steal_t *st = arg;
+  atomic_store(&st->who, (unsigned long)pthread_self());
+  atomic_store(&st->ran, 1);
+  return 5;
+}
+
+static int steal_parent(const void *in, size_t in_size, void *out, size_t out_size,
+                        void *ctx) {
+  (void)in;
+  (void)in_size;
+  (void)out;
+  (void)out_size;
+  steal_t *st = ctx;
+  if (st->delay_us) usleep((useconds_t)st->delay_us);
+  mh_spawn_t t;
+  ASSERT_EQ(mh_spawn(st->ex, &t, steal_child, st), 0);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int seen = 0;
+  for (;;) {
+    if (atomic_load(&st->ran)) {
+      seen = 1;
+      break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (t1.tv_sec - t0.tv_sec > 60) break; /* generous: a loaded machine */
+    sched_yield();
+  }
+  ASSERT(seen); /* stolen while the parent did not join */
+  ASSERT(atomic_load(&st->who) != (unsigned long)pthread_self());
+  ASSERT_EQ(mh_spawn_join(&t), 5);
+  return 0;
+}
+
+TEST(spawn_stolen_in_fresh_pool) {
+  unsigned seed = (unsigned)time(NULL);
+  for (int round = 0; round < 40; round++) {
+    mh_executor_t *ex = threads(2);
+    steal_t st = {ex, 0, 0, 0};
+    seed = seed * 1103515245u + 12345u;
+    st.delay_us = (int)((seed >> 16) % 3000);
+    mh_future_t *f;
+    ASSERT_EQ(mh_executor_submit(ex, steal_parent, NULL, 0, NULL, 0, &st, &f), 0);
+    ASSERT_EQ(mh_future_result(f, MH_FOREVER), 0);
+    mh_future_release(f);
+    ASSERT_EQ(atomic_load(&st.ran), 1);
+    mh_executor_free(ex);
+  }
 }
 
 /* Many children spawned at once, joined in an order unlike the spawn

@@ -73,6 +73,9 @@ typedef struct mh__backend_ops {
 #define MH__MAP_GENERIC 1
 
 extern const mh__backend_ops_t mh__backend_threads;
+/* The thread backend's submit, called by the shell without going through
+ * the table (`impl` is what its start stored); same contract as `submit`. */
+int mh__tp_submit(void *impl, mh_future_t *f);
 extern const mh__backend_ops_t mh__backend_processes; /* executor_procs.c */
 extern const mh__backend_ops_t mh__backend_mpi;       /* src/mpi/mpi_map.c */
 

@@ -126,6 +126,15 @@ typedef struct tpool {
    * outside, so it may share the line submitters only read; popped under
    * `lock`. */
   _Atomic uintptr_t roots; /* A: pushed by any thread, popped under L */
+  /* A: sticky, 0 until the deques are seen in use: a submit from a task
+   * sets it before its push, a worker that finds a deque item on its way to
+   * sleep (a spawn's) sets it then.  Until then the workers skip the deques
+   * after each batch and while they spin, so a pool fed only from outside
+   * pays nothing for fork-join.  The sleep path and the exit look at the
+   * deques whatever it says, so a stale flag delays an item at most until
+   * a worker's spin ends, once per pool.  On this line because a push reads
+   * idle and spinning here anyway. */
+  _Atomic int deques_used;
   /* The workers' side. */
   _Alignas(64) pthread_mutex_t lock; /* I */
   pthread_cond_t cond;               /* I */
@@ -279,6 +288,20 @@ static int any_deque_nonempty(tpool_t *p) {
   for (int i = 0; i < p->nthreads; i++)
     if (dq_nonempty(&p->workers[i])) return 1;
   return 0;
+}
+
+/* Before a push onto a deque: say that the deques are in use.  Relaxed is
+ * enough: the push's release store of bottom follows, so a worker that sees
+ * the item (an acquire load of bottom) sees the flag too; one that reads the
+ * flag stale only skips a look it does again before it sleeps.  Read first
+ * so that the line stays shared once the flag is set. */
+static inline void mark_deques_used(tpool_t *p) {
+  if (!atomic_load_explicit(&p->deques_used, memory_order_relaxed))
+    atomic_store_explicit(&p->deques_used, 1, memory_order_relaxed);
+}
+
+static inline int deques_used(tpool_t *p) {
+  return atomic_load_explicit(&p->deques_used, memory_order_relaxed);
 }
 
 /* Steal one item from another worker, starting at a random victim. */
@@ -508,7 +531,7 @@ static int spin_for_work(tpool_t *p) {
     if (atomic_load_explicit(&p->len, memory_order_relaxed) ||
         inbox_list(atomic_load_explicit(&p->inbox, memory_order_relaxed)) ||
         atomic_load_explicit(&p->stopping, memory_order_relaxed) ||
-        roots_nonempty(p) || any_deque_nonempty(p))
+        roots_nonempty(p) || (deques_used(p) && any_deque_nonempty(p)))
       found = 1;
   } while (!found && mh__spin_again(&sp, &pol));
   atomic_fetch_sub(&p->spinning, 1);
@@ -536,7 +559,7 @@ static void *worker_main(void *arg) {
       continue;
     }
     if (!p->head) absorb(p);
-    if (!p->head && any_deque_nonempty(p)) {
+    if (!p->head && deques_used(p) && any_deque_nonempty(p)) {
       pthread_mutex_unlock(&p->lock);
       run_local(w);
       pthread_mutex_lock(&p->lock);
@@ -552,21 +575,33 @@ static void *worker_main(void *arg) {
          * tp_submit), so one of the two sees the other. */
         atomic_fetch_add(&p->idle, 1);
         atomic_thread_fence(memory_order_seq_cst);
+        int dq = 0;
         while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
-               !atomic_load(&p->stopping) && !roots_nonempty(p) && !any_deque_nonempty(p))
+               !atomic_load(&p->stopping) && !roots_nonempty(p) &&
+               !(dq = any_deque_nonempty(p)))
           pthread_cond_wait(&p->cond, &p->lock);
         atomic_fetch_sub(&p->idle, 1);
+        /* A spawn does not set deques_used (it would cost every spawn a
+         * load); the first worker that finds a deque item here does, and
+         * from then on the workers look at the deques as they go. */
+        if (dq) mark_deques_used(p);
       }
       continue;
     }
     if (!p->head) {
       /* Stopping: CLOSED was set before, so nothing more can come from
-       * outside; this worker's own deque was drained above (only its own
-       * tasks push onto it).  A root pushed before CLOSED may have landed
-       * after the look at the top of the loop: look again. */
+       * outside.  A root pushed before CLOSED may have landed after the
+       * look at the top of the loop: look again.  Leave only with every
+       * deque seen empty, this worker's own included (only its own tasks
+       * push onto it), whatever deques_used says: a stale flag must not
+       * strand an item. */
       absorb(p);
-      if (!p->head && !roots_nonempty(p)) break;
-      continue;
+      if (!p->head) {
+        if (roots_nonempty(p)) continue;
+        if (!any_deque_nonempty(p)) break;
+        mark_deques_used(p);
+        continue;
+      }
     }
     size_t len = atomic_load_explicit(&p->len, memory_order_relaxed);
     size_t take = len / share_div;
@@ -584,7 +619,7 @@ static void *worker_main(void *arg) {
     if (wake) pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
     run_batch(w, first);
-    run_local(w);
+    if (deques_used(p)) run_local(w);
     pthread_mutex_lock(&p->lock);
   }
   /* The last one out tells tp_destroy, which may be waiting for a worker
@@ -701,8 +736,11 @@ static inline void wake_for_deque(tpool_t *p) {
   }
 }
 
-static int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
+/* Out of line: kept out of mh__tp_submit, whose path from outside (the one
+ * issue 11 measures) then saves fewer registers. */
+static __attribute__((noinline)) int spawn_local(tpool_t *p, tworker_t *w, mh_future_t *f) {
   mh_future_retain(f);
+  mark_deques_used(p);
   if (dq_push(w, (uintptr_t)f)) {
     mh_future_release(f);
     return MH_ENOMEM;
@@ -822,8 +860,8 @@ int mh__threads_run_outside(mh_executor_t *ex, mh_spawn_fn fn, void *arg, double
   return o.sp.rc_;
 }
 
-static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
-  tpool_t *p = mh__executor_impl(ex);
+int mh__tp_submit(void *impl, mh_future_t *f) {
+  tpool_t *p = impl;
   uintptr_t old = atomic_load_explicit(&p->inbox, memory_order_relaxed);
   if (old & CLOSED) return MH_ESHUTDOWN;
   tworker_t *w = tls_self;
@@ -851,6 +889,10 @@ static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
     pthread_mutex_unlock(&p->lock);
   }
   return 0;
+}
+
+static int tp_submit(mh_executor_t *ex, mh_future_t *f) {
+  return mh__tp_submit(mh__executor_impl(ex), f);
 }
 
 static int tp_shutdown(mh_executor_t *ex, unsigned flags) {

@@ -268,19 +268,6 @@ void mh__cq_disarm(mh__cq_t *cq, size_t index) {
 
 /* ---- futures: life, references, transitions ---------------------------- */
 
-mh_future_t *mh__future_new(const mh__task_t *t) {
-  uint32_t flags;
-  mh_future_t *f = mh__fa_alloc(&flags);
-  if (!f) return NULL;
-  atomic_init(&f->word, REF_ONE | S_PENDING | flags);
-  f->code = 0;
-  f->died_pid = 0;
-  f->link = NULL;
-  f->cbs = NULL;
-  f->task = *t;
-  return f;
-}
-
 void mh_future_retain(mh_future_t *f) {
   if (f) atomic_fetch_add_explicit(&f->word, REF_ONE, memory_order_relaxed);
 }

@@ -2,7 +2,7 @@
 /* future.h - the future record, its state bits, and what future.c and
  * future_alloc.c offer the rest of src/executor/.  Never installed.
  *
- * A future is small (96 bytes) so that a million pending ones fit in little
+ * A future is small (104 bytes) so that a million pending ones fit in little
  * memory: it has no mutex and no condition variable.  Its life is one 32-bit
  * state word (the low half of a 64-bit atomic whose high half is the
  * reference count):
@@ -30,7 +30,7 @@
  *
  * Who may touch what (the tags on the fields below, as in Linux's
  * kernel/workqueue.c):
- *   I: set when the future is made (mh__future_new), read-only after.
+ *   I: set when the future is made (mh__future_make), read-only after.
  *   A: atomic; any thread, with the orders future.c gives.
  *   F: written once by the finishing thread before its release-CAS to
  *      FINISHED; read by anyone after an acquire load that shows FINISHED.
@@ -40,8 +40,9 @@
  *
  * Lock order: see future.c (stripe -> nothing) and future_alloc.c (fa_lock is
  * a leaf).  This header calls nothing; future.c calls the allocator
- * (future_alloc.h, future_alloc.c), the shell (executor.c) calls future.c,
- * never the other way round.
+ * (future_alloc.h, future_alloc.c), the shell (executor.c) calls future.c
+ * and future_alloc.h's inline mh__future_make (a new future), never the
+ * other way round.
  */
 #ifndef MH_EXECUTOR_FUTURE_H
 #define MH_EXECUTOR_FUTURE_H
@@ -99,7 +100,7 @@ struct mh_future_s {
   _Atomic uint64_t word; /* A: state, flags and reference count */
   /* F.  With F_DIED it holds the dead worker's exit status instead: the
    * result is then MH_EWORKERDIED whatever it says.  Sharing the field keeps
-   * a future at 96 bytes, which matters when a million of them are pending
+   * a future at 104 bytes, which matters when a million of them are pending
    * (each is fresh memory the kernel must clear). */
   int code;
   int died_pid;      /* F: valid when F_DIED */
@@ -107,12 +108,14 @@ struct mh_future_s {
   mh__cb_t *cbs;     /* S: callbacks and cq nodes, newest first */
   mh__task_t task;   /* I */
 };
+/* The size the comments above give; x86-64 and other LP64 targets. */
+_Static_assert(sizeof(void *) != 8 || sizeof(struct mh_future_s) == 104,
+               "a future is 104 bytes on LP64");
 
 /* ---- future.c: futures and completion queues for the shell ------------- */
 
-/* A new PENDING future with one reference (the caller's) that will run `t`;
- * NULL when out of memory. */
-mh_future_t *mh__future_new(const mh__task_t *t);
+/* A new future: mh__future_make in future_alloc.h (inline on the submit
+ * path). */
 
 /* Wait for f until the deadline: 0 once done, or MH_ETIMEDOUT. */
 int mh__future_wait_dl(mh_future_t *f, const mh__deadline_t *dl);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* future_alloc.h - the fast path of the futures' allocator, inline in its
- * one caller (future.c); the slow paths are in future_alloc.c.  Never
- * installed.
+ * callers (future.c, and executor.c's submit through mh__future_make); the
+ * slow paths are in future_alloc.c.  Never installed.
  *
  * A submit takes a future from this thread's hot list and a release pushes
  * it back: no lock, no call.  Only an empty or full hot list goes to
@@ -124,4 +124,24 @@ static inline void mh__fa_release(mh_future_t *f, uint32_t state) {
 }
 
 #endif /* MH__NO_SLAB */
+
+/* ---- a new future, inline in the submit path --------------------------- */
+
+/* For executor.c's submit (the one maker of futures), inline: a
+ * PENDING future with one reference (the caller's) that will run `t`, or
+ * NULL when out of memory.  Inlined there, the task's fields go straight
+ * into the future instead of through a copy on the stack and a call. */
+static inline mh_future_t *mh__future_make(const mh__task_t *t) {
+  uint32_t flags;
+  mh_future_t *f = mh__fa_alloc(&flags);
+  if (!f) return NULL;
+  atomic_init(&f->word, REF_ONE | S_PENDING | flags);
+  f->code = 0;
+  f->died_pid = 0;
+  f->link = NULL;
+  f->cbs = NULL;
+  f->task = *t;
+  return f;
+}
+
 #endif /* MH_EXECUTOR_FUTURE_ALLOC_H */
