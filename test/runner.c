@@ -85,6 +85,20 @@ void mht_sleep(double seconds) {
   }
 }
 
+int mht_wait_child_for(pid_t pid, double limit) {
+  double end = mht_now() + limit;
+  int st;
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    if (r < 0 || mht_now() > end) break;
+    mht_sleep(0.002);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &st, 0);
+  return -1;
+}
+
 long mht_scaled(long n) {
   const char *d = getenv("MH_TEST_DIVISOR");
   long div = d ? atol(d) : 1;

@@ -509,22 +509,6 @@ static void ax_fork_child_end(void) {
   if (getpid() != ax_maker) _exit(0);
 }
 
-/* Wait for child c at most `limit` seconds; SIGKILL it past that.  Returns
- * its wait status, or -1 when it had to be killed. */
-static int ax_wait(pid_t c, double limit) {
-  double end = mht_now() + limit;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(c, &st, WNOHANG);
-    if (r == c) return st;
-    if (r < 0 || mht_now() > end) break;
-    mht_sleep(0.002);
-  }
-  kill(c, SIGKILL);
-  waitpid(c, &st, 0);
-  return -1;
-}
-
 /* how: 0 plain exit, 1 daemon, 2 the program frees it from its own atexit
  * handler, 3 exit from a fork child of the process that made it, 4 the same
  * as 3 with `forks` children forked in a row while the tasks run (the fork
@@ -561,13 +545,13 @@ static int ax_run_n(mh_backend_t backend, int how, int forks) {
       if (g < 0) _exit(6);
       if (g == 0) exit(0); /* must not wait for its parent's executor */
       /* A child that does not end is the hang this case looks for. */
-      int st = ax_wait(g, 45);
+      int st = mht_wait_child_for(g, 45);
       if (st == -1) _exit(7);
       if (!WIFEXITED(st) || WEXITSTATUS(st)) _exit(5);
     }
     exit(0);
   }
-  int st = ax_wait(c, 90);
+  int st = mht_wait_child_for(c, 90);
   if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
     mht_fail(__FILE__, __LINE__,
              "%s backend, case %d: the child %s (status %#x; 7: a fork child "

@@ -144,22 +144,6 @@ TEST(shared_cond_owner_dies) {
   munmap(s, sizeof *s);
 }
 
-/* Wait for child `pid` at most `limit` seconds; SIGKILL it past that.
- * Returns its wait status, or -1 when it had to be killed. */
-static int wait_child_for(pid_t pid, double limit) {
-  double end = mht_now() + limit;
-  int st;
-  for (;;) {
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == pid) return st;
-    if (r < 0 || mht_now() > end) break;
-    mht_sleep(0.002);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &st, 0);
-  return -1;
-}
-
 /* Waiters of a shared condition, notified, re-take its lock while the
  * notifier is SIGKILLed holding it, and 1 to W - 2 of them are SIGKILLed
  * with it.  The kernel marks the lock owner-died and wakes ONE of the
@@ -214,7 +198,7 @@ TEST(shared_cond_owner_and_waiters_killed) {
     mht_sleep(0.005);
     /* One killed while it sleeps in the wait. */
     kill(w[0], SIGKILL);
-    ASSERT_EQ(wait_child_for(w[0], 20), SIGKILL);
+    ASSERT_EQ(mht_wait_child_for(w[0], 20), SIGKILL);
     pid_t owner = fork();
     ASSERT(owner >= 0);
     if (owner == 0) {
@@ -248,9 +232,9 @@ TEST(shared_cond_owner_and_waiters_killed) {
       kill(w[k], SIGKILL);
       n++;
     }
-    ASSERT_EQ(wait_child_for(owner, 20), SIGKILL);
+    ASSERT_EQ(mht_wait_child_for(owner, 20), SIGKILL);
     for (int k = 1; k < W; k++) {
-      int st = wait_child_for(w[k], 20);
+      int st = mht_wait_child_for(w[k], 20);
       if (st == -1)
         mht_fail(__FILE__, __LINE__,
                  "round %d: waiter %d did not end in 20 s (a lost owner-died "

@@ -146,6 +146,9 @@ long mht_scaled(long n);
 
 double mht_now(void);
 void mht_sleep(double seconds);
+/* Wait for child `pid` at most `limit` seconds; SIGKILL it past that.
+ * Returns its wait status, or -1 when it had to be killed. */
+int mht_wait_child_for(pid_t pid, double limit);
 /* A small fast per-thread random number (xorshift), for random delays. */
 uint64_t mht_rand(void);
 /* Sleep a random time in [0, max_us) microseconds. */
