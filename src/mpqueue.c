@@ -60,40 +60,8 @@
  * get that copied it out, after removing the message (FREEING) and before
  * releasing its room (DONE).
  *
- * The lane: small messages without the lock.  Messages up to LANE_MAX
- * bytes travel through a second ring of `scap` fixed slots (a power of two)
- * whenever the record ring holds nothing (nlive == 0); otherwise they go to
- * the record ring like any other.  A slot's word says, in one 64-bit value,
- * the position it serves (40 bits), its state and its claimant's pid:
- * EMPTY(p) (free for the message at position p), WRITING(p, pid), READY(p)
- * and DISC(p) (being taken out unread, only under `lock`).  A put claims
- * EMPTY(e) with one CAS that names it (so a claimed slot always says who
- * claimed it), helps `enq` past it, copies the message in and publishes
- * READY(e) with one store.  A get scans from `deq` for the first READY slot,
- * copies the message out, and only then removes it with one CAS READY(p) ->
- * EMPTY(p + scap), which also frees the slot for the next lap: a consumer that
- * dies before that CAS removed nothing, and no consumer ever owns a slot.
- * A slot whose claimant died stays WRITING; whoever finds it there while
- * waiting for room or for a message checks the pid (gone, a zombie, or a new
- * process with another start time) and, under `lock`, takes the slot out
- * unread (DISC, then the journal).  Gets skip WRITING slots, so a slow or
- * dead producer holds up nobody but itself.  Invariants:
- * - deq <= enq; every position below enq is claimed; a slot not EMPTY(p)
- *   at a position p >= deq is WRITING(p), READY(p) or DISC(p); a slot whose
- *   word names another position than p was got (or taken out) for p.
- * - Order: a producer uses the lane only while the record ring is empty, and
- *   a get takes from the lane first and takes a record only after finding no
- *   READY slot, looked for after it saw the record: so a producer's
- *   messages come out in the order it put them.  (A message that could not
- *   find a slot goes to the record ring, and those after it follow it.)
- * - Bounds: scap <= maxsize (when bounded) and scap * LANE_MAX <= maxbytes;
- *   a record put counts the lane's messages and bytes as well.  A lane put
- *   racing a record put onto an empty record ring may pass maxsize by the
- *   number of such racing puts, for as long as the race lasts.
- * - unfinished (L) counts record puts minus task_done calls and every
- *   message taken out unread; the total a join waits for is unfinished +
- *   enq - (slots WRITING), since every lane position below enq is a message
- *   put, one being put, or one taken out (counted in unfinished).
+ * The lane, a lock-free ring for small messages, is mpqueue_lane.c; its
+ * invariants are there.
  *
  * Tags: I set at creation, read-only after; L under `lock`, changed only
  * through the journal, read without the lock only as an atomic snapshot; J
@@ -118,119 +86,9 @@
 
 #include "internal.h"
 #include "manyhands/mpqueue.h"
+#include "mpqueue_internal.h"
 #include "spin.h"
 
-#define MPQ_MAGIC 0x6d686d7071756575ull /* "mhmpqueu" */
-
-/* Op slots: how many large copies may run outside the lock at once. */
-#define NSLOTS 64
-/* Journal entries: the largest change (a put's reservation) needs 9. */
-#define JMAX 24
-/* Messages up to this many bytes are copied under the lock: cheaper than the
- * op slot's two extra lock round trips, and a copy this short holds the lock
- * for less time than those would. */
-#define SMALL_MAX ((uint64_t)4096)
-/* The warm part of the ring (see Memory above). */
-#define KEEP ((uint64_t)8 << 20)
-/* Bounded sleeps, seconds (see Waiting above). */
-#define POLL_BUSY 0.02
-#define POLL_IDLE 0.2
-/* Spinning before sleeping (MH__SPIN_MPQ_WAIT) and try-locks before
- * blocking on the lock (MH__SPIN_MPQ_LOCK) are policies of spin.h. */
-
-/* The lane (see above): at most LANE_SLOTS slots of 128 bytes, each holding
- * a message of up to LANE_MAX bytes. */
-#define LANE_SLOTS 1024u
-#define LANE_MAX ((uint64_t)104)
-
-enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
-enum { S_EMPTY = 0, S_WRITING = 1, S_READY = 2, S_DISC = 3 };
-enum { OP_FREE = 0, OP_PUT, OP_GET };
-enum { W_GET = 1, W_PUT = 2, W_JOIN = 4 };
-
-typedef struct rec {
-  _Atomic uint64_t word; /* state | slot << 32 */
-  _Atomic uint64_t len;
-} rec_t;
-
-typedef struct mpq_slot {
-  pthread_mutex_t m;      /* O: robust, process-shared */
-  _Atomic uint64_t kind;  /* L: OP_* */
-  _Atomic uint64_t pos;   /* L: the record's position */
-} __attribute__((aligned(64))) mpq_slot_t;
-
-/* A lane slot.  `own` is written by the claimant right after its claim:
- * (position << 24 | its start time's low 24 bits), so that a pid reused by
- * a new process is told from the claimant. */
-typedef struct mpq_lslot {
-  _Atomic uint64_t word;     /* S: pos:40 | state:2 | pid:22 */
-  _Atomic uint64_t own;      /* the claimant's */
-  _Atomic uint64_t len;      /* the claimant's; stable while READY */
-  _Atomic uint64_t data[13]; /* the claimant's; stable while READY */
-} __attribute__((aligned(128))) mpq_lslot_t;
-
-_Static_assert(sizeof(mpq_lslot_t) == 128 && LANE_MAX == sizeof(((mpq_lslot_t *)0)->data),
-               "a slot is two cache lines");
-
-#define SW_POSMASK (((uint64_t)1 << 40) - 1)
-#define SW_PIDMASK ((uint64_t)0x3fffff)
-#define SW(pos, st, pid) \
-  (((uint64_t)(pos)&SW_POSMASK) << 24 | (uint64_t)(st) << 22 | ((uint64_t)(pid)&SW_PIDMASK))
-#define SW_POS(w) ((w) >> 24)
-#define SW_ST(w) ((unsigned)((w) >> 22) & 3u)
-#define SW_PID(w) ((pid_t)((w)&SW_PIDMASK))
-
-typedef struct mpq_sh {
-  uint64_t magic;    /* I */
-  uint64_t ringsz;   /* I: bytes in the ring, a multiple of the page size */
-  uint64_t maxsize;  /* I: 0 = no bound */
-  uint64_t maxbytes; /* I */
-  uint64_t data_off; /* I: the ring's offset in the mapping */
-  uint64_t map_len;  /* I */
-  pthread_mutex_t lock; /* robust, process-shared */
-  _Atomic uint64_t head, rd, wr;              /* L */
-  _Atomic uint64_t nready, nwriting, nbytes;  /* L */
-  _Atomic uint64_t nlive; /* L: records WRITING, READY or CLAIMED */
-  uint64_t scap;          /* I: lane slots, 0 = no lane */
-  uint64_t lane_off;      /* I: the lane's offset in the mapping */
-  _Atomic uint64_t unfinished;                /* L */
-  _Atomic uint64_t shut;                      /* L: 0, 1, 2 = immediate */
-  _Atomic uint64_t slot_busy;                 /* L: bit i = slot i in use */
-  _Atomic uint64_t jvalid, jn;                /* J */
-  struct {
-    _Atomic uint64_t off, val, exp; /* off | 1: compare-and-swap from exp */
-  } j[JMAX];                                  /* J */
-  char pad0[64];
-  _Atomic uint32_t fw_get, fw_put, fw_join;   /* F */
-  char pad1[64];
-  _Atomic uint64_t enq __attribute__((aligned(64))); /* S: next lane position to claim */
-  char pad2[56];
-  _Atomic uint64_t deq __attribute__((aligned(64))); /* S: no READY slot below */
-  char pad3[56];
-  mpq_slot_t slots[NSLOTS];
-} mpq_sh_t;
-
-_Static_assert(NSLOTS <= 64, "slot_busy is one word");
-
-struct mh_mpqueue_s {
-  mpq_sh_t *sh;
-  mpq_lslot_t *lane; /* NULL: no lane */
-  uint64_t scap;
-  unsigned char *ring;
-  uint64_t ringsz;
-  size_t map_len;
-  _Atomic bool closed; /* this process called close (a forked copy keeps its own) */
-};
-
-/* What one call has under way: its journal and the wake-ups it owes. */
-typedef struct ctx {
-  mh_mpqueue_t *q;
-  mpq_sh_t *sh;
-  unsigned n;    /* journal entries filled */
-  unsigned wake; /* W_* owed after unlocking */
-} ctx_t;
-
-#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -256,7 +114,7 @@ static uint64_t rec_next(const mh_mpqueue_t *q, uint64_t pos) {
 
 /* ---- the journal --------------------------------------------------------- */
 
-static void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val) {
+void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val) {
   mpq_sh_t *sh = c->sh;
   if (c->n == JMAX) abort(); /* a bug in this file, never the caller's input */
   atomic_store_explicit(&sh->j[c->n].off, (uint64_t)((uintptr_t)field - (uintptr_t)sh),
@@ -268,7 +126,7 @@ static void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val) {
 /* Journal a compare-and-swap: for a lane word, which others change without
  * the lock.  Applying it twice is harmless too: the word it expects names a
  * position, so once changed it never holds that value again. */
-static void jcas(ctx_t *c, _Atomic uint64_t *field, uint64_t exp, uint64_t val) {
+void jcas(ctx_t *c, _Atomic uint64_t *field, uint64_t exp, uint64_t val) {
   mpq_sh_t *sh = c->sh;
   jset(c, field, val);
   atomic_store_explicit(&sh->j[c->n - 1].exp, exp, memory_order_relaxed);
@@ -292,7 +150,7 @@ static void japply(mpq_sh_t *sh, uint64_t n) {
   }
 }
 
-static void jcommit(ctx_t *c) {
+void jcommit(ctx_t *c) {
   mpq_sh_t *sh = c->sh;
   if (!c->n) return;
   atomic_store_explicit(&sh->jn, c->n, memory_order_relaxed);
@@ -307,26 +165,12 @@ static void jcommit(ctx_t *c) {
 
 /* ---- lock, wake-ups, waits ----------------------------------------------- */
 
-/* If anybody sleeps on `w` (bit 0), clear the bit and bump the word: true
- * when this call did, and so owes the futex wake-up.  Lane puts and gets
- * call it without the lock, so it is a CAS, never a plain store; a sleeper
- * sets the bit with an atomic OR and looks again before it sleeps. */
-static inline bool take_sleepers(_Atomic uint32_t *w) {
-  uint32_t v = LD(*w);
-  while (v & 1)
-    if (atomic_compare_exchange_weak(w, &v, (v + 2) & ~1u)) return true;
-  return false;
-}
-
 /* A change may let sleepers of `which` go: bump their word if any sleep. */
-static void mark_wake(ctx_t *c, unsigned which) {
+void mark_wake(ctx_t *c, unsigned which) {
   _Atomic uint32_t *w[3] = {&c->sh->fw_get, &c->sh->fw_put, &c->sh->fw_join};
   for (int i = 0; i < 3; i++)
     if ((which & (1u << i)) && take_sleepers(w[i])) c->wake |= 1u << i;
 }
-
-/* The lane's part of the lock's recovery (below, with the lane). */
-static void lane_recover(ctx_t *c);
 
 /* Whether the lock looks held, read without writing its cache line: a
  * try-lock is a locked read-modify-write that takes the line away from the
@@ -341,7 +185,7 @@ static inline bool lock_looks_held(pthread_mutex_t *m) {
 #endif
 }
 
-static int q_lock(ctx_t *c) {
+int q_lock(ctx_t *c) {
   mpq_sh_t *sh = c->sh;
   const mh__spin_policy_t pol = MH__SPIN_MPQ_LOCK;
   mh__spin_t sp = MH__SPIN_INIT;
@@ -378,7 +222,7 @@ static void do_wakes(ctx_t *c) {
   c->wake = 0;
 }
 
-static void q_unlock(ctx_t *c) {
+void q_unlock(ctx_t *c) {
   pthread_mutex_unlock(&c->sh->lock);
   do_wakes(c);
 }
@@ -398,11 +242,6 @@ static double deadline_left(const mh__deadline_t *dl) {
   clock_gettime(CLOCK_MONOTONIC, &now);
   return (double)(dl->at.tv_sec - now.tv_sec) + (double)(dl->at.tv_nsec - now.tv_nsec) * 1e-9;
 }
-
-/* Lane look-ups used by the waits (below, with the lane). */
-static bool lane_has_ready(const mh_mpqueue_t *q);
-static bool lane_has_room(const mh_mpqueue_t *q);
-static bool lane_has_writing(const mh_mpqueue_t *q);
 
 /* Sleep on `w` (lock held on entry and on return) until woken, the deadline
  * or the poll interval.  `lane` (W_GET, W_PUT or 0) names the lane change
@@ -565,383 +404,6 @@ static bool reap(ctx_t *c) {
   }
   if (any) advance(c);
   return any;
-}
-
-/* ---- the lane: small messages without the lock ----------------------------- */
-
-/* This process's pid and start time, as claims name them; reset in a forked
- * child (every process that uses a queue was forked after it was made). */
-static _Atomic uint32_t g_me_pid;
-static _Atomic uint64_t g_me_stime;
-static pthread_once_t g_me_once = PTHREAD_ONCE_INIT;
-
-static void me_forked(void) { atomic_store(&g_me_pid, 0); }
-static void me_register(void) { pthread_atfork(NULL, NULL, me_forked); }
-
-/* Read /proc/<pid>/stat: 0 with its start time and whether it is a zombie,
- * 1 when there is no such process, -1 when it cannot be told. */
-static int proc_stat(pid_t pid, uint64_t *stime, bool *zombie) {
-  char path[48], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT || errno == ESRCH ? 1 : -1;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return n < 0 && errno == ESRCH ? 1 : -1;
-  buf[n] = 0;
-  char *t = strrchr(buf, ')'); /* the name may hold anything but ends here */
-  if (!t || t[1] != ' ') return -1;
-  t += 2;
-  *zombie = *t == 'Z' || *t == 'X';
-  /* Field 3 is the state; the start time is field 22. */
-  for (int f = 3; f < 22; f++) {
-    t = strchr(t, ' ');
-    if (!t) return -1;
-    t++;
-  }
-  *stime = strtoull(t, NULL, 10);
-  return 0;
-}
-
-static uint32_t me_pid(uint64_t *stime) {
-  uint32_t p = atomic_load_explicit(&g_me_pid, memory_order_acquire);
-  if (!p) {
-    pthread_once(&g_me_once, me_register);
-    pid_t self = getpid();
-    uint64_t st = 0;
-    bool z;
-    if (proc_stat(self, &st, &z) != 0) st = 0;
-    atomic_store_explicit(&g_me_stime, st, memory_order_relaxed);
-    p = (uint32_t)self;
-    atomic_store_explicit(&g_me_pid, p, memory_order_release);
-  }
-  *stime = LD(g_me_stime);
-  return p;
-}
-
-/* Whether the claimant of a WRITING slot (word w) is dead: its pid is gone,
- * a zombie, or now a process that started at another time than the one
- * that claimed (when the claimant lived to write `own`).  Never true for a
- * live claimant, however slow: only its death frees its slot. */
-static bool owner_dead(const mpq_lslot_t *s, uint64_t w) {
-  pid_t pid = SW_PID(w);
-  if (pid <= 0 || (kill(pid, 0) == -1 && errno == ESRCH)) return true;
-  uint64_t st = 0;
-  bool zombie = false;
-  int rc = proc_stat(pid, &st, &zombie);
-  if (rc == 1) return true;
-  if (rc < 0) return false;
-  if (zombie) return true;
-  uint64_t own = LD(s->own);
-  return (own >> 24) == SW_POS(w) && (own & 0xffffff) != (st & 0xffffff);
-}
-
-static inline mpq_lslot_t *lslot(const mh_mpqueue_t *q, uint64_t pos) {
-  return &q->lane[pos & (q->scap - 1)];
-}
-
-/* Whole words: the reader may race a writer of the next lap (and then
- * throws its copy away), so both sides use atomic words. */
-static inline void copy_in(_Atomic uint64_t *d, const void *msg, size_t len) {
-  const unsigned char *m = msg;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t v;
-    memcpy(&v, m + i, 8);
-    atomic_store_explicit(&d[i / 8], v, memory_order_relaxed);
-  }
-  if (i < len) {
-    uint64_t v = 0;
-    memcpy(&v, m + i, len - i);
-    atomic_store_explicit(&d[i / 8], v, memory_order_relaxed);
-  }
-}
-
-static inline void copy_out(void *buf, const _Atomic uint64_t *d, size_t len) {
-  unsigned char *b = buf;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t v = atomic_load_explicit(&d[i / 8], memory_order_relaxed);
-    memcpy(b + i, &v, 8);
-  }
-  if (i < len) {
-    uint64_t v = atomic_load_explicit(&d[i / 8], memory_order_relaxed);
-    memcpy(b + i, &v, len - i);
-  }
-}
-
-/* Put a message into the lane: true with its position, false when the lane
- * is full.  Lock-free; the caller has checked that the record ring is empty
- * and the queue not shut down. */
-static bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos) {
-  mpq_sh_t *sh = q->sh;
-  uint64_t scap = q->scap, stime;
-  uint32_t pid = me_pid(&stime);
-  uint64_t e = atomic_load_explicit(&sh->enq, memory_order_relaxed);
-  mpq_lslot_t *s;
-  for (;;) {
-    s = lslot(q, e);
-    /* Claim first, look after: a failed CAS says what the word holds, and
-     * the line comes over once, for writing (a load first would fetch it
-     * shared and the CAS fetch it again). */
-    uint64_t w = SW(e, S_EMPTY, 0);
-    if (atomic_compare_exchange_strong(&s->word, &w, SW(e, S_WRITING, pid))) break;
-    uint64_t d = (SW_POS(w) - e) & SW_POSMASK;
-    if (d == 0 && SW_ST(w) == S_EMPTY) {
-      continue;
-    } else if (d == 0) {
-      /* Claimed by another put that has not moved enq yet: help it. */
-      uint64_t x = e;
-      e = atomic_compare_exchange_strong(&sh->enq, &x, e + 1) ? e + 1 : x;
-    } else if (d == ((0 - scap) & SW_POSMASK)) {
-      return false; /* the message of the lap before is still there */
-    } else {
-      e = atomic_load(&sh->enq); /* enq moved on meanwhile */
-    }
-  }
-  uint64_t x = e;
-  atomic_compare_exchange_strong(&sh->enq, &x, e + 1);
-  atomic_store_explicit(&s->own, (e & SW_POSMASK) << 24 | (stime & 0xffffff),
-                        memory_order_relaxed);
-  atomic_store_explicit(&s->len, len, memory_order_relaxed);
-  copy_in(s->data, msg, len);
-  /* The one store that makes it visible; sequentially consistent, so that
-   * the look at fw_get below cannot pass it (a sleeper sets its bit first,
-   * then looks at the lane). */
-  atomic_store(&s->word, SW(e, S_READY, 0));
-  if (take_sleepers(&sh->fw_get)) mh__futex_wake(&sh->fw_get, INT_MAX, MH__FUTEX_SHARED);
-  *pos = e;
-  return true;
-}
-
-/* Move deq past the got slots from d on. */
-static void lane_advance(mh_mpqueue_t *q, uint64_t d) {
-  mpq_sh_t *sh = q->sh;
-  for (;;) {
-    uint64_t w = atomic_load_explicit(&lslot(q, d)->word, memory_order_acquire);
-    if (SW_POS(w) == (d & SW_POSMASK)) return; /* not got yet (or not claimed) */
-    uint64_t x = d;
-    if (!atomic_compare_exchange_strong(&sh->deq, &x, d + 1) && x != d + 1) {
-      if (x > d) d = x; /* another get moved it further */
-      else return;
-      continue;
-    }
-    d++;
-  }
-}
-
-/* Take the READY message at p (word w): 1 (got), 0 (another get had it
- * first: our copy is void) or MH_ERANGE (longer than cap; it stays). */
-static inline int lane_take(mh_mpqueue_t *q, uint64_t p, uint64_t w, void *buf, size_t cap,
-                            size_t *len_out) {
-  mpq_lslot_t *s = lslot(q, p);
-  uint64_t l = LD(s->len);
-  if (l > cap || l > LANE_MAX) {
-    atomic_thread_fence(memory_order_acquire);
-    if (LD(s->word) != w) return 0; /* it went meanwhile: l may be the next lap's */
-    *len_out = (size_t)l;
-    return MH_ERANGE;
-  }
-  copy_out(buf, s->data, (size_t)l);
-  if (!atomic_compare_exchange_strong(&s->word, &w, SW(p + q->scap, S_EMPTY, 0))) return 0;
-  *len_out = (size_t)l;
-  return 1;
-}
-
-/* Take the first READY message of the lane: 1 (got, *len_out its length),
- * 0 (none READY), or MH_ERANGE (the next one is longer than cap; it stays,
- * *len_out says how long).  Lock-free; the copy comes first and the removal
- * is the CAS after it.  The slot at deq is looked at first, and enq (the
- * producers' line) is read only when that slot holds no message yet. */
-static int lane_get(mh_mpqueue_t *q, void *buf, size_t cap, size_t *len_out) {
-  mpq_sh_t *sh = q->sh;
-  uint64_t scap = q->scap;
-  for (;;) {
-    uint64_t d = atomic_load_explicit(&sh->deq, memory_order_acquire);
-    uint64_t w = atomic_load_explicit(&lslot(q, d)->word, memory_order_acquire), p = d;
-    int rc = 0;
-    if (SW_POS(w) != (d & SW_POSMASK)) {
-      lane_advance(q, d); /* got already: move deq on and look again */
-      continue;
-    }
-    if (SW_ST(w) == S_EMPTY) return 0; /* not claimed: nothing after it either */
-    if (SW_ST(w) != S_READY) {
-      /* Being written or taken out: a later slot may hold a message of
-       * another producer.  Take the first READY one, and then look again
-       * at the slots before it: a message put before that one (by the
-       * same producer) was published before it, so the second look, made
-       * after seeing it, sees the earlier one.  Repeat until no earlier
-       * one shows up. */
-      uint64_t e = atomic_load_explicit(&sh->enq, memory_order_acquire);
-      for (p = d + 1; p != e && p - d < scap; p++) {
-        w = atomic_load_explicit(&lslot(q, p)->word, memory_order_acquire);
-        if (w == SW(p, S_READY, 0) || SW_ST(w) == S_EMPTY) break;
-      }
-      if (p == e || p - d >= scap || w != SW(p, S_READY, 0)) return 0;
-      for (uint64_t r = d; r != p;) {
-        uint64_t wr = atomic_load_explicit(&lslot(q, r)->word, memory_order_acquire);
-        if (wr == SW(r, S_READY, 0)) {
-          p = r;
-          w = wr;
-          r = d;
-          continue;
-        }
-        r++;
-      }
-    }
-    rc = lane_take(q, p, w, buf, cap, len_out);
-    if (rc == 0) continue;
-    if (rc == 1) {
-      if (p == d) lane_advance(q, d);
-      if (take_sleepers(&sh->fw_put)) mh__futex_wake(&sh->fw_put, INT_MAX, MH__FUTEX_SHARED);
-    }
-    return rc;
-  }
-}
-
-/* Whether the slot at deq holds a message (a cheap look for spinning). */
-static inline bool lane_next_ready(const mh_mpqueue_t *q) {
-  uint64_t d = atomic_load_explicit(&q->sh->deq, memory_order_relaxed);
-  /* EMPTY(d): position d is not claimed, so no later one is either. */
-  return atomic_load_explicit(&lslot(q, d)->word, memory_order_relaxed) != SW(d, S_EMPTY, 0);
-}
-
-/* Count the lane's READY messages and their bytes, and its WRITING slots
- * (a snapshot; any pointer may be NULL). */
-static void lane_count(const mh_mpqueue_t *q, uint64_t *nready, uint64_t *bytes,
-                       uint64_t *nwriting) {
-  uint64_t r = 0, b = 0, wr = 0;
-  if (q->lane) {
-    uint64_t d = atomic_load(&q->sh->deq), e = atomic_load(&q->sh->enq);
-    for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-      uint64_t w = atomic_load(&lslot(q, p)->word);
-      if (SW_POS(w) != (p & SW_POSMASK)) continue;
-      if (SW_ST(w) == S_READY) {
-        r++;
-        b += LD(lslot(q, p)->len);
-      } else if (SW_ST(w) == S_WRITING) {
-        wr++;
-      }
-    }
-  }
-  if (nready) *nready = r;
-  if (bytes) *bytes = b;
-  if (nwriting) *nwriting = wr;
-}
-
-static bool lane_has_ready(const mh_mpqueue_t *q) {
-  if (!q->lane) return false;
-  uint64_t d = atomic_load(&q->sh->deq), e = atomic_load(&q->sh->enq);
-  for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-    uint64_t w = atomic_load(&lslot(q, p)->word);
-    if (w == SW(p, S_READY, 0)) return true;
-  }
-  return false;
-}
-
-static bool lane_has_writing(const mh_mpqueue_t *q) {
-  uint64_t n;
-  lane_count(q, NULL, NULL, &n);
-  return n != 0;
-}
-
-/* Whether the lane has room for `k` more messages (1 <= k <= scap).  A
- * put that found the lane full waits for room for several (LANE_BATCH):
- * then it fills slots the consumers have left, instead of taking each slot
- * line back from them the moment they free it. */
-#define LANE_BATCH(q) ((q)->scap >= 256 ? 64u : (unsigned)((q)->scap / 4 ? (q)->scap / 4 : 1))
-static bool lane_has_room_for(const mh_mpqueue_t *q, uint64_t k) {
-  uint64_t e = atomic_load_explicit(&q->sh->enq, memory_order_relaxed) + k - 1;
-  uint64_t w = atomic_load_explicit(&lslot(q, e)->word, memory_order_relaxed);
-  return ((SW_POS(w) - e) & SW_POSMASK) != ((0 - q->scap) & SW_POSMASK);
-}
-
-static bool lane_has_room(const mh_mpqueue_t *q) {
-  if (!q->lane) return false;
-  uint64_t e = atomic_load(&q->sh->enq);
-  uint64_t w = atomic_load(&lslot(q, e)->word);
-  return ((SW_POS(w) - e) & SW_POSMASK) != ((0 - q->scap) & SW_POSMASK);
-}
-
-/* Messages the lane holds or held that task_done has not yet answered:
- * every position below enq, less those still being written (the rest of
- * the account is in `unfinished`).  Lock held. */
-static uint64_t lane_puts(const mh_mpqueue_t *q) {
-  if (!q->lane) return 0;
-  /* One snapshot of enq for both terms: a claim made after it must not
-   * count as being written (the total would then miss a message put). */
-  uint64_t d = atomic_load(&q->sh->deq), e = atomic_load(&q->sh->enq), nw = 0;
-  for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-    uint64_t w = atomic_load(&lslot(q, p)->word);
-    if (SW_POS(w) == (p & SW_POSMASK) && SW_ST(w) == S_WRITING) nw++;
-  }
-  return e - nw;
-}
-
-/* Take the message (READY) or claim (WRITING) at p out unread: DISC by CAS
- * (lock-free gets and puts leave a DISC slot alone), then, in the journal,
- * one task fewer and the slot free for the next lap.  Lock held.  Returns
- * whether it was still there to take. */
-static bool lane_take_out(ctx_t *c, uint64_t p, uint64_t w) {
-  mh_mpqueue_t *q = c->q;
-  mpq_lslot_t *s = lslot(q, p);
-  uint64_t disc = SW(p, S_DISC, 0);
-  if (!atomic_compare_exchange_strong(&s->word, &w, disc)) return false;
-  jset(c, &c->sh->unfinished, LD(c->sh->unfinished) - 1);
-  jcas(c, &s->word, disc, SW(p + q->scap, S_EMPTY, 0));
-  jcommit(c);
-  lane_advance(q, atomic_load(&c->sh->deq));
-  mark_wake(c, W_PUT | W_GET | W_JOIN);
-  return true;
-}
-
-/* Take out the claims of dead producers.  Lock held.  Returns whether any. */
-static bool lane_reap(ctx_t *c) {
-  mh_mpqueue_t *q = c->q;
-  if (!q->lane) return false;
-  bool any = false;
-  uint64_t d = atomic_load(&c->sh->deq), e = atomic_load(&c->sh->enq);
-  for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-    mpq_lslot_t *s = lslot(q, p);
-    uint64_t w = atomic_load(&s->word);
-    if (SW_POS(w) != (p & SW_POSMASK) || SW_ST(w) != S_WRITING) continue;
-    if (owner_dead(s, w) && lane_take_out(c, p, w)) any = true;
-  }
-  return any;
-}
-
-/* Discard every READY message of the lane (immediate shutdown).  Lock held. */
-static void lane_discard_all(ctx_t *c) {
-  mh_mpqueue_t *q = c->q;
-  if (!q->lane) return;
-  uint64_t d = atomic_load(&c->sh->deq), e = atomic_load(&c->sh->enq);
-  for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-    uint64_t w = atomic_load(&lslot(q, p)->word);
-    if (w == SW(p, S_READY, 0)) lane_take_out(c, p, w);
-  }
-}
-
-/* After a put into the lane: an immediate shutdown that came while it was
- * copying discards its message (unless a get had it first). */
-static void lane_put_done(ctx_t *c, uint64_t p, bool locked) {
-  if (atomic_load(&c->sh->shut) != 2) return;
-  if (!locked && q_lock(c)) return;
-  lane_take_out(c, p, SW(p, S_READY, 0));
-  if (!locked) q_unlock(c);
-}
-
-/* The lock's owner died: finish the take-outs it began (a DISC slot whose
- * journal never committed; a committed one was replayed already). */
-static void lane_recover(ctx_t *c) {
-  mh_mpqueue_t *q = c->q;
-  for (uint64_t i = 0; q->lane && i < q->scap; i++) {
-    uint64_t w = atomic_load(&q->lane[i].word);
-    if (SW_ST(w) != S_DISC) continue;
-    uint64_t p = SW_POS(w);
-    jset(c, &c->sh->unfinished, LD(c->sh->unfinished) - 1);
-    jcas(c, &q->lane[i].word, w, SW(p + q->scap, S_EMPTY, 0));
-    jcommit(c);
-  }
 }
 
 /* ---- creation ------------------------------------------------------------ */
