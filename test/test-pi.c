@@ -583,6 +583,49 @@ TEST(run_progress) {
   mh_executor_free(ex);
 }
 
+/* Called from a task of the same executor, the job's root goes as a task
+ * whose future the calling worker waits for, helping: progress still comes
+ * on the calling thread, the count is the serial one, and 1 worker does
+ * not deadlock. */
+typedef struct {
+  mh_executor_t *ex;
+  progress_t p;
+  mh_pi_result_t r;
+  int rc;
+} pi_in_task_t;
+
+static int pi_in_task(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  (void)in, (void)isz, (void)out, (void)osz;
+  pi_in_task_t *t = ctx;
+  mh_pi_options_t o;
+  mh_pi_options_init(&o);
+  o.kernel = MH_PI_KERNEL_SCALAR;
+  o.n = 24 * MH_PI_BLOCK_POINTS + 3;
+  t->p.caller = pthread_self();
+  o.progress = on_progress;
+  o.progress_arg = &t->p;
+  t->rc = mh_pi_run(t->ex, &o, &t->r);
+  return 0;
+}
+
+TEST(run_from_a_worker) {
+  for (int w = 1; w <= 2; w++) {
+    mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, w);
+    pi_in_task_t t = {.ex = ex};
+    mh_future_t *f;
+    ASSERT_OK(mh_executor_submit(ex, pi_in_task, NULL, 0, NULL, 0, &t, &f));
+    ASSERT_OK(mh_future_result(f, 120));
+    mh_future_release(f);
+    ASSERT_OK(t.rc);
+    uint64_t n = 24 * MH_PI_BLOCK_POINTS + 3;
+    ASSERT_EQ(t.p.bad, 0);
+    ASSERT_GE(t.p.calls, 1);
+    ASSERT_UEQ(t.p.last_done, n);
+    ASSERT_UEQ(t.r.inside, serial_count(MH_PI_DEFAULT_SEED, n, MH_PI_KERNEL_AUTO));
+    mh_executor_free(ex);
+  }
+}
+
 TEST(run_cancel) {
   mh_executor_t *ex = new_executor(MH_BACKEND_THREADS, 2);
   mh_pi_options_t o;

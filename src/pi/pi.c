@@ -432,22 +432,17 @@ static int pi_run_forkjoin(mh_executor_t *ex, const mh_pi_options_t *opts,
     res->seconds = mh__now() - t0;
     return rc;
   }
-  double next_tick = t0 + MH__PI_TICK;
+  pi_fj_ticker_t tk = {opts, &sh, t0 + MH__PI_TICK};
   for (;;) {
     double timeout = MH_FOREVER;
     if (opts->progress) {
-      timeout = next_tick - mh__now();
+      timeout = tk.next_tick - mh__now();
       if (timeout < 0) timeout = 0;
     }
     if (opts->cancel && (timeout == MH_FOREVER || timeout > MH__PI_CANCEL_POLL))
       timeout = MH__PI_CANCEL_POLL;
     if (mh_future_wait(f, timeout) == 0) break;
-    if (opts->progress && mh__now() >= next_tick) {
-      opts->progress(__atomic_load_n(&sh.done, __ATOMIC_RELAXED), opts->n,
-                     opts->progress_arg);
-      next_tick = mh__now() + MH__PI_TICK;
-    }
-    if (cancelled(opts)) __atomic_store_n(&sh.stop, 1, __ATOMIC_RELAXED);
+    pi_fj_tick(&tk);
   }
   rc = mh_future_result(f, 0);
   mh_future_release(f);
