@@ -113,6 +113,24 @@ static int mutex_lock_sliced(pthread_mutex_t *m, const struct timespec *end) {
     if (rc != ETIMEDOUT || last) return rc;
   }
 }
+#else
+/* ThreadSanitizer builds (tests only): clang 14's runtime does not know
+ * pthread_mutex_clocklock and its timedlock misses EOWNERDEAD, so the slices
+ * are polls with trylock, which it follows fully, backing off up to 1 ms: a
+ * lost owner-died wake-up then costs at most one poll here too, instead of
+ * an unbounded pthread_mutex_lock.  `end` as above (NULL: no limit). */
+static int mutex_lock_sliced(pthread_mutex_t *m, const struct timespec *end) {
+  double pause = 1e-5;
+  double until = end ? (double)end->tv_sec + (double)end->tv_nsec * 1e-9 : 0;
+  int rc;
+  while ((rc = pthread_mutex_trylock(m)) == EBUSY) {
+    double left = end ? until - mh__now() : pause;
+    if (left <= 0) return ETIMEDOUT;
+    mh__sleep(pause < left ? pause : left);
+    if (pause < 1e-3) pause *= 2;
+  }
+  return rc;
+}
 #endif
 
 static int mutex_take(pthread_mutex_t *m, double timeout) {
@@ -125,11 +143,7 @@ static int mutex_take(pthread_mutex_t *m, double timeout) {
   } else if (timeout == MH_FOREVER ||
              (mh__deadline_init(&dl, timeout) == 0 && dl.kind == MH__DL_FOREVER)) {
     /* (beyond ~30 years counts as forever) */
-#if MH__TSAN
-    rc = pthread_mutex_lock(m);
-#else
     rc = mutex_lock_sliced(m, NULL);
-#endif
   } else {
 #if MH__TSAN
     /* ThreadSanitizer (clang 14) does not know pthread_mutex_clocklock, and
@@ -176,12 +190,8 @@ static int fix_deadlk(int rc, unsigned flags) {
 /* Take an internal mutex (of a semaphore, event or barrier), repairing it
  * when a process died holding it. */
 static int imutex_lock(pthread_mutex_t *m) {
-#if MH__TSAN
-  int rc = pthread_mutex_lock(m);
-#else
   int rc = pthread_mutex_trylock(m);
   if (rc == EBUSY) rc = mutex_lock_sliced(m, NULL); /* see MUTEX_SLICE_NS */
-#endif
   if (rc == EOWNERDEAD) rc = pthread_mutex_consistent(m);
   return -rc;
 }
@@ -233,13 +243,9 @@ static void xcond_wake(pthread_cond_t *c, unsigned flags, int all) {
 /* Re-take m after a wait, however long it takes (a condition wait returns
  * holding its mutex, deadline or not).  Returns a pthreads code. */
 static int mutex_retake(pthread_mutex_t *m) {
-#if MH__TSAN
-  return pthread_mutex_lock(m);
-#else
   int rc = pthread_mutex_trylock(m);
   if (rc == EBUSY) rc = mutex_lock_sliced(m, NULL); /* see MUTEX_SLICE_NS */
   return rc;
-#endif
 }
 
 /* One wait, m held: 0 (woken, perhaps spuriously), MH_ETIMEDOUT,
