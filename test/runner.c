@@ -18,8 +18,10 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -361,6 +363,260 @@ void mht_proc_free(mht_proc_result_t *res) {
 
 /* ---- main ------------------------------------------------------------ */
 
+/* ---- the hang watchdog --------------------------------------------------
+ *
+ * CTest ends a test that passes its TIMEOUT with SIGKILL and prints only
+ * "Timeout": a rare hang leaves nothing to read.  So when CTest starts a test
+ * it sets MHT_WATCHDOG (seconds, a little under the TIMEOUT; CMakeLists.txt),
+ * and the runner arms a POSIX timer for it (a real-time signal, so the
+ * tests' own alarm() and SIGALRM stay theirs; timers are not inherited by
+ * fork, and exec resets the handler).  When it fires, the handler prints, for
+ * every thread of the process and every child of it, the scheduler state
+ * (R, S, D, T, ...), the kernel's wait channel, the system call it sits in
+ * and its kernel stack where readable, then the user stacks of every thread
+ * from gdb (when installed; 30 s at most), and exits 124.  No output at all
+ * before CTest's "Timeout" means the signal never ran: the process was
+ * stopped, or every thread blocked it.
+ *
+ * The handler uses only system calls and its own formatting (no stdio, no
+ * malloc): the thread it interrupts may hold any lock. */
+
+#define MHT_WD_SIG (SIGRTMIN + 3)
+
+static const char *mht_wd_test = "?";
+static char mht_wd_gdb[256]; /* the path of gdb, found when armed; "" if none */
+static int mht_wd_seconds;
+
+static void wd_puts(const char *s) {
+  size_t n = strlen(s);
+  while (n) {
+    ssize_t w = write(2, s, n);
+    if (w <= 0) return;
+    s += w;
+    n -= (size_t)w;
+  }
+}
+
+static void wd_putn(long v) {
+  char b[24];
+  int i = (int)sizeof b;
+  b[--i] = 0;
+  int neg = v < 0;
+  unsigned long u = neg ? (unsigned long)-v : (unsigned long)v;
+  do {
+    b[--i] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u && i > 1);
+  if (neg) b[--i] = '-';
+  wd_puts(b + i);
+}
+
+/* dir/<id>/leaf, built in buf. */
+static void wd_path(char *buf, size_t cap, const char *dir, long id, const char *leaf) {
+  size_t k = 0;
+  for (const char *s = dir; *s && k + 1 < cap; s++) buf[k++] = *s;
+  char num[24];
+  int i = (int)sizeof num;
+  num[--i] = 0;
+  do {
+    num[--i] = (char)('0' + id % 10);
+    id /= 10;
+  } while (id && i > 0);
+  for (const char *s = num + i; *s && k + 1 < cap; s++) buf[k++] = *s;
+  if (k + 1 < cap) buf[k++] = '/';
+  for (const char *s = leaf; *s && k + 1 < cap; s++) buf[k++] = *s;
+  buf[k] = 0;
+}
+
+/* Read a small file into buf (NUL-terminated, trailing newline dropped);
+ * its length, or -1. */
+static ssize_t wd_read(const char *path, char *buf, size_t cap) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, cap - 1);
+  close(fd);
+  if (n < 0) return -1;
+  while (n > 0 && buf[n - 1] == '\n') n--;
+  buf[n] = 0;
+  return n;
+}
+
+/* One task (a thread of ours, or a child process): "  tid N (comm) state X
+ * wchan W syscall S", then its kernel stack, indented. */
+static void wd_task(const char *dir, long id, const char *what) {
+  char path[96], buf[2048];
+  wd_puts("  ");
+  wd_puts(what);
+  wd_puts(" ");
+  wd_putn(id);
+  wd_path(path, sizeof path, dir, id, "stat");
+  if (wd_read(path, buf, sizeof buf) > 0) {
+    char *open_ = strchr(buf, '('), *close_ = strrchr(buf, ')');
+    if (open_ && close_ && close_[1] == ' ') {
+      close_[1] = 0;
+      wd_puts(" ");
+      wd_puts(open_);
+      char st[2] = {close_[2], 0};
+      wd_puts(" state ");
+      wd_puts(st);
+    }
+  }
+  wd_path(path, sizeof path, dir, id, "wchan");
+  if (wd_read(path, buf, sizeof buf) > 0) {
+    wd_puts(" wchan ");
+    wd_puts(buf);
+  }
+  wd_path(path, sizeof path, dir, id, "syscall");
+  if (wd_read(path, buf, sizeof buf) > 0) {
+    wd_puts(" syscall ");
+    wd_puts(buf);
+  }
+  wd_puts("\n");
+  wd_path(path, sizeof path, dir, id, "stack");
+  if (wd_read(path, buf, sizeof buf) > 0) {
+    wd_puts("    ");
+    for (char *s = buf; *s; s++) {
+      char c[2] = {*s, 0};
+      wd_puts(c);
+      if (*s == '\n') wd_puts("    ");
+    }
+    wd_puts("\n");
+  }
+}
+
+/* The children of task `id` (under dir), and theirs down to depth 3 (a
+ * pool's fork server and its workers). */
+static void wd_children(const char *dir, long id, int depth) {
+  static const char *const label[] = {"", "  child", "    grandchild", "      great-grandchild"};
+  char path[96], kids[1024];
+  if (depth > 3) return;
+  if (depth == 1) {
+    wd_path(path, sizeof path, dir, id, "children");
+  } else {
+    /* /proc/<pid>/task/<pid>/children: the main thread's children. */
+    char sub[64];
+    wd_path(sub, sizeof sub, "/proc/", id, "task/");
+    wd_path(path, sizeof path, sub, id, "children");
+  }
+  if (wd_read(path, kids, sizeof kids) <= 0) return;
+  for (char *s = kids; *s;) {
+    while (*s == ' ') s++;
+    if (!*s) break;
+    long pid = strtol(s, &s, 10);
+    if (pid <= 0) break;
+    wd_task("/proc/", pid, label[depth]);
+    wd_children("/proc/", pid, depth + 1);
+  }
+}
+
+/* Every thread of this process, and the children each has. */
+static void wd_threads(void) {
+  int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  char ents[4096];
+  long nread;
+  while ((nread = syscall(SYS_getdents64, fd, ents, sizeof ents)) > 0) {
+    for (long off = 0; off < nread;) {
+      struct {
+        uint64_t ino;
+        int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[];
+      } *d = (void *)(ents + off);
+      off += d->reclen;
+      if (d->name[0] < '0' || d->name[0] > '9') continue;
+      long tid = strtol(d->name, NULL, 10);
+      wd_task("/proc/self/task/", tid, "thread");
+      wd_children("/proc/self/task/", tid, 1);
+    }
+  }
+  close(fd);
+}
+
+/* gdb's "thread apply all bt" of this process, 30 s at most. */
+static void wd_gdb(void) {
+  if (!mht_wd_gdb[0]) {
+    wd_puts("(gdb is not installed: no user stacks)\n");
+    return;
+  }
+  char pid[24];
+  int i = (int)sizeof pid;
+  long v = (long)getpid();
+  pid[--i] = 0;
+  do {
+    pid[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v && i > 0);
+  static char nx[] = "-nx", batch[] = "-batch", p[] = "-p", ex[] = "-ex",
+              nopage[] = "set pagination off", bt[] = "thread apply all bt";
+  char *argv[] = {mht_wd_gdb, nx, batch, p, pid + i, ex, nopage, ex, bt, NULL};
+  char *envp[] = {NULL};
+  /* posix_spawn: no fork handlers run (the interrupted thread may hold
+   * their locks), no memory is copied, and it allocates nothing here (no
+   * file actions: gdb writes to our stdout, which CTest keeps too). */
+  pid_t g = -1;
+  if (posix_spawn(&g, mht_wd_gdb, NULL, NULL, argv, envp) != 0) g = -1;
+  if (g < 0) return;
+  for (int t = 0; t < 300; t++) {
+    int st;
+    if (waitpid(g, &st, WNOHANG) == g) return;
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  kill(g, SIGKILL);
+  waitpid(g, NULL, 0);
+  wd_puts("(gdb did not finish within 30 s)\n");
+}
+
+static void wd_fire(int sig) {
+  (void)sig;
+  wd_puts("\n=== test watchdog: ");
+  wd_puts(mht_wd_test);
+  wd_puts(" still running after ");
+  wd_putn(mht_wd_seconds);
+  wd_puts(" s (CTest's limit is near); load average ");
+  char buf[128];
+  if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
+  wd_puts("\n--- threads and children (state, wait channel, system call, kernel stack)\n");
+  wd_threads();
+  wd_puts("--- user stacks\n");
+  wd_gdb();
+  wd_puts("=== test watchdog: giving up on the test\n");
+  _exit(124);
+}
+
+/* Arm the watchdog if CTest asked for it (MHT_WATCHDOG=seconds). */
+static void mht_watchdog_arm(const char *test) {
+  const char *e = getenv("MHT_WATCHDOG");
+  if (!e) return;
+  int secs = atoi(e);
+  if (secs <= 0) return;
+  mht_wd_test = test;
+  mht_wd_seconds = secs;
+  const char *dirs[] = {"/usr/bin/gdb", "/usr/local/bin/gdb", "/bin/gdb"};
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    if (access(dirs[i], X_OK) == 0) {
+      snprintf(mht_wd_gdb, sizeof mht_wd_gdb, "%s", dirs[i]);
+      break;
+    }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = wd_fire;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(MHT_WD_SIG, &sa, NULL) != 0) return;
+  struct sigevent sev;
+  memset(&sev, 0, sizeof sev);
+  sev.sigev_notify = SIGEV_SIGNAL;
+  sev.sigev_signo = MHT_WD_SIG;
+  timer_t t;
+  if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return;
+  struct itimerspec its;
+  memset(&its, 0, sizeof its);
+  its.it_value.tv_sec = secs;
+  timer_settime(t, 0, &its, NULL);
+}
+
 static int mht_run_all(void) {
   int passed = 0, failed = 0;
   for (int i = 0; i < mht_ntests; i++) {
@@ -409,6 +665,7 @@ int main(int argc, char **argv) {
   if (argc == 1) return mht_run_all();
   for (int i = 0; i < mht_ntests; i++) {
     if (strcmp(mht_tests[i].name, argv[1]) == 0) {
+      mht_watchdog_arm(mht_tests[i].name);
       mht_tests[i].fn();
       printf("ok %s\n", argv[1]);
       return 0;
