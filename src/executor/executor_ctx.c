@@ -35,6 +35,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#ifdef MH_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
 #include "internal.h"
 #include "manyhands/error.h"
 
@@ -96,6 +100,17 @@ static int read_maps(mh__exctx_t *cx) {
   return rc; /* the kernel lists mappings in address order */
 }
 
+/* The result heap's first try: 16 GiB of address space, or 256 MiB under
+ * valgrind, whose memcheck would spend minutes marking 16 GiB for every
+ * executor (a result larger than the heap fails the same way everywhere:
+ * see executor_bytes.c). */
+static size_t heap_reserve(void) {
+#ifdef MH_HAVE_VALGRIND_H
+  if (RUNNING_ON_VALGRIND) return (size_t)256 << 20;
+#endif
+  return (size_t)16 << 30;
+}
+
 int mh__exctx_new(mh__exctx_t **out, int check) {
   mh__exctx_t *cx = mh__calloc(1, sizeof *cx);
   if (!cx) return MH_ENOMEM;
@@ -110,7 +125,7 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
   cx->check = check;
   /* The result heap: address space only (pages are given back as soon as
    * the parent copied a result out).  As large as the system lets us. */
-  for (size_t len = (size_t)16 << 30; len >= ((size_t)64 << 20);
+  for (size_t len = heap_reserve(); len >= ((size_t)64 << 20);
        len /= 4) {
     p = mmap(NULL, len, PROT_READ | PROT_WRITE,
              MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
