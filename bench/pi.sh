@@ -68,6 +68,7 @@ fi
 # user CPU / wall says how many cores the 2-worker run kept busy.
 # PI_EFF=0 skips them (they take about 6 x 2 N / rate seconds per rep).
 eff_n=${PI_EFF_N:-20000000000}
+eff_n=$(awk -v n="$eff_n" 'BEGIN {printf "%.0f", n}') # 2e10 too (pi_omp wants digits)
 eff_reps=${PI_EFF_REPS:-5}
 cli=${MH_CLI:-$(dirname "$bin")/manyhands}
 if [ "${PI_EFF:-1}" != 0 ] && [ -x "$cli" ]; then
@@ -87,6 +88,46 @@ if [ "${PI_EFF:-1}" != 0 ] && [ -x "$cli" ]; then
     done
   done
   rm -f "$tf"
+fi
+
+# The idle rows: on this shared VM a core's speed changes by +-15% from
+# one run to the next, so wall-time efficiency moves by as much; what the
+# code controls is how long a worker sits idle.  One 2-worker run per
+# backend with --trace: each worker's time between its first task's start
+# and the last task's end (of any worker) that no task covered, and the
+# tail (the last task's end against this worker's).  PI_IDLE=0 skips them.
+if [ "${PI_IDLE:-1}" != 0 ] && [ -x "$cli" ]; then
+  tr=$(mktemp)
+  for b in threads processes; do
+    "$cli" pi "$eff_n" 2 --backend "$b" -q --trace "$tr" >/dev/null || continue
+    python3 - "$tr" "$b" "$eff_n" <<'PY'
+import json, sys
+from collections import defaultdict
+d = json.load(open(sys.argv[1]))
+ev = d["traceEvents"] if isinstance(d, dict) else d
+spans = defaultdict(list)
+for e in ev:
+    if e.get("ph") == "X" and e.get("name") in ("task", "block"):
+        spans[(e["pid"], e["tid"])].append((e["ts"], e["ts"] + e["dur"]))
+if not spans:
+    sys.exit(0)
+t0 = min(a for v in spans.values() for a, _ in v)
+t1 = max(b for v in spans.values() for _, b in v)
+parts = []
+for k, v in sorted(spans.items()):
+    v.sort()
+    busy, end = 0.0, t0
+    for a, b in v:  # union of the intervals (blocks nest in tasks)
+        if b <= end:
+            continue
+        busy += b - max(a, end)
+        end = b
+    parts.append(f"worker {len(parts) + 1} idle {(1 - busy / (t1 - t0)) * 100:.2f}%"
+                 f" (tail {(t1 - end) / 1e3:.1f} ms)")
+print(f"idle at 2 workers, {sys.argv[2]}, N={sys.argv[3]}, a run of {(t1 - t0) / 1e6:.2f} s: " + "; ".join(parts))
+PY
+  done
+  rm -f "$tr"
 fi
 
 python3 - "$eff" "$eff_n" "$eff_reps" <<'PY'

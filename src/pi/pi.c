@@ -22,16 +22,17 @@
  *    a future (mh__threads_run_outside: no slab of futures to fault in, none
  *    for an idle worker to prepare at the tail); from one of its workers,
  *    as a task whose future the caller waits for, helping.
- *  - Other backends (processes, MPI): the ring below, where the caller
- *    keeps a window of multi-block tasks in flight and collects them in
- *    order (a worker process cannot spawn, and a dead worker's task is
- *    submitted again in its place).
+ *  - Other backends (processes, MPI): the window below, where the caller
+ *    keeps a fixed number of multi-block tasks in flight and takes each
+ *    one's count as it completes, in any order (a worker process cannot
+ *    spawn, and a dead worker's task is submitted again in its slot).
  */
 #include <math.h>
 #include <signal.h>
 #include <string.h>
 
 #include "../executor/executor_internal.h"
+#include "../executor/future.h"
 #include "../internal.h"
 #include "../trace_internal.h"
 #include "pi_internal.h"
@@ -210,7 +211,7 @@ int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan) {
   /* At least this many tasks (mh_pi_run makes the last ones smaller). */
   plan->ntasks = (plan->nblocks - 1) / per + 1;
   /* In flight: enough that every worker has a task queued behind the one it
-   * runs while the caller collects results in order. */
+   * runs while the caller takes a result and refills. */
   uint64_t window = (uint64_t)workers * 2 + 2;
   if (window > plan->ntasks) window = plan->ntasks;
   plan->window = (size_t)window;
@@ -486,33 +487,52 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
   if (backend == MH_BACKEND_THREADS)
     return pi_run_forkjoin(ex, opts, &plan, kernel, res, t0);
 
-  /* The ring of slots: memory bounded by the worker count, never by n. */
-  void *raw = mh__malloc(plan.window * sizeof(pi_slot_t) + MH__CACHE_LINE);
+  /* The window of slots: memory bounded by the worker count, never by n.
+   * Results are taken as they complete, in any order (the counts are
+   * integer sums): taking them in submission order let one slow task hold
+   * the window, and the other worker, whose finished tasks filled it, ran
+   * dry (2 process workers: a worker idle up to 10 ms at a time, 10% of the
+   * run).  A completion queue (one node per slot) says which slot is done. */
+  void *raw = mh__malloc(plan.window * (sizeof(pi_slot_t) + sizeof(size_t)) +
+                         MH__CACHE_LINE);
   if (!raw) return MH_ENOMEM;
   pi_slot_t *slots =
       (pi_slot_t *)(((uintptr_t)raw + MH__CACHE_LINE - 1) &
                     ~(uintptr_t)(MH__CACHE_LINE - 1));
   memset(slots, 0, plan.window * sizeof(pi_slot_t));
+  size_t *freeslot = (size_t *)(void *)(slots + plan.window); /* a stack */
+  size_t nfree = plan.window;
+  for (size_t i = 0; i < plan.window; i++) freeslot[i] = plan.window - 1 - i;
+  mh__cq_t *cq;
+  rc = mh__cq_new(&cq, plan.window);
+  if (rc) {
+    mh__free(raw);
+    return rc;
+  }
 
   uint64_t next_block = 0, inside = 0, done = 0;
-  size_t head = 0, inflight = 0; /* slots head .. head+inflight-1 are busy */
-  int status = 0;                /* first failure, or MH_ECANCELED */
+  size_t inflight = 0; /* slots with a future (plan.window - nfree) */
+  int status = 0;      /* first failure, or MH_ECANCELED */
   double next_tick = t0 + MH__PI_TICK;
   for (;;) {
     if (status == 0 && cancelled(opts)) {
       status = MH_ECANCELED;
       /* Tasks still queued are dropped; running ones are waited for. */
-      for (size_t i = 0; i < inflight; i++)
-        (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+      for (size_t i = 0; i < plan.window; i++)
+        if (slots[i].fut) (void)mh_future_cancel(slots[i].fut);
     }
     /* Keep the window full. */
-    while (status == 0 && inflight < plan.window && next_block < plan.nblocks) {
-      pi_slot_t *s = &slots[(head + inflight) % plan.window];
+    while (status == 0 && nfree > 0 && next_block < plan.nblocks) {
+      size_t si = freeslot[nfree - 1];
+      pi_slot_t *s = &slots[si];
       /* Guided: full-size tasks while there is plenty left, then smaller
-       * ones, so that the workers finish together (the last wave is at most
-       * about one block long).  The counts do not depend on this. */
+       * ones, so that the workers finish together.  The share is of the
+       * window, not of the workers: the tasks in flight are already handed
+       * out (a process worker takes several ahead), so the last window's
+       * worth must be small for the last wave to be about one block long.
+       * The counts do not depend on this. */
       uint64_t first = next_block, left = plan.nblocks - first;
-      uint64_t nb = left / (2 * (uint64_t)workers);
+      uint64_t nb = left / (2 * (uint64_t)plan.window);
       if (nb > plan.blocks_per_task) nb = plan.blocks_per_task;
       if (nb < 1) nb = 1;
       s->in.seed = opts->seed;
@@ -527,14 +547,15 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
         status = rc;
         break;
       }
+      mh__cq_arm(cq, si, s->fut);
+      nfree--;
       inflight++;
       next_block += nb;
     }
     if (inflight == 0) break;
 
-    /* Wait for the oldest task, waking up to report progress and to poll
-     * the cancel flag. */
-    pi_slot_t *s = &slots[head];
+    /* Wait for any task, waking up to report progress and to poll the
+     * cancel flag. */
     double timeout = MH_FOREVER;
     if (opts->progress) {
       timeout = next_tick - mh__now();
@@ -543,21 +564,27 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
     if (opts->cancel && status == 0 &&
         (timeout == MH_FOREVER || timeout > MH__PI_CANCEL_POLL))
       timeout = MH__PI_CANCEL_POLL;
-    rc = mh_future_wait(s->fut, timeout);
-    if (rc == 0) {
+    mh__deadline_t dl;
+    (void)mh__deadline_init(&dl, timeout); /* valid: >= 0 or MH_FOREVER */
+    size_t si;
+    if (mh__cq_pop(cq, &dl, &si) == 0) {
+      pi_slot_t *s = &slots[si];
       int code = mh_future_result(s->fut, 0);
       if (code == MH_EWORKERDIED && status == 0 && s->reruns < MH__PI_RERUNS) {
-        /* Run it again in its place, so results are still taken in order. */
+        /* Run it again in the same slot. */
         mh_future_release(s->fut);
         s->reruns++;
         res->reruns++;
         rc = pi_submit(ex, s);
-        if (rc == 0) continue;
+        if (rc == 0) {
+          mh__cq_arm(cq, si, s->fut);
+          continue;
+        }
         status = rc;
-        head = (head + 1) % plan.window;
+        freeslot[nfree++] = si;
         inflight--;
-        for (size_t i = 0; i < inflight; i++)
-          (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+        for (size_t i = 0; i < plan.window; i++)
+          if (slots[i].fut) (void)mh_future_cancel(slots[i].fut);
         continue;
       }
       if (code == 0) {
@@ -565,21 +592,20 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
         done += s->out.points;
       } else if (status == 0 && code != MH_ECANCELED) {
         status = code;
-        for (size_t i = 1; i < inflight; i++)
-          (void)mh_future_cancel(slots[(head + i) % plan.window].fut);
+        for (size_t i = 0; i < plan.window; i++)
+          if (slots[i].fut && i != si) (void)mh_future_cancel(slots[i].fut);
       }
       mh_future_release(s->fut);
       s->fut = NULL;
-      head = (head + 1) % plan.window;
+      freeslot[nfree++] = si;
       inflight--;
-    } else if (rc != MH_ETIMEDOUT && status == 0) {
-      status = rc; /* cannot happen with a valid future; keep draining */
     }
     if (opts->progress && mh__now() >= next_tick) {
       opts->progress(done, opts->n, opts->progress_arg);
       next_tick = mh__now() + MH__PI_TICK;
     }
   }
+  mh__cq_unref(cq); /* every node was popped: none is armed */
   mh__free(raw);
   fill_result(res, inside, done);
   res->seconds = mh__now() - t0;
