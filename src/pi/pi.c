@@ -295,6 +295,13 @@ static void fill_result(mh_pi_result_t *res, uint64_t inside, uint64_t done) {
  * kernel, a machine out of memory) from looping for ever. */
 #define MH__PI_RERUNS 64u
 
+/* Cancel every task of the window that has not started (those done or
+ * running are left as they are). */
+static void pi_cancel_all(pi_slot_t *slots, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (slots[i].fut) (void)mh_future_cancel(slots[i].fut);
+}
+
 static int pi_submit(mh_executor_t *ex, pi_slot_t *s) {
   s->out.inside = 0;
   s->out.points = 0;
@@ -511,15 +518,13 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
   }
 
   uint64_t next_block = 0, inside = 0, done = 0;
-  size_t inflight = 0; /* slots with a future (plan.window - nfree) */
-  int status = 0;      /* first failure, or MH_ECANCELED */
+  int status = 0; /* first failure, or MH_ECANCELED */
   double next_tick = t0 + MH__PI_TICK;
   for (;;) {
     if (status == 0 && cancelled(opts)) {
       status = MH_ECANCELED;
       /* Tasks still queued are dropped; running ones are waited for. */
-      for (size_t i = 0; i < plan.window; i++)
-        if (slots[i].fut) (void)mh_future_cancel(slots[i].fut);
+      pi_cancel_all(slots, plan.window);
     }
     /* Keep the window full. */
     while (status == 0 && nfree > 0 && next_block < plan.nblocks) {
@@ -549,10 +554,9 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
       }
       mh__cq_arm(cq, si, s->fut);
       nfree--;
-      inflight++;
       next_block += nb;
     }
-    if (inflight == 0) break;
+    if (nfree == plan.window) break; /* nothing in flight */
 
     /* Wait for any task, waking up to report progress and to poll the
      * cancel flag. */
@@ -582,9 +586,7 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
         }
         status = rc;
         freeslot[nfree++] = si;
-        inflight--;
-        for (size_t i = 0; i < plan.window; i++)
-          if (slots[i].fut) (void)mh_future_cancel(slots[i].fut);
+        pi_cancel_all(slots, plan.window);
         continue;
       }
       if (code == 0) {
@@ -592,13 +594,11 @@ int mh_pi_run(mh_executor_t *ex, const mh_pi_options_t *opts,
         done += s->out.points;
       } else if (status == 0 && code != MH_ECANCELED) {
         status = code;
-        for (size_t i = 0; i < plan.window; i++)
-          if (slots[i].fut && i != si) (void)mh_future_cancel(slots[i].fut);
+        pi_cancel_all(slots, plan.window); /* slot si is done: left as it is */
       }
       mh_future_release(s->fut);
       s->fut = NULL;
       freeslot[nfree++] = si;
-      inflight--;
     }
     if (opts->progress && mh__now() >= next_tick) {
       opts->progress(done, opts->n, opts->progress_arg);
