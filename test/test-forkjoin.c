@@ -356,10 +356,16 @@ static int steal_parent(const void *in, size_t in_size, void *out, size_t out_si
   return 0;
 }
 
-TEST(spawn_stolen_in_fresh_pool) {
+/* rounds lone spawns, each in a fresh pool or all in one warm pool (whose
+ * other worker has found deque items before, spins less and sleeps on its
+ * timed first nap: a spawn does not fence before it looks for sleepers,
+ * so this is where a missed wake-up would show, as a round that never
+ * ends). */
+static void stolen_rounds(int rounds, int fresh) {
   unsigned seed = (unsigned)time(NULL);
-  for (int round = 0; round < 40; round++) {
-    mh_executor_t *ex = threads(2);
+  mh_executor_t *ex = fresh ? NULL : threads(2);
+  for (int round = 0; round < rounds; round++) {
+    if (fresh) ex = threads(2);
     steal_t st = {ex, 0, 0, 0};
     seed = seed * 1103515245u + 12345u;
     st.delay_us = (int)((seed >> 16) % 3000);
@@ -368,9 +374,13 @@ TEST(spawn_stolen_in_fresh_pool) {
     ASSERT_EQ(mh_future_result(f, MH_FOREVER), 0);
     mh_future_release(f);
     ASSERT_EQ(atomic_load(&st.ran), 1);
-    mh_executor_free(ex);
+    if (fresh) mh_executor_free(ex);
   }
+  if (!fresh) mh_executor_free(ex);
 }
+
+TEST(spawn_stolen_in_fresh_pool) { stolen_rounds(40, 1); }
+TEST(spawn_stolen_in_warm_pool) { stolen_rounds(300, 0); }
 
 /* Many children spawned at once, joined in an order unlike the spawn
  * order (oldest first, so the join must run the newer ones first). */

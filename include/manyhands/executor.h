@@ -641,7 +641,11 @@ typedef struct mh_spawn_s {
 /** Spawn fn(arg) as a child of the running task: the cheapest fork of
  * fork-join (no future, no allocation, no reference count; a push onto the
  * worker's deque).  Idle workers may steal it; otherwise mh_spawn_join runs
- * it on the spot.  The contract, as Cilk's: every spawn is joined, by
+ * it on the spot.  A spawn offers parallelism and does not promise it:
+ * like oneTBB's, it looks for a sleeping worker to wake without a memory
+ * fence, so a worker falling asleep at that instant can miss it for up to
+ * a millisecond (its first nap is timed); nothing waits on that, as the
+ * join runs the child itself.  The contract, as Cilk's: every spawn is joined, by
  * mh_spawn_join on the same thread, before `t` goes out of scope.  Called
  * from a thread that is not a worker of `ex` (or when the deque cannot
  * grow), fn runs at once on the calling thread and the join only returns

@@ -107,6 +107,9 @@
 
 #define BATCH_MAX 32
 #define WORKER_STACK ((size_t)64 << 20)
+/* Seconds: how long a worker's first nap lasts before it looks at the
+ * deques again and sleeps for good (see wake_for_deque). */
+#define SLEEP_RECHECK 1e-3
 
 typedef struct tpool {
   /* Written by submitters (one compare-and-swap each) and emptied by
@@ -170,6 +173,10 @@ typedef struct tworker {
   _Alignas(64) _Atomic int64_t top; /* A */
   _Alignas(64) _Atomic int64_t bottom; /* A: written by the owner only */
   _Atomic(dq_ring_t *) ring;           /* A: replaced by the owner only */
+  /* I: the pool's only worker.  Nobody steals from it (steal_any needs a
+   * second worker, and threads from outside never steal), so its deque is
+   * a plain stack: a take needs no fence and no race for the last item. */
+  int solo;
   mh_future_t *batch; /* W: the rest of the batch taken off the FIFO */
   tpool_t *p;         /* I */
   int index;          /* I */
@@ -243,6 +250,13 @@ static inline __attribute__((always_inline)) int dq_push(tworker_t *w, uintptr_t
 static inline __attribute__((always_inline)) uintptr_t dq_take(tworker_t *w) {
   int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed) - 1;
   dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
+  if (w->solo) {
+    /* No thief can move top, so nothing to order against: the store of
+     * bottom stays atomic only for the readers of dq_nonempty. */
+    if (atomic_load_explicit(&w->top, memory_order_relaxed) > b) return 0;
+    atomic_store_explicit(&w->bottom, b, memory_order_relaxed);
+    return atomic_load_explicit(&r->slot[b & r->mask], memory_order_relaxed);
+  }
   atomic_store_explicit(&w->bottom, b, memory_order_relaxed);
   atomic_thread_fence(memory_order_seq_cst);
   int64_t t = atomic_load_explicit(&w->top, memory_order_relaxed);
@@ -576,10 +590,19 @@ static void *worker_main(void *arg) {
         atomic_fetch_add(&p->idle, 1);
         atomic_thread_fence(memory_order_seq_cst);
         int dq = 0;
+        /* The first nap is timed: a spawn pushed as this worker went to
+         * sleep may not have seen it (wake_for_deque), and is found here. */
+        mh__deadline_t dl;
+        int timed = 1;
+        mh__deadline_init(&dl, SLEEP_RECHECK);
         while (!p->head && !inbox_list(atomic_load(&p->inbox)) &&
                !atomic_load(&p->stopping) && !roots_nonempty(p) &&
-               !(dq = any_deque_nonempty(p)))
-          pthread_cond_wait(&p->cond, &p->lock);
+               !(dq = any_deque_nonempty(p))) {
+          if (!timed)
+            pthread_cond_wait(&p->cond, &p->lock);
+          else if (mh__cond_wait(&p->cond, &p->lock, &dl) == MH_ETIMEDOUT)
+            timed = 0;
+        }
         atomic_fetch_sub(&p->idle, 1);
         /* A spawn does not set deques_used (it would cost every spawn a
          * load); the first worker that finds a deque item here does, and
@@ -664,6 +687,7 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
     atomic_init(&w->ring, r);
     w->p = p;
     w->index = i;
+    w->solo = p->nthreads == 1;
     w->rng = 0x9e3779b9u * (unsigned)(i + 1);
   }
   if (!ok) {
@@ -687,7 +711,9 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
     pool_free(p);
     return rc;
   }
-  rc = -pthread_cond_init(&p->cond, NULL);
+  /* On the monotonic clock: a worker's first nap before it sleeps is timed
+   * (see worker_main). */
+  rc = mh__cond_init(&p->cond, false);
   if (rc) {
     pthread_cond_init(&p->cond, NULL);
     pool_free(p);
@@ -724,15 +750,28 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
 /* A worker's own spawn: onto its deque, where it (LIFO) or a thief (FIFO)
  * takes it.  The wake-up rule is the inbox's: an idle worker and nobody
  * spinning means somebody must be signalled, under the lock. */
-static inline void wake_for_deque(tpool_t *p) {
+static __attribute__((noinline, cold)) void wake_one(tpool_t *p) {
+  pthread_mutex_lock(&p->lock);
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* After a push onto a deque.  With `fence`, the push and the reads of idle
+ * and spinning are ordered against a worker's way to sleep (it counts
+ * itself idle, fences, then looks at the deques), so one of the two sees
+ * the other.  Without it (a spawn record: the fence would be a third of a
+ * spawn+join), a worker going to sleep at that very moment can miss the
+ * push and the push miss the sleeper.  That is safe (the owner runs its
+ * own records at its join, so nothing waits on a thief) and short: the
+ * next spawn by any worker sees the sleeper, and a worker's first nap is
+ * timed (SLEEP_RECHECK), so a lone spawn waits at most that long for a
+ * thief.  oneTBB's spawn makes the same trade. */
+static inline void wake_for_deque(tpool_t *p, int fence) {
   if (p->nthreads > 1) {
-    atomic_thread_fence(memory_order_seq_cst);
+    if (fence) atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&p->idle, memory_order_relaxed) > 0 &&
-        atomic_load_explicit(&p->spinning, memory_order_relaxed) == 0) {
-      pthread_mutex_lock(&p->lock);
-      pthread_cond_signal(&p->cond);
-      pthread_mutex_unlock(&p->lock);
-    }
+        atomic_load_explicit(&p->spinning, memory_order_relaxed) == 0)
+      wake_one(p);
   }
 }
 
@@ -745,7 +784,7 @@ static __attribute__((noinline)) int spawn_local(tpool_t *p, tworker_t *w, mh_fu
     mh_future_release(f);
     return MH_ENOMEM;
   }
-  wake_for_deque(p);
+  wake_for_deque(p, 1);
   return 0;
 }
 
@@ -758,17 +797,19 @@ static __attribute__((noinline)) int spawn_local(tpool_t *p, tworker_t *w, mh_fu
  * item is the record itself, run inline like a plain call, with no atomic
  * read-modify-write and nothing to publish.  Only a stolen record goes
  * through its state word (SP_*), which its thief writes last. */
-int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg) {
+/* mh_spawn's other cases, out of line so that the common one saves no
+ * registers: bad arguments, a caller that is not a worker of ex, or a full
+ * ring (which grows here, or, out of memory, runs the child here). */
+static __attribute__((noinline)) int spawn_slow(mh_executor_t *ex, mh_spawn_t *t,
+                                                mh_spawn_fn fn, void *arg) {
   if (!t || !fn || !ex) return MH_EINVAL;
   t->fn_ = fn;
   t->arg_ = arg;
   t->rc_ = 0;
-  /* Written before the push, whose release store of bottom publishes the
-   * record to thieves: a thief may finish it before mh_spawn returns. */
   t->state_ = SP_QUEUED;
   tworker_t *w = tls_self;
   if (w && w->p->ex == ex && !dq_push(w, (uintptr_t)t | SPAWN_TAG)) {
-    wake_for_deque(w->p);
+    wake_for_deque(w->p, 1);
     return 0;
   }
   /* Not a worker of ex (or its deque could not grow): run it here, as a
@@ -778,15 +819,34 @@ int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg) {
   return 0;
 }
 
-int mh_spawn_join(mh_spawn_t *t) {
-  if (!t) return MH_EINVAL;
-  if (__atomic_load_n(&t->state_, __ATOMIC_ACQUIRE) == SP_DONE) return t->rc_;
+int mh_spawn(mh_executor_t *ex, mh_spawn_t *t, mh_spawn_fn fn, void *arg) {
   tworker_t *w = tls_self;
+  if (__builtin_expect(!w || !t || !fn || w->p->ex != ex, 0)) return spawn_slow(ex, t, fn, arg);
+  t->fn_ = fn;
+  t->arg_ = arg;
+  t->rc_ = 0;
+  /* Written before the push, whose release store of bottom publishes the
+   * record to thieves: a thief may finish it before mh_spawn returns. */
+  t->state_ = SP_QUEUED;
+  int64_t b = atomic_load_explicit(&w->bottom, memory_order_relaxed);
+  int64_t top = atomic_load_explicit(&w->top, memory_order_acquire);
+  dq_ring_t *r = atomic_load_explicit(&w->ring, memory_order_relaxed);
+  if (__builtin_expect(b - top > r->mask, 0)) return spawn_slow(ex, t, fn, arg);
+  /* dq_push without the grow, which spawn_slow does. */
+  atomic_store_explicit(&r->slot[b & r->mask], (uintptr_t)t | SPAWN_TAG, memory_order_relaxed);
+  atomic_store_explicit(&w->bottom, b + 1, memory_order_release);
+  wake_for_deque(w->p, 0);
+  return 0;
+}
+
+/* mh_spawn_join past its first take: `it` is what that take returned (0,
+ * or an item pushed after t, spawned and not yet joined). */
+static __attribute__((noinline)) int join_slow(tworker_t *w, mh_spawn_t *t, uintptr_t it) {
   const uintptr_t self = (uintptr_t)t | SPAWN_TAG;
-  /* Items above t on the deque were pushed after it (spawned and not yet
-   * joined); if t was stolen, everything older than it was stolen first, so
-   * taking from the bottom meets t, or empties the deque. */
-  for (uintptr_t it; (it = dq_take(w));) {
+  /* Items above t on the deque were pushed after it; if t was stolen,
+   * everything older than it was stolen first, so taking from the bottom
+   * meets t, or empties the deque. */
+  for (; it; it = dq_take(w)) {
     if (it == self) {
       if (atomic_load_explicit(&w->p->cancelling, memory_order_relaxed))
         return MH_ECANCELED;
@@ -816,6 +876,19 @@ int mh_spawn_join(mh_spawn_t *t) {
     mh__spin_reset(&sp);
   }
   return t->rc_;
+}
+
+/* The common case inline: the newest item is t itself, not stolen, run
+ * here as a tail call.  Anything else goes to join_slow. */
+int mh_spawn_join(mh_spawn_t *t) {
+  if (!t) return MH_EINVAL;
+  if (__atomic_load_n(&t->state_, __ATOMIC_ACQUIRE) == SP_DONE) return t->rc_;
+  tworker_t *w = tls_self;
+  uintptr_t it = dq_take(w);
+  if (__builtin_expect(it == ((uintptr_t)t | SPAWN_TAG), 1) &&
+      !atomic_load_explicit(&w->p->cancelling, memory_order_relaxed))
+    return t->fn_(t->arg_);
+  return join_slow(w, t, it);
 }
 
 /* A root from outside: the record lives on this frame, which returns only
