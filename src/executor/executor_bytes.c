@@ -28,8 +28,8 @@
  *
  * A worker killed while it writes a result: its item fails with
  * MH_EWORKERDIED and its descriptor is never read; the pages it touched
- * stay until the executor is freed (at most one result and its two blocks
- * per death).
+ * stay until the executor is freed (at most one result and its NBLK
+ * blocks per death).
  *
  * The user's (fn, ctx) pair reaches the worker through a record in the heap
  * header, published before the task is submitted and never changed after
@@ -72,14 +72,17 @@ enum { D_NONE = 0, D_INLINE = 1, D_HEAP = 2, D_BLOCK = 3, D_SUB = 4 };
  * and the parent subtracts one per result it took.  So the word is
  * BLK_BIAS - blk_given exactly when every result handed out was taken; the
  * worker then reuses the block from its start, pages warm and mapped in
- * both processes (no fault, no MADV_REMOVE per block).  A worker keeps two
- * blocks and packs into one while the parent empties the other; when
- * neither is free it drops the older one (subtracting BLK_BIAS - given:
- * whoever brings the word to 0 gives the block back) and takes a new one.
- * A worker that dies leaves its two blocks (2 x BLK) until the executor is
- * freed. */
+ * both processes (no fault, no MADV_REMOVE per block).  A worker keeps
+ * NBLK blocks and packs into one while the parent empties the others; when
+ * none is free it drops the oldest (subtracting BLK_BIAS - given: whoever
+ * brings the word to 0 gives the block back) and takes a new one.  Two
+ * were too few: the parent, copying a chunk's results, had rarely emptied
+ * the other block when a worker filled its current one, so blocks went
+ * back to the kernel and came again as fresh zeroed pages.  A worker that
+ * dies leaves its NBLK blocks (NBLK x BLK) until the executor is freed. */
 #define SMALL 4096u
 #define BLK ((size_t)1 << 20)
+#define NBLK 8
 #define BLK_HDR 64u
 #define BLK_BIAS ((int64_t)1 << 40)
 
@@ -196,8 +199,8 @@ static void *heap_alloc(const rec_t *r, size_t size, size_t *alen) {
 
 /* The worker's blocks (a worker process runs one task at a time): it packs
  * into blks[bcur]; blk_given[i] results were handed out of blks[i]. */
-static _Thread_local char *blks[2];
-static _Thread_local int64_t blk_given[2];
+static _Thread_local char *blks[NBLK];
+static _Thread_local int64_t blk_given[NBLK];
 static _Thread_local int bcur;
 static _Thread_local size_t blk_used;
 
@@ -216,32 +219,39 @@ static int blk_idle(int i) {
                         BLK_BIAS - blk_given[i];
 }
 
+/* Start block i again from its header.  Its word is ours alone (no result
+ * of it is out, or it is new), so it is set back to the bias. */
+static void blk_restart(int i) {
+  bcur = i;
+  blk_given[i] = 0;
+  atomic_store_explicit(blk_refs(blks[i]), BLK_BIAS, memory_order_relaxed);
+  blk_used = BLK_HDR;
+}
+
 /* `live`: the task's current output lies in the current block (so it may
  * not be reused from its start). */
 static void *blk_alloc(const rec_t *r, size_t size, int live) {
   size_t need = (size + 15) & ~(size_t)15;
   if (!blks[bcur] || blk_used + need > BLK) {
-    /* An idle block's word is ours alone (no result of it is out), so it
-     * is set back to the bias when the block starts again. */
-    if (blks[bcur] && !live && blk_idle(bcur)) {
-      blk_given[bcur] = 0; /* every result was taken: start again */
-      atomic_store_explicit(blk_refs(blks[bcur]), BLK_BIAS, memory_order_relaxed);
-    } else if (blk_idle(bcur ^ 1)) {
-      bcur ^= 1;
-      blk_given[bcur] = 0;
-      atomic_store_explicit(blk_refs(blks[bcur]), BLK_BIAS, memory_order_relaxed);
-    } else {
+    /* The current block, then the others in turn, oldest first: the first
+     * idle one is reused warm.  None idle: a new block takes the slot of
+     * the oldest, which is dropped (whoever brings its word to 0, this
+     * worker or the parent taking its last result, gives it back). */
+    int pick = -1;
+    if (blks[bcur] && !live && blk_idle(bcur)) pick = bcur;
+    for (int k = 1; pick < 0 && k < NBLK; k++) {
+      int i = (bcur + k) % NBLK;
+      if (blk_idle(i)) pick = i;
+    }
+    if (pick < 0) {
       size_t alen;
       char *nb = heap_alloc(r, BLK, &alen);
       if (!nb) return NULL;
-      atomic_store_explicit(blk_refs(nb), BLK_BIAS, memory_order_relaxed);
-      int o = bcur ^ 1;
-      if (blks[o]) blk_unref_n(blks[o], BLK_BIAS - blk_given[o]);
-      blks[o] = nb;
-      blk_given[o] = 0;
-      bcur = o;
+      pick = (bcur + 1) % NBLK;
+      if (blks[pick]) blk_unref_n(blks[pick], BLK_BIAS - blk_given[pick]);
+      blks[pick] = nb;
     }
-    blk_used = BLK_HDR;
+    blk_restart(pick);
   }
   void *p = blks[bcur] + blk_used;
   blk_used += need;
