@@ -10,7 +10,7 @@
  *   - thread backend: a block from the library's allocator, handed to the
  *     caller as is (no copy);
  *   - process backend: up to 40 bytes inline in the descriptor; up to
- *     4 KiB packed into a 1 MiB block of the worker's (reference counted,
+ *     64 KiB packed into a 1 MiB block of the worker's (reference counted,
  *     reused warm by the worker once its results were taken); else a page-aligned range
  *     of the executor's result heap, a MAP_SHARED
  *     reservation made before the workers were forked (executor_ctx.c), so
@@ -18,7 +18,8 @@
  *     bytes into a block of its own and gives the pages back at once
  *     (MADV_REMOVE), so resident memory follows the results not yet taken,
  *     not the length of the map.  The caller's copies of a map's results
- *     share one allocation per chunk (an arena, see res_t).
+ *     share one allocation per chunk (an arena, see res_t), carved from
+ *     huge-page slabs (see slab_t).
  * The heap is a bump allocator on one shared 64-bit counter (workers take
  * ranges with compare-and-swap; a range never straddles the end, the
  * counter's lap wraps it).  It relies on the results in flight being far
@@ -78,9 +79,12 @@ enum { D_NONE = 0, D_INLINE = 1, D_HEAP = 2, D_BLOCK = 3, D_SUB = 4 };
  * brings the word to 0 gives the block back) and takes a new one.  Two
  * were too few: the parent, copying a chunk's results, had rarely emptied
  * the other block when a worker filled its current one, so blocks went
- * back to the kernel and came again as fresh zeroed pages.  A worker that
+ * back to the kernel and came again as fresh zeroed pages.  Results up to
+ * 64 KiB go there (a block wastes at most one result's size at its end);
+ * above that, a page-aligned heap range each.  A map sizes its chunks so
+ * that the results in flight fit the blocks (bytes_chunk).  A worker that
  * dies leaves its NBLK blocks (NBLK x BLK) until the executor is freed. */
-#define SMALL 4096u
+#define SMALL 65536u
 #define BLK ((size_t)1 << 20)
 #define NBLK 8
 #define BLK_HDR 64u
@@ -102,9 +106,10 @@ _Static_assert(sizeof(mh_bytes_slot_t) >= sizeof(desc_t), "slot too small");
  * into one allocation (an arena) that goes when its last result is freed.
  * One allocation per batch instead of one per result: malloc and free were
  * a third of the parent's time in bench/bytes.sh. */
+typedef struct slab slab_t;
 typedef struct arena {
   _Atomic int64_t refs; /* results not yet freed */
-  uint64_t pad;
+  slab_t *slab;         /* the slab it was carved from; NULL: malloc'd */
 } arena_t;
 typedef struct res {
   arena_t *arena;
@@ -113,6 +118,83 @@ typedef struct res {
 _Static_assert(sizeof(res_t) == 16 && sizeof(arena_t) == 16, "16-byte headers");
 
 static res_t *res_of(void *p) { return (res_t *)p - 1; }
+
+/* Slabs.  A map's results fill fresh memory (the caller holds them), and
+ * at 4 KiB a page the parent's faults cost more than its copies (per
+ * page: zeroing, the memory cgroup's charge, the LRU lists).  So an arena
+ * of SLAB_MIN bytes or more is carved from a slab: a SLAB-byte mapping,
+ * aligned to 2 MiB and asking for transparent huge pages, faulted in one
+ * huge page for 512 small ones where the system grants them (ordinary
+ * pages otherwise; nothing else changes).  A slab counts its arenas (and
+ * one more while a map carves from it) and is unmapped when the last goes:
+ * a result the caller keeps holds its whole slab, at most SLAB bytes of
+ * touched memory.  Only with the C library's allocator (a replaced
+ * allocator sees every arena, as before). */
+#define SLAB ((size_t)16 << 20)
+#define SLAB_MIN ((size_t)64 << 10)
+#define HUGE ((size_t)2 << 20)
+
+struct slab {
+  _Atomic int64_t refs; /* arenas not yet freed, +1 while a map carves */
+  uint64_t len;         /* bytes of the mapping */
+};
+
+/* A map's carving point: its current slab and the bytes of it used. */
+typedef struct carver {
+  slab_t *s;
+  size_t used;
+} carver_t;
+
+static void slab_unref(slab_t *s) {
+  if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    munmap(s, s->len);
+}
+
+static slab_t *slab_new(size_t need) {
+  size_t len = need + 64 > SLAB ? (need + 64 + HUGE - 1) & ~(HUGE - 1) : SLAB;
+  char *m = mmap(NULL, len + HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  if (m == MAP_FAILED) return NULL;
+  char *a = (char *)(((uintptr_t)m + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
+  if (a > m) munmap(m, (size_t)(a - m));
+  if (a + len < m + len + HUGE) munmap(a + len, (size_t)(m + len + HUGE - (a + len)));
+#ifdef MADV_HUGEPAGE
+  (void)madvise(a, len, MADV_HUGEPAGE); /* a hint: refused, small pages */
+#endif
+  slab_t *s = (slab_t *)(void *)a;
+  atomic_init(&s->refs, 1);
+  s->len = len;
+  return s;
+}
+
+/* An arena of `size` bytes (its header included), from the carver's slab
+ * when it is large enough to be worth one, else from the allocator. */
+static arena_t *arena_new(carver_t *c, size_t size) {
+  if (!c || size < SLAB_MIN || !mh__allocator_is_default()) {
+    arena_t *a = mh__malloc(size);
+    if (a) a->slab = NULL;
+    return a;
+  }
+  size_t need = (size + 63) & ~(size_t)63;
+  if (!c->s || c->used + need > c->s->len) {
+    slab_t *s = slab_new(need);
+    if (!s) return arena_new(NULL, size); /* no mapping: the allocator */
+    slab_unref(c->s);
+    c->s = s, c->used = 64;
+  }
+  arena_t *a = (arena_t *)(void *)((char *)c->s + c->used);
+  c->used += need;
+  atomic_fetch_add_explicit(&c->s->refs, 1, memory_order_relaxed);
+  a->slab = c->s;
+  return a;
+}
+
+static void arena_free(arena_t *a) {
+  if (a->slab)
+    slab_unref(a->slab);
+  else
+    mh__free(a);
+}
 
 static void *res_solo(size_t n) {
   res_t *h = mh__malloc(sizeof *h + n);
@@ -127,7 +209,9 @@ typedef struct rec {
   char *heap;    /* the heap's first byte (the same in every process) */
   uint64_t cap;  /* bytes of its data part */
   int procs;     /* results go to the heap, not to the allocator */
+  _Atomic uint64_t avg; /* parent only: bytes per item its last map saw, +1 */
 } rec_t;
+_Static_assert(REC_OFF + NREC * sizeof(rec_t) <= DATA_OFF, "records overrun the data");
 
 static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -425,7 +509,7 @@ void mh_bytes_free(void *p) {
   if (!a)
     mh__free(h);
   else if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
-    mh__free(a);
+    arena_free(a);
 }
 
 int mh_executor_submit_bytes(mh_executor_t *ex, mh_task_fn fn, const void *in,
@@ -464,7 +548,7 @@ int mh_future_result_bytes(mh_future_t *f, mh_bytes_slot_t *slot,
 
 /* Copy the results of d[0, cnt) out (statuses st), into one arena. */
 static int take_batch(desc_t *d, const int *st, size_t cnt, void **outs, size_t *sizes,
-                      int *stw) {
+                      int *stw, carver_t *cv) {
   size_t room = 0;
   int64_t nres = 0;
   for (size_t i = 0; i < cnt; i++) {
@@ -474,7 +558,7 @@ static int take_batch(desc_t *d, const int *st, size_t cnt, void **outs, size_t 
   }
   sink_t k = {NULL, NULL, NULL, 0};
   if (nres > 1) {
-    k.arena = mh__malloc(sizeof(arena_t) + room);
+    k.arena = arena_new(cv, sizeof(arena_t) + room);
     if (k.arena) {
       /* One call faults the arena in (a fresh allocation this large is new
        * pages): a fault per page cost more than the copies. */
@@ -515,14 +599,62 @@ typedef struct map_take {
   size_t *sizes;
   size_t done;
   int mem;
+  carver_t *cv;
 } map_take_t;
 
 static void map_take(void *arg, size_t lo, size_t cnt) {
   map_take_t *t = arg;
   if (lo != t->done) return; /* never: chunks are copied out in order */
-  int m = take_batch(t->d + lo, t->st + lo, cnt, t->outs + lo, t->sizes + lo, t->st + lo);
+  int m = take_batch(t->d + lo, t->st + lo, cnt, t->outs + lo, t->sizes + lo, t->st + lo,
+                     t->cv);
   if (m && !t->mem) t->mem = m;
   t->done = lo + cnt;
+}
+
+/* Automatic chunks on the process backend are sized in bytes.  A chunk's
+ * results stay in its worker's blocks until the parent took the whole
+ * chunk, and while the parent copies (it is the slower side) the workers
+ * fill the window: so the results in flight are the window's chunks, and
+ * they must fit the workers' NBLK blocks or the blocks cannot be reused
+ * warm (each result of 32 KiB then cost its worker eight faults on fresh
+ * shared pages, and the parent eight more).  So a chunk is made about
+ * CHUNK_BYTES of results and the window at most WIN_CHUNKS chunks per
+ * worker: 2 MiB per worker of the 8 MiB its blocks hold, room enough for
+ * one worker far ahead of the other.  The size per item is learnt: a map
+ * whose fn (and ctx) never ran starts with a small batch of PROBE items
+ * per worker in automatic chunks, and each batch updates the figure kept
+ * in the record.  Results of 40 bytes or fewer travel inside their
+ * descriptor and count nothing. */
+#define CHUNK_BYTES ((size_t)256 << 10)
+#define WIN_CHUNKS 8u
+#define PROBE 64u
+#define AUTO_ITEMS 2048u
+
+static void bytes_chunk(rec_t *r, size_t w, size_t *cnt, size_t *ch, size_t *slots) {
+  uint64_t avg = atomic_load_explicit(&r->avg, memory_order_relaxed);
+  if (!avg) {
+    if (*cnt > PROBE * w) *cnt = PROBE * w;
+    return; /* automatic chunks, no cap */
+  }
+  size_t per = avg - 1 > 0 ? (size_t)(avg - 1) : 1;
+  size_t c = CHUNK_BYTES / per;
+  /* Results this small: the window's bound in items (about 25,000)
+   * already keeps what is in flight within the blocks; the pool's own rule
+   * picks the chunks. */
+  if (c >= AUTO_ITEMS) return;
+  if (c < 1) c = 1;
+  if (*cnt > c) *cnt -= *cnt % c; /* a batch is whole chunks */
+  *ch = c;
+  *slots = WIN_CHUNKS * w;
+}
+
+/* Learn the bytes per item of a batch's results (those not carried inline). */
+static void bytes_seen(rec_t *r, const size_t *sizes, size_t cnt) {
+  if (!cnt) return;
+  uint64_t sum = 0;
+  for (size_t i = 0; i < cnt; i++)
+    if (sizes[i] > INL) sum += (sizes[i] + 15) & ~(size_t)15;
+  atomic_store_explicit(&r->avg, sum / cnt + 1, memory_order_relaxed);
 }
 
 int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
@@ -538,7 +670,8 @@ int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
   int rc = rec_of(ex, fn, ctx, &r);
   if (rc) return rc;
   size_t batch = n;
-  if (mh_executor_backend(ex) == MH_BACKEND_PROCESSES && n > MAP_BATCH) {
+  int procs = mh_executor_backend(ex) == MH_BACKEND_PROCESSES;
+  if (procs && n > MAP_BATCH) {
     batch = MAP_BATCH;
     if (chunksize) batch = chunksize >= MAP_BATCH ? chunksize : MAP_BATCH / chunksize * chunksize;
   }
@@ -550,15 +683,21 @@ int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
     return MH_ENOMEM;
   }
   int first = 0, mem = 0;
-  size_t lo = 0;
-  for (; lo < n; lo += batch) {
-    size_t cnt = n - lo < batch ? n - lo : batch;
+  size_t lo = 0, cnt = 0;
+  carver_t cv = {NULL, 0};
+  int w = mh_executor_workers(ex);
+  if (w < 1) w = 1;
+  for (; lo < n; lo += cnt) {
+    size_t ch = chunksize, slots = 0;
+    cnt = n - lo < batch ? n - lo : batch;
+    if (procs && !chunksize)
+      bytes_chunk(r, (size_t)w, &cnt, &ch, &slots);
     int *st = status ? status + lo : stb;
-    map_take_t mt = {d, st, outs + lo, sizes + lo, 0, 0};
-    mh__pp_take_hook(map_take, &mt);
+    map_take_t mt = {d, st, outs + lo, sizes + lo, 0, 0, &cv};
+    mh__pp_take_hook(map_take, &mt, slots);
     rc = mh_executor_map(ex, bytes_tramp, r, (const char *)in + lo * in_size, in_size, d,
-                         sizeof *d, cnt, chunksize, st);
-    mh__pp_take_hook(NULL, NULL);
+                         sizeof *d, cnt, ch, st);
+    mh__pp_take_hook(NULL, NULL, 0);
     if (rc == MH_EINVAL || rc == MH_ESHUTDOWN) {
       /* Nothing of this batch ran. */
       for (size_t i = 0; i < cnt; i++) {
@@ -566,19 +705,21 @@ int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
         outs[lo + i] = NULL, sizes[lo + i] = 0;
       }
       if (!first) first = rc;
-      lo += batch;
+      lo += cnt;
       break;
     }
     if (rc && !first) first = rc;
     if (mt.mem && !mem) mem = mt.mem;
     size_t k = mt.done;
-    int m = take_batch(d + k, st + k, cnt - k, outs + lo + k, sizes + lo + k, st + k);
+    int m = take_batch(d + k, st + k, cnt - k, outs + lo + k, sizes + lo + k, st + k, &cv);
     if (m && !mem) mem = m;
+    if (procs && !chunksize) bytes_seen(r, sizes + lo, cnt);
   }
   for (size_t i = lo < n ? lo : n; i < n; i++) {
     outs[i] = NULL, sizes[i] = 0;
     if (status) status[i] = first;
   }
+  slab_unref(cv.s); /* the carver's reference: the slab goes with its last arena */
   mh__free(d);
   mh__free(stb);
   return first ? first : mem;

@@ -69,9 +69,11 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
  * mh__pp_map calls fn(arg, lo, cnt) right after it copied the results of
  * items [lo, lo + cnt) out of the window, so that their bytes are taken
  * while the workers run on (and the workers' blocks come free).  A map that
- * does not take this path (MH__MAP_GENERIC) never calls it. */
+ * does not take this path (MH__MAP_GENERIC) never calls it.  max_slots > 1
+ * also caps the chunks the window holds at once (0: no cap), so that the
+ * results in flight fit the workers' blocks. */
 typedef void (*mh__pp_take_fn)(void *arg, size_t lo, size_t cnt);
-void mh__pp_take_hook(mh__pp_take_fn fn, void *arg);
+void mh__pp_take_hook(mh__pp_take_fn fn, void *arg, size_t max_slots);
 
 /* MH_SHUTDOWN_WAIT / MH_SHUTDOWN_CANCEL_FUTURES / MH_SHUTDOWN_TERMINATE as
  * in executor.h (TERMINATE implies CANCEL_FUTURES).  A later call may add

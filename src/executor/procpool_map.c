@@ -74,10 +74,12 @@ static void pp_call_fill(mh__pp_t *pp, pp_mapcall_t *c, size_t j) {
 /* The bytes path's hook (see procpool.h): this thread's only. */
 static _Thread_local mh__pp_take_fn take_fn;
 static _Thread_local void *take_arg;
+static _Thread_local size_t take_slots;
 
-void mh__pp_take_hook(mh__pp_take_fn fn, void *arg) {
+void mh__pp_take_hook(mh__pp_take_fn fn, void *arg, size_t max_slots) {
   take_fn = fn;
   take_arg = arg;
+  take_slots = fn && max_slots > 1 ? max_slots : 0;
 }
 
 /* Copy the results of the DONE chunk j out of the window. */
@@ -208,6 +210,7 @@ int mh__pp_map(mh__pp_t *pp, mh_task_fn fn, void *ctx, const void *in,
   size_t nchunks = n / chunk + (n % chunk != 0);
   size_t wc = per ? items / chunk : PP_MAP_SLOTS;
   if (wc > PP_MAP_SLOTS) wc = PP_MAP_SLOTS;
+  if (take_slots && wc > take_slots) wc = take_slots;
   if (wc > nchunks) wc = nchunks;
   if (wc < 2 && nchunks > 1) return MH__MAP_GENERIC; /* chunks too big */
   if (wc < 1) return MH__MAP_GENERIC;
