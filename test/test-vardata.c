@@ -468,16 +468,33 @@ TEST(long_imap_flat_threads) { long_imap(MH_BACKEND_THREADS); }
  * workers reuse their blocks, and the results live in shared arenas.  Every
  * byte is checked, and the results are freed out of order (the even ones
  * first), so that an arena outlives most of its results. */
+/* A map's arrays: inputs (item i, largest size max) and its results. */
+typedef struct {
+  uint64_t (*in)[2];
+  void **outs;
+  size_t *sizes;
+  int *st;
+} map_bufs_t;
+
+static map_bufs_t bufs_new(size_t n, size_t max) {
+  map_bufs_t b = {malloc(sizeof *b.in * n), malloc(sizeof *b.outs * n),
+                  malloc(sizeof *b.sizes * n), malloc(sizeof *b.st * n)};
+  ASSERT(b.in && b.outs && b.sizes && b.st);
+  for (size_t i = 0; i < n; i++) b.in[i][0] = i, b.in[i][1] = max;
+  return b;
+}
+
+static void bufs_free(map_bufs_t *b) { free(b->in), free(b->outs), free(b->sizes), free(b->st); }
+
 static void big_map(mh_backend_t b) {
   mh_executor_t *ex = pool(b, 2);
   enum { N = 300000 };
   const size_t max = 300;
-  uint64_t(*in)[2] = malloc(sizeof *in * N);
-  void **outs = malloc(sizeof *outs * N);
-  size_t *sizes = malloc(sizeof *sizes * N);
-  int *st = malloc(sizeof *st * N);
-  ASSERT(in && outs && sizes && st);
-  for (size_t i = 0; i < N; i++) in[i][0] = i, in[i][1] = max;
+  map_bufs_t m = bufs_new(N, max);
+  uint64_t(*in)[2] = m.in;
+  void **outs = m.outs;
+  size_t *sizes = m.sizes;
+  int *st = m.st;
   size_t chunks[] = {0, 1000};
   for (int r = 0; r < 2; r++) {
     int rc = mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], N, chunks[r], st,
@@ -487,27 +504,26 @@ static void big_map(mh_backend_t b) {
     for (size_t i = 1; i < N; i += 2) check_var(i, max, st[i], outs[i], sizes[i]);
   }
   mh_executor_free(ex);
-  free(in), free(outs), free(sizes), free(st);
+  bufs_free(&m);
 }
 
 TEST(big_map_small_results_processes) { big_map(MH_BACKEND_PROCESSES); }
 TEST(big_map_small_results_threads) { big_map(MH_BACKEND_THREADS); }
 
-/* Results of 0..64 KiB, in maps of several batches: the first map learns
- * the size per item (a probe batch, then chunks sized in bytes and a
- * capped window), the second starts from what the first learnt.  Every
+/* Results of 0..64 KiB, three maps: the first learns the size per item (a
+ * probe batch, then chunks sized in bytes and a capped window), the others
+ * start from what was learnt.  Every
  * byte is checked; the results are freed last first; once they are all
  * freed the parent's memory is back where it was (the slabs the results
  * were carved from are unmapped, not kept). */
 TEST(big_map_64k_results_processes) {
   mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
   const size_t n = MHT_SANITIZED ? 1500 : 6000, max = 65536;
-  uint64_t(*in)[2] = malloc(sizeof *in * n);
-  void **outs = malloc(sizeof *outs * n);
-  size_t *sizes = malloc(sizeof *sizes * n);
-  int *st = malloc(sizeof *st * n);
-  ASSERT(in && outs && sizes && st);
-  for (size_t i = 0; i < n; i++) in[i][0] = i, in[i][1] = max;
+  map_bufs_t m = bufs_new(n, max);
+  uint64_t(*in)[2] = m.in;
+  void **outs = m.outs;
+  size_t *sizes = m.sizes;
+  int *st = m.st;
   long base = 0;
   for (int r = 0; r < 3; r++) {
     int rc = mh_executor_map_bytes(ex, t_var, NULL, in, sizeof in[0], n, 0, st, outs,
@@ -525,7 +541,7 @@ TEST(big_map_64k_results_processes) {
     else ASSERT(MHT_SANITIZED || after < base + 8 * 1024);
   }
   mh_executor_free(ex);
-  free(in), free(outs), free(sizes), free(st);
+  bufs_free(&m);
 }
 
 static int t_64(const void *in, size_t isz, void *out, size_t osz, void *ctx) {

@@ -157,7 +157,7 @@ static slab_t *slab_new(size_t need) {
   if (m == MAP_FAILED) return NULL;
   char *a = (char *)(((uintptr_t)m + HUGE - 1) & ~(uintptr_t)(HUGE - 1));
   if (a > m) munmap(m, (size_t)(a - m));
-  if (a + len < m + len + HUGE) munmap(a + len, (size_t)(m + len + HUGE - (a + len)));
+  munmap(a + len, HUGE - (size_t)(a - m)); /* m is page-aligned: a tail always remains */
 #ifdef MADV_HUGEPAGE
   (void)madvise(a, len, MADV_HUGEPAGE); /* a hint: refused, small pages */
 #endif
@@ -636,7 +636,7 @@ static void bytes_chunk(rec_t *r, size_t w, size_t *cnt, size_t *ch, size_t *slo
     if (*cnt > PROBE * w) *cnt = PROBE * w;
     return; /* automatic chunks, no cap */
   }
-  size_t per = avg - 1 > 0 ? (size_t)(avg - 1) : 1;
+  size_t per = avg > 1 ? (size_t)(avg - 1) : 1;
   size_t c = CHUNK_BYTES / per;
   /* Results this small: the window's bound in items (about 25,000)
    * already keeps what is in flight within the blocks; the pool's own rule
@@ -685,12 +685,13 @@ int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
   int first = 0, mem = 0;
   size_t lo = 0, cnt = 0;
   carver_t cv = {NULL, 0};
+  int learn = procs && !chunksize; /* automatic chunks, sized in bytes */
   int w = mh_executor_workers(ex);
   if (w < 1) w = 1;
   for (; lo < n; lo += cnt) {
     size_t ch = chunksize, slots = 0;
     cnt = n - lo < batch ? n - lo : batch;
-    if (procs && !chunksize)
+    if (learn)
       bytes_chunk(r, (size_t)w, &cnt, &ch, &slots);
     int *st = status ? status + lo : stb;
     map_take_t mt = {d, st, outs + lo, sizes + lo, 0, 0, &cv};
@@ -713,7 +714,7 @@ int mh_executor_map_bytes(mh_executor_t *ex, mh_task_fn fn, void *ctx,
     size_t k = mt.done;
     int m = take_batch(d + k, st + k, cnt - k, outs + lo + k, sizes + lo + k, st + k, &cv);
     if (m && !mem) mem = m;
-    if (procs && !chunksize) bytes_seen(r, sizes + lo, cnt);
+    if (learn) bytes_seen(r, sizes + lo, cnt);
   }
   for (size_t i = lo < n ? lo : n; i < n; i++) {
     outs[i] = NULL, sizes[i] = 0;
