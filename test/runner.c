@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -368,24 +369,22 @@ void mht_proc_free(mht_proc_result_t *res) {
  * CTest ends a test that passes its TIMEOUT with SIGKILL and prints only
  * "Timeout": a rare hang leaves nothing to read.  So when CTest starts a test
  * it sets MHT_WATCHDOG (seconds, a little under the TIMEOUT; CMakeLists.txt),
- * and the runner arms a POSIX timer for it (a real-time signal, so the
- * tests' own alarm() and SIGALRM stay theirs; timers are not inherited by
- * fork, and exec resets the handler).  When it fires, the handler prints, for
- * every thread of the process and every child of it, the scheduler state
- * (R, S, D, T, ...), the kernel's wait channel, the system call it sits in
- * and its kernel stack where readable, then the user stacks of every thread
- * from gdb (when installed; 30 s at most), and exits 124.  No output at all
- * before CTest's "Timeout" means the signal never ran: the process was
- * stopped, or every thread blocked it.
+ * and the runner forks: the child runs the test, and the parent waits for it
+ * with that limit.  When the limit passes, the parent prints, for every
+ * thread of the child and every process under it, the scheduler state (R, S,
+ * D, T, ...), the kernel's wait channel, the system call it sits in and its
+ * kernel stack where readable, then the user stacks of every thread from gdb
+ * (when installed; 30 s at most), kills the child and exits 124.  Otherwise
+ * it exits as the child did (its code, 77 for a skip, or its signal).
  *
- * The handler uses only system calls and its own formatting (no stdio, no
- * malloc): the thread it interrupts may hold any lock. */
+ * A separate process, not a timer signal in the test itself: under
+ * ThreadSanitizer a signal waits until its thread makes an intercepted call,
+ * and a thread blocked in a raw futex wait never does, so a hang there would
+ * print nothing.  The child is the test process as before (its own pid, its
+ * own children, subreaper and process group as the test sets them); it dies
+ * with the parent (PR_SET_PDEATHSIG), so CTest's own kill still ends it. */
 
-#define MHT_WD_SIG (SIGRTMIN + 3)
-
-static const char *mht_wd_test = "?";
 static char mht_wd_gdb[256]; /* the path of gdb, found when armed; "" if none */
-static int mht_wd_seconds;
 
 static void wd_puts(const char *s) {
   size_t n = strlen(s);
@@ -397,35 +396,9 @@ static void wd_puts(const char *s) {
   }
 }
 
-static void wd_putn(long v) {
-  char b[24];
-  int i = (int)sizeof b;
-  b[--i] = 0;
-  int neg = v < 0;
-  unsigned long u = neg ? (unsigned long)-v : (unsigned long)v;
-  do {
-    b[--i] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u && i > 1);
-  if (neg) b[--i] = '-';
-  wd_puts(b + i);
-}
-
 /* dir/<id>/leaf, built in buf. */
 static void wd_path(char *buf, size_t cap, const char *dir, long id, const char *leaf) {
-  size_t k = 0;
-  for (const char *s = dir; *s && k + 1 < cap; s++) buf[k++] = *s;
-  char num[24];
-  int i = (int)sizeof num;
-  num[--i] = 0;
-  do {
-    num[--i] = (char)('0' + id % 10);
-    id /= 10;
-  } while (id && i > 0);
-  for (const char *s = num + i; *s && k + 1 < cap; s++) buf[k++] = *s;
-  if (k + 1 < cap) buf[k++] = '/';
-  for (const char *s = leaf; *s && k + 1 < cap; s++) buf[k++] = *s;
-  buf[k] = 0;
+  snprintf(buf, cap, "%s%ld/%s", dir, id, leaf);
 }
 
 /* Read a small file into buf (NUL-terminated, trailing newline dropped);
@@ -441,14 +414,12 @@ static ssize_t wd_read(const char *path, char *buf, size_t cap) {
   return n;
 }
 
-/* One task (a thread of ours, or a child process): "  tid N (comm) state X
- * wchan W syscall S", then its kernel stack, indented. */
+/* One task (a thread of the test, or a process under it): "  tid N (comm)
+ * state X wchan W syscall S", then its kernel stack, indented. */
 static void wd_task(const char *dir, long id, const char *what) {
-  char path[96], buf[2048];
-  wd_puts("  ");
-  wd_puts(what);
-  wd_puts(" ");
-  wd_putn(id);
+  char path[96], buf[2048], line[64];
+  snprintf(line, sizeof line, "  %s %ld", what, id);
+  wd_puts(line);
   wd_path(path, sizeof path, dir, id, "stat");
   if (wd_read(path, buf, sizeof buf) > 0) {
     char *open_ = strchr(buf, '('), *close_ = strrchr(buf, ')');
@@ -509,55 +480,37 @@ static void wd_children(const char *dir, long id, int depth) {
   }
 }
 
-/* Every thread of this process, and the children each has. */
-static void wd_threads(void) {
-  int fd = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  char ents[4096];
-  long nread;
-  while ((nread = syscall(SYS_getdents64, fd, ents, sizeof ents)) > 0) {
-    for (long off = 0; off < nread;) {
-      struct {
-        uint64_t ino;
-        int64_t off;
-        unsigned short reclen;
-        unsigned char type;
-        char name[];
-      } *d = (void *)(ents + off);
-      off += d->reclen;
-      if (d->name[0] < '0' || d->name[0] > '9') continue;
-      long tid = strtol(d->name, NULL, 10);
-      wd_task("/proc/self/task/", tid, "thread");
-      wd_children("/proc/self/task/", tid, 1);
-    }
+/* Every thread of process `pid`, and the children each has. */
+static void wd_threads(pid_t pid) {
+  char dir[64];
+  snprintf(dir, sizeof dir, "/proc/%ld/task/", (long)pid);
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    long tid = strtol(e->d_name, NULL, 10);
+    wd_task(dir, tid, "thread");
+    wd_children(dir, tid, 1);
   }
-  close(fd);
+  closedir(d);
 }
 
-/* gdb's "thread apply all bt" of this process, 30 s at most. */
-static void wd_gdb(void) {
+/* gdb's "thread apply all bt" of process `pid`, 30 s at most. */
+static void wd_gdb(pid_t pid) {
   if (!mht_wd_gdb[0]) {
     wd_puts("(gdb is not installed: no user stacks)\n");
     return;
   }
-  char pid[24];
-  int i = (int)sizeof pid;
-  long v = (long)getpid();
-  pid[--i] = 0;
-  do {
-    pid[--i] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v && i > 0);
+  char num[24];
+  snprintf(num, sizeof num, "%ld", (long)pid);
   static char nx[] = "-nx", batch[] = "-batch", p[] = "-p", ex[] = "-ex",
               nopage[] = "set pagination off", bt[] = "thread apply all bt";
-  char *argv[] = {mht_wd_gdb, nx, batch, p, pid + i, ex, nopage, ex, bt, NULL};
+  char *argv[] = {mht_wd_gdb, nx, batch, p, num, ex, nopage, ex, bt, NULL};
   char *envp[] = {NULL};
-  /* posix_spawn: no fork handlers run (the interrupted thread may hold
-   * their locks), no memory is copied, and it allocates nothing here (no
-   * file actions: gdb writes to our stdout, which CTest keeps too). */
+  /* gdb writes to our stdout, which CTest keeps too. */
   pid_t g = -1;
-  if (posix_spawn(&g, mht_wd_gdb, NULL, NULL, argv, envp) != 0) g = -1;
-  if (g < 0) return;
+  if (posix_spawn(&g, mht_wd_gdb, NULL, NULL, argv, envp) != 0) return;
   for (int t = 0; t < 300; t++) {
     int st;
     if (waitpid(g, &st, WNOHANG) == g) return;
@@ -569,52 +522,79 @@ static void wd_gdb(void) {
   wd_puts("(gdb did not finish within 30 s)\n");
 }
 
-static void wd_fire(int sig) {
-  (void)sig;
-  wd_puts("\n=== test watchdog: ");
-  wd_puts(mht_wd_test);
-  wd_puts(" still running after ");
-  wd_putn(mht_wd_seconds);
-  wd_puts(" s (CTest's limit is near); load average ");
-  char buf[128];
+static void wd_report(const char *test, pid_t pid, int secs) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "\n=== test watchdog: %s still running after %d s (CTest's limit is near); load average ",
+           test, secs);
+  wd_puts(buf);
   if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
   wd_puts("\n--- threads and children (state, wait channel, system call, kernel stack)\n");
-  wd_threads();
+  wd_threads(pid);
   wd_puts("--- user stacks\n");
-  wd_gdb();
+  wd_gdb(pid);
   wd_puts("=== test watchdog: giving up on the test\n");
-  _exit(124);
 }
 
-/* Arm the watchdog if CTest asked for it (MHT_WATCHDOG=seconds). */
-static void mht_watchdog_arm(const char *test) {
+/* If CTest asked for a watchdog (MHT_WATCHDOG=seconds), fork: return in the
+ * child, which runs the test; the parent never returns (it exits as the
+ * child did, or 124 after a report).  Without the variable, or if fork
+ * fails, return at once and the test runs in this process. */
+static void mht_watchdog(const char *test) {
   const char *e = getenv("MHT_WATCHDOG");
-  if (!e) return;
-  int secs = atoi(e);
+  int secs = e ? atoi(e) : 0;
   if (secs <= 0) return;
-  mht_wd_test = test;
-  mht_wd_seconds = secs;
   const char *dirs[] = {"/usr/bin/gdb", "/usr/local/bin/gdb", "/bin/gdb"};
   for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
     if (access(dirs[i], X_OK) == 0) {
       snprintf(mht_wd_gdb, sizeof mht_wd_gdb, "%s", dirs[i]);
       break;
     }
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = wd_fire;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(MHT_WD_SIG, &sa, NULL) != 0) return;
-  struct sigevent sev;
-  memset(&sev, 0, sizeof sev);
-  sev.sigev_notify = SIGEV_SIGNAL;
-  sev.sigev_signo = MHT_WD_SIG;
-  timer_t t;
-  if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0) return;
-  struct itimerspec its;
-  memset(&its, 0, sizeof its);
-  its.it_value.tv_sec = secs;
-  timer_settime(t, 0, &its, NULL);
+  fflush(NULL);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return;
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(124);
+    return;
+  }
+  /* A pidfd becomes readable when the child ends: no polling delay. */
+  int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  double deadline = mht_now() + secs;
+  int st = 0;
+  for (;;) {
+    pid_t w = waitpid(pid, &st, WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) _exit(125);
+    double left = deadline - mht_now();
+    if (left <= 0) {
+      wd_report(test, pid, secs);
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+      }
+      _exit(124);
+    }
+    if (pfd >= 0) {
+      struct pollfd p = {.fd = pfd, .events = POLLIN};
+      poll(&p, 1, left > 1 ? 1000 : (int)(left * 1000) + 1);
+    } else {
+      struct timespec ts = {0, 20 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  if (WIFEXITED(st)) _exit(WEXITSTATUS(st));
+  /* Die of the child's signal, so CTest reports it as before (no second
+   * core file). */
+  int sig = WTERMSIG(st);
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  signal(sig, SIG_DFL);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
+  raise(sig);
+  _exit(128 + sig);
 }
 
 static int mht_run_all(void) {
@@ -665,7 +645,7 @@ int main(int argc, char **argv) {
   if (argc == 1) return mht_run_all();
   for (int i = 0; i < mht_ntests; i++) {
     if (strcmp(mht_tests[i].name, argv[1]) == 0) {
-      mht_watchdog_arm(mht_tests[i].name);
+      mht_watchdog(mht_tests[i].name);
       mht_tests[i].fn();
       printf("ok %s\n", argv[1]);
       return 0;
