@@ -258,7 +258,12 @@ int lane_get(mh_mpqueue_t *q, void *buf, size_t cap, size_t *len_out) {
       uint64_t e = atomic_load_explicit(&sh->enq, memory_order_acquire);
       for (p = d + 1; p != e && p - d < scap; p++) {
         w = atomic_load_explicit(&lslot(q, p)->word, memory_order_acquire);
-        if (w == SW(p, S_READY, 0) || SW_ST(w) == S_EMPTY) break;
+        /* A slot that names a later position was got already (gets skip
+         * WRITING slots, so they take later slots first): look past it.
+         * Stopping there, as this once did, made a get under the lock spin
+         * for ever between this (nothing) and lane_has_ready (a READY slot
+         * further on) while a dead producer's slot sat at deq. */
+        if (w == SW(p, S_READY, 0) || w == SW(p, S_EMPTY, 0)) break;
       }
       if (p == e || p - d >= scap || w != SW(p, S_READY, 0)) return 0;
       for (uint64_t r = d; r != p;) {

@@ -522,6 +522,15 @@ static void wd_gdb(pid_t pid) {
   wd_puts("(gdb did not finish within 30 s)\n");
 }
 
+static void wd_find_gdb(void) {
+  const char *dirs[] = {"/usr/bin/gdb", "/usr/local/bin/gdb", "/bin/gdb"};
+  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+    if (access(dirs[i], X_OK) == 0) {
+      snprintf(mht_wd_gdb, sizeof mht_wd_gdb, "%s", dirs[i]);
+      break;
+    }
+}
+
 static void wd_report(const char *test, pid_t pid, int secs) {
   char buf[256];
   snprintf(buf, sizeof buf, "\n=== test watchdog: %s still running after %d s (CTest's limit is near); load average ",
@@ -535,6 +544,35 @@ static void wd_report(const char *test, pid_t pid, int secs) {
   wd_puts("=== test watchdog: giving up on the test\n");
 }
 
+void mht_report_stuck(pid_t pid, const char *why) {
+  if (!mht_wd_gdb[0]) wd_find_gdb();
+  char buf[256];
+  snprintf(buf, sizeof buf, "\n=== process %ld is stuck: %s; load average ", (long)pid, why);
+  wd_puts(buf);
+  if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
+  wd_puts("\n");
+  wd_threads(pid);
+  wd_gdb(pid);
+  /* Its siblings too (the other children of this process): one of them may
+   * hold what it waits for. */
+  char path[64], kids[1024];
+  snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", (long)getpid(), (long)getpid());
+  if (wd_read(path, kids, sizeof kids) > 0) {
+    for (char *k = kids; *k;) {
+      while (*k == ' ') k++;
+      if (!*k) break;
+      long other = strtol(k, &k, 10);
+      if (other <= 0) break;
+      if (other == (long)pid) continue;
+      snprintf(buf, sizeof buf, "--- sibling %ld\n", other);
+      wd_puts(buf);
+      wd_threads((pid_t)other);
+      wd_gdb((pid_t)other);
+    }
+  }
+  wd_puts("=== end of the report\n");
+}
+
 /* If CTest asked for a watchdog (MHT_WATCHDOG=seconds), fork: return in the
  * child, which runs the test; the parent never returns (it exits as the
  * child did, or 124 after a report).  Without the variable, or if fork
@@ -543,12 +581,7 @@ static void mht_watchdog(const char *test) {
   const char *e = getenv("MHT_WATCHDOG");
   int secs = e ? atoi(e) : 0;
   if (secs <= 0) return;
-  const char *dirs[] = {"/usr/bin/gdb", "/usr/local/bin/gdb", "/bin/gdb"};
-  for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
-    if (access(dirs[i], X_OK) == 0) {
-      snprintf(mht_wd_gdb, sizeof mht_wd_gdb, "%s", dirs[i]);
-      break;
-    }
+  wd_find_gdb();
   fflush(NULL);
   pid_t parent = getpid();
   pid_t pid = fork();

@@ -145,6 +145,10 @@ void mht_alloc_reset(void);
 long mht_scaled(long n);
 
 double mht_now(void);
+/* Print to stderr what process `pid` (one of ours that should have ended)
+ * is doing: each thread's state, wait channel and kernel stack, and its
+ * user stacks from gdb when installed (as the hang watchdog does). */
+void mht_report_stuck(pid_t pid, const char *why);
 void mht_sleep(double seconds);
 /* Wait for child `pid` at most `limit` seconds; SIGKILL it past that.
  * Returns its wait status, or -1 when it had to be killed. */
