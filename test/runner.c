@@ -455,28 +455,42 @@ static void wd_task(const char *dir, long id, const char *what) {
   }
 }
 
-/* The children of task `id` (under dir), and theirs down to depth 3 (a
- * pool's fork server and its workers). */
-static void wd_children(const char *dir, long id, int depth) {
-  static const char *const label[] = {"", "  child", "    grandchild", "      great-grandchild"};
-  char path[96], kids[1024];
-  if (depth > 3) return;
-  if (depth == 1) {
-    wd_path(path, sizeof path, dir, id, "children");
-  } else {
-    /* /proc/<pid>/task/<pid>/children: the main thread's children. */
-    char sub[64];
-    wd_path(sub, sizeof sub, "/proc/", id, "task/");
-    wd_path(path, sizeof path, sub, id, "children");
-  }
-  if (wd_read(path, kids, sizeof kids) <= 0) return;
-  for (char *s = kids; *s;) {
+/* The pids listed in a /proc/.../children file, at most cap; how many. */
+static int wd_kids(const char *path, long *out, int cap) {
+  char kids[1024];
+  int n = 0;
+  if (wd_read(path, kids, sizeof kids) <= 0) return 0;
+  for (char *s = kids; *s && n < cap;) {
     while (*s == ' ') s++;
     if (!*s) break;
     long pid = strtol(s, &s, 10);
     if (pid <= 0) break;
-    wd_task("/proc/", pid, label[depth]);
-    wd_children("/proc/", pid, depth + 1);
+    out[n++] = pid;
+  }
+  return n;
+}
+
+/* /proc/<pid>/task/<pid>/children: the children of a process's main
+ * thread. */
+static void wd_main_children_path(char *buf, size_t cap, long pid) {
+  snprintf(buf, cap, "/proc/%ld/task/%ld/children", pid, pid);
+}
+
+/* The children of task `id` (under dir), and theirs down to depth 3 (a
+ * pool's fork server and its workers). */
+static void wd_children(const char *dir, long id, int depth) {
+  static const char *const label[] = {"", "  child", "    grandchild", "      great-grandchild"};
+  char path[96];
+  long kids[256];
+  if (depth > 3) return;
+  if (depth == 1)
+    wd_path(path, sizeof path, dir, id, "children");
+  else
+    wd_main_children_path(path, sizeof path, id);
+  int n = wd_kids(path, kids, 256);
+  for (int i = 0; i < n; i++) {
+    wd_task("/proc/", kids[i], label[depth]);
+    wd_children("/proc/", kids[i], depth + 1);
   }
 }
 
@@ -531,13 +545,22 @@ static void wd_find_gdb(void) {
     }
 }
 
+/* "\n=== <title>; load average <it>\n". */
+static void wd_title(const char *title) {
+  char buf[128];
+  wd_puts("\n=== ");
+  wd_puts(title);
+  wd_puts("; load average ");
+  if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
+  wd_puts("\n");
+}
+
 static void wd_report(const char *test, pid_t pid, int secs) {
   char buf[256];
-  snprintf(buf, sizeof buf, "\n=== test watchdog: %s still running after %d s (CTest's limit is near); load average ",
+  snprintf(buf, sizeof buf, "test watchdog: %s still running after %d s (CTest's limit is near)",
            test, secs);
-  wd_puts(buf);
-  if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
-  wd_puts("\n--- threads and children (state, wait channel, system call, kernel stack)\n");
+  wd_title(buf);
+  wd_puts("--- threads and children (state, wait channel, system call, kernel stack)\n");
   wd_threads(pid);
   wd_puts("--- user stacks\n");
   wd_gdb(pid);
@@ -547,28 +570,22 @@ static void wd_report(const char *test, pid_t pid, int secs) {
 void mht_report_stuck(pid_t pid, const char *why) {
   if (!mht_wd_gdb[0]) wd_find_gdb();
   char buf[256];
-  snprintf(buf, sizeof buf, "\n=== process %ld is stuck: %s; load average ", (long)pid, why);
-  wd_puts(buf);
-  if (wd_read("/proc/loadavg", buf, sizeof buf) > 0) wd_puts(buf);
-  wd_puts("\n");
+  snprintf(buf, sizeof buf, "process %ld is stuck: %s", (long)pid, why);
+  wd_title(buf);
   wd_threads(pid);
   wd_gdb(pid);
   /* Its siblings too (the other children of this process): one of them may
    * hold what it waits for. */
-  char path[64], kids[1024];
-  snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", (long)getpid(), (long)getpid());
-  if (wd_read(path, kids, sizeof kids) > 0) {
-    for (char *k = kids; *k;) {
-      while (*k == ' ') k++;
-      if (!*k) break;
-      long other = strtol(k, &k, 10);
-      if (other <= 0) break;
-      if (other == (long)pid) continue;
-      snprintf(buf, sizeof buf, "--- sibling %ld\n", other);
-      wd_puts(buf);
-      wd_threads((pid_t)other);
-      wd_gdb((pid_t)other);
-    }
+  char path[64];
+  long kids[256];
+  wd_main_children_path(path, sizeof path, (long)getpid());
+  int n = wd_kids(path, kids, 256);
+  for (int i = 0; i < n; i++) {
+    if (kids[i] == (long)pid) continue;
+    snprintf(buf, sizeof buf, "--- sibling %ld\n", kids[i]);
+    wd_puts(buf);
+    wd_threads((pid_t)kids[i]);
+    wd_gdb((pid_t)kids[i]);
   }
   wd_puts("=== end of the report\n");
 }
