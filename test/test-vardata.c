@@ -12,6 +12,8 @@
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "test.h"
 
@@ -512,10 +514,10 @@ TEST(big_map_small_results_threads) { big_map(MH_BACKEND_THREADS); }
 
 /* Results of 0..64 KiB, three maps: the first learns the size per item (a
  * probe batch, then chunks sized in bytes and a capped window), the others
- * start from what was learnt.  Every
- * byte is checked; the results are freed last first; once they are all
- * freed the parent's memory is back where it was (the slabs the results
- * were carved from are unmapped, not kept). */
+ * start from what was learnt.  Every byte is checked; the results are
+ * freed last first; once they are all freed the parent's memory is back
+ * where it was (the blocks the results lay in are given back, but for the
+ * few kept warm for the next map). */
 TEST(big_map_64k_results_processes) {
   mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
   const size_t n = MHT_SANITIZED ? 1500 : 6000, max = 65536;
@@ -530,7 +532,12 @@ TEST(big_map_64k_results_processes) {
                                    sizes);
     ASSERT_ERR(rc, MH_EUSER - 1);
     size_t total = 0;
-    for (size_t i = 0; i < n; i++) total += sizes[i];
+    volatile unsigned sum = 0;
+    for (size_t i = 0; i < n; i++) { /* read them: resident here too */
+      total += sizes[i];
+      for (size_t k = 0; k < sizes[i]; k += 1024) sum += ((const unsigned char *)outs[i])[k];
+    }
+    (void)sum;
     long held = rss_kib();
     for (size_t i = n; i-- > 0;) check_var(i, max, st[i], outs[i], sizes[i]);
     long after = rss_kib();
@@ -594,6 +601,138 @@ TEST(long_imap_64b_flat) {
   ASSERT(MHT_SANITIZED || peak < base + 31 * 1024);
   mh_executor_free(ex);
   free(in);
+}
+
+/* Check result i without freeing it (check_var frees). */
+static void check_kept(uint64_t i, size_t max, int st, const void *data, size_t size) {
+  if (i % 97 == 13) {
+    ASSERT_ERR(st, MH_EUSER - 1);
+    return;
+  }
+  ASSERT_OK(st);
+  ASSERT_EQ(size, size_of_item(i, max));
+  const unsigned char *p = data;
+  for (size_t k = 0; k < size; k++)
+    if (p[k] != (unsigned char)(i * 7 + k)) ASSERT_EQ(p[k], (unsigned char)(i * 7 + k));
+}
+
+/* On processes a result lies in memory shared with the workers (the
+ * executor's result heap) until it is freed.  Results outlive their
+ * executor: the heap stays mapped until the last one is freed. */
+TEST(results_outlive_the_executor) {
+  enum { N = 20000 };
+  const size_t max = 2000;
+  map_bufs_t m = bufs_new(N, max);
+  for (int round = 0; round < 2; round++) {
+    mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+    ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m.in, sizeof m.in[0], N, 0, m.st,
+                                     m.outs, m.sizes),
+               MH_EUSER - 1);
+    mh_executor_free(ex); /* every worker gone */
+    for (size_t i = 0; i < N; i++) check_kept(i, max, m.st[i], m.outs[i], m.sizes[i]);
+    /* Freed in two halves, the second after a new executor was made and
+     * used (its heap is another mapping, so nothing mixes). */
+    for (size_t i = 0; i < N; i += 2) mh_bytes_free(m.outs[i]);
+    ex = pool(MH_BACKEND_PROCESSES, 2);
+    void *o[64];
+    size_t sz[64];
+    int st2[64];
+    ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m.in, sizeof m.in[0], 64, 0, st2, o,
+                                     sz),
+               MH_EUSER - 1);
+    for (size_t i = 0; i < 64; i++) check_var(i, max, st2[i], o[i], sz[i]);
+    for (size_t i = 1; i < N; i += 2) check_kept(i, max, m.st[i], m.outs[i], m.sizes[i]);
+    if (round == 0) mh_executor_free(ex); /* round 1: the results go last */
+    for (size_t i = 1; i < N; i += 2) mh_bytes_free(m.outs[i]);
+    if (round == 1) mh_executor_free(ex);
+  }
+  bufs_free(&m);
+}
+
+/* A process forked while the parent holds results inherits them; its
+ * mh_bytes_free must not count against the parent's blocks (else the
+ * workers would reuse blocks whose results the parent still holds and
+ * write over them).  The child frees every result; then the parent runs
+ * more maps on the same workers and finds its results intact. */
+TEST(forked_child_frees_inherited_results) {
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  enum { N = 50000 };
+  const size_t max = 300;
+  map_bufs_t m = bufs_new(N, max);
+  map_bufs_t m2 = bufs_new(N, max);
+  ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m.in, sizeof m.in[0], N, 0, m.st,
+                                   m.outs, m.sizes),
+             MH_EUSER - 1);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    for (size_t i = 0; i < N; i++) mh_bytes_free(m.outs[i]);
+    _exit(0);
+  }
+  int ws;
+  ASSERT_EQ(waitpid(c, &ws, 0), c);
+  ASSERT(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+  for (int r = 0; r < 3; r++) {
+    ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m2.in, sizeof m2.in[0], N, 0, m2.st,
+                                     m2.outs, m2.sizes),
+               MH_EUSER - 1);
+    for (size_t i = 0; i < N; i++) check_var(i, max, m2.st[i], m2.outs[i], m2.sizes[i]);
+  }
+  for (size_t i = 0; i < N; i++) check_var(i, max, m.st[i], m.outs[i], m.sizes[i]);
+  mh_executor_free(ex);
+  bufs_free(&m);
+  bufs_free(&m2);
+}
+
+static long vmsize_kib(void) {
+  FILE *fp = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = -1;
+  while (fp && fgets(line, sizeof line, fp))
+    if (sscanf(line, "VmSize: %ld", &v) == 1) break;
+  if (fp) fclose(fp);
+  return v;
+}
+
+/* When every block of the result heap is out, results go to the heap's
+ * ranges and are copied: nothing fails, nothing is lost.  An address-space
+ * limit makes the heap small (the sizes tried first, 16, 4 and 1 GiB, do
+ * not fit, so 256 MiB is reserved: 126 blocks of 1 MiB), and the map's
+ * results (about 370 MB, all held) could not fit the whole heap, so most
+ * of them must have taken the other way. */
+TEST(blocks_run_out) {
+  if (MHT_SANITIZED) {
+    printf("skipped under a sanitizer (its shadow memory needs the address space)\n");
+    exit(77);
+  }
+  enum { N = 300000 };
+  const size_t max = 4096;
+  map_bufs_t m = bufs_new(N, max);
+  pid_t c = fork();
+  ASSERT(c >= 0);
+  if (c == 0) {
+    long vm = vmsize_kib();
+    ASSERT(vm > 0);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = ((rlim_t)vm + 920 * 1024) * 1024;
+    ASSERT(setrlimit(RLIMIT_AS, &rl) == 0);
+    mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+    ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m.in, sizeof m.in[0], N, 0, m.st,
+                                     m.outs, m.sizes),
+               MH_EUSER - 1);
+    uint64_t total = 0;
+    for (size_t i = 0; i < N; i++) total += m.sizes[i];
+    printf("%d results, %.0f MB held at once\n", N, total / 1e6);
+    ASSERT(total > (uint64_t)300 << 20);
+    for (size_t i = 0; i < N; i++) check_var(i, max, m.st[i], m.outs[i], m.sizes[i]);
+    mh_executor_free(ex);
+    _exit(0);
+  }
+  int ws;
+  ASSERT_EQ(waitpid(c, &ws, 0), c);
+  ASSERT(WIFEXITED(ws));
+  ASSERT_EQ(WEXITSTATUS(ws), 0);
+  bufs_free(&m);
 }
 
 /* A worker SIGKILLed while it writes a large result: that item fails with

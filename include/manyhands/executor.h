@@ -338,10 +338,21 @@ MH_EXTERN size_t mh_executor_context_size(const mh_executor_t *ex);
  * runs by calling mh_task_output(size), and writes the bytes there.  The
  * caller receives each result as a block it owns (free it with
  * mh_bytes_free), on every backend.  On threads the block is the one the task
- * filled; on processes the worker writes into memory shared with the parent,
- * which copies the bytes out and gives the shared pages back at once, so a
- * long imap holds only the results not yet taken.  A task that returns
- * non-zero has no result (NULL, 0).  The ctx rule of the file comment holds.
+ * filled.  On processes a result of up to 4 KiB is handed over where the
+ * worker wrote it, uncopied: in the executor's result heap, memory shared
+ * with its workers, packed with others into 1 MiB blocks; a block is
+ * reused once all its results were freed (so an imap whose caller frees as
+ * it goes stays in a few blocks), and up to 16 free blocks per executor keep
+ * their pages for the next map.  A larger result is copied into the
+ * caller's own memory and its shared memory reused or given back at once.
+ * So, for the results of up to 4 KiB:
+ *   - a result outlives its executor (the heap stays mapped until the last
+ *     result in it is freed);
+ *   - a process forked while the caller holds results shares their bytes
+ *     (it reads the same memory, and writes to it are seen by the caller);
+ *     mh_bytes_free there does nothing: the result is still the caller's.
+ * A task that returns non-zero has no result (NULL, 0).  The ctx rule of
+ * the file comment holds.
  */
 
 /** Room for one result of mh_executor_submit_bytes; the caller keeps it

@@ -123,8 +123,8 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
   cx->area = p;
   cx->cap = CTX_CAP;
   cx->check = check;
-  /* The result heap: address space only (pages are given back as soon as
-   * the parent copied a result out).  As large as the system lets us. */
+  /* The result heap: address space only (pages are given back as results
+   * are freed).  As large as the system lets us. */
   for (size_t len = heap_reserve(); len >= ((size_t)64 << 20);
        len /= 4) {
     p = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -132,6 +132,7 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
     if (p != MAP_FAILED) {
       cx->heap = p;
       cx->heap_len = len;
+      mh__bytes_heap_init(p, len);
       break;
     }
   }
@@ -149,7 +150,8 @@ int mh__exctx_new(mh__exctx_t **out, int check) {
 void mh__exctx_free(mh__exctx_t *cx) {
   if (!cx) return;
   munmap(cx->area, cx->cap);
-  if (cx->heap) munmap(cx->heap, cx->heap_len);
+  /* The heap stays mapped while the caller holds results that lie in it. */
+  if (cx->heap) mh__bytes_heap_unref(cx->heap, cx->heap_len);
   mh__free(cx->ranges);
   mh__free(cx);
 }

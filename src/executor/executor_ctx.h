@@ -32,6 +32,12 @@ size_t mh__exctx_size(const mh__exctx_t *cx);
  * (the bytes calls then say MH_ENOMEM on the process backend). */
 void *mh__exctx_heap(const mh__exctx_t *cx, size_t *len);
 
+/* executor_bytes.c: lay out a new heap's header (before any fork), and
+ * drop the executor's reference to it (it is unmapped once no result the
+ * caller holds lies in it). */
+void mh__bytes_heap_init(char *heap, size_t len);
+void mh__bytes_heap_unref(char *heap, size_t len);
+
 /* The record of an executor (executor.c). */
 struct mh_executor_s;
 mh__exctx_t *mh__executor_ctx(const struct mh_executor_s *ex);
