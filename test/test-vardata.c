@@ -802,3 +802,55 @@ TEST(worker_killed_mid_result) {
   mh_executor_free(ex);
   mh_shared_mem_free(mem);
 }
+
+/* Workers SIGKILLed at random moments during maps of small results (the
+ * uncopied ones, in the shared blocks): every item either has its right
+ * bytes or failed with MH_EWORKERDIED, and nothing a dead worker left in
+ * its blocks is ever handed out or breaks the maps after it. */
+static int t_var_pid(const void *in, size_t isz, void *out, size_t osz, void *ctx) {
+  atomic_store(&((kpid_t *)ctx)->pid, (int)getpid());
+  return t_var(in, isz, out, osz, NULL);
+}
+
+TEST(small_results_under_kills) {
+  void *mem = NULL;
+  ASSERT_OK(mh_shared_mem_new(&mem, sizeof(kpid_t)));
+  kpid_t *kp = mem;
+  mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
+  const size_t n = MHT_SANITIZED ? 20000 : 100000, max = 600;
+  map_bufs_t m = bufs_new(n, max);
+  int rounds = MHT_SANITIZED ? 4 : 12, died = 0;
+  for (int r = 0; r < rounds; r++) {
+    atomic_store(&kp->pid, 0);
+    pid_t killer = fork();
+    ASSERT(killer >= 0);
+    if (killer == 0) { /* kills the worker seen last, after a random delay */
+      usleep((useconds_t)(mht_rand() % 20000));
+      int pid = atomic_load(&kp->pid);
+      if (pid > 0) kill(pid, SIGKILL);
+      _exit(0);
+    }
+    int rc = mh_executor_map_bytes(ex, t_var_pid, kp, m.in, sizeof m.in[0], n, 0, m.st,
+                                   m.outs, m.sizes);
+    int ws;
+    ASSERT_EQ(waitpid(killer, &ws, 0), killer);
+    ASSERT(rc == MH_EUSER - 1 || rc == MH_EWORKERDIED);
+    for (size_t i = 0; i < n; i++) {
+      if (m.st[i] == MH_EWORKERDIED) {
+        ASSERT(m.outs[i] == NULL && m.sizes[i] == 0);
+        died++;
+        continue;
+      }
+      check_var(i, max, m.st[i], m.outs[i], m.sizes[i]);
+    }
+  }
+  printf("%d rounds, %d items lost to killed workers\n", rounds, died);
+  /* And a last map, with nobody killed, is whole. */
+  ASSERT_ERR(mh_executor_map_bytes(ex, t_var, NULL, m.in, sizeof m.in[0], n, 0, m.st, m.outs,
+                                   m.sizes),
+             MH_EUSER - 1);
+  for (size_t i = 0; i < n; i++) check_var(i, max, m.st[i], m.outs[i], m.sizes[i]);
+  mh_executor_free(ex);
+  bufs_free(&m);
+  mh_shared_mem_free(mem);
+}
