@@ -776,7 +776,11 @@ static int take_batch(desc_t *d, char *heap, const int *st, size_t cnt, void **o
   for (size_t i = 0; i < cnt; i++) {
     if (outs[i]) continue; /* taken above */
     if (st[i] != 0) {
-      drop(&d[i], heap);
+      /* A failed item has no result (bytes_tramp released it), and its
+       * descriptor is not to be read: for an item whose worker was killed
+       * in it, the map copies out what its window slot held from an
+       * earlier item (a result taken already, perhaps freed). */
+      d_set(&d[i], D_NONE, 0, NULL);
       continue;
     }
     if (take(&d[i], heap, &outs[i], &sizes[i], &k)) {
@@ -966,8 +970,8 @@ int mh_bytes_iter_next(mh_bytes_iter_t *b, double timeout, size_t *index,
   *size = 0;
   int rc = mh_map_iter_next(b->it, timeout, index, status);
   if (rc) return rc;
-  if (*status != 0) {
-    drop(&b->d[*index], b->heap);
+  if (*status != 0) { /* no result; the descriptor is not read (see take_batch) */
+    d_set(&b->d[*index], D_NONE, 0, NULL);
     return 0;
   }
   if (take1(&b->d[*index], b->heap, data, size)) *status = MH_ENOMEM;
