@@ -5,6 +5,8 @@
  * which the caller must use before any other manyhands call (as libuv's
  * uv_replace_allocator); they are read without locking afterwards.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -53,6 +55,22 @@ void *mh__realloc(void *ptr, size_t size) {
 
 void mh__free(void *ptr) {
   if (ptr) mh__free_fn(ptr);
+}
+
+static _Atomic int pid_cache;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void pid_forked(void) { atomic_store_explicit(&pid_cache, 0, memory_order_relaxed); }
+static void pid_register(void) { pthread_atfork(NULL, NULL, pid_forked); }
+
+int mh__pid(void) {
+  int p = atomic_load_explicit(&pid_cache, memory_order_relaxed);
+  if (!p) {
+    /* The handler first: a fork between the two leaves 0 in the child. */
+    pthread_once(&pid_once, pid_register);
+    p = (int)getpid();
+    atomic_store_explicit(&pid_cache, p, memory_order_relaxed);
+  }
+  return p;
 }
 
 int mh_cpu_count(void) {

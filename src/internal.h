@@ -35,6 +35,10 @@ bool mh__allocator_is_default(void);
  * as they are; a no-op where the kernel cannot do it or the range is small. */
 void mh__prefault(void *p, size_t len);
 
+/* This process's pid, cached (getpid is a system call); right in a child
+ * made by fork() too (an atfork handler forgets it there). */
+int mh__pid(void);
+
 /* ---- time (time.c) --------------------------------------------------- */
 
 /* Seconds on the monotonic clock. */

@@ -56,14 +56,10 @@
 #include "mpqueue_internal.h"
 #include "spin.h"
 
-/* This process's pid and start time, as claims name them; reset in a forked
- * child (every process that uses a queue was forked after it was made). */
+/* This process's start time, as claims name it, and the pid it is of (a
+ * forked child finds its parent's here and reads its own). */
 static _Atomic uint32_t g_me_pid;
 static _Atomic uint64_t g_me_stime;
-static pthread_once_t g_me_once = PTHREAD_ONCE_INIT;
-
-static void me_forked(void) { atomic_store(&g_me_pid, 0); }
-static void me_register(void) { pthread_atfork(NULL, NULL, me_forked); }
 
 /* Read /proc/<pid>/stat: 0 with its start time and whether it is a zombie,
  * 1 when there is no such process, -1 when it cannot be told. */
@@ -91,15 +87,12 @@ static int proc_stat(pid_t pid, uint64_t *stime, bool *zombie) {
 }
 
 static uint32_t me_pid(uint64_t *stime) {
-  uint32_t p = atomic_load_explicit(&g_me_pid, memory_order_acquire);
-  if (!p) {
-    pthread_once(&g_me_once, me_register);
-    pid_t self = getpid();
+  uint32_t p = (uint32_t)mh__pid();
+  if (atomic_load_explicit(&g_me_pid, memory_order_acquire) != p) {
     uint64_t st = 0;
     bool z;
-    if (proc_stat(self, &st, &z) != 0) st = 0;
+    if (proc_stat((pid_t)p, &st, &z) != 0) st = 0;
     atomic_store_explicit(&g_me_stime, st, memory_order_relaxed);
-    p = (uint32_t)self;
     atomic_store_explicit(&g_me_pid, p, memory_order_release);
   }
   *stime = LD(g_me_stime);

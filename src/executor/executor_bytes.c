@@ -12,14 +12,15 @@
  *   - process backend: the executor's result heap, a MAP_SHARED
  *     reservation made before the workers were forked (executor_ctx.c), so
  *     it is at the same address in every process.  Results up to 64 KiB
- *     are packed into 1 MiB blocks of it (see heap_hdr_t) and handed to
- *     the caller where they lie: no copy, the block goes back when the
- *     last of its results was freed.  Larger ones get a page-aligned range
- *     of the heap's range part; the parent copies those into memory of its
- *     own (one allocation per chunk of a map, an arena, see res_t, carved
- *     from huge-page slabs, see slab_t) and gives the pages back at once
- *     (MADV_REMOVE), so resident memory follows the results not yet
- *     taken.
+ *     are packed into 1 MiB blocks of it (see heap_hdr_t); those up to
+ *     SHARE_MAX bytes are handed to the caller where they lie (no copy:
+ *     the block goes back when the last of its results was freed).  The
+ *     others, and results over 64 KiB (a page-aligned range each of the
+ *     heap's range part), the parent copies into memory of its own (one
+ *     allocation per chunk of a map, an arena, see res_t, carved from
+ *     huge-page slabs, see slab_t), and the worker reuses their room (a
+ *     block) or the pages go back at once (a range, MADV_REMOVE), so
+ *     resident memory follows the results not yet taken.
  * The range part is a bump allocator on one shared 64-bit counter (workers
  * take ranges with compare-and-swap; a range never straddles the end, the
  * counter's lap wraps it).  It relies on the ranges in flight being far
@@ -80,15 +81,16 @@ enum { D_NONE = 0, D_HEAP = 2, D_BLOCK = 3, D_SUB = 4, D_COPY = 5 };
  * worker takes from the heap (a page fault per result would cost more than
  * the result), each after a 16-byte res_t.  A block's first word counts
  * references, biased: the worker sets it to BLK_BIAS when it takes the
- * block, counts the results it hands out from it in blk_given (its own
- * memory, no shared write per result), and mh_bytes_free subtracts one
- * per result.  So the word is BLK_BIAS - blk_given exactly when every
- * result handed out was freed; the worker then reuses the block from its
- * start, pages warm and mapped in both processes (an imap whose caller
- * frees as it goes runs in the same few blocks).  A worker keeps NBLK
- * blocks in each of two sets (see bset_t); when none of a set is idle it drops the oldest (subtracting BLK_BIAS -
- * given: whoever brings the word to 0 frees the block) and takes another
- * (blk_take).  When every block is out (the caller holds half the heap),
+ * block, counts the results it hands out from it in `given` (its own
+ * memory, no shared write per result), and one is subtracted per result
+ * when the parent copied it out or the caller freed it.  So the word is
+ * BLK_BIAS - given exactly when no result handed out is still needed;
+ * the worker then reuses the block from its start, pages warm and mapped
+ * in both processes (an imap whose caller frees as it goes runs in the
+ * same few blocks).  A worker keeps NBLK blocks in each of two sets (see
+ * bset_t); when none of a set is idle it drops the oldest (subtracting
+ * BLK_BIAS - given: whoever brings the word to 0 frees the block) and
+ * takes another (blk_take).  When every block is out (the caller holds half the heap),
  * results go to ranges and are copied.  A worker that dies leaves its
  * 2 x NBLK blocks until the executor is freed and its results freed. */
 #define SMALL 65536u
@@ -253,27 +255,11 @@ _Static_assert(sizeof(heap_hdr_t) <= REC_OFF, "the header overruns the records")
 static heap_hdr_t *hdr_of(const char *heap) { return (heap_hdr_t *)(uintptr_t)heap; }
 static size_t heap_ranges_off(const char *heap) { return DATA_OFF + hdr_of(heap)->nblk * BLK; }
 
-/* This process's pid, cached (a block result freed in a process forked
- * while it was held must not touch the owner's counts). */
-static _Atomic int self_pid;
-static pthread_once_t self_once = PTHREAD_ONCE_INIT;
-static void self_forked(void) { atomic_store_explicit(&self_pid, 0, memory_order_relaxed); }
-static void self_init(void) { pthread_atfork(NULL, NULL, self_forked); }
-static int self(void) {
-  int p = atomic_load_explicit(&self_pid, memory_order_relaxed);
-  if (!p) {
-    p = (int)getpid();
-    atomic_store_explicit(&self_pid, p, memory_order_relaxed);
-  }
-  return p;
-}
-
 void mh__bytes_heap_init(char *heap, size_t len) {
-  pthread_once(&self_once, self_init);
   heap_hdr_t *h = hdr_of(heap);
   h->nblk = len > DATA_OFF ? (len - DATA_OFF) / 2 / BLK : 0;
   h->len = len;
-  h->owner = self();
+  h->owner = mh__pid();
   atomic_init(&h->held, 1);
 }
 
@@ -284,7 +270,7 @@ static void heap_unref(char *heap) {
 }
 
 void mh__bytes_heap_unref(char *heap, size_t len) {
-  if (hdr_of(heap)->owner != self())
+  if (hdr_of(heap)->owner != mh__pid())
     munmap(heap, len); /* an inherited copy of the mapping */
   else
     heap_unref(heap);
@@ -328,12 +314,7 @@ static char *blk_take(char *heap) {
 
 /* Fault a cold block in with one call (a fault per page cost more). */
 static void blk_populate(char *b) {
-#ifdef MADV_POPULATE_WRITE
-  if (!atomic_load_explicit(blk_warm(b), memory_order_relaxed))
-    (void)madvise(b, BLK, MADV_POPULATE_WRITE); /* a hint: refused, faults */
-#else
-  (void)b;
-#endif
+  if (!atomic_load_explicit(blk_warm(b), memory_order_relaxed)) mh__prefault(b, BLK);
 }
 
 /* The last reference to block b went: back on the free stack. */
@@ -475,12 +456,12 @@ static void blk_restart(bset_t *bs, int i) {
  * reused from its start).  The result's res_t goes before it. */
 static void *blk_alloc(const rec_t *r, int set, size_t size, int live, char **blk) {
   size_t need = sizeof(res_t) + ((size + 15) & ~(size_t)15);
-  if (blk_heap != r->heap || blk_pid != self()) {
+  if (blk_heap != r->heap || blk_pid != mh__pid()) {
     /* Blocks of another heap, or a parent's (this process was forked
      * while they were in use): not ours to reuse or drop. */
     memset(bsets, 0, sizeof bsets);
     blk_heap = r->heap;
-    blk_pid = self();
+    blk_pid = mh__pid();
   }
   bset_t *bs = &bsets[set];
   if (!bs->blks[bs->cur] || bs->used + need > BLK) {
@@ -692,7 +673,7 @@ void mh_bytes_free(void *p) {
   arena_t *a = h->arena;
   if ((uintptr_t)a & 1u) { /* in a block of a heap */
     char *b = (char *)((uintptr_t)a & ~(uintptr_t)1), *heap = (char *)(uintptr_t)h->pad;
-    if (hdr_of(heap)->owner != self()) return; /* a forked copy: the owner's memory */
+    if (hdr_of(heap)->owner != mh__pid()) return; /* a forked copy: the owner's memory */
     blk_unref_n(heap, b, 1);
     heap_unref(heap);
   } else if (!a)
