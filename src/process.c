@@ -295,8 +295,12 @@ static size_t (*volatile child_fpending)(FILE *) = __fpending;
 static int child_setup(pid_t parent, unsigned flags, const sigset_t *mask) {
   if (child_prctl(PR_SET_PDEATHSIG, (unsigned long)SIGKILL, 0UL, 0UL, 0UL) != 0) return -errno;
   /* The parent may have died between fork() and prctl(); then the signal
-   * will never come, and we were re-parented: leave at once. */
-  if (child_getppid() != parent) child_exit(1);
+   * will never come, and we were re-parented: leave at once.  A ppid of 0
+   * says the parent is outside our PID namespace (it unshared
+   * CLONE_NEWPID and we are the first of the new one): no pid of its to
+   * compare, so that short window goes unchecked there. */
+  pid_t pp = child_getppid();
+  if (pp != parent && pp != 0) child_exit(1);
   if (flags & MH_PROCESS_IGNORE_SIGINT) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

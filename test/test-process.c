@@ -835,3 +835,44 @@ TEST(start_flush_interruptible) {
   ASSERT_EQ(r.status, SIGINT);
   mht_proc_free(&r);
 }
+
+/* ---- a process that unshared CLONE_NEWPID ---------------------------------- */
+
+/* 40 + its pid: never 1, the code of the old early exit. */
+static int report_own_pid(void *arg) {
+  (void)arg;
+  return 40 + (int)getpid();
+}
+
+/* Unshares CLONE_NEWPID, then starts a process: the first of the new
+ * namespace, pid 1, whose parent pid reads 0 (it once took that for a dead
+ * parent and exited with 1 at once).  It reports its pid; a second start
+ * is refused by the kernel once the first has ended, and must say so. */
+static int new_pid_namespace_driver(void *arg) {
+  (void)arg;
+  if (unshare(CLONE_NEWPID) != 0) {
+    printf("skipped: cannot make a PID namespace here (%s)\n", strerror(errno));
+    fflush(stdout);
+    _exit(77);
+  }
+  mh_process_t *p;
+  int code = -1;
+  if (mh_process_start(&p, report_own_pid, NULL, NULL)) _exit(2);
+  if (mh_process_join(p, 30) || mh_process_exitcode(p, &code)) _exit(3);
+  mh_process_free(p);
+  if (code != 41) _exit(code == 1 ? 5 : 6);
+  /* The namespace died with its first process: fork fails (ENOMEM). */
+  if (mh_process_start(&p, report_own_pid, NULL, NULL) == 0) _exit(4);
+  _exit(0); /* _exit: LeakSanitizer would fork at exit, and cannot here */
+}
+
+TEST(start_after_unsharing_the_pid_namespace) {
+  mh_process_t *p;
+  int code = -1;
+  ASSERT_OK(mh_process_start(&p, new_pid_namespace_driver, NULL, NULL));
+  ASSERT_OK(mh_process_join(p, 60));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  mh_process_free(p);
+  if (code == 77) exit(77);
+  ASSERT_EQ(code, 0);
+}
