@@ -204,6 +204,7 @@ int q_lock(ctx_t *c) {
      * one, and wake everybody, since the wake-ups it owed are lost. */
     if (LD(sh->jvalid)) japply(sh, LD(sh->jn));
     atomic_store_explicit(&sh->jvalid, 0, memory_order_relaxed);
+    atomic_store(&sh->rput, 0); /* a record put's decision died with it */
     pthread_mutex_consistent(&sh->lock);
     lane_recover(c);
     atomic_fetch_or(&sh->fw_get, 1);
@@ -532,12 +533,23 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
   if (len > sh->maxbytes) return MH_EMSGSIZE;
   ctx_t c = {q, sh, 0, 0};
   bool lane_ok = q->lane && len <= LANE_MAX;
+  int rc;
+  if (lane_ok && atomic_load_explicit(&q->reg_pid, memory_order_acquire) != (uint32_t)mh__pid()) {
+    if ((rc = lane_register(q, &lane_ok))) return rc;
+  } else if (lane_ok) {
+    lane_ok = atomic_load_explicit(&q->reg_ok, memory_order_relaxed);
+  }
   uint64_t lp;
-  bool spun = false, last = false, reset = false;
+  bool spun = false, last = false, reset = false, raced = false;
   while (lane_now(q, lane_ok)) {
-    if (lane_put(q, msg, len, &lp)) {
+    int lr = lane_put(q, msg, len, false, &lp);
+    if (lr == LANE_PUT) {
       lane_put_done(&c, lp, false);
       return 0;
+    }
+    if (lr == LANE_RACED) {
+      raced = true;
+      break;
     }
     /* The lane is full: when the record ring may not take it either (a
      * count bound), look again for a while before taking the lock. */
@@ -547,8 +559,9 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
   }
   mh__deadline_t dl;
   mh__deadline_init(&dl, timeout);
-  int rc = q_lock(&c);
+  rc = q_lock(&c);
   if (rc) return rc;
+  if (raced) lane_abandon(&c, lp);
   uint64_t s = rec_bytes(len), p = 0;
   int slot = -1;
   for (;;) {
@@ -556,11 +569,15 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
       rc = MH_ESHUTDOWN;
       break;
     }
-    if (lane_now(q, lane_ok) && lane_put(q, msg, len, &lp)) {
+    if (lane_now(q, lane_ok) && lane_put(q, msg, len, true, &lp) == LANE_PUT) {
       lane_put_done(&c, lp, true);
       rc = 0;
       break;
     }
+    /* rput: lane puts racing this decision give their claims back (see
+     * "Bounds" in mpqueue_lane.c); set before the count looks at the lane,
+     * cleared once nlive says the record is there, or that it is not. */
+    atomic_store(&sh->rput, 1);
     if (count_room(q, len) && place(&c, s, &p, &reset)) {
       rec_t *r = rec_at(q, p);
       if (len > SMALL_MAX) slot = slot_acquire(&c);
@@ -579,6 +596,7 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
         jset(&c, &sh->nlive, LD(sh->nlive) + 1);
         jset(&c, &sh->unfinished, LD(sh->unfinished) + 1);
         jcommit(&c);
+        atomic_store(&sh->rput, 0);
         mark_wake(&c, W_GET);
         rc = 0;
         break;
@@ -593,6 +611,7 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
       jset(&c, &sl->pos, p);
       jset(&c, &sh->slot_busy, LD(sh->slot_busy) | (uint64_t)1 << slot);
       jcommit(&c);
+      atomic_store(&sh->rput, 0);
       q_unlock(&c);
       unsigned char *dst = (unsigned char *)r + 16;
       mh__prefault(dst, len);
@@ -622,6 +641,7 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
       pthread_mutex_unlock(&sl->m);
       return 0;
     }
+    atomic_store(&sh->rput, 0);
     c.n = 0; /* nothing was journaled, but be plain about it */
     if (LD(sh->slot_busy) && reap(&c)) continue;
     if (timeout == 0) {

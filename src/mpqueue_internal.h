@@ -39,6 +39,8 @@
  * a message of up to LANE_MAX bytes. */
 #define LANE_SLOTS 1024u
 #define LANE_MAX ((uint64_t)104)
+/* Processes that may put into the lane at once (more put records only). */
+#define LANE_PRODUCERS 128
 
 enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
 enum { S_EMPTY = 0, S_WRITING = 1, S_READY = 2, S_DISC = 3 };
@@ -56,12 +58,11 @@ typedef struct mpq_slot {
   _Atomic uint64_t pos;   /* L: the record's position */
 } __attribute__((aligned(64))) mpq_slot_t;
 
-/* A lane slot.  `own` is written by the claimant right after its claim:
- * (position << 24 | its start time's low 24 bits), so that a pid reused by
- * a new process is told from the claimant. */
+/* A lane slot.  The claimant's start time is not here but in `reg`,
+ * written before its first claim (see mpqueue_lane.c). */
 typedef struct mpq_lslot {
   _Atomic uint64_t word;     /* S: pos:40 | state:2 | pid:22 */
-  _Atomic uint64_t own;      /* the claimant's */
+  uint64_t spare;
   _Atomic uint64_t len;      /* the claimant's; stable while READY */
   _Atomic uint64_t data[13]; /* the claimant's; stable while READY */
 } __attribute__((aligned(128))) mpq_lslot_t;
@@ -93,6 +94,9 @@ typedef struct mpq_sh {
   _Atomic uint64_t unfinished;                /* L */
   _Atomic uint64_t shut;                      /* L: 0, 1, 2 = immediate */
   _Atomic uint64_t slot_busy;                 /* L: bit i = slot i in use */
+  /* 1 while a record put, holding the lock, decides whether its record
+   * fits (see "Bounds" in mpqueue_lane.c); cleared by the lock's recovery. */
+  _Atomic uint64_t rput;                      /* L */
   _Atomic uint64_t jvalid, jn;                /* J */
   struct {
     _Atomic uint64_t off, val, exp; /* off | 1: compare-and-swap from exp */
@@ -105,6 +109,11 @@ typedef struct mpq_sh {
   _Atomic uint64_t deq __attribute__((aligned(64))); /* S: no READY slot below */
   char pad3[56];
   mpq_slot_t slots[NSLOTS];
+  /* The processes that may put into the lane: pid (0: a free entry) and
+   * start time, written before the process's first claim. */
+  struct {
+    _Atomic uint64_t pid, stime;
+  } reg[LANE_PRODUCERS];                      /* L */
 } mpq_sh_t;
 
 _Static_assert(NSLOTS <= 64, "slot_busy is one word");
@@ -117,6 +126,10 @@ struct mh_mpqueue_s {
   uint64_t ringsz;
   size_t map_len;
   _Atomic bool closed; /* this process called close (a forked copy keeps its own) */
+  /* The pid that registered in `reg` through this handle (a forked child
+   * finds its parent's and registers itself), and whether it found room. */
+  _Atomic uint32_t reg_pid;
+  _Atomic bool reg_ok;
 };
 
 /* What one call has under way: its journal and the wake-ups it owes. */
@@ -175,24 +188,29 @@ static inline bool lane_next_ready(const mh_mpqueue_t *q) {
 #define lane_reap mh__mpq_lane_reap
 #define lane_discard_all mh__mpq_lane_discard_all
 #define lane_put_done mh__mpq_lane_put_done
+#define lane_register mh__mpq_lane_register
+#define lane_abandon mh__mpq_lane_abandon
 #define lane_recover mh__mpq_lane_recover
 
 /* mpqueue.c: the journal and the lock (see there). */
- void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val);
+void jset(ctx_t *c, _Atomic uint64_t *field, uint64_t val);
 void jcas(ctx_t *c, _Atomic uint64_t *field, uint64_t exp, uint64_t val);
- void jcommit(ctx_t *c);
+void jcommit(ctx_t *c);
 void mark_wake(ctx_t *c, unsigned which);
- int q_lock(ctx_t *c);
- void q_unlock(ctx_t *c);
+int q_lock(ctx_t *c);
+void q_unlock(ctx_t *c);
 
 /* mpqueue_lane.c: the lane (see there). */
-bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos);
+enum { LANE_FULL = 0, LANE_PUT = 1, LANE_RACED = 2 };
+int lane_put(mh_mpqueue_t *q, const void *msg, size_t len, bool locked, uint64_t *pos);
+void lane_abandon(ctx_t *c, uint64_t p);
+int lane_register(mh_mpqueue_t *q, bool *ok);
 int lane_get(mh_mpqueue_t *q, void *buf, size_t cap, size_t *len_out);
 void lane_count(const mh_mpqueue_t *q, uint64_t *nready, uint64_t *bytes, uint64_t *nwriting);
- bool lane_has_ready(const mh_mpqueue_t *q);
- bool lane_has_writing(const mh_mpqueue_t *q);
+bool lane_has_ready(const mh_mpqueue_t *q);
+bool lane_has_writing(const mh_mpqueue_t *q);
 bool lane_has_room_for(const mh_mpqueue_t *q, uint64_t k);
- bool lane_has_room(const mh_mpqueue_t *q);
+bool lane_has_room(const mh_mpqueue_t *q);
 uint64_t lane_puts(const mh_mpqueue_t *q);
 bool lane_reap(ctx_t *c);
 void lane_discard_all(ctx_t *c);

@@ -6,8 +6,9 @@
  *
  * Messages up to LANE_MAX bytes travel through a second ring of `scap`
  * fixed slots (a power of two) whenever the record ring holds nothing
- * (nlive == 0); otherwise they go to the record ring like any other.  A slot's word says, in one 64-bit value,
- * the position it serves (40 bits), its state and its claimant's pid:
+ * (nlive == 0); otherwise they go to the record ring like any other.  A
+ * slot's word says, in one 64-bit value, the position it serves (40 bits),
+ * its state and its claimant's pid:
  * EMPTY(p) (free for the message at position p), WRITING(p, pid), READY(p)
  * and DISC(p) (being taken out unread, only under `lock`).  A put claims
  * EMPTY(e) with one CAS that names it (so a claimed slot always says who
@@ -18,9 +19,14 @@
  * dies before that CAS removed nothing, and no consumer ever owns a slot.
  * A slot whose claimant died stays WRITING; whoever finds it there while
  * waiting for room or for a message checks the pid (gone, a zombie, or a new
- * process with another start time) and, under `lock`, takes the slot out
- * unread (DISC, then the journal).  Gets skip WRITING slots, so a slow or
- * dead producer holds up nobody but itself.  Invariants:
+ * process with another start time than the claimant's) and, under `lock`,
+ * takes the slot out unread (DISC, then the journal).  The claimant's start
+ * time is in `reg`, where a process enters itself (lane_register, under
+ * `lock`) before its first claim; an entry changes only after every slot
+ * that names its pid was taken out, so a slot's pid always leads to its
+ * claimant's start time, whatever instruction the claimant died at.  Gets
+ * skip WRITING slots, so a slow or dead producer holds up nobody but
+ * itself.  Invariants:
  * - deq <= enq; every position below enq is claimed; a slot not EMPTY(p)
  *   at a position p >= deq is WRITING(p), READY(p) or DISC(p); a slot whose
  *   word names another position than p was got (or taken out) for p.
@@ -31,15 +37,22 @@
  *   find a slot goes to the record ring, and those after it follow it.)
  * - Bounds: scap <= maxsize (when bounded) and scap * LANE_MAX <= maxbytes;
  *   a record put counts the lane's messages and bytes as well.  A lane put
- *   racing a record put onto an empty record ring may pass maxsize by the
- *   number of such racing puts, for as long as the race lasts.
+ *   looks at nlive (0) before its claim, and a record put may count the
+ *   lane in between and miss the claim.  So the two look at each other in
+ *   Dekker's way, all sequentially consistent: a record put sets `rput`,
+ *   then counts (enq, and the slot words); a lane put claims and moves
+ *   enq, then reads rput and nlive, and when either is set it gives the
+ *   claim back (LANE_RACED: taken out under `lock`, as a dead claimant's
+ *   is) and puts a record instead.  Either the count sees the claim or the
+ *   put sees the record put.
  * - unfinished (L) counts record puts minus task_done calls and every
  *   message taken out unread; the total a join waits for is unfinished +
  *   enq - (slots WRITING), since every lane position below enq is a message
  *   put, one being put, or one taken out (counted in unfinished).
  *
  * Tags (as in mpqueue.c): S the lane's words, changed by CAS by anyone (DISC
- * only under `lock`); L under `lock`, through the journal.
+ * only under `lock`); L under `lock`, through the journal (rput: under
+ * `lock`, stored directly, cleared by the lock's recovery).
  * Lock order: a lane put or get takes no lock; taking out a dead claimant's
  * slot and the lock's recovery run under `lock` (mpqueue.c's q_lock).
  */
@@ -99,21 +112,36 @@ static uint32_t me_pid(uint64_t *stime) {
   return p;
 }
 
-/* Whether the claimant of a WRITING slot (word w) is dead: its pid is gone,
- * a zombie, or now a process that started at another time than the one
- * that claimed (when the claimant lived to write `own`).  Never true for a
- * live claimant, however slow: only its death frees its slot. */
-static bool owner_dead(const mpq_lslot_t *s, uint64_t w) {
-  pid_t pid = SW_PID(w);
+/* The entry of `reg` for pid, or -1.  Lock held. */
+static int reg_find(const mpq_sh_t *sh, uint64_t pid) {
+  for (int i = 0; i < LANE_PRODUCERS; i++)
+    if (LD(sh->reg[i].pid) == pid) return i;
+  return -1;
+}
+
+/* Whether the process `pid` that started at `stime` is dead: gone, a
+ * zombie, or its pid now another process's.  Never true for a live one,
+ * however slow; false when it cannot be told. */
+static bool proc_dead(pid_t pid, uint64_t stime) {
   if (pid <= 0 || (kill(pid, 0) == -1 && errno == ESRCH)) return true;
   uint64_t st = 0;
   bool zombie = false;
   int rc = proc_stat(pid, &st, &zombie);
-  if (rc == 1) return true;
-  if (rc < 0) return false;
-  if (zombie) return true;
-  uint64_t own = LD(s->own);
-  return (own >> 24) == SW_POS(w) && (own & 0xffffff) != (st & 0xffffff);
+  if (rc != 0) return rc == 1;
+  return zombie || st != stime;
+}
+
+/* Whether the claimant of a WRITING slot (word w) is dead.  Its start time
+ * is in `reg`, written before it claimed anything (and changed only after
+ * its slots were taken out): so a pid reused by a new process is told from
+ * the claimant at every instruction of the claim.  Lock held. */
+static bool owner_dead(const mh_mpqueue_t *q, uint64_t w) {
+  pid_t pid = SW_PID(w);
+  int i = reg_find(q->sh, (uint64_t)pid);
+  /* No entry: never the case for a claim (see lane_register); say alive,
+   * since taking out a live claimant's slot would be far worse. */
+  if (i < 0) return pid <= 0;
+  return proc_dead(pid, LD(q->sh->reg[i].stime));
 }
 
 /* Whole words: the reader may race a writer of the next lap (and then
@@ -146,13 +174,17 @@ static inline void copy_out(void *buf, const _Atomic uint64_t *d, size_t len) {
   }
 }
 
-/* Put a message into the lane: true with its position, false when the lane
- * is full.  Lock-free; the caller has checked that the record ring is empty
- * and the queue not shut down. */
-bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos) {
+/* Put a message into the lane: LANE_PUT (*pos its position), LANE_FULL, or
+ * LANE_RACED: a record put may have counted the queue without this claim
+ * (see "Bounds" above), so the slot at *pos, claimed and not written, must
+ * be taken out under the lock (lane_abandon) and the message put as a
+ * record.  Lock-free; the caller has checked that the record ring is empty
+ * and the queue not shut down, and registered this process (lane_register).
+ * `locked`: the caller holds the lock, so no record put can race it. */
+int lane_put(mh_mpqueue_t *q, const void *msg, size_t len, bool locked, uint64_t *pos) {
   mpq_sh_t *sh = q->sh;
-  uint64_t scap = q->scap, stime;
-  uint32_t pid = me_pid(&stime);
+  uint64_t scap = q->scap;
+  uint32_t pid = (uint32_t)mh__pid();
   uint64_t e = atomic_load_explicit(&sh->enq, memory_order_relaxed);
   mpq_lslot_t *s;
   for (;;) {
@@ -170,15 +202,19 @@ bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos) {
       uint64_t x = e;
       e = atomic_compare_exchange_strong(&sh->enq, &x, e + 1) ? e + 1 : x;
     } else if (d == ((0 - scap) & SW_POSMASK)) {
-      return false; /* the message of the lap before is still there */
+      return LANE_FULL; /* the message of the lap before is still there */
     } else {
       e = atomic_load(&sh->enq); /* enq moved on meanwhile */
     }
   }
   uint64_t x = e;
   atomic_compare_exchange_strong(&sh->enq, &x, e + 1);
-  atomic_store_explicit(&s->own, (e & SW_POSMASK) << 24 | (stime & 0xffffff),
-                        memory_order_relaxed);
+  *pos = e;
+  /* After the claim and enq (sequentially consistent), look for a record
+   * put: one that set rput before this look counts the lane after it, and
+   * might have missed this claim; one that set it after sees the claim.
+   * rput first: a record put clears it after it bumped nlive. */
+  if (!locked && (atomic_load(&sh->rput) || atomic_load(&sh->nlive))) return LANE_RACED;
   atomic_store_explicit(&s->len, len, memory_order_relaxed);
   copy_in(s->data, msg, len);
   /* The one store that makes it visible; sequentially consistent, so that
@@ -186,8 +222,7 @@ bool lane_put(mh_mpqueue_t *q, const void *msg, size_t len, uint64_t *pos) {
    * then looks at the lane). */
   atomic_store(&s->word, SW(e, S_READY, 0));
   if (take_sleepers(&sh->fw_get)) mh__futex_wake(&sh->fw_get, INT_MAX, MH__FUTEX_SHARED);
-  *pos = e;
-  return true;
+  return LANE_PUT;
 }
 
 /* Move deq past the got slots from d on. */
@@ -367,19 +402,89 @@ static bool lane_take_out(ctx_t *c, uint64_t p, uint64_t w) {
   return true;
 }
 
-/* Take out the claims of dead producers.  Lock held.  Returns whether any. */
-bool lane_reap(ctx_t *c) {
+/* Move enq past the slots already claimed for their position (a claimant
+ * may die between its claim and moving enq), and return it.  Then every
+ * claim is below enq, where a scan from deq finds it. */
+static uint64_t settle_enq(mh_mpqueue_t *q) {
+  uint64_t e = atomic_load(&q->sh->enq);
+  for (;;) {
+    uint64_t w = atomic_load(&lslot(q, e)->word);
+    if (SW_POS(w) != (e & SW_POSMASK) || SW_ST(w) == S_EMPTY) return e;
+    uint64_t x = e;
+    e = atomic_compare_exchange_strong(&q->sh->enq, &x, e + 1) ? e + 1 : x;
+  }
+}
+
+/* Take out the WRITING slots whose claimant is dead: every one, or (pid
+ * > 0) those of that pid only.  Lock held.  Returns whether any. */
+static bool reap(ctx_t *c, pid_t pid) {
   mh_mpqueue_t *q = c->q;
   if (!q->lane) return false;
   bool any = false;
-  uint64_t d = atomic_load(&c->sh->deq), e = atomic_load(&c->sh->enq);
+  uint64_t d = atomic_load(&c->sh->deq), e = settle_enq(q);
   for (uint64_t p = d; p != e && p - d < q->scap; p++) {
-    mpq_lslot_t *s = lslot(q, p);
-    uint64_t w = atomic_load(&s->word);
+    uint64_t w = atomic_load(&lslot(q, p)->word);
     if (SW_POS(w) != (p & SW_POSMASK) || SW_ST(w) != S_WRITING) continue;
-    if (owner_dead(s, w) && lane_take_out(c, p, w)) any = true;
+    if (pid > 0 ? SW_PID(w) != pid : !owner_dead(q, w)) continue;
+    if (lane_take_out(c, p, w)) any = true;
   }
   return any;
+}
+
+/* Take out the claims of dead producers.  Lock held.  Returns whether any. */
+bool lane_reap(ctx_t *c) { return reap(c, 0); }
+
+/* A lane put that raced a record put (LANE_RACED) gives its claim back.
+ * Lock held. */
+void lane_abandon(ctx_t *c, uint64_t p) {
+  lane_take_out(c, p, SW(p, S_WRITING, (uint32_t)mh__pid()));
+}
+
+/* Make this process one of the lane's producers, before its first claim:
+ * *ok says whether it may use the lane (no: every entry is a live
+ * process's, and it puts records only).  Takes the lock.
+ *
+ * Its entry holds its start time.  An entry found with its pid but another
+ * start time was a dead process's (its pid is ours now): its slots are
+ * taken out before the entry is ours.  When no entry is free, those of dead
+ * processes are freed, their slots taken out first.  So an entry changes
+ * only once its process is dead and no slot names it any more, and a
+ * WRITING slot's pid always finds the claimant's start time. */
+int lane_register(mh_mpqueue_t *q, bool *ok) {
+  ctx_t c = {q, q->sh, 0, 0};
+  mpq_sh_t *sh = q->sh;
+  uint64_t st;
+  uint32_t pid = me_pid(&st);
+  int rc = q_lock(&c);
+  if (rc) return rc;
+  int i = reg_find(sh, pid);
+  if (i >= 0 && LD(sh->reg[i].stime) != st) {
+    reap(&c, (pid_t)pid);
+    jset(&c, &sh->reg[i].stime, st);
+    jcommit(&c);
+  } else if (i < 0) {
+    i = reg_find(sh, 0);
+    /* None free: free every dead process's at once, so that the next
+     * ones to come find room without looking at them all again. */
+    for (int j = 0; j < LANE_PRODUCERS; j++) {
+      uint64_t pj = LD(sh->reg[j].pid);
+      if (pj == 0 || !proc_dead((pid_t)pj, LD(sh->reg[j].stime))) continue;
+      reap(&c, (pid_t)pj);
+      jset(&c, &sh->reg[j].pid, 0);
+      jcommit(&c);
+      if (i < 0) i = j;
+    }
+    if (i >= 0) {
+      jset(&c, &sh->reg[i].stime, st);
+      jset(&c, &sh->reg[i].pid, pid);
+      jcommit(&c);
+    }
+  }
+  q_unlock(&c);
+  *ok = i >= 0;
+  atomic_store(&q->reg_ok, i >= 0);
+  atomic_store(&q->reg_pid, pid);
+  return 0;
 }
 
 /* Discard every READY message of the lane (immediate shutdown).  Lock held. */

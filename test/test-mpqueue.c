@@ -7,12 +7,16 @@
  * bytes that follow from the id, so a consumer can tell a whole message from
  * a torn or mixed one; the length follows from the id too. */
 #include <pthread.h>
+#include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include "test.h"
+#include "../src/mpqueue_internal.h"
 
 #define MB ((size_t)1 << 20)
 
@@ -487,6 +491,116 @@ TEST(four_by_four_exactly_once) {
   mh_mpqueue_free(base.q);
 }
 
+
+/* ---- the count bound, with lane and record puts racing -------------------- */
+
+/* A lane put looks at the record ring (empty?) and then claims a slot; a
+ * record put racing it, between the two, once counted the lane without
+ * that claim, and the queue took maxsize + 1 messages.  Here a child puts
+ * a lane message and gets it back, over and over, and after each put that
+ * returned 0 looks at qsize.  The parent stops it (SIGSTOP) at a random
+ * moment, fills the queue with records (timeout 0, until full), and lets it
+ * go on: a child stopped between its look and its claim then finds the
+ * queue full of records.  Its put must fail (MH_EAGAIN) or leave no more
+ * than maxsize messages. */
+#define BOUND_MAXSIZE 4
+#define STOP_FLAG ((long)1 << 40)
+
+typedef struct bound_arg {
+  mh_mpqueue_t *q;
+  _Atomic long *sh; /* [0] trial, [8] trial done, [16] over, [24] net puts */
+} bound_arg_t;
+
+static int bound_child(void *arg) {
+  bound_arg_t *a = arg;
+  _Atomic long *trial = &a->sh[0], *done = &a->sh[8], *over = &a->sh[16], *net = &a->sh[24];
+  unsigned char buf[64];
+  size_t got;
+  fill(buf, 40, 7);
+  for (long t = 1;; t++) {
+    long now;
+    while ((now = atomic_load(trial)) >= 0 && (now & (STOP_FLAG - 1)) < t) sched_yield();
+    if (now < 0) return 0;
+    /* Until the parent, having filled the queue, says stop. */
+    while (!(atomic_load(trial) & STOP_FLAG)) {
+      int rc = mh_mpqueue_put(a->q, buf, 40, 0);
+      if (rc == MH_EAGAIN) continue;
+      if (rc) return 1;
+      if (mh_mpqueue_qsize(a->q) > BOUND_MAXSIZE) atomic_fetch_add(over, 1);
+      atomic_fetch_add(net, 1);
+      if (atomic_load(trial) & STOP_FLAG) break; /* leave it for the count */
+      if (mh_mpqueue_get(a->q, buf, sizeof buf, &got, 0) == 0) {
+        if (got != 40 || !check(buf, got, 7)) return 2;
+        atomic_fetch_sub(net, 1);
+      }
+    }
+    atomic_store(done, t);
+  }
+}
+
+/* Wait until process `pid` is stopped (state T in /proc). */
+static void wait_stopped(pid_t pid) {
+  char path[64], st[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  for (double t0 = mht_now(); mht_now() - t0 < 10;) {
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = 0;
+    char *e = strrchr(st, ')');
+    if (e && e[1] == ' ' && (e[2] == 'T' || e[2] == 't')) return;
+    sched_yield();
+  }
+  ASSERT(!"the child did not stop");
+}
+
+TEST(maxsize_holds_under_racing_puts) {
+  long trials = mht_scaled(3000);
+  mh_mpqueue_t *q = new_queue(BOUND_MAXSIZE, MB);
+  bound_arg_t a = {q, shared(4 * 64)};
+  mh_process_t *p = start(bound_child, &a);
+  pid_t pid = mh_process_pid(p);
+  unsigned char buf[300];
+  size_t got;
+  long recs = 0, left = 0, failed_child = 0;
+  for (long t = 1; t <= trials; t++) {
+    atomic_store(&a.sh[24], 0);
+    atomic_store(&a.sh[0], t);
+    mht_jitter(50);
+    ASSERT_EQ(kill(pid, SIGSTOP), 0);
+    wait_stopped(pid);
+    long n = 0;
+    fill(buf, sizeof buf, 9);
+    while (mh_mpqueue_put(q, buf, sizeof buf, 0) == 0) n++;
+    recs += n;
+    atomic_store(&a.sh[0], t | STOP_FLAG);
+    ASSERT_EQ(kill(pid, SIGCONT), 0);
+    for (double t0 = mht_now(); atomic_load(&a.sh[8]) < t; ) {
+      if (mht_now() - t0 > 30) {
+        mht_report_stuck(pid, "not done with its trial");
+        failed_child = 1;
+        break;
+      }
+      sched_yield();
+    }
+    if (failed_child) break;
+    long m = 0;
+    while (mh_mpqueue_get(q, buf, sizeof buf, &got, 0) == 0) m++;
+    /* What the child put and did not get back, and the records. */
+    if (m != n + atomic_load(&a.sh[24])) left++;
+  }
+  atomic_store(&a.sh[0], -1);
+  ASSERT_EQ(failed_child, 0);
+  ASSERT_EQ(join_ok(p, 30), 0);
+  long over = atomic_load(&a.sh[16]);
+  if (over) fprintf(stderr, "%ld of %ld trials passed maxsize\n", over, trials);
+  ASSERT_EQ(over, 0);
+  ASSERT_EQ(left, 0);
+  ASSERT_GT(recs, 0);
+  mh_mpqueue_free(q);
+}
+
 /* ---- processes that die copying a message ------------------------------------ */
 
 /* A buffer of `len` bytes whose last page is not accessible: a copy into or
@@ -652,6 +766,112 @@ TEST(lane_get_past_a_got_slot) {
   ASSERT_EQ(join_ok(p, 30), 0);
   ASSERT_EQ(mh_mpqueue_qsize(q), 0);
   mh_mpqueue_free(q);
+}
+
+
+/* ---- a claimant's pid taken by a new process ------------------------------ */
+
+/* Puts one message and gets it back (so this process is one of the lane's
+ * producers), then claims the next lane slot as a put does, and dies there:
+ * before it moved enq or wrote anything else. */
+static int claim_and_die(void *arg) {
+  mh_mpqueue_t *q = arg;
+  unsigned char buf[64];
+  size_t got;
+  fill(buf, 40, 1);
+  if (mh_mpqueue_put(q, buf, 40, 0) || mh_mpqueue_get(q, buf, sizeof buf, &got, 0) ||
+      mh_mpqueue_task_done(q))
+    return 1;
+  uint64_t e = atomic_load(&q->sh->enq), w = SW(e, S_EMPTY, 0);
+  if (!atomic_compare_exchange_strong(&lslot(q, e)->word, &w, SW(e, S_WRITING, getpid())))
+    return 2;
+  _exit(0);
+}
+
+static int wait_released(void *arg) {
+  _Atomic long *go = arg;
+  while (!atomic_load(go)) mht_sleep(0.001);
+  return 0;
+}
+
+/* The first process of a new PID namespace (so its pids can be chosen):
+ * 0, 77 (cannot be set up here), or what failed. */
+static int reused_pid_init(void *arg) {
+  (void)arg;
+  if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+      mount("proc", "/proc", "proc", 0, NULL) != 0)
+    return 77;
+  mh_mpqueue_t *q;
+  if (mh_mpqueue_new(&q, 4, MB)) return 3;
+  mh_process_t *x, *y;
+  int code = -1;
+  if (mh_process_start(&x, claim_and_die, q, NULL)) return 4;
+  pid_t xpid = mh_process_pid(x);
+  if (mh_process_join(x, 30) || mh_process_exitcode(x, &code) || code != 0) return 5;
+  mh_process_free(x);
+  /* A later start time (it counts in ticks of 10 ms), and the same pid. */
+  mht_sleep(0.05);
+  FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+  if (!f) return 77;
+  fprintf(f, "%d", (int)xpid - 1);
+  if (fclose(f) != 0) return 77;
+  void *gomem = shared(64);
+  _Atomic long *go = gomem;
+  if (mh_process_start(&y, wait_released, gomem, NULL)) return 6;
+  if (mh_process_pid(y) != xpid) return 77; /* somebody else took it */
+  /* The dead claim holds one of the 4 slots: the fourth put finds the
+   * queue full unless it tells the dead claimant from the live process. */
+  unsigned char buf[64];
+  size_t got;
+  int rc = 0;
+  for (int i = 0; i < 4 && !rc; i++) {
+    fill(buf, 40, (uint64_t)(10 + i));
+    if (mh_mpqueue_put(q, buf, 40, 0)) rc = 10 + i;
+  }
+  for (int i = 0; i < 4 && !rc; i++) {
+    uint64_t id = (uint64_t)(10 + i);
+    if (mh_mpqueue_get(q, buf, sizeof buf, &got, 0) || got != 40 || !check(buf, got, id))
+      rc = 20 + i;
+    else if (mh_mpqueue_task_done(q))
+      rc = 30;
+  }
+  if (!rc && mh_mpqueue_join(q, 0)) rc = 31; /* the dead claim left no task */
+  atomic_store(go, 1);
+  if (mh_process_join(y, 30) || mh_process_exitcode(y, &code) || code != 0) rc = rc ? rc : 7;
+  mh_process_free(y);
+  mh_mpqueue_free(q);
+  return rc;
+}
+
+/* Unshares CLONE_NEWPID and runs reused_pid_init as the namespace's first
+ * process: its code, or 77.  A process of its own, since one that unshared
+ * CLONE_NEWPID cannot fork again once that first process has ended (and
+ * LeakSanitizer forks at exit); it leaves by _exit for the same reason. */
+static int reused_pid_driver(void *arg) {
+  (void)arg;
+  if (unshare(CLONE_NEWPID) != 0) {
+    printf("skipped: cannot make a PID namespace here (%s)\n", strerror(errno));
+    fflush(stdout);
+    _exit(77);
+  }
+  mh_process_t *p;
+  int code = -1;
+  if (mh_process_start(&p, reused_pid_init, NULL, NULL)) _exit(3);
+  if (mh_process_join(p, 60) || mh_process_exitcode(p, &code)) _exit(4);
+  if (code == 77) printf("skipped: cannot mount /proc or choose a pid in the new namespace\n");
+  fflush(stdout);
+  _exit(code);
+}
+
+/* A producer killed right after it claimed a lane slot, whose pid a new,
+ * live process then has: its slot is still taken out (so that the lane is
+ * not one slot short for as long as that process lives).  The claimant's
+ * start time is known from before its claim.  Needs the right to make a
+ * PID namespace and set its next pid (root). */
+TEST(lane_claim_of_a_reused_pid) {
+  int code = join_ok(start(reused_pid_driver, NULL), 90);
+  if (code == 77) exit(77);
+  ASSERT_EQ(code, 0);
 }
 
 /* ---- order: each producer's messages come out in the order it put them ------ */
