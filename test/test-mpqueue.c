@@ -874,6 +874,62 @@ TEST(lane_claim_of_a_reused_pid) {
   ASSERT_EQ(code, 0);
 }
 
+
+/* More live lane producers than the table holds (LANE_PRODUCERS): the ones
+ * that find it full put records, and every message arrives once, in each
+ * producer's order. */
+typedef struct many_arg {
+  mh_mpqueue_t *q;
+  _Atomic long *sh; /* [0] producers that put, [8] go */
+  int id;
+} many_arg_t;
+
+static int put_two_and_wait(void *arg) {
+  many_arg_t *a = arg;
+  unsigned char buf[64];
+  for (int k = 0; k < 2; k++) {
+    fill(buf, 40, (uint64_t)(a->id * 2 + k));
+    if (mh_mpqueue_put(a->q, buf, 40, 30)) return 1;
+  }
+  atomic_fetch_add(&a->sh[0], 1);
+  while (!atomic_load(&a->sh[8])) mht_sleep(0.002);
+  return 0;
+}
+
+TEST(more_lane_producers_than_entries) {
+  enum { N = LANE_PRODUCERS + 12 };
+  mh_mpqueue_t *q = new_queue(0, MB);
+  many_arg_t base = {q, shared(2 * 64), 0}, *args = malloc(N * sizeof *args);
+  mh_process_t **p = malloc(N * sizeof *p);
+  ASSERT(args && p);
+  for (int i = 0; i < N; i++) {
+    args[i] = base;
+    args[i].id = i;
+    p[i] = start(put_two_and_wait, &args[i]);
+  }
+  for (double t0 = mht_now(); atomic_load(&base.sh[0]) < N;)
+    ASSERT(mht_now() - t0 < 120);
+  int entries = 0;
+  for (int i = 0; i < LANE_PRODUCERS; i++) entries += atomic_load(&q->sh->reg[i].pid) != 0;
+  ASSERT_EQ(entries, LANE_PRODUCERS); /* all live: the last ones put records */
+  unsigned char seen[2 * N] = {0}, buf[64];
+  size_t got;
+  for (int k = 0; k < 2 * N; k++) {
+    ASSERT_OK(mh_mpqueue_get(q, buf, sizeof buf, &got, 10));
+    uint64_t id;
+    ASSERT_UEQ(got, 40);
+    memcpy(&id, buf, 8);
+    ASSERT(id < 2 * N && check(buf, got, id));
+    ASSERT(id % 2 == 0 || seen[id - 1]); /* a producer's second after its first */
+    ASSERT_EQ(seen[id]++, 0);
+  }
+  ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  atomic_store(&base.sh[8], 1);
+  for (int i = 0; i < N; i++) ASSERT_EQ(join_ok(p[i], 60), 0);
+  free(args);
+  free(p);
+  mh_mpqueue_free(q);
+}
 /* ---- order: each producer's messages come out in the order it put them ------ */
 
 #define OP 3 /* producers */
