@@ -491,7 +491,6 @@ TEST(four_by_four_exactly_once) {
   mh_mpqueue_free(base.q);
 }
 
-
 /* ---- the count bound, with lane and record puts racing -------------------- */
 
 /* A lane put looks at the record ring (empty?) and then claims a slot; a
@@ -768,7 +767,6 @@ TEST(lane_get_past_a_got_slot) {
   mh_mpqueue_free(q);
 }
 
-
 /* ---- a claimant's pid taken by a new process ------------------------------ */
 
 /* Puts one message and gets it back (so this process is one of the lane's
@@ -874,7 +872,6 @@ TEST(lane_claim_of_a_reused_pid) {
   ASSERT_EQ(code, 0);
 }
 
-
 /* More live lane producers than the table holds (LANE_PRODUCERS): the ones
  * that find it full put records, and every message arrives once, in each
  * producer's order. */
@@ -930,6 +927,7 @@ TEST(more_lane_producers_than_entries) {
   free(p);
   mh_mpqueue_free(q);
 }
+
 /* ---- order: each producer's messages come out in the order it put them ------ */
 
 #define OP 3 /* producers */
