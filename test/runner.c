@@ -185,6 +185,25 @@ int mht_private_dev_shm(void) {
   return 1;
 }
 
+void mht_new_pid_namespace_or_skip(void) {
+  if (unshare(CLONE_NEWPID) == 0) return;
+  printf("skipped: cannot make a PID namespace here (%s)\n", strerror(errno));
+  fflush(stdout);
+  _exit(77);
+}
+
+char mht_proc_state(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *fp = fopen(path, "r");
+  if (!fp) return '-';
+  size_t n = fread(buf, 1, sizeof buf - 1, fp);
+  fclose(fp);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')');
+  return p && p[1] == ' ' ? p[2] : '?';
+}
+
 int mht_dev_shm_entries(void) {
   DIR *d = opendir("/dev/shm");
   if (!d) return 0;

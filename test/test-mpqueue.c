@@ -7,7 +7,6 @@
  * bytes that follow from the id, so a consumer can tell a whole message from
  * a torn or mixed one; the length follows from the id too. */
 #include <pthread.h>
-#include <errno.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -539,16 +538,10 @@ static int bound_child(void *arg) {
 
 /* Wait until process `pid` is stopped (state T in /proc). */
 static void wait_stopped(pid_t pid) {
-  char path[64], st[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   for (double t0 = mht_now(); mht_now() - t0 < 10;) {
-    FILE *f = fopen(path, "r");
-    ASSERT(f != NULL);
-    size_t n = fread(st, 1, sizeof st - 1, f);
-    fclose(f);
-    st[n] = 0;
-    char *e = strrchr(st, ')');
-    if (e && e[1] == ' ' && (e[2] == 'T' || e[2] == 't')) return;
+    char st = mht_proc_state(pid);
+    ASSERT(st != '-');
+    if (st == 'T' || st == 't') return;
     sched_yield();
   }
   ASSERT(!"the child did not stop");
@@ -841,17 +834,11 @@ static int reused_pid_init(void *arg) {
   return rc;
 }
 
-/* Unshares CLONE_NEWPID and runs reused_pid_init as the namespace's first
- * process: its code, or 77.  A process of its own, since one that unshared
- * CLONE_NEWPID cannot fork again once that first process has ended (and
- * LeakSanitizer forks at exit); it leaves by _exit for the same reason. */
+/* Runs reused_pid_init as the first process of a new PID namespace: its
+ * code, or 77 (see mht_new_pid_namespace_or_skip). */
 static int reused_pid_driver(void *arg) {
   (void)arg;
-  if (unshare(CLONE_NEWPID) != 0) {
-    printf("skipped: cannot make a PID namespace here (%s)\n", strerror(errno));
-    fflush(stdout);
-    _exit(77);
-  }
+  mht_new_pid_namespace_or_skip();
   mh_process_t *p;
   int code = -1;
   if (mh_process_start(&p, reused_pid_init, NULL, NULL)) _exit(3);

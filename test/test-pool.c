@@ -378,20 +378,6 @@ TEST(timeout_hung_task) {
   pool_free(ex);
 }
 
-/* The state of a process, as /proc says it ('T' stopped, 'Z' zombie), or
- * '-' when it is gone. */
-static char proc_state(int pid) {
-  char path[64], buf[512];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *fp = fopen(path, "r");
-  if (!fp) return '-';
-  size_t n = fread(buf, 1, sizeof buf - 1, fp);
-  fclose(fp);
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');
-  return p && p[1] == ' ' ? p[2] : '?';
-}
-
 /* The one-minute load average, for failure messages. */
 static double load1(void) {
   double l = -1;
@@ -419,9 +405,9 @@ static void stopped_fail(int line, const char *phase, int i, mh_future_t *f,
            phase, i,
            done ? "done but failed" : "NOT done after the test's own wait",
            waited, rc, mh_strerror(rc), mh_future_running(f),
-           mh_future_cancelled(f), stopped, proc_state(stopped), k, now[0],
-           now[0] ? proc_state(now[0]) : '-', now[1],
-           now[1] ? proc_state(now[1]) : '-', load1());
+           mh_future_cancelled(f), stopped, mht_proc_state(stopped), k, now[0],
+           now[0] ? mht_proc_state(now[0]) : '-', now[1],
+           now[1] ? mht_proc_state(now[1]) : '-', load1());
 }
 
 TEST(timeout_sigstopped_worker) {
@@ -471,7 +457,7 @@ TEST(timeout_sigstopped_worker) {
                "s; item %d: status %d (%s), out %ld; stopped worker %d is "
                "'%c'; load %.1f",
                rc, mh_strerror(rc), took, i, st[i], mh_strerror(st[i]),
-               outl[i], pids[1], proc_state(pids[1]), load1());
+               outl[i], pids[1], mht_proc_state(pids[1]), load1());
   pool_free(ex);
 }
 

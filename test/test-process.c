@@ -850,11 +850,7 @@ static int report_own_pid(void *arg) {
  * is refused by the kernel once the first has ended, and must say so. */
 static int new_pid_namespace_driver(void *arg) {
   (void)arg;
-  if (unshare(CLONE_NEWPID) != 0) {
-    printf("skipped: cannot make a PID namespace here (%s)\n", strerror(errno));
-    fflush(stdout);
-    _exit(77);
-  }
+  mht_new_pid_namespace_or_skip();
   mh_process_t *p;
   int code = -1;
   if (mh_process_start(&p, report_own_pid, NULL, NULL)) _exit(2);

@@ -173,6 +173,17 @@ int mht_each_process(const char *file, mht_proc_visit_fn fn, void *arg);
  * allow it. */
 int mht_private_dev_shm(void);
 
+/* Unshare CLONE_NEWPID, so that this process's next child is the first of
+ * a new PID namespace (pid 1), or print why not and _exit(77) (a skip).
+ * Call it in a child of the test of its own, which leaves by _exit too:
+ * once that first process has ended this one can fork no more (and
+ * LeakSanitizer forks at exit). */
+void mht_new_pid_namespace_or_skip(void);
+
+/* The state of process `pid` as /proc/<pid>/stat says it ('R', 'S', 'T'
+ * stopped, 'Z' zombie, ...), '-' when it is gone, '?' when unreadable. */
+char mht_proc_state(pid_t pid);
+
 /* The number of entries in /dev/shm (0 when it cannot be read). */
 int mht_dev_shm_entries(void);
 
