@@ -143,12 +143,38 @@ TEST(trees_from_many_threads) {
 
 /* ---- a chain: each task submits one child and waits for it ------------ */
 
+/* ThreadSanitizer keeps each thread's calls in a shadow stack of 65,536
+ * entries (kShadowStackSize in its runtime).  It is never grown and, in the
+ * runtime's release build, never bounds-checked: past the end, each call
+ * writes over the runtime's own memory.  A nested wait here costs 7
+ * instrumented frames (chain_task, mh_future_result, mh__future_wait_dl,
+ * help_once, run_item, run_one, mh__task_run), so 10^4 levels need 70,004
+ * entries (read with gdb from __tsan_testonly_shadow_stack_current_size).
+ * The overflow is the likely cause of this test's rare TSan hang in CI: the
+ * watchdog's stacks showed the process spinning in the runtime's free()
+ * (MetaMap::FreeRange) while the worker was joined, after the chain had
+ * given the right answer.  So under TSan the chain is 8,000 deep, and the
+ * test checks that its bottom stayed inside the shadow stack; elsewhere it
+ * is the 10^4 the issue asks for. */
+#if MH__TSAN
+#define CHAIN_DEPTH 8000
+#define TSAN_SHADOW_STACK 65536
+extern unsigned long __tsan_testonly_shadow_stack_current_size(void) __attribute__((weak));
+static _Atomic unsigned long chain_bottom_frames; /* at depth 0 */
+#else
+#define CHAIN_DEPTH 10000
+#endif
+
 static int chain_task(const void *in, size_t in_size, void *out, size_t out_size,
                       void *ctx) {
   (void)in_size;
   (void)out_size;
   int depth = *(const int *)in;
   if (depth == 0) {
+#if MH__TSAN
+    if (__tsan_testonly_shadow_stack_current_size)
+      atomic_store(&chain_bottom_frames, __tsan_testonly_shadow_stack_current_size());
+#endif
     *(int *)out = 0;
     return 0;
   }
@@ -170,12 +196,17 @@ static void chain_on(int workers, int depth) {
   ASSERT_EQ(mh_future_result(f, MH_FOREVER), 0);
   mh_future_release(f);
   ASSERT_EQ(got, depth);
+#if MH__TSAN
+  /* The run above is only as good as TSan's view of it. */
+  if (__tsan_testonly_shadow_stack_current_size)
+    ASSERT_LT(atomic_load(&chain_bottom_frames), TSAN_SHADOW_STACK);
+#endif
   ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
   mh_executor_free(ex);
 }
 
-TEST(chain_1e4_one_worker) { chain_on(1, 10000); }
-TEST(chain_1e4_two_workers) { chain_on(2, 10000); }
+TEST(chain_1e4_one_worker) { chain_on(1, CHAIN_DEPTH); }
+TEST(chain_1e4_two_workers) { chain_on(2, CHAIN_DEPTH); }
 
 /* ---- spawn records (mh_spawn / mh_spawn_join) ------------------------- */
 
