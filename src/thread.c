@@ -186,7 +186,22 @@ static void *trampoline(void *arg) {
   return NULL;
 }
 
+/* Linux refuses new threads (clone with CLONE_THREAD fails with EINVAL) in
+ * a process that called unshare(CLONE_NEWPID): its children would live in
+ * a PID namespace other than its own.  Such a process has a pid_for_children
+ * link that differs from its pid link, or none at all before its first
+ * child. */
+static int pid_namespace_forbids_threads(void) {
+  char own[64], kids[64];
+  ssize_t n = readlink("/proc/self/ns/pid", own, sizeof own);
+  if (n <= 0) return 0; /* no /proc: cannot tell */
+  ssize_t m = readlink("/proc/self/ns/pid_for_children", kids, sizeof kids);
+  if (m < 0) return errno == ENOENT;
+  return m != n || memcmp(own, kids, (size_t)n) != 0;
+}
+
 int mh__thread_create_error(int rc, const pthread_attr_t *attr) {
+  if (rc == EINVAL && pid_namespace_forbids_threads()) return MH_ENOTSUP;
   if (rc != EAGAIN) return rc == ENOMEM ? MH_ENOMEM : -rc;
   size_t stack = 0, guard = 0;
   pthread_attr_t def;

@@ -19,7 +19,8 @@ void mh__threads_wait_at_exit(void);
  * defaults).  glibc says EAGAIN both when the system is out of threads and
  * when the new thread's stack could not be mapped (RLIMIT_AS, overcommit):
  * this maps a stack of the same size to tell the two apart, and answers
- * MH_ENOMEM for the second. */
+ * MH_ENOMEM for the second; and MH_ENOTSUP for EINVAL in a process that
+ * unshared CLONE_NEWPID, where Linux allows no new thread. */
 int mh__thread_create_error(int rc, const pthread_attr_t *attr);
 
 #endif /* MH_THREAD_INTERNAL_H */

@@ -862,6 +862,49 @@ static int new_pid_namespace_driver(void *arg) {
   _exit(0); /* _exit: LeakSanitizer would fork at exit, and cannot here */
 }
 
+/* After unshare(CLONE_NEWPID) Linux forbids new threads: a thread start and
+ * an executor of either backend must say MH_ENOTSUP (they once said
+ * MH_EINVAL, as if the call's arguments were wrong).  Before and after the
+ * namespace's first process alike. */
+static void never_runs(void *arg) { (void)arg; }
+
+static int no_threads_driver(void *arg) {
+  (void)arg;
+  mht_new_pid_namespace_or_skip();
+  for (int round = 0; round < 2; round++) {
+    mh_thread_t *t = NULL;
+    if (mh_thread_start(&t, never_runs, NULL, NULL) != MH_ENOTSUP || t) _exit(10 + round);
+    mh_executor_options_t o;
+    mh_executor_options_init(&o);
+    o.workers = 1;
+    for (int b = 0; b < 2; b++) {
+      o.backend = b ? MH_BACKEND_PROCESSES : MH_BACKEND_THREADS;
+      mh_executor_t *ex = NULL;
+      if (mh_executor_new(&ex, &o) != MH_ENOTSUP || ex) _exit(20 + 2 * round + b);
+    }
+    if (round == 0) { /* the namespace's first process, pid 1 */
+      mh_process_t *p;
+      int code = -1;
+      if (mh_process_start(&p, report_own_pid, NULL, NULL)) _exit(30);
+      if (mh_process_join(p, 30) || mh_process_exitcode(p, &code)) _exit(31);
+      mh_process_free(p);
+      if (code != 41) _exit(32);
+    }
+  }
+  _exit(0); /* as above: LeakSanitizer cannot fork here */
+}
+
+TEST(no_threads_after_unsharing_the_pid_namespace) {
+  mh_process_t *p;
+  int code = -1;
+  ASSERT_OK(mh_process_start(&p, no_threads_driver, NULL, NULL));
+  ASSERT_OK(mh_process_join(p, 60));
+  ASSERT_OK(mh_process_exitcode(p, &code));
+  mh_process_free(p);
+  if (code == 77) exit(77);
+  ASSERT_EQ(code, 0);
+}
+
 TEST(start_after_unsharing_the_pid_namespace) {
   mh_process_t *p;
   int code = -1;

@@ -123,7 +123,9 @@ MH_EXTERN void mh_executor_options_init(mh_executor_options_t *opts);
  * @return 0 on success, or one of these errors: MH_EINVAL (NULL `ex`, workers < 0 or > 4096, unknown backend,
  * negative retries or max_tasks_per_child), MH_ENOTSUP (backend not built in),
  * MH_ENOMEM (also: no memory for a worker thread's stack), MH_EAGAIN (the
- * system refused a thread or process). */
+ * system refused a thread or process), MH_ENOTSUP also in a process that
+ * called unshare(CLONE_NEWPID), where Linux allows no new thread (either
+ * backend needs one; see mh_thread_start). */
 MH_EXTERN int mh_executor_new(mh_executor_t **ex,
                               const mh_executor_options_t *opts);
 

@@ -68,8 +68,9 @@ typedef struct mh_thread_options_s {
  * @return 0, MH_EINVAL (NULL thread or fn, non-zero flags, stack size below
  * the system minimum), MH_ENOMEM (no memory for the record or for the
  * thread's stack, e.g. under `ulimit -v`), MH_EAGAIN (the system cannot
- * start another thread now: a thread or process limit), MH_ESHUTDOWN (the
- * process is exiting). */
+ * start another thread now: a thread or process limit), MH_ENOTSUP (the
+ * process called unshare(CLONE_NEWPID), after which Linux allows it no new
+ * thread; its child processes may), MH_ESHUTDOWN (the process is exiting). */
 MH_EXTERN int mh_thread_start(mh_thread_t **thread, mh_thread_fn fn, void *arg,
                               const mh_thread_options_t *opts);
 

@@ -49,6 +49,7 @@
 
 #include "procpool_internal.h"
 #include "spin.h"
+#include "thread_internal.h"
 #include "trace_internal.h"
 
 /* ==== dispatcher: the loop ================================================ */
@@ -470,7 +471,7 @@ int mh__pp_new(mh__pp_t **out, const mh__pp_config_t *cfg) {
   int err = pthread_create(&pp->thread, NULL, pp_disp_main, pp);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (err) {
-    rc = MH_EAGAIN;
+    rc = mh__thread_create_error(err, NULL);
     goto fail_cv;
   }
   pthread_mutex_lock(&pp->mu);
