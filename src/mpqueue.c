@@ -538,6 +538,12 @@ int mh_mpqueue_put(mh_mpqueue_t *q, const void *msg, size_t len, double timeout)
     if ((rc = lane_register(q, &lane_ok))) return rc;
   } else if (lane_ok) {
     lane_ok = atomic_load_explicit(&q->reg_ok, memory_order_relaxed);
+    /* No entry was free when this process came: look again now and then. */
+    if (!lane_ok &&
+        atomic_fetch_add_explicit(&q->reg_puts, 1, memory_order_relaxed) % LANE_REG_RETRY ==
+            LANE_REG_RETRY - 1 &&
+        (rc = lane_register(q, &lane_ok)))
+      return rc;
   }
   uint64_t lp;
   bool spun = false, last = false, reset = false, raced = false;

@@ -41,6 +41,9 @@
 #define LANE_MAX ((uint64_t)104)
 /* Processes that may put into the lane at once (more put records only). */
 #define LANE_PRODUCERS 128
+/* A process that found no free entry looks again at every this many puts
+ * (entries free up as their processes end). */
+#define LANE_REG_RETRY 4096u
 
 enum { R_PAD = 1, R_WRITING, R_READY, R_CLAIMED, R_FREEING, R_DONE };
 enum { S_EMPTY = 0, S_WRITING = 1, S_READY = 2, S_DISC = 3 };
@@ -130,6 +133,7 @@ struct mh_mpqueue_s {
    * finds its parent's and registers itself), and whether it found room. */
   _Atomic uint32_t reg_pid;
   _Atomic bool reg_ok;
+  _Atomic uint32_t reg_puts; /* puts since reg_ok was found false */
 };
 
 /* What one call has under way: its journal and the wake-ups it owes. */

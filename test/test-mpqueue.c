@@ -861,7 +861,8 @@ TEST(lane_claim_of_a_reused_pid) {
 
 /* More live lane producers than the table holds (LANE_PRODUCERS): the ones
  * that find it full put records, and every message arrives once, in each
- * producer's order. */
+ * producer's order.  A process that found it full takes an entry within
+ * LANE_REG_RETRY puts once the others have ended. */
 typedef struct many_arg {
   mh_mpqueue_t *q;
   _Atomic long *sh; /* [0] producers that put, [8] go */
@@ -908,8 +909,25 @@ TEST(more_lane_producers_than_entries) {
     ASSERT_EQ(seen[id]++, 0);
   }
   ASSERT_EQ(mh_mpqueue_qsize(q), 0);
+  /* This process comes while every entry is a live producer's: records. */
+  fill(buf, 40, 0);
+  ASSERT_OK(mh_mpqueue_put(q, buf, 40, 0));
+  ASSERT(!atomic_load(&q->reg_ok));
+  ASSERT_OK(mh_mpqueue_get(q, buf, sizeof buf, &got, 0));
   atomic_store(&base.sh[8], 1);
   for (int i = 0; i < N; i++) ASSERT_EQ(join_ok(p[i], 60), 0);
+  /* They have ended: within LANE_REG_RETRY more puts it takes an entry. */
+  for (uint64_t k = 1; k <= LANE_REG_RETRY; k++) {
+    fill(buf, 40, k);
+    ASSERT_OK(mh_mpqueue_put(q, buf, 40, 0));
+    ASSERT_OK(mh_mpqueue_get(q, buf, sizeof buf, &got, 0));
+    ASSERT(got == 40 && check(buf, got, k));
+  }
+  ASSERT(atomic_load(&q->reg_ok));
+  entries = 0;
+  for (int i = 0; i < LANE_PRODUCERS; i++)
+    entries += atomic_load(&q->sh->reg[i].pid) == (uint64_t)getpid();
+  ASSERT_EQ(entries, 1);
   free(args);
   free(p);
   mh_mpqueue_free(q);
