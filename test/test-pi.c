@@ -315,7 +315,7 @@ TEST(plan) {
     ASSERT_UEQ(p.nblocks, UINT64_C(1) << 41);
     ASSERT_UEQ(p.last_points, MH_PI_BLOCK_POINTS - 1);
     ASSERT_UEQ((p.nblocks - 1) * MH_PI_BLOCK_POINTS + p.last_points, max);
-    ASSERT(p.blocks_per_task >= 1 && p.blocks_per_task <= 8);
+    ASSERT(p.blocks_per_task >= 1 && p.blocks_per_task <= MH__PI_MAX_TASK_BLOCKS);
     ASSERT(p.ntasks * p.blocks_per_task >= p.nblocks);
     ASSERT((p.ntasks - 1) * p.blocks_per_task < p.nblocks);
     ASSERT_ULE(p.window, (uint64_t)ws[i] * 2 + 2);

@@ -201,12 +201,18 @@ int mh__pi_plan(uint64_t n, int workers, mh__pi_plan_t *plan) {
   plan->n = n;
   plan->nblocks = (n - 1) / MH_PI_BLOCK_POINTS + 1; /* no overflow */
   plan->last_points = n - (plan->nblocks - 1) * MH_PI_BLOCK_POINTS;
-  /* Several blocks per task amortise the cost of a submission (large on the
-   * process backend), but at least ~16 tasks per worker keep the load
-   * balanced and cancellation prompt; a task never exceeds 8 blocks. */
+  /* Several blocks per task amortise the cost of a submission, but at least
+   * ~16 tasks per worker keep the load balanced, and a cap keeps
+   * cancellation prompt.  On the process backend each task costs the
+   * parent's threads two or three wake-ups, and on a machine with as many
+   * cores as workers each of those preempts a worker.  With at most 8
+   * blocks a task (9 ms), 2 workers took ~1,100 involuntary context
+   * switches at N = 1e10 and reached 95.8% of twice the 1-worker rate at
+   * N = 2e10; with 32, ~750 and 97.7% (bench/pi.sh).  The last tasks are
+   * smaller still (mh_pi_run), so the tail does not grow. */
   uint64_t per = plan->nblocks / ((uint64_t)workers * 16);
   if (per < 1) per = 1;
-  if (per > 8) per = 8;
+  if (per > MH__PI_MAX_TASK_BLOCKS) per = MH__PI_MAX_TASK_BLOCKS;
   plan->blocks_per_task = per;
   /* At least this many tasks (mh_pi_run makes the last ones smaller). */
   plan->ntasks = (plan->nblocks - 1) / per + 1;

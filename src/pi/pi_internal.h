@@ -12,12 +12,16 @@
 #include "manyhands/pi.h"
 #include "pi_stream.h"
 
+/* Most blocks in one task of the window (pi.c): about 35 ms of one core. */
+#define MH__PI_MAX_TASK_BLOCKS 32
+
 /* How mh_pi_run cuts n points into blocks and tasks (pi.c). */
 typedef struct mh__pi_plan {
   uint64_t n;
   uint64_t nblocks;         /* ceil(n / MH_PI_BLOCK_POINTS) */
   uint64_t last_points;     /* points of the last block, 1 .. BLOCK_POINTS */
-  uint64_t blocks_per_task; /* 1 .. 8, from n and the worker count */
+  uint64_t blocks_per_task; /* 1 .. MH__PI_MAX_TASK_BLOCKS, from n and the
+                               worker count */
   uint64_t ntasks;          /* ceil(nblocks / blocks_per_task): tasks of
                                full size; the last ones are smaller */
   size_t window;            /* tasks in flight at most */
