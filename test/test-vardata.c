@@ -378,23 +378,8 @@ static void var_results(mh_backend_t b) {
 TEST(var_results_processes) { var_results(MH_BACKEND_PROCESSES); }
 TEST(var_results_threads) { var_results(MH_BACKEND_THREADS); }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define MHT_ASAN 1
-#else
-#define MHT_ASAN 0
-#endif
-
-/* Under a sanitizer resident memory counts its shadow and quarantine. */
-#if defined(__SANITIZE_THREAD__) || MHT_ASAN
-#define MHT_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define MHT_SANITIZED 1
-#endif
-#endif
-#ifndef MHT_SANITIZED
-#define MHT_SANITIZED 0
-#endif
+/* Under a sanitizer resident memory counts its shadow and quarantine
+ * (MH__ASAN, MH__TSAN, MH__SANITIZED: src/sanitizer.h, through test.h). */
 
 static long rss_kib(void) {
   FILE *fp = fopen("/proc/self/status", "r");
@@ -447,16 +432,10 @@ static void long_imap(mh_backend_t b) {
    * quarantine, so there the bound only says "not 1 GB"; TSan's shadow of
    * every heap address the parent copied from counts as resident, so the
    * bound is not checked there (the plain and ASan builds check it). */
-#if defined(__SANITIZE_THREAD__)
-  (void)peak;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
+#if MH__TSAN
   (void)peak;
 #else
-  ASSERT(peak < base + (MHT_ASAN ? 400 : 64) * 1024);
-#endif
-#else
-  ASSERT(peak < base + (MHT_ASAN ? 400 : 64) * 1024);
+  ASSERT(peak < base + (MH__ASAN ? 400 : 64) * 1024);
 #endif
   mh_executor_free(ex);
   free(in);
@@ -520,7 +499,7 @@ TEST(big_map_small_results_threads) { big_map(MH_BACKEND_THREADS); }
  * few kept warm for the next map). */
 TEST(big_map_64k_results_processes) {
   mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
-  const size_t n = MHT_SANITIZED ? 1500 : 6000, max = 65536;
+  const size_t n = MH__SANITIZED ? 1500 : 6000, max = 65536;
   map_bufs_t m = bufs_new(n, max);
   uint64_t(*in)[2] = m.in;
   void **outs = m.outs;
@@ -545,7 +524,7 @@ TEST(big_map_64k_results_processes) {
            total >> 20, held, after);
     ASSERT(held > after); /* the results were resident, and went */
     if (r == 0) base = after;
-    else ASSERT(MHT_SANITIZED || after < base + 8 * 1024);
+    else ASSERT(MH__SANITIZED || after < base + 8 * 1024);
   }
   mh_executor_free(ex);
   bufs_free(&m);
@@ -599,7 +578,7 @@ TEST(long_imap_64b_flat) {
    * the workers failed to reuse would show as shared pages the parent
    * read: 4 x 10^5 results of 80 B with their headers are 32 MB (38 MB of
    * growth in all).  Measured: 8-9 MB. */
-  ASSERT(MHT_SANITIZED || peak < base + 31 * 1024);
+  ASSERT(MH__SANITIZED || peak < base + 31 * 1024);
   mh_executor_free(ex);
   free(in);
 }
@@ -702,7 +681,7 @@ static long vmsize_kib(void) {
  * results (about 370 MB, all held) could not fit the whole heap, so most
  * of them must have taken the other way. */
 TEST(blocks_run_out) {
-  if (MHT_SANITIZED) {
+  if (MH__SANITIZED) {
     printf("skipped under a sanitizer (its shadow memory needs the address space)\n");
     exit(77);
   }
@@ -817,9 +796,9 @@ TEST(small_results_under_kills) {
   ASSERT_OK(mh_shared_mem_new(&mem, sizeof(kpid_t)));
   kpid_t *kp = mem;
   mh_executor_t *ex = pool(MH_BACKEND_PROCESSES, 2);
-  const size_t n = MHT_SANITIZED ? 20000 : 100000, max = 600;
+  const size_t n = MH__SANITIZED ? 20000 : 100000, max = 600;
   map_bufs_t m = bufs_new(n, max);
-  int rounds = MHT_SANITIZED ? 4 : 12, died = 0;
+  int rounds = MH__SANITIZED ? 4 : 12, died = 0;
   for (int r = 0; r < rounds; r++) {
     atomic_store(&kp->pid, 0);
     pid_t killer = fork();
