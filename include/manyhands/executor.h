@@ -588,9 +588,13 @@ MH_EXTERN void mh_as_completed_free(mh_as_completed_t *ac);
  * there instead.  Tasks a worker submits go onto its own deque (newest
  * first for itself, oldest first for idle workers that steal).  A waiting
  * task must not wait for a task that waits for it (a cycle deadlocks, as
- * everywhere).  On the process and MPI backends a worker has no way back to
- * its executor: mh_executor_submit and map from a worker process give
- * MH_EPERM. */
+ * everywhere).  The waited-for work runs on the waiting worker's stack
+ * (64 MiB): nested waits cost about 350 bytes each beside the task's own
+ * frames, and the executor does not check the room left, so a chain about
+ * 2 x 10^5 waits deep on one worker overflows it (SIGSEGV, as a recursion
+ * that deep would); see docs/forkjoin.md.  On the process and MPI
+ * backends a worker has no way back to its executor: mh_executor_submit
+ * and map from a worker process give MH_EPERM. */
 
 /** A task group: structured concurrency over one thread executor. */
 typedef struct mh_task_group_s mh_task_group_t;
