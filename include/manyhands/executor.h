@@ -589,10 +589,10 @@ MH_EXTERN void mh_as_completed_free(mh_as_completed_t *ac);
  * first for itself, oldest first for idle workers that steal).  A waiting
  * task must not wait for a task that waits for it (a cycle deadlocks, as
  * everywhere).  The waited-for work runs on the waiting worker's stack
- * (64 MiB): nested waits cost about 350 bytes each beside the task's own
- * frames, and the executor does not check the room left, so a chain about
- * 2 x 10^5 waits deep on one worker overflows it (SIGSEGV, as a recursion
- * that deep would); see docs/forkjoin.md.  On the process and MPI
+ * (64 MiB): a level of nested waits took about 350 bytes of it with a
+ * small task, and the executor does not check the room left, so a chain
+ * about 2 x 10^5 waits deep on one worker overflows it (SIGSEGV, as a
+ * recursion that deep would); see docs/forkjoin.md.  On the process and MPI
  * backends a worker has no way back to its executor: mh_executor_submit
  * and map from a worker process give MH_EPERM. */
 
