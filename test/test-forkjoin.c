@@ -208,6 +208,85 @@ static void chain_on(int workers, int depth) {
 TEST(chain_1e4_one_worker) { chain_on(1, CHAIN_DEPTH); }
 TEST(chain_1e4_two_workers) { chain_on(2, CHAIN_DEPTH); }
 
+/* ---- nesting deeper than a worker's stack ------------------------------
+ * A level of nested waits takes about 350 bytes of a worker's 64 MiB stack,
+ * so a chain 2 x 10^5 deep on one worker died of SIGSEGV before helping
+ * waiters moved to a fresh stack segment when theirs is nearly spent
+ * (help_hop in executor_threads.c).  10^6 levels are about 350 MB of
+ * segments; fewer under ASan (bigger frames, and its shadow), still past
+ * one stack.  Not under TSan: its shadow stack bounds nesting at about
+ * 9,000 waits (above), and the executor does not switch stacks there. */
+#if MH__ASAN
+#define DEEP_LEVELS 300000
+#else
+#define DEEP_LEVELS 1000000
+#endif
+
+static void skip_under_tsan(void) {
+  if (MH__TSAN) {
+    printf("skipped under TSan: its shadow stack holds about 9,000 nested waits\n");
+    exit(77);
+  }
+}
+
+TEST(chain_past_one_stack_one_worker) {
+  skip_under_tsan();
+  chain_on(1, DEEP_LEVELS);
+}
+
+TEST(chain_past_one_stack_two_workers) {
+  skip_under_tsan();
+  chain_on(2, DEEP_LEVELS);
+}
+
+/* The same depth through task groups: each member makes a group, runs one
+ * member a level down in it and waits for the group (wait_zero's helping
+ * loop, not mh_future_result's). */
+typedef struct {
+  mh_executor_t *ex;
+  int depth;
+  int *reached; /* the deepest member's depth: 0 */
+} nest_t;
+
+static int nest_member(void *arg, mh_task_group_t *g) {
+  (void)g;
+  nest_t *n = arg;
+  if (n->depth == 0) {
+    *n->reached = 0;
+    return 0;
+  }
+  nest_t down = {n->ex, n->depth - 1, n->reached};
+  mh_task_group_t *sub;
+  int rc = mh_task_group_new(&sub, n->ex);
+  if (rc) return rc;
+  rc = mh_task_group_run(sub, nest_member, &down);
+  int wrc = mh_task_group_wait(sub);
+  int frc = mh_task_group_free(sub);
+  return rc ? rc : wrc ? wrc : frc;
+}
+
+TEST(groups_nested_past_one_stack) {
+  skip_under_tsan();
+  mh_executor_t *ex = threads(1);
+  int reached = -1;
+  nest_t top = {ex, DEEP_LEVELS / 2, &reached};
+  mh_task_group_t *g;
+  ASSERT_EQ(mh_task_group_new(&g, ex), 0);
+  ASSERT_EQ(mh_task_group_run(g, nest_member, &top), 0);
+  ASSERT_EQ(mh_task_group_wait(g), 0);
+  ASSERT_EQ(mh_task_group_free(g), 0);
+  ASSERT_EQ(reached, 0);
+  /* The worker is back on its own stack and still runs nested work. */
+  int depth = 1000, got = -1;
+  mh_future_t *f;
+  ASSERT_EQ(mh_executor_submit(ex, chain_task, &depth, sizeof depth, &got, sizeof got, ex, &f), 0);
+  ASSERT_EQ(mh_future_result(f, MH_FOREVER), 0);
+  mh_future_release(f);
+  ASSERT_EQ(got, depth);
+  ASSERT_EQ(mh_executor_shutdown(ex, MH_SHUTDOWN_WAIT), 0);
+  mh_executor_free(ex);
+}
+
 /* ---- spawn records (mh_spawn / mh_spawn_join) ------------------------- */
 
 typedef struct {

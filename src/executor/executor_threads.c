@@ -96,6 +96,10 @@
  * (slock -> p->lock).
  */
 #include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
 
 #include "executor_internal.h"
 #include "internal.h"
@@ -182,6 +186,8 @@ typedef struct tworker {
   int index;          /* I */
   unsigned rng;       /* W: victim choice */
   int broken;         /* W: the initializer's code */
+  uintptr_t stack_lo; /* W: the low end of the stack it runs on now (0: unknown) */
+  char *spare;        /* W: a stack segment kept for the next hop (help_hop) */
 } tworker_t;
 
 #define DQ_FIRST 256
@@ -476,12 +482,11 @@ static mh_future_t *take_shared(tpool_t *p) {
   return f;
 }
 
-/* mh__helper for worker threads: run one pending task, looking first at the
- * worker's own deque (its newest child, the one a fork-join parent most
- * likely waits for), then the rest of its batch, then other workers'
- * deques, then the shared FIFO.  1 if it ran one. */
-static int help_once(void) {
-  tworker_t *w = tls_self;
+/* Run one pending task for a helping waiter, looking first at the worker's
+ * own deque (its newest child, the one a fork-join parent most likely waits
+ * for), then the rest of its batch, then other workers' deques, then the
+ * shared FIFO.  1 if it ran one. */
+static int help_here(tworker_t *w) {
   uintptr_t it = dq_take(w);
   if (!it) it = w->batch ? 0 : steal_any(w);
   if (it) {
@@ -511,6 +516,129 @@ static int help_once(void) {
   }
   run_one(w, f, 0);
   return 1;
+}
+
+/* ---- helping on a fresh stack -------------------------------------------
+ * A helping waiter runs tasks on top of the waiting one, so nested waits
+ * grow its stack: a level took about 350 bytes with a small task, and the
+ * 64 MiB of a worker overflowed (SIGSEGV) at about 1.9 x 10^5 levels.  So
+ * when less than HELP_ROOM is left, help_once runs the task it helps with
+ * on a stack segment of SEG_BYTES (swapcontext: the same thread, so the
+ * same deque, thread-locals and tls_self), and returns to the old stack
+ * when that task is done.  The nesting is then bounded by memory, not by
+ * one stack.  A worker keeps one segment for its next hop, unmapped when it
+ * exits.  No mapping: it helps where it is, as before.  Not under TSan:
+ * its fixed shadow stack is the tighter bound there (docs/forkjoin.md), and
+ * switching stacks would need its fiber calls.  Under ASan the switches
+ * are announced to it (its fiber calls), or it would take the new stack for
+ * an overflow. */
+#define HELP_ROOM ((size_t)2 << 20)
+#define SEG_BYTES WORKER_STACK
+
+static uintptr_t thread_stack_lo(void) {
+  pthread_attr_t a;
+  void *lo = NULL;
+  size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &a) == 0) {
+    if (pthread_attr_getstack(&a, &lo, &size)) lo = NULL;
+    pthread_attr_destroy(&a);
+  }
+  return (uintptr_t)lo;
+}
+
+#if !MH__TSAN
+#if MH__ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
+                                    size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save, const void **bottom_old,
+                                     size_t *size_old);
+#endif
+
+/* One hop onto a segment: the context to go back to, and what the help
+ * found.  It lives on the old stack, which waits below the hop. */
+typedef struct hop {
+  ucontext_t back, seg;
+  tworker_t *w;
+  char *mem; /* the segment */
+  int ran;
+#if MH__ASAN
+  void *fake;
+  const void *old_bottom;
+  size_t old_size;
+#endif
+} hop_t;
+
+/* The hop being entered: read by hop_main first thing, before any other
+ * hop of this thread can start. */
+static _Thread_local hop_t *tls_hop;
+
+static void hop_main(void) {
+  hop_t *h = tls_hop;
+#if MH__ASAN
+  __sanitizer_finish_switch_fiber(NULL, &h->old_bottom, &h->old_size);
+#endif
+  h->ran = help_here(h->w);
+#if MH__ASAN
+  __sanitizer_start_switch_fiber(NULL, h->old_bottom, h->old_size);
+#endif
+  /* Returning resumes uc_link: h->back. */
+}
+
+/* Switch to h->mem and help there; 0, or -1 if the switch failed.  Apart
+ * from help_hop, and with little but *h live across the switches, so that
+ * gcc need not warn of locals clobbered across getcontext's second return. */
+static __attribute__((noinline)) int hop_switch(hop_t *h) {
+  if (getcontext(&h->seg)) return -1;
+  h->seg.uc_stack.ss_sp = h->mem;
+  h->seg.uc_stack.ss_size = SEG_BYTES;
+  h->seg.uc_link = &h->back;
+  makecontext(&h->seg, hop_main, 0);
+  tls_hop = h;
+#if MH__ASAN
+  __sanitizer_start_switch_fiber(&h->fake, h->mem, SEG_BYTES);
+#endif
+  int rc = swapcontext(&h->back, &h->seg);
+#if MH__ASAN
+  __sanitizer_finish_switch_fiber(h->fake, NULL, NULL); /* also after a failed switch */
+#endif
+  return rc ? -1 : 0;
+}
+
+static int help_hop(tworker_t *w) {
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  char *seg = w->spare;
+  w->spare = NULL;
+  if (!seg) {
+    seg = mmap(NULL, SEG_BYTES, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (seg == MAP_FAILED) return help_here(w);
+    (void)mprotect(seg, page, PROT_NONE); /* a guard page at the low end */
+  }
+  hop_t h;
+  memset(&h, 0, sizeof h);
+  h.w = w;
+  h.mem = seg;
+  uintptr_t lo = w->stack_lo;
+  w->stack_lo = (uintptr_t)seg + page;
+  int rc = hop_switch(&h);
+  w->stack_lo = lo;
+  if (w->spare)
+    munmap(seg, SEG_BYTES); /* a deeper hop left one already */
+  else
+    w->spare = seg;
+  return rc ? help_here(w) : h.ran;
+}
+#endif /* !MH__TSAN */
+
+/* mh__helper for worker threads: help_here, on a fresh stack segment when
+ * this one is nearly spent. */
+static int help_once(void) {
+  tworker_t *w = tls_self;
+#if !MH__TSAN
+  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+  if (w->stack_lo && sp > w->stack_lo && sp - w->stack_lo < HELP_ROOM) return help_hop(w);
+#endif
+  return help_here(w);
 }
 
 mh_executor_t *mh__worker_executor(void) {
@@ -556,6 +684,7 @@ static void *worker_main(void *arg) {
   tworker_t *w = arg;
   tpool_t *p = w->p;
   tls_self = w;
+  w->stack_lo = thread_stack_lo();
   mh__helper = help_once;
   mh__trace_role(MH__TR_ROLE_THREAD, -1);
   /* A failing initializer breaks this worker: the tasks it takes fail with
@@ -647,8 +776,11 @@ static void *worker_main(void *arg) {
   }
   /* The last one out tells tp_destroy, which may be waiting for a worker
    * that detached itself (a task that shut down its own executor). */
+  char *spare = w->spare; /* w may be gone once alive is told */
+  w->spare = NULL;
   if (--p->alive == 0) pthread_cond_broadcast(&p->cond);
   pthread_mutex_unlock(&p->lock);
+  if (spare) munmap(spare, SEG_BYTES);
   return NULL;
 }
 
