@@ -276,7 +276,8 @@ TEST(groups_nested_past_one_stack) {
   ASSERT_EQ(mh_task_group_wait(g), 0);
   ASSERT_EQ(mh_task_group_free(g), 0);
   ASSERT_EQ(reached, 0);
-  /* The worker is back on its own stack and still runs nested work. */
+  /* After the hops, the worker still runs nested work (its spare segment
+   * reused, or its own stack). */
   int depth = 1000, got = -1;
   mh_future_t *f;
   ASSERT_EQ(mh_executor_submit(ex, chain_task, &depth, sizeof depth, &got, sizeof got, ex, &f), 0);
