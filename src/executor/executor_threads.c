@@ -854,7 +854,7 @@ static int tp_start(mh_executor_t *ex, const mh_executor_options_t *opts) {
   p->alive = p->nthreads;
   /* Help-first waits nest tasks on a worker's stack (a chain of 10^4
    * nested waits is 10^4 task frames deep), so workers get a roomy stack;
-   * untouched pages cost nothing. */
+   * untouched pages cost nothing.  Past it, help_hop moves to segments. */
   pthread_attr_t ta;
   pthread_attr_init(&ta);
   pthread_attr_setstacksize(&ta, WORKER_STACK);
